@@ -1,0 +1,206 @@
+"""cachebot's configuration: one YAML file, validated by pydantic, with ``${ENV}`` interpolation for secrets.
+
+Errors name the key and say what is wrong (``layers[1].endpoint: ...``) so an operator can fix the file
+without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+HOST_PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LayerConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: str
+    endpoint: str | None = Field(default=None, description="where purges are sent (http://host:port, redis://…)")
+    credentials: dict[str, SecretStr] = {}
+    options: dict[str, Any] = {}
+    max_batch: int = Field(default=50, ge=1, le=10_000)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    retries: int = Field(default=3, ge=0, le=10)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
+
+class DependencyRule(Strict):
+    """When a purged path matches ``match``, also purge ``add`` (templates filled from named groups)."""
+
+    match: str
+    add: list[str]
+    why: str = ""
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("add")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for template in value:
+            if not template.startswith("/"):
+                raise ValueError(f"{template!r} must be a path starting with '/'")
+        return value
+
+
+class SiteConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    hosts: list[str] = Field(min_length=1)
+    origin: str | None = Field(default=None, description="the origin server, fetched directly to verify freshness")
+    layers: list[str] = Field(min_length=1, description="layer names, from the origin outwards")
+    dependencies: list[DependencyRule] = []
+    discover_tags: bool = Field(default=True, description="read xkey/Surrogate-Key/Cache-Tag from the origin")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        hosts = [h.strip().lower().rstrip(".") for h in value]
+        for host in hosts:
+            if not HOST_PATTERN.match(host):
+                raise ValueError(f"{host!r} is not a plain DNS host name (no scheme, port, path or wildcard)")
+        return hosts
+
+
+class ApprovalConfig(Strict):
+    threshold: int = Field(default=20, ge=0, description="plans with more purges than this need approval")
+    approvers: list[str] = Field(default_factory=list, description="user ids (or names) allowed to approve")
+    approver_groups: list[str] = Field(default_factory=list, description="Slack user group ids allowed to approve")
+    allow_self_approval: bool = False
+    expiry_minutes: float = Field(default=60, gt=0)
+
+
+class LimitsConfig(Strict):
+    max_urls_per_request: int = Field(default=1000, ge=1, le=100_000)
+    deadline_seconds: float = Field(default=300, gt=0)
+
+
+class StorageConfig(Strict):
+    sqlite_path: str = ".cachebot/state.sqlite"
+
+
+class AppConfig(Strict):
+    sites: list[SiteConfig] = Field(min_length=1)
+    layers: list[LayerConfig] = Field(min_length=1)
+    approval: ApprovalConfig = ApprovalConfig()
+    limits: LimitsConfig = LimitsConfig()
+    storage: StorageConfig = StorageConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> AppConfig:
+        from agent.layers import layer_kinds, validate_layer_options
+
+        layer_names = [layer.name for layer in self.layers]
+        _no_duplicates("layers", layer_names)
+        _no_duplicates("sites", [site.name for site in self.sites])
+        _no_duplicates("hosts", [host for site in self.sites for host in site.hosts])
+        for index, layer in enumerate(self.layers):
+            if layer.kind not in layer_kinds():
+                raise ValueError(
+                    f"layers[{index}].kind: unknown kind {layer.kind!r}; known kinds: {', '.join(layer_kinds())}"
+                )
+            validate_layer_options(index, layer)
+        for index, site in enumerate(self.sites):
+            for name in site.layers:
+                if name not in layer_names:
+                    raise ValueError(f"sites[{index}].layers: no layer named {name!r} (layers: {', '.join(layer_names)})")
+        return self
+
+    def site_for_host(self, host: str) -> SiteConfig | None:
+        for site in self.sites:
+            if host in site.hosts:
+                return site
+        return None
+
+    def site_named(self, name: str) -> SiteConfig | None:
+        return next((site for site in self.sites if site.name == name), None)
+
+    def layer_named(self, name: str) -> LayerConfig:
+        return next(layer for layer in self.layers if layer.name == name)
+
+    @property
+    def all_hosts(self) -> set[str]:
+        return {host for site in self.sites for host in site.hosts}
+
+
+def _no_duplicates(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what}: {name!r} appears more than once")
+        seen.add(name)
+
+
+def interpolate_env(value: Any, path: str = "") -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in every string; a missing variable is an error naming it."""
+    if isinstance(value, dict):
+        return {k: interpolate_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return ENV_PATTERN.sub(substitute, value)
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ""
+        for part in item["loc"]:
+            location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{location or '(top level)'}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: Any) -> AppConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("invalid configuration: the file must be a YAML mapping with sites and layers")
+    try:
+        return AppConfig.model_validate(interpolate_env(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> AppConfig:
+    """Load from ``path``, else ``$CACHEBOT_CONFIG``, else ``./cachebot.yaml``."""
+    source = Path(path or os.environ.get("CACHEBOT_CONFIG") or "cachebot.yaml")
+    if not source.is_file():
+        raise ConfigError(f"config file {source} not found (pass --config or set CACHEBOT_CONFIG)")
+    try:
+        data = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return parse_config(data)

@@ -1,0 +1,232 @@
+"""The one small interface every cache backend implements.
+
+Like FOSHttpCache's proxy clients: a backend says what it supports (``capabilities``), purges in batches under
+its own concurrency limit with retries, and can observe what it serves for a URL so we can *verify* a purge
+instead of trusting an HTTP 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from agent.config import LayerConfig
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Capability(StrEnum):
+    PURGE_URL = "purge_url"
+    PURGE_TAG = "purge_tag"
+    BAN = "ban"
+    PURGE_ALL = "purge_all"
+    VERIFY = "verify"
+
+
+class LayerUnavailable(Exception):
+    """The layer could not be reached or refused us; the message is safe to show a user."""
+
+
+class RetryableStatus(Exception):
+    """A 429/5xx answer that is worth another attempt, carrying the server's Retry-After if any."""
+
+    def __init__(self, status_code: int, retry_after: float | None, detail: str):
+        super().__init__(detail)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+@dataclass
+class Outcome:
+    """What the layer said about one purge target (URL, tag or key)."""
+
+    status: Literal["purged", "not_cached", "failed"]
+    detail: str = ""
+    attempts: int = 1
+
+
+@dataclass
+class Observation:
+    """One look at what a layer (or the origin) serves for a URL."""
+
+    reachable: bool
+    status_code: int | None = None
+    cache_status: str | None = None  # normalised: HIT, MISS, EXPIRED, STALE, BYPASS, ... or None if unknown
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    tags: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def cached(self) -> bool | None:
+        if not self.reachable or self.cache_status is None:
+            return None
+        return self.cache_status in {"HIT", "STALE", "UPDATING", "REVALIDATED"}
+
+
+@dataclass
+class Verification:
+    verified: bool | None  # True fresh, False still stale, None could not tell
+    evidence: str
+
+
+class CacheLayer(ABC):
+    """A cache backend. Subclasses set ``kind`` and ``capabilities`` and implement what they declare."""
+
+    kind: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    # HTTP caches are verified by comparing what they serve with the origin; application caches that hold
+    # their own keys are verified by looking at the keys, before anything refetches (and refills) them.
+    verifies_against_origin: ClassVar[bool] = True
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, config: LayerConfig):
+        self.config = config
+        self.name = config.name
+        self.options = self.Options.model_validate(config.options)
+
+    @classmethod
+    def check_config(cls, index: int, config: LayerConfig) -> None:
+        """Raise ``ValueError`` naming ``layers[index].<key>`` when the layer cannot work with ``config``."""
+        if config.endpoint is None:
+            raise ValueError(f"layers[{index}].endpoint: required for a {cls.kind} layer")
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def operation_for(self, tags: Sequence[str]) -> Capability:
+        """The cheapest correct operation for a page: its tags if we can purge by tag, else its URL."""
+        if tags and self.supports(Capability.PURGE_TAG):
+            return Capability.PURGE_TAG
+        return Capability.PURGE_URL
+
+    @abstractmethod
+    async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]: ...
+
+    async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:
+        raise NotImplementedError(f"{self.kind} cannot purge by tag")
+
+    async def purge_all(self, hosts: Sequence[str]) -> Outcome:
+        raise NotImplementedError(f"{self.kind} cannot purge everything")
+
+    @abstractmethod
+    async def observe(self, url: str) -> Observation:
+        """What this layer serves (or holds) for ``url`` right now. Never raises for an unreachable layer."""
+
+    @abstractmethod
+    async def verify(self, url: str, origin: Observation | None) -> Verification:
+        """After a purge: does this layer now serve (or hold) fresh content for ``url``?"""
+
+    async def aclose(self) -> None:
+        return None
+
+
+# --- helpers shared by backends -------------------------------------------------------------------------
+
+
+def body_hash(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def host_and_path(url: str) -> tuple[str, str]:
+    """``https://Shop.example/a?b=1`` -> (``shop.example``, ``/a?b=1``): what a cache keys a page on."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return (parts.hostname or "").lower(), path
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from datetime import datetime, timezone
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def raise_for_retryable(response: httpx.Response) -> None:
+    """Turn 429 and 5xx into ``RetryableStatus`` so ``with_retries`` tries again (honouring Retry-After)."""
+    if response.status_code == 429 or response.status_code >= 500:
+        raise RetryableStatus(
+            response.status_code,
+            parse_retry_after(response.headers.get("Retry-After")),
+            f"HTTP {response.status_code}",
+        )
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[httpx.Response]],
+    *,
+    retries: int,
+    base_delay: float = 0.2,
+    max_delay: float = 10.0,
+) -> tuple[httpx.Response, int]:
+    """Run ``attempt`` until it returns a non-retryable response; returns (response, attempts made).
+
+    Retries on connection errors, timeouts, 429 and 5xx, with exponential backoff and full jitter, waiting
+    at least the server's ``Retry-After``. Raises ``LayerUnavailable`` when every attempt failed.
+    """
+    last_error = ""
+    for number in range(1, retries + 2):
+        try:
+            response = await attempt()
+            raise_for_retryable(response)
+            return response, number
+        except RetryableStatus as exc:
+            last_error = str(exc)
+            delay = exc.retry_after
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            last_error = describe_transport_error(exc)
+            delay = None
+        if number > retries:
+            break
+        backoff = random.uniform(0, min(max_delay, base_delay * 2 ** (number - 1)))
+        await asyncio.sleep(max(backoff, delay or 0.0))
+    raise LayerUnavailable(f"{last_error} after {retries + 1} attempts")
+
+
+def describe_transport_error(exc: Exception) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return type(exc).__name__
+
+
+async def map_bounded(items: Sequence[T], concurrency: int, fn: Callable[[T], Awaitable[R]]) -> list[R]:
+    """``fn`` over ``items`` with at most ``concurrency`` in flight; results in input order."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(item: T) -> R:
+        async with semaphore:
+            return await fn(item)
+
+    return list(await asyncio.gather(*(run(item) for item in items)))
+
+
+def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    size = max(1, size)
+    return [items[i : i + size] for i in range(0, len(items), size)]

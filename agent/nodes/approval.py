@@ -1,0 +1,64 @@
+"""approval: wait for a second person. Enforced here, inside the graph, so no front end can skip it.
+
+The node is re-run from its start when resumed, so it holds nothing but the interrupt and the decision
+(REFERENCE: code before ``interrupt()`` runs twice). A refused click loops back here for a fresh interrupt.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
+
+from agent.policy import approvers_description, is_expired, refuse_approver
+from agent.state import AgentContext, PurgeState
+
+
+def approval_request(state: PurgeState, context: AgentContext) -> dict[str, Any]:
+    plan = state["plan"]
+    return {
+        "kind": "approval",
+        "requester": state.get("user", ""),
+        "reason": plan["approval_reason"],
+        "purge_count": plan["purge_count"],
+        "pages": len(plan["pages"]),
+        "expires_at": plan["expires_at"],
+        "approvers": approvers_description(context.config),
+    }
+
+
+def approval_node(
+    state: PurgeState, runtime: Runtime[AgentContext]
+) -> Command[Literal["approval", "execute", "report"]]:
+    context = runtime.context
+    decision = interrupt(approval_request(state, context))
+    record = dict(state["approval"])
+    now = context.now()
+
+    expires_at = state["plan"].get("expires_at")
+    if is_expired(datetime.fromisoformat(expires_at) if expires_at else None, now):
+        record.update(status="expired", at=now.isoformat())
+        return Command(goto="report", update={"approval": record})
+
+    choice, user = parse_decision(decision)
+    refusal = (
+        "that is not a decision I understand (approve or deny)"
+        if choice is None
+        else refuse_approver(user, state.get("user", ""), context.user_groups(user), context.config, choice)
+    )
+    if refusal:
+        record["refusals"] = [*record.get("refusals", []), f"{user or 'someone'}: {refusal}"]
+        return Command(goto="approval", update={"approval": record})
+
+    record.update(status="approved" if choice == "approve" else "denied", by=user, at=now.isoformat())
+    return Command(goto="execute" if choice == "approve" else "report", update={"approval": record})
+
+
+def parse_decision(decision: Any) -> tuple[str | None, str]:
+    if not isinstance(decision, dict):
+        return None, ""
+    choice = decision.get("decision")
+    user = str(decision.get("user") or "")
+    return (choice if choice in ("approve", "deny") else None), user

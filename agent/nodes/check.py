@@ -1,0 +1,49 @@
+"""check: is this page cached, and is it stale, on which layer? Looks only; never purges."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from langgraph.runtime import Runtime
+
+from agent.layers.base import CacheLayer, Observation, map_bounded
+from agent.layerset import open_layers
+from agent.mapping import site_of
+from agent.models import CheckResult
+from agent.nodes.verify import origin_observations
+from agent.state import AgentContext, PurgeState
+
+
+def check_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+    checks = asyncio.run(check_urls(state["urls"], runtime.context))
+    return {"checks": [check.model_dump(mode="json") for check in checks]}
+
+
+async def check_urls(urls: list[str], context: AgentContext) -> list[CheckResult]:
+    pairs = [(url, name) for url in urls for name in site_of(url, context.config).layers]
+    async with open_layers(context, {name for _, name in pairs}) as layers, httpx.AsyncClient(timeout=10) as client:
+        # Application caches first: looking through the HTTP layers refills them from the origin.
+        own = [(u, n) for u, n in pairs if not layers[n].verifies_against_origin]
+        seen = dict(zip(own, await map_bounded(own, 16, lambda p: layers[p[1]].observe(p[0]))))
+        origin = await origin_observations(client, urls, context)
+        http = [(u, n) for u, n in pairs if layers[n].verifies_against_origin]
+        seen |= dict(zip(http, await map_bounded(http, 16, lambda p: layers[p[1]].observe(p[0]))))
+    return [describe(url, layers[name], seen[(url, name)], origin.get(url)) for url, name in pairs]
+
+
+def describe(url: str, layer: CacheLayer, seen: Observation, origin: Observation | None) -> CheckResult:
+    if not seen.reachable:
+        return CheckResult(url=url, layer=layer.name, cached=None, fresh=None,
+                           detail=f"could not reach {layer.name}: {seen.error}")
+    if not layer.verifies_against_origin:
+        held = "holds" if seen.cached else "holds no"
+        return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=None,
+                           detail=f"{held} cached entries for this page")
+    state = seen.cache_status or f"HTTP {seen.status_code}"
+    if origin is None or seen.body_hash is None:
+        return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=None,
+                           detail=f"{state}; the origin's answer was not available to compare")
+    fresh = seen.body_hash == origin.body_hash
+    verdict = "same content as the origin serves now" if fresh else "STALE: differs from the origin"
+    return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=fresh, detail=f"{state}, {verdict}")

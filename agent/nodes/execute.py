@@ -1,0 +1,123 @@
+"""execute: send every planned purge, layer by layer from the origin outwards, and record what each layer said.
+
+Inner layers go first so an outer cache that refetches during the run gets fresh content, not the stale copy
+an inner cache was still holding. Within a tier layers run in parallel; within a layer, the backend batches.
+A layer that fails or raises never hides the others' results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
+
+from agent.layers.base import CacheLayer, Capability, Outcome
+from agent.layerset import open_layers
+from agent.models import Operation, PlanItem
+from agent.state import AgentContext, PurgeState
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+    items = [PlanItem.model_validate(item) for item in state["plan"]["items"]]
+    outcomes = asyncio.run(execute_plan(items, runtime.context, stream_writer()))
+    return {"purge_outcomes": outcomes}
+
+
+def stream_writer() -> Progress:
+    try:
+        return get_stream_writer()
+    except RuntimeError:  # called outside a graph run (tests of the function itself)
+        return lambda event: None
+
+
+def layer_tiers(items: list[PlanItem], context: AgentContext) -> list[list[str]]:
+    """Layer names grouped by their distance from the origin (position in the site's ``layers`` list)."""
+    depth: dict[str, int] = {}
+    for item in items:
+        site = context.config.site_named(item.site)
+        depth[item.layer] = min(depth.get(item.layer, 99), site.layers.index(item.layer))
+    tiers: dict[int, list[str]] = defaultdict(list)
+    for name, level in depth.items():
+        tiers[level].append(name)
+    return [sorted(tiers[level]) for level in sorted(tiers)]
+
+
+async def execute_plan(items: list[PlanItem], context: AgentContext, progress: Progress) -> list[dict[str, Any]]:
+    targets = unique_targets(items)
+    total = sum(len(t) for t in targets.values())
+    done = 0
+    results: list[dict[str, Any]] = []
+
+    def record(layer: str, operation: Operation, outcomes: dict[str, Outcome]) -> None:
+        nonlocal done
+        for target, outcome in outcomes.items():
+            results.append(
+                {"layer": layer, "operation": operation.value, "target": target, "status": outcome.status,
+                 "detail": outcome.detail, "attempts": outcome.attempts}
+            )
+        done += len(outcomes)
+        progress({"type": "progress", "phase": "purge", "layer": layer, "done": done, "total": total})
+
+    deadline = context.config.limits.deadline_seconds
+    async with open_layers(context, {item.layer for item in items}) as layers:
+        for tier in layer_tiers(items, context):
+            jobs = [purge_layer(layers[name], targets, record) for name in tier]
+            try:
+                await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline)
+            except TimeoutError:
+                pass  # whatever did not report in time is recorded as failed below
+    return fill_missing(targets, results, f"no answer within the {deadline:g} s deadline")
+
+
+def unique_targets(items: list[PlanItem]) -> dict[tuple[str, Operation], list[str]]:
+    targets: dict[tuple[str, Operation], list[str]] = defaultdict(list)
+    for item in items:
+        bucket = targets[(item.layer, item.operation)]
+        if item.target not in bucket:
+            bucket.append(item.target)
+    return targets
+
+
+async def purge_layer(
+    layer: CacheLayer,
+    targets: dict[tuple[str, Operation], list[str]],
+    record: Callable[[str, Operation, dict[str, Outcome]], None],
+) -> None:
+    for (name, operation), values in targets.items():
+        if name != layer.name:
+            continue
+        step = max(1, layer.config.max_batch * layer.config.concurrency)
+        for start in range(0, len(values), step):
+            chunk = values[start : start + step]
+            record(layer.name, operation, await run_operation(layer, operation, chunk))
+
+
+async def run_operation(layer: CacheLayer, operation: Operation, targets: list[str]) -> dict[str, Outcome]:
+    try:
+        if operation == Operation.PURGE_TAG:
+            return await layer.purge_tags(targets)
+        if operation == Operation.PURGE_ALL:
+            if not layer.supports(Capability.PURGE_ALL):
+                return {t: Outcome("failed", f"{layer.kind} cannot purge everything", 0) for t in targets}
+            return {t: await layer.purge_all(t.split()) for t in targets}
+        return await layer.purge_urls(targets)
+    except Exception as exc:  # a backend bug must not hide the other layers' results
+        return {t: Outcome("failed", f"{layer.name} failed unexpectedly: {type(exc).__name__}: {exc}", 0) for t in targets}
+
+
+def fill_missing(
+    targets: dict[tuple[str, Operation], list[str]], results: list[dict[str, Any]], why: str
+) -> list[dict[str, Any]]:
+    seen = {(r["layer"], r["target"]) for r in results}
+    for (layer, operation), values in targets.items():
+        for target in values:
+            if (layer, target) not in seen:
+                results.append({"layer": layer, "operation": operation.value, "target": target,
+                                "status": "failed", "detail": why, "attempts": 0})
+    return results

@@ -1,0 +1,72 @@
+"""plan: pages × layers, with the dependent pages added and why, and whether a second person must approve."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Literal
+
+import httpx
+from langgraph.runtime import Runtime
+
+from agent.config import AppConfig
+from agent.fetch import observe_http
+from agent.layers.base import map_bounded
+from agent.layerset import open_layers
+from agent.mapping import expand_pages, plan_items, purge_all_items, site_of
+from agent.models import Intent, Plan
+from agent.policy import approval_reason
+from agent.state import AgentContext, PurgeState
+
+
+def plan_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+    context = runtime.context
+    plan = asyncio.run(build_plan(state, context))
+    now = context.now()
+    plan.created_at = now
+    plan.needs_approval = bool(plan.approval_reason) and not state.get("dry_run")
+    if plan.needs_approval:
+        plan.expires_at = now + timedelta(minutes=context.config.approval.expiry_minutes)
+    approval = {"status": "pending" if plan.needs_approval else "not_needed", "refusals": []}
+    return {"plan": plan.model_dump(mode="json"), "approval": approval}
+
+
+async def build_plan(state: PurgeState, context: AgentContext) -> Plan:
+    config = context.config
+    async with open_layers(context) as layers:
+        if state["intent"] == Intent.PURGE_ALL:
+            items = [item for name in state["target_sites"] for item in purge_all_items(config.site_named(name), layers)]
+            pages = sorted({item.url for item in items})
+        else:
+            pages_map = expand_pages(state["urls"], config)
+            tags = await discover_tags(list(pages_map), config)
+            items = plan_items(pages_map, tags, layers, config)
+            pages = list(pages_map)
+    purge_count = len({(item.layer, item.target) for item in items})
+    return Plan(
+        items=items,
+        pages=pages,
+        purge_count=purge_count,
+        approval_reason=approval_reason(state["intent"], purge_count, config),
+    )
+
+
+async def discover_tags(urls: list[str], config: AppConfig) -> dict[str, tuple[str, ...]]:
+    """Tags each page advertises at its origin (HEAD), for sites that have an origin and tag discovery on."""
+    wanted = [url for url in urls if (site := site_of(url, config)).origin and site.discover_tags]
+    if not wanted:
+        return {}
+    async with httpx.AsyncClient(timeout=5.0) as client:
+
+        async def tags_of(url: str) -> tuple[str, ...]:
+            observation = await observe_http(client, site_of(url, config).origin, url, method="HEAD")
+            return observation.tags if observation.reachable and observation.status_code == 200 else ()
+
+        found = await map_bounded(wanted, 16, tags_of)
+    return dict(zip(wanted, found))
+
+
+def route_after_plan(state: PurgeState) -> Literal["approval", "execute", "report"]:
+    if state.get("dry_run"):
+        return "report"
+    return "approval" if state["plan"]["needs_approval"] else "execute"

@@ -1,0 +1,115 @@
+"""report: one plain-language answer for every path through the graph. Failures come first."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from langgraph.runtime import Runtime
+
+from agent.models import Intent, ItemStatus
+from agent.state import AgentContext, PurgeState
+
+HELP_TEXT = (
+    "I clear cached pages and check that they are really fresh afterwards.\n"
+    "• Paste one or more URLs (\"these still show the old price: …\") and I purge every cache layer that holds "
+    "them, plus the pages that show them (listings, home page, feeds).\n"
+    "• Ask \"is <url> cached?\" or \"why is <url> stale?\" and I look without purging.\n"
+    "• Big batches and purging a whole site need approval from: {approvers}.\n"
+    "Sites I manage: {sites}."
+)
+
+
+def report_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+    return {"reply": compose_reply(state, runtime.context)}
+
+
+def compose_reply(state: PurgeState, context: AgentContext) -> str:
+    config = context.config
+    intent = state.get("intent")
+    if intent == Intent.HELP:
+        from agent.policy import approvers_description
+
+        sites = ", ".join(f"{s.name} ({', '.join(s.hosts)})" for s in config.sites)
+        return HELP_TEXT.format(approvers=approvers_description(config), sites=sites)
+    if intent == Intent.UNKNOWN:
+        return state.get("reply") or "I could not tell what you want. Say 'help' to see what I can do."
+    lines = rejected_lines(state)
+    if intent == Intent.PURGE_ALL and not state.get("target_sites"):
+        names = ", ".join(s.name for s in config.sites)
+        return "\n".join([f"Which site should I purge everything on? I manage: {names}.", *lines])
+    if not state.get("urls") and intent != Intent.PURGE_ALL:
+        head = "I found no URL I can work on." if lines else "Which page? Paste the URL(s) you want me to clear."
+        return "\n".join([head, *lines])
+    if intent == Intent.CHECK:
+        return "\n".join([*check_lines(state), *lines])
+    return "\n".join([*purge_lines(state), *lines])
+
+
+def rejected_lines(state: PurgeState) -> list[str]:
+    rejected = state.get("rejected", [])
+    if not rejected:
+        return []
+    shown = [f"  ✗ {r['input']}: {r['reason']}" for r in rejected[:20]]
+    more = [f"  … and {len(rejected) - 20} more"] if len(rejected) > 20 else []
+    return [f"Not touched ({len(rejected)}):", *shown, *more]
+
+
+def check_lines(state: PurgeState) -> list[str]:
+    lines = []
+    for url in state["urls"]:
+        lines.append(url)
+        lines += [f"  {c['layer']}: {c['detail']}" for c in state.get("checks", []) if c["url"] == url]
+    return lines
+
+
+def purge_lines(state: PurgeState) -> list[str]:
+    plan = state.get("plan", {})
+    approval = state.get("approval", {})
+    status = approval.get("status")
+    pages = plan.get("pages", [])
+    if state.get("dry_run"):
+        return [f"Dry run: {plan.get('purge_count', 0)} purges over {len(pages)} pages planned; nothing was sent."]
+    if status == "denied":
+        return [f"Not purged: {approval.get('by')} denied the request."]
+    if status == "expired":
+        return ["Not purged: the approval request expired. Ask again if it is still needed."]
+    if status == "pending":
+        return [f"Waiting for approval: {plan.get('approval_reason')}."]
+    return result_lines(state.get("results", []))
+
+
+ORDER = [ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED, ItemStatus.SKIPPED, ItemStatus.PURGED_VERIFIED,
+         ItemStatus.NOT_CACHED]
+WORDS = {
+    ItemStatus.PURGED_VERIFIED: "purged, verified",
+    ItemStatus.PURGED_UNVERIFIED: "purged, NOT verified",
+    ItemStatus.NOT_CACHED: "not cached (nothing to do)",
+    ItemStatus.SKIPPED: "skipped",
+    ItemStatus.FAILED: "FAILED",
+}
+
+
+def result_lines(results: list[dict]) -> list[str]:
+    counts = Counter(r["status"] for r in results)
+    pages = list(dict.fromkeys(r["url"] for r in results))
+    bad = {r["url"] for r in results if r["status"] in (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)}
+    summary = ", ".join(f"{counts[s]} {WORDS[s]}" for s in ORDER if counts[s])
+    verdict = "Done" if not bad else f"{len(bad)} of {len(pages)} pages NOT confirmed fresh"
+    lines = [f"{verdict}: {len(pages)} pages × layers → {summary}."]
+    for url in sorted(pages, key=lambda u: u not in bad):
+        lines.append(("✗ " if url in bad else "✓ ") + url)
+        for r in sorted((r for r in results if r["url"] == url), key=lambda r: ORDER.index(r["status"])):
+            lines.append(f"    {r['layer']}: {item_words(r)}")
+    return lines
+
+
+def item_words(result: dict) -> str:
+    status = ItemStatus(result["status"])
+    if status == ItemStatus.PURGED_VERIFIED:
+        return f"{result['detail']}, verified {result['evidence']}".strip(", ")
+    if status == ItemStatus.NOT_CACHED:
+        return WORDS[status]
+    text = f"{WORDS[status]}: {result['detail']}"
+    if result.get("evidence"):
+        text += f" ({result['evidence']})"
+    return text

@@ -1,0 +1,42 @@
+"""resolve: which URLs did the person give, which of them do we manage, and which sites are meant?"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from langgraph.runtime import Runtime
+
+from agent.models import Intent
+from agent.state import AgentContext, PurgeState
+from agent.urls import screen_urls
+from agent.understanding import words_only
+
+
+def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+    config = runtime.context.config
+    urls, rejected = screen_urls(state.get("message", ""), config)
+    update: PurgeState = {"urls": urls, "rejected": [r.model_dump(mode="json") for r in rejected]}
+    if state["intent"] == Intent.PURGE_ALL:
+        update["target_sites"] = sites_meant(state.get("message", ""), urls, config)
+    return update
+
+
+def sites_meant(message: str, urls: list[str], config) -> list[str]:
+    """Sites named by their URLs or by name in the words; the only site when just one is configured."""
+    from urllib.parse import urlsplit
+
+    named = [config.site_for_host(urlsplit(url).hostname or "").name for url in urls]
+    words = words_only(message).lower()
+    named += [site.name for site in config.sites if re.search(rf"\b{re.escape(site.name)}\b", words)]
+    if not named and len(config.sites) == 1:
+        named = [config.sites[0].name]
+    return list(dict.fromkeys(named))
+
+
+def route_after_resolve(state: PurgeState) -> Literal["plan", "check", "report"]:
+    if state["intent"] == Intent.PURGE_ALL:
+        return "plan" if state.get("target_sites") else "report"
+    if not state.get("urls"):
+        return "report"
+    return "check" if state["intent"] == Intent.CHECK else "plan"

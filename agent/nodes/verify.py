@@ -1,0 +1,103 @@
+"""verify: ask every layer what it serves now, and turn purge answers into honest per-page results.
+
+A purge is "done" only when the layer shows fresh content (or its keys are gone). Layers that keep their own
+storage (application caches) are checked before anything fetches the page again, because fetching through the
+origin refills them; HTTP caches are then compared with the origin's fresh answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from langgraph.runtime import Runtime
+
+from agent.fetch import observe_http
+from agent.layers.base import CacheLayer, Capability, Observation, Verification, map_bounded
+from agent.layerset import open_layers
+from agent.mapping import site_of
+from agent.models import ItemResult, ItemStatus, Operation, PlanItem
+from agent.nodes.execute import layer_tiers, stream_writer
+from agent.state import AgentContext, PurgeState
+
+
+def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+    items = [PlanItem.model_validate(item) for item in state["plan"]["items"]]
+    outcomes = {(o["layer"], o["target"]): o for o in state.get("purge_outcomes", [])}
+    results = asyncio.run(verify_items(items, outcomes, runtime.context))
+    return {"results": [result.model_dump(mode="json") for result in results]}
+
+
+async def verify_items(
+    items: list[PlanItem], outcomes: dict[tuple[str, str], dict[str, Any]], context: AgentContext
+) -> list[ItemResult]:
+    progress = stream_writer()
+    to_verify = [i for i in items if outcomes.get((i.layer, i.target), {}).get("status") in ("purged", "not_cached")]
+    verifications: dict[tuple[str, str], Verification] = {}
+    async with open_layers(context, {i.layer for i in items}) as layers, httpx.AsyncClient(timeout=10) as client:
+        own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
+        verifications |= await verify_group(own_storage, layers, {}, context)
+        origin = await origin_observations(client, [i.url for i in to_verify], context)
+        for tier in layer_tiers(items, context):
+            group = [i for i in to_verify if i.layer in tier and layers[i.layer].verifies_against_origin]
+            verifications |= await verify_group(group, layers, origin, context)
+            progress({"type": "progress", "phase": "verify", "done": len(verifications), "total": len(to_verify)})
+    return [judge(item, outcomes.get((item.layer, item.target)), verifications.get((item.url, item.layer)))
+            for item in items]
+
+
+async def verify_group(
+    items: list[PlanItem], layers: dict[str, CacheLayer], origin: dict[str, Observation], context: AgentContext
+) -> dict[tuple[str, str], Verification]:
+    async def one(item: PlanItem) -> Verification:
+        layer = layers[item.layer]
+        if not layer.supports(Capability.VERIFY):
+            return Verification(None, f"{layer.kind} cannot be checked after a purge")
+        if item.operation == Operation.PURGE_ALL:
+            return Verification(None, "a purge of everything is not checked page by page")
+        try:
+            return await layer.verify(item.url, origin.get(item.url))
+        except Exception as exc:  # never let one broken check turn into a reported success elsewhere
+            return Verification(None, f"check failed: {type(exc).__name__}")
+
+    concurrency = max((layers[i.layer].config.concurrency for i in items), default=1)
+    found = await map_bounded(items, concurrency, one)
+    return {(item.url, item.layer): verification for item, verification in zip(items, found)}
+
+
+async def origin_observations(
+    client: httpx.AsyncClient, urls: list[str], context: AgentContext
+) -> dict[str, Observation]:
+    """The origin's current answer per page: what "fresh" means for the HTTP caches in front of it."""
+    wanted = [u for u in dict.fromkeys(urls) if site_of(u, context.config).origin]
+    found = await map_bounded(
+        wanted, 16, lambda url: observe_http(client, site_of(url, context.config).origin, url)
+    )
+    return {url: obs for url, obs in zip(wanted, found) if obs.reachable and obs.status_code == 200}
+
+
+def judge(item: PlanItem, outcome: dict[str, Any] | None, verification: Verification | None) -> ItemResult:
+    base = dict(url=item.url, layer=item.layer, attempts=(outcome or {}).get("attempts", 0))
+    if outcome is None:
+        return ItemResult(status=ItemStatus.SKIPPED, detail="no purge was sent", **base)
+    how = "tag " + item.target if item.operation == Operation.PURGE_TAG and item.target != item.url else ""
+    if outcome["status"] == "failed":
+        return ItemResult(status=ItemStatus.FAILED, detail=outcome["detail"], **base)
+    if verification is None or verification.verified is None:
+        why = verification.evidence if verification else "not checked"
+        status = ItemStatus.PURGED_UNVERIFIED
+        return ItemResult(status=status, detail=join("purge accepted", how, "but not confirmed"), evidence=why, **base)
+    if verification.verified is False:
+        detail = "layer said it held nothing" if outcome["status"] == "not_cached" else "purge accepted"
+        return ItemResult(status=ItemStatus.FAILED, detail=f"{detail}, but it still serves stale content",
+                          evidence=verification.evidence, **base)
+    if outcome["status"] == "not_cached":
+        return ItemResult(status=ItemStatus.NOT_CACHED, detail="not cached (nothing to do)",
+                          evidence=verification.evidence, **base)
+    return ItemResult(status=ItemStatus.PURGED_VERIFIED, detail=join("purged", how),
+                      evidence=verification.evidence, **base)
+
+
+def join(*parts: str) -> str:
+    return " ".join(p for p in parts if p)

@@ -1,0 +1,176 @@
+"""The agent as front ends use it: send a message, decide on an approval, read the outcome.
+
+Every front end (terminal, Slack) goes through ``Agent`` so they all get the same policy and the same
+checkpointed state; a pending approval survives a restart because it lives in the SQLite checkpoint.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+
+from agent.config import AppConfig
+from agent.graph import build_graph
+from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
+from agent.state import AgentContext, PurgeState
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+# A new message on a thread starts a new request: every per-request field is reset explicitly, because
+# checkpointed state otherwise carries the previous request's plan and results forward.
+FRESH_REQUEST: PurgeState = {
+    "intent": "", "target_sites": [], "urls": [], "rejected": [], "plan": {}, "approval": {},
+    "purge_outcomes": [], "results": [], "checks": [], "reply": "",
+}
+
+
+class NothingPending(Exception):
+    """There is no approval waiting on this thread (it was decided, expired, or never existed)."""
+
+
+class Agent:
+    def __init__(self, config: AppConfig, *, context: AgentContext | None = None, checkpoint_path: str | None = None):
+        self.config = config
+        self.context = context or AgentContext(config=config)
+        path = Path(checkpoint_path or config.storage.sqlite_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(path, check_same_thread=False)
+        self.graph = build_graph().compile(checkpointer=SqliteSaver(self._connection))
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- requests ------------------------------------------------------------------------------------
+
+    def ask(
+        self,
+        message: str,
+        *,
+        user: str,
+        channel: str | None = None,
+        dry_run: bool = False,
+        thread_id: str | None = None,
+        on_event: EventHandler | None = None,
+    ) -> RunResult:
+        thread_id = thread_id or uuid.uuid4().hex
+        request: PurgeState = {**FRESH_REQUEST, "message": message, "user": user, "channel": channel,
+                               "dry_run": dry_run}
+        with self._serialised(thread_id):
+            self._run(request, thread_id, on_event)
+            return self.result(thread_id)
+
+    def decide(
+        self,
+        thread_id: str,
+        decision: Literal["approve", "deny"],
+        *,
+        user: str,
+        interrupt_id: str | None = None,
+        on_event: EventHandler | None = None,
+    ) -> RunResult:
+        """Resume a waiting run with a person's decision. The graph itself decides whether they may."""
+        with self._serialised(thread_id):
+            pending = self._pending_interrupt(thread_id)
+            if pending is None:
+                raise NothingPending(self._nothing_pending_reason(thread_id))
+            if interrupt_id is not None and interrupt_id != pending.id:
+                raise NothingPending("that approval request is no longer current; use the latest one")
+            refusals_before = len(self._values(thread_id).get("approval", {}).get("refusals", []))
+            self._run(Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id, on_event)
+            result = self.result(thread_id)
+            if len(result.approval.refusals) > refusals_before:
+                result.notice = result.approval.refusals[-1]
+            return result
+
+    # --- reading state -------------------------------------------------------------------------------
+
+    def result(self, thread_id: str) -> RunResult:
+        snapshot = self.graph.get_state(self._config(thread_id))
+        values = snapshot.values
+        plan = values.get("plan") or {}
+        pending = snapshot.interrupts[0] if snapshot.interrupts else None
+        return RunResult(
+            thread_id=thread_id,
+            intent=Intent(values.get("intent") or Intent.UNKNOWN),
+            reply=values.get("reply") or (self._waiting_reply(pending.value) if pending else ""),
+            urls=values.get("urls", []),
+            rejected=[Rejection.model_validate(r) for r in values.get("rejected", [])],
+            plan=[PlanItem.model_validate(i) for i in plan.get("items", [])],
+            pages=plan.get("pages", []),
+            needs_approval=bool(plan.get("needs_approval")),
+            approval=ApprovalRecord.model_validate(values.get("approval") or {}),
+            results=[ItemResult.model_validate(r) for r in values.get("results", [])],
+            checks=[CheckResult.model_validate(c) for c in values.get("checks", [])],
+            dry_run=bool(values.get("dry_run")),
+            pending={"interrupt_id": pending.id, **pending.value} if pending else None,
+        )
+
+    def _waiting_reply(self, request: dict[str, Any]) -> str:
+        return (
+            f"This needs approval: {request['reason']}. Approvers: {request['approvers']}. "
+            f"The request expires at {request['expires_at']}."
+        )
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None) -> None:
+        stream = self.graph.stream(
+            graph_input,
+            self._config(thread_id),
+            context=self.context,
+            stream_mode=["custom", "updates"],
+            durability="sync",  # a crash must not lose the record that a purge was sent
+        )
+        for mode, chunk in stream:
+            if on_event is None:
+                continue
+            if mode == "custom":
+                on_event(chunk)
+            elif mode == "updates":
+                for node, update in chunk.items():
+                    if node != "__interrupt__":
+                        on_event({"type": "step", "node": node, "update": update or {}})
+
+    def _pending_interrupt(self, thread_id: str):
+        snapshot = self.graph.get_state(self._config(thread_id))
+        return snapshot.interrupts[0] if snapshot.interrupts else None
+
+    def _values(self, thread_id: str) -> dict[str, Any]:
+        return self.graph.get_state(self._config(thread_id)).values
+
+    def _nothing_pending_reason(self, thread_id: str) -> str:
+        approval = self._values(thread_id).get("approval") or {}
+        status = approval.get("status")
+        if status in ("approved", "denied"):
+            return f"this request was already {status} by {approval.get('by')}"
+        if status == "expired":
+            return "this approval request expired"
+        return "there is no approval waiting on that request"
+
+    @staticmethod
+    def _config(thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+    @contextmanager
+    def _serialised(self, thread_id: str):
+        """LangGraph has no per-thread lock: two resumes of one thread would both run and fork its history."""
+        with self._locks_guard:
+            lock = self._locks.setdefault(thread_id, threading.Lock())
+        with lock:
+            yield
