@@ -1,0 +1,219 @@
+"""``cachebot``: the terminal front end. It only translates between a person at a terminal and ``Agent``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from agent.config import AppConfig, ConfigError, load_config
+from agent.models import Plan, RunResult
+from agent.runner import Agent, NothingPending
+
+app = typer.Typer(help="cachebot: purge web caches by asking in plain language, and verify they are fresh.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(highlight=False)
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default $CACHEBOT_CONFIG or ./cachebot.yaml)")]
+UserOption = Annotated[Optional[str], typer.Option("--as", help="who is asking (default: your login name)")]
+
+
+def current_user(explicit: str | None) -> str:
+    return explicit or os.environ.get("CACHEBOT_USER") or getpass.getuser()
+
+
+def config_or_exit(path: Path | None) -> AppConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        console.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def progress_events(enabled: bool) -> Iterator:
+    """A rich progress bar fed by the graph's progress events; silent for machine output."""
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_event(event: dict) -> None:
+            if event.get("type") == "step":
+                show_step(event["node"], event["update"])
+            elif event.get("type") == "progress":
+                phase = event["phase"]
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(f"{phase}ing", total=event["total"])
+                bar.update(tasks[phase], completed=event["done"], total=event["total"])
+
+        yield on_event
+
+
+@app.command()
+def ask(
+    message: Annotated[str, typer.Argument(help="what you would write in Slack, URLs included")],
+    config: ConfigOption = None,
+    as_user: UserOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; send no purge")] = False,
+) -> None:
+    """Send one message through the agent and print what it did."""
+    settings = config_or_exit(config)
+    with Agent(settings) as agent, progress_events(not json_output) as on_event:
+        result = agent.ask(message, user=current_user(as_user), dry_run=dry_run, on_event=on_event)
+    emit(result, json_output)
+    raise typer.Exit(exit_code(result))
+
+
+@app.command()
+def approve(
+    thread_id: Annotated[str, typer.Argument(help="the request id printed when approval was asked for")],
+    config: ConfigOption = None,
+    as_user: UserOption = None,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Approve a waiting request (you must be an approver, and not the requester unless self-approval is on)."""
+    decide(thread_id, "approve", config, as_user, json_output)
+
+
+@app.command()
+def deny(
+    thread_id: Annotated[str, typer.Argument(help="the request id printed when approval was asked for")],
+    config: ConfigOption = None,
+    as_user: UserOption = None,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Deny a waiting request."""
+    decide(thread_id, "deny", config, as_user, json_output)
+
+
+def decide(thread_id: str, choice: str, config: Path | None, as_user: str | None, json_output: bool) -> None:
+    settings = config_or_exit(config)
+    with Agent(settings) as agent, progress_events(not json_output) as on_event:
+        try:
+            result = agent.decide(thread_id, choice, user=current_user(as_user), on_event=on_event)
+        except NothingPending as exc:
+            console.print(f"[yellow]Nothing to {choice}:[/yellow] {exc}")
+            raise typer.Exit(1) from None
+    if result.notice and not json_output:
+        console.print(f"[red]Refused:[/red] {result.notice}")
+    emit(result, json_output)
+    raise typer.Exit(1 if result.notice else exit_code(result))
+
+
+@app.command()
+def chat(config: ConfigOption = None, as_user: UserOption = None) -> None:
+    """A conversation with the agent in the terminal, as it would be in Slack. Ctrl-D to leave."""
+    settings = config_or_exit(config)
+    user = current_user(as_user)
+    console.print(f"[bold]cachebot[/bold] — talking as [cyan]{user}[/cyan]. Paste URLs, ask 'is <url> stale?', "
+                  "or say 'help'. Ctrl-D to leave.")
+    with Agent(settings) as agent:
+        while True:
+            try:
+                message = console.input("[bold green]you>[/bold green] ")
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+            if not message.strip():
+                continue
+            with progress_events(True) as on_event:
+                result = agent.ask(message, user=user, on_event=on_event)
+            render(result)
+            while result.pending:
+                result = prompt_for_decision(agent, result)
+
+
+def prompt_for_decision(agent: Agent, result: RunResult) -> RunResult:
+    """Ask who approves at this terminal; the graph still decides whether that person may."""
+    answer = console.input(
+        "[bold]approver>[/bold] type 'approve NAME' or 'deny NAME', or press Enter to leave it waiting: "
+    ).split()
+    if len(answer) != 2 or answer[0] not in ("approve", "deny"):
+        console.print(f"Left waiting. Later: [cyan]cachebot approve {result.thread_id} --as NAME[/cyan]")
+        return result.model_copy(update={"pending": None})
+    with progress_events(True) as on_event:
+        try:
+            decided = agent.decide(result.thread_id, answer[0], user=answer[1], on_event=on_event)
+        except NothingPending as exc:
+            console.print(f"[yellow]{exc}[/yellow]")
+            return result.model_copy(update={"pending": None})
+    if decided.notice:
+        console.print(f"[red]Refused:[/red] {decided.notice}")
+    else:
+        render(decided)
+    return decided
+
+
+@app.command()
+def graph(out: Annotated[Path, typer.Option(help="directory for the drawings")] = Path("graphs")) -> None:
+    """Write the agent's graph as Mermaid, DOT and PNG (offline, with graphviz)."""
+    from agent.drawing import write_drawings
+
+    for path in write_drawings(out):
+        console.print(f"wrote {path}")
+
+
+def exit_code(result: RunResult) -> int:
+    failed = any(r.status in ("failed", "purged_unverified") for r in result.results)
+    return 1 if failed else 0
+
+
+def emit(result: RunResult, json_output: bool) -> None:
+    if json_output:
+        typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        render(result)
+
+
+def show_step(node: str, update: dict) -> None:
+    """Live narration while the graph runs: what was understood, then the plan, before anything is purged."""
+    if node == "resolve" and update.get("urls"):
+        urls = update["urls"]
+        console.print(f"[bold]Understood {len(urls)} URL(s):[/bold]")
+        for url in urls[:50]:
+            console.print(f"  {url}")
+        if len(urls) > 50:
+            console.print(f"  … and {len(urls) - 50} more")
+    elif node == "plan" and update.get("plan"):
+        plan = Plan.model_validate(update["plan"])
+        console.print(plan_table(plan))
+    elif node in ("execute", "verify"):
+        console.print(f"[dim]· {node} done[/dim]")
+
+
+def render(result: RunResult) -> None:
+    if result.pending:
+        console.print(f"[yellow]Waiting for approval[/yellow] (request id [cyan]{result.thread_id}[/cyan]): "
+                      f"{result.pending['reason']}. Approvers: {result.pending['approvers']}.")
+        return
+    console.print(result.reply)
+
+
+def plan_table(plan: Plan) -> Table:
+    title = f"Plan: {len(plan.pages)} pages × layers, {plan.purge_count} purges"
+    table = Table(title=title, show_lines=False)
+    for column in ("page", "layer", "operation", "why"):
+        table.add_column(column)
+    for item in plan.items[:200]:
+        table.add_row(item.url, item.layer, f"{item.operation.value} {item.target if item.target != item.url else ''}",
+                      item.reason)
+    if len(plan.items) > 200:
+        table.caption = f"… {len(plan.items) - 200} more rows (use --json for all)"
+    return table
+
+
+from agent.demo import demo_app  # noqa: E402  (registered last: the demo is an add-on of the CLI)
+
+app.add_typer(demo_app, name="demo")

@@ -1,0 +1,90 @@
+"""The terminal front end through typer's runner, on the real stack."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from agent.cli import app
+from tests.agent.conftest import through_edge, warm
+
+runner = CliRunner()
+
+
+def write_config(stack, tmp_path, **sections):
+    data = stack.config_dict()
+    data["storage"] = {"sqlite_path": str(tmp_path / "cli.sqlite")}
+    data.update(sections)
+    path = tmp_path / "cachebot.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_ask_json_gives_the_whole_structure(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["ask", "old price on <https://shop.example/pricing> and ftp://x.example/a",
+                                  "--json", "--config", config, "--as", "bob"])
+    assert outcome.exit_code == 0, outcome.output
+    result = json.loads(outcome.output)
+    assert result["intent"] == "purge"
+    assert result["urls"] == ["https://shop.example/pricing"]
+    assert result["rejected"][0]["input"].startswith("ftp://")
+    assert {(i["url"], i["layer"]) for i in result["plan"]} >= {("https://shop.example/pricing", "varnish")}
+    assert all("reason" in i for i in result["plan"])
+    assert result["needs_approval"] is False
+    assert {r["status"] for r in result["results"] if r["url"].endswith("/pricing")} == {"purged_verified"}
+    assert "$12" in through_edge(fresh_stack, "/pricing").text
+
+
+def test_ask_dry_run_sends_nothing(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["ask", "purge https://shop.example/pricing", "--dry-run", "--config", config])
+    assert outcome.exit_code == 0, outcome.output
+    assert "Dry run" in outcome.output and "Plan:" in outcome.output
+    assert through_edge(fresh_stack, "/pricing").headers["X-Cache-Status"] == "HIT"
+
+
+def test_approval_across_two_commands(fresh_stack, tmp_path):
+    config = write_config(fresh_stack, tmp_path, approval={"threshold": 1, "approvers": ["alice"]})
+    asked = runner.invoke(app, ["ask", "purge https://shop.example/pricing", "--json", "--config", config,
+                                "--as", "bob"])
+    waiting = json.loads(asked.output)
+    assert waiting["needs_approval"] and waiting["pending"]
+
+    refused = runner.invoke(app, ["approve", waiting["thread_id"], "--config", config, "--as", "bob"])
+    assert refused.exit_code == 1 and "self-approval" in refused.output
+
+    approved = runner.invoke(app, ["approve", waiting["thread_id"], "--config", config, "--as", "alice"])
+    assert approved.exit_code == 0, approved.output
+    assert "Done" in approved.output
+
+    again = runner.invoke(app, ["approve", waiting["thread_id"], "--config", config, "--as", "alice"])
+    assert again.exit_code == 1 and "already approved by alice" in again.output
+
+
+def test_broken_config_is_a_clear_message(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sites: []\nlayers: []\n")
+    outcome = runner.invoke(app, ["ask", "help", "--config", str(path)])
+    assert outcome.exit_code == 2
+    assert "invalid configuration" in outcome.output and "sites" in outcome.output
+
+
+def test_chat_conversation(fresh_stack, tmp_path):
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["chat", "--config", config, "--as", "bob"],
+                            input="help\nis https://shop.example/pricing cached?\n")
+    assert outcome.exit_code == 0, outcome.output
+    assert "Sites I manage" in outcome.output
+    assert "varnish:" in outcome.output and "edge:" in outcome.output
+
+
+def test_graph_command_writes_drawings(tmp_path):
+    outcome = runner.invoke(app, ["graph", "--out", str(tmp_path)])
+    assert outcome.exit_code == 0
+    assert (tmp_path / "cache_purge.mmd").exists() and (tmp_path / "cache_purge.png").exists()
