@@ -1,0 +1,233 @@
+"""What every HTTP cache (Varnish, nginx, ...) shares: one client per layer, observing and verifying a page.
+
+Requests go to the layer's ``endpoint`` with the page's host in the ``Host`` header; we never connect to the
+URL's own host (that would go through DNS to whatever is in front of the site, not to this layer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import urlsplit
+
+import httpx
+
+from agent.config import LayerConfig
+from agent.layers.base import (
+    CacheLayer,
+    LayerUnavailable,
+    Observation,
+    Outcome,
+    Verification,
+    body_hash,
+    describe_transport_error,
+    host_and_path,
+    with_retries,
+)
+
+# Cache status words we recognise, in the spelling we report (Observation.cache_status).
+KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", "BYPASS", "PASS", "DYNAMIC")
+_STATUS_WORD = re.compile(r"(?<![A-Z])(" + "|".join(KNOWN_STATUSES) + r")(?![A-Z])")
+TAG_HEADERS = ("xkey", "Surrogate-Key", "Cache-Tag")
+_TAG_SPLIT = re.compile(r"[\s,]+")
+
+
+def normalise_cache_status(value: str | None) -> str | None:
+    """``"HIT"``, ``"hit"``, ``"TCP_HIT"``, ``"MISS, HIT"`` (Fastly shielding: the last node is the one that
+    answered us) -> one of ``KNOWN_STATUSES``; an unrecognised value is kept upper-cased; absent -> None."""
+    if value is None or not value.strip():
+        return None
+    last = value.split(",")[-1].strip().upper()
+    if last in KNOWN_STATUSES:
+        return last
+    match = _STATUS_WORD.search(last.replace("_", " "))
+    return match.group(1) if match else last
+
+
+def parse_tags(headers: httpx.Headers) -> tuple[str, ...]:
+    """Tags from ``xkey`` / ``Surrogate-Key`` (space separated) and ``Cache-Tag`` (comma separated)."""
+    seen: dict[str, None] = {}
+    for name in TAG_HEADERS:
+        for value in headers.get_list(name):
+            for tag in _TAG_SPLIT.split(value.strip()):
+                if tag:
+                    seen.setdefault(tag, None)
+    return tuple(seen)
+
+
+def strong_etag(value: str | None) -> str | None:
+    if not value or value.startswith("W/"):
+        return None
+    return value
+
+
+class HttpCacheLayer(CacheLayer):
+    """Base for caches spoken to over HTTP. Subclasses add purging; observe/verify live here."""
+
+    class Options(CacheLayer.Options):
+        cache_status_header: str = "X-Cache"
+
+    def __init__(self, config: LayerConfig):
+        super().__init__(config)
+        #: how long ``verify`` keeps looking while the layer may still serve the old copy (soft purge); 0 = once
+        self.verify_settle_seconds = 0.0
+        self.endpoint = (config.endpoint or "").rstrip("/")
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def check_config(cls, index: int, config: LayerConfig) -> None:
+        super().check_config(index, config)
+        parts = urlsplit(config.endpoint or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"layers[{index}].endpoint: a {cls.kind} layer needs an http:// or https:// address "
+                f"such as http://127.0.0.1:6081"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError(f"layers[{index}].endpoint: must not have a query string or fragment")
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the endpoint, without any credentials: safe for messages."""
+        parts = urlsplit(self.endpoint)
+        host = parts.hostname or "?"
+        if ":" in host:
+            host = f"[{host}]"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{host}:{port}"
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """One client per layer (and per event loop: a pool cannot outlive the loop it was made on)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop or self._client.is_closed:
+            auth = None
+            creds = self.config.credentials
+            if "username" in creds and "password" in creds:
+                auth = httpx.BasicAuth(creds["username"].get_secret_value(), creds["password"].get_secret_value())
+            concurrency = self.config.concurrency
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.config.timeout_seconds),
+                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+                follow_redirects=False,
+                auth=auth,
+                trust_env=False,  # never route purges to a layer through an environment proxy
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and not client.is_closed:
+            try:
+                await client.aclose()
+            except RuntimeError:  # made on a loop that is gone; nothing left to close
+                pass
+
+    def target(self, path: str) -> str:
+        return self.endpoint + (path if path.startswith("/") else "/" + path)
+
+    async def send(
+        self, method: str, path: str, headers: Mapping[str, str] | None = None
+    ) -> tuple[httpx.Response, int]:
+        """One request to the layer with retries (429/5xx/transport errors). Raises ``LayerUnavailable``."""
+
+        async def attempt() -> httpx.Response:
+            return await self.client.request(method, self.target(path), headers=dict(headers or {}))
+
+        return await with_retries(attempt, retries=self.config.retries)
+
+    def unreachable(self, exc: LayerUnavailable) -> Outcome:
+        """A failed Outcome for a layer that never gave a usable answer."""
+        message = str(exc)
+        if message.startswith("HTTP "):
+            detail = f"{self.kind} at {self.address} kept answering {message}"
+        else:
+            detail = f"could not reach {self.kind} at {self.address}: {message}"
+        return Outcome("failed", detail, attempts=self.config.retries + 1)
+
+    async def guarded(self, key: str, work: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """Run one purge; whatever goes wrong becomes a failed Outcome, never an exception."""
+        try:
+            return await work()
+        except Exception as exc:  # noqa: BLE001 - a purge must report, not raise
+            return self.failure(key, exc)
+
+    def failure(self, key: str, exc: Exception) -> Outcome:
+        if isinstance(exc, LayerUnavailable):
+            return self.unreachable(exc)
+        return Outcome("failed", f"{self.kind} purge of {key} failed unexpectedly: {type(exc).__name__}: {exc}")
+
+    def cache_status_of(self, response: httpx.Response) -> str | None:
+        return normalise_cache_status(response.headers.get(self.options.cache_status_header))
+
+    # --- observe / verify ---------------------------------------------------------------------------------
+
+    async def observe(self, url: str) -> Observation:
+        host, path = host_and_path(url)
+        try:
+            response = await self.client.get(
+                self.target(path), headers={"Host": host, "Accept-Encoding": "identity"}
+            )
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            return Observation(reachable=False, error=describe_transport_error(exc))
+        except httpx.HTTPError as exc:
+            return Observation(reachable=False, error=type(exc).__name__)
+        return Observation(
+            reachable=True,
+            status_code=response.status_code,
+            cache_status=self.cache_status_of(response),
+            etag=response.headers.get("ETag"),
+            last_modified=response.headers.get("Last-Modified"),
+            body_hash=body_hash(response.content),
+            tags=parse_tags(response.headers),
+        )
+
+    async def verify(self, url: str, origin: Observation | None) -> Verification:
+        deadline = asyncio.get_running_loop().time() + self.verify_settle_seconds
+        while True:
+            result = judge(self.name, await self.observe(url), origin)
+            if result.verified is not False or asyncio.get_running_loop().time() >= deadline:
+                return result
+            await asyncio.sleep(0.25)
+
+
+def judge(layer: str, seen: Observation, origin: Observation | None) -> Verification:
+    """Compare what a layer serves with what the origin serves; the evidence is one short human line."""
+    if not seen.reachable:
+        return Verification(None, f"could not reach {layer}: {seen.error or 'no answer'}")
+    if seen.status_code is None or not 200 <= seen.status_code < 300:
+        return Verification(None, f"{layer} answered HTTP {seen.status_code}, cannot compare")
+    status = seen.cache_status or "no cache status"
+    usable_origin = (
+        origin is not None and origin.reachable and origin.status_code is not None and 200 <= origin.status_code < 300
+    )
+    if usable_origin:
+        assert origin is not None
+        tag = strong_etag(seen.etag)
+        etags_match = tag is not None and tag == strong_etag(origin.etag)
+        if seen.body_hash is not None and seen.body_hash == origin.body_hash:
+            reason = f"ETag {seen.etag} matches origin" if etags_match else "body matches origin"
+            return Verification(True, f"{status}→fresh ({reason})")
+        if etags_match:
+            return Verification(True, f"{status}→fresh (ETag {seen.etag} matches origin)")
+        if seen.etag and origin.etag and seen.etag != origin.etag:
+            return Verification(False, f"still stale: {status}, ETag {seen.etag}≠{origin.etag}")
+        if seen.last_modified and origin.last_modified and seen.last_modified != origin.last_modified:
+            return Verification(
+                False, f"still stale: {status}, Last-Modified {seen.last_modified}≠{origin.last_modified}"
+            )
+        return Verification(False, f"still stale: {status}, body differs from origin")
+    if origin is not None and not origin.reachable:
+        note = "origin unreachable"
+    elif origin is not None:
+        note = f"origin answered HTTP {origin.status_code}"
+    else:
+        note = "no origin copy to compare"
+    if seen.cache_status in {"MISS", "EXPIRED", "BYPASS", "PASS", "DYNAMIC"}:
+        return Verification(True, f"{status}→fetched from origin ({note})")
+    return Verification(None, f"{status}, {note}: cannot tell if fresh")

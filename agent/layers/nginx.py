@@ -1,0 +1,64 @@
+"""nginx with ngx_cache_purge: ``GET <purge_path_prefix><path>`` with the page's Host purges one cache key.
+
+200 = purged, 404 = that key was not cached, 403 = our address is not in the purge location's allow list.
+No wildcards (the module can do partial keys only when built for it; Debian's 2.3 build is not), no tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import field_validator
+
+from agent.layers.base import Capability, Outcome, host_and_path, map_bounded
+from agent.layers.http import HttpCacheLayer
+
+
+class NginxLayer(HttpCacheLayer):
+    kind = "nginx"
+    capabilities = frozenset({Capability.PURGE_URL, Capability.VERIFY})
+
+    class Options(HttpCacheLayer.Options):
+        purge_path_prefix: str = "/purge"
+        cache_status_header: str = "X-Cache-Status"
+
+        @field_validator("purge_path_prefix")
+        @classmethod
+        def _prefix(cls, value: str) -> str:
+            if not value.startswith("/") or "?" in value or "#" in value:
+                raise ValueError("must be a path starting with '/' (like /purge), without '?' or '#'")
+            return value.rstrip("/")
+
+    async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
+        unique = list(dict.fromkeys(urls))
+        results = await map_bounded(unique, self.config.concurrency, lambda u: self.guarded(u, lambda: self._purge(u)))
+        return dict(zip(unique, results))
+
+    async def _purge(self, url: str) -> Outcome:
+        if "*" in url:
+            return Outcome(
+                "failed",
+                "nginx cache_purge cannot purge wildcards: list the URLs one by one (or purge a tag-aware layer)",
+                attempts=0,
+            )
+        host, path = host_and_path(url)
+        if not host:
+            return Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
+        response, attempts = await self.send("GET", self.options.purge_path_prefix + path, {"Host": host})
+        code = response.status_code
+        if code == 200:
+            return Outcome("purged", "purged", attempts)
+        if code == 404 and self.options.cache_status_header in response.headers:
+            # The purge module never adds the cache status header; the proxying location does.
+            return Outcome(
+                "failed",
+                f"nginx passed {self.options.purge_path_prefix}{path} upstream instead of purging (HTTP 404 with "
+                f"{self.options.cache_status_header}): is the purge location configured at that prefix?",
+                attempts,
+            )
+        if code == 404:
+            return Outcome("not_cached", "nginx held no copy (nothing to do)", attempts)
+        if code == 403:
+            return Outcome("failed", "nginx refused the purge (allow list): add this host to the purge location", attempts)
+        reason = f" {response.reason_phrase}" if response.reason_phrase else ""
+        return Outcome("failed", f"nginx answered the purge with HTTP {code}{reason}", attempts)

@@ -1,0 +1,413 @@
+"""Redis used as an application cache: purging a page deletes the keys derived from its URL.
+
+``key_templates`` say which keys hold a page (``demo:page:{host}{path_only}``); a template with ``*`` is a
+pattern, deleted with ``SCAN MATCH`` (never ``KEYS``, which blocks the server). Optional tag sets: with
+``tag_set_template: "tagset:{tag}"`` the members of that set are the keys to delete for a tag.
+
+Passwords never appear in messages: endpoints are shown redacted (``redis://:***@host:6379/0``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import string
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from pydantic import Field, field_validator
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from agent.config import LayerConfig
+from agent.layers.base import (
+    CacheLayer,
+    Capability,
+    LayerUnavailable,
+    Observation,
+    Outcome,
+    Verification,
+    batches,
+    body_hash,
+    map_bounded,
+)
+
+T = TypeVar("T")
+PLACEHOLDERS = ("host", "path", "url", "path_only")
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_MAX_VALUE_BYTES = 8 * 1024 * 1024
+
+
+def template_fields(template: str) -> list[str]:
+    """Placeholder names in ``template``; ``ValueError`` for positional/attribute/format-spec fields."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if spec or conversion:
+            raise ValueError(f"{template!r}: placeholders take no format spec or conversion ({{{field}...}})")
+        names.append(field)
+    return names
+
+
+def check_template(template: str, allowed: Sequence[str]) -> str:
+    if not template:
+        raise ValueError("a key template must not be empty")
+    for name in template_fields(template):
+        if name not in allowed:
+            shown = "{}" if name == "" else "{" + name + "}"
+            raise ValueError(
+                f"{template!r}: unknown placeholder {shown}; use " + ", ".join("{" + a + "}" for a in allowed)
+            )
+    return template
+
+
+def url_values(url: str) -> dict[str, str]:
+    """The placeholder values for one URL: ``host`` (lower case), ``path`` (with query), ``path_only``, ``url``."""
+    parts = urlsplit(url.strip())
+    scheme = (parts.scheme or "http").lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    netloc = host if port is None or (scheme, port) in {("http", 80), ("https", 443)} else f"{host}:{port}"
+    path_only = parts.path or "/"
+    path = path_only + (f"?{parts.query}" if parts.query else "")
+    return {
+        "host": host,
+        "path": path,
+        "path_only": path_only,
+        "url": urlunsplit((scheme, netloc, path_only, parts.query, "")),
+    }
+
+
+def glob_escape(value: str) -> str:
+    return _GLOB_SPECIAL.sub(r"\\\1", value)
+
+
+def redact(endpoint: str) -> str:
+    """``redis://user:secret@h:6379/0`` -> ``redis://user:***@h:6379/0``."""
+    parts = urlsplit(endpoint)
+    if parts.password is None and "@" not in parts.netloc:
+        return endpoint
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, "", ""))
+
+
+def describe_redis_error(exc: BaseException) -> str:
+    """A short reason that never echoes connection details (which may hold credentials)."""
+    text = str(exc).lower()
+    if isinstance(exc, (rexc.TimeoutError, asyncio.TimeoutError, TimeoutError)) or "timeout" in text or "timed out" in text:
+        return "timed out"
+    chained = exc.__cause__ or exc.__context__
+    if isinstance(chained, ConnectionRefusedError) or "refused" in text or "error 111 " in text:
+        return "connection refused"
+    if "no such file" in text:
+        return "no such socket"
+    if "name or service" in text or "nodename" in text:
+        return "unknown host"
+    if isinstance(exc, rexc.ConnectionError):
+        return "connection failed"
+    return type(exc).__name__
+
+
+class RedisLayer(CacheLayer):
+    kind = "redis"
+    capabilities = frozenset({Capability.PURGE_URL, Capability.VERIFY})
+    verifies_against_origin = False  # checked by its keys, before any fetch refills them from the origin
+
+    class Options(CacheLayer.Options):
+        key_templates: list[str] = Field(min_length=1, description="keys holding a page; * makes a SCAN pattern")
+        key_prefix: str = ""
+        tag_set_template: str | None = Field(default=None, description="a set per tag, e.g. tagset:{tag}")
+
+        @field_validator("key_templates")
+        @classmethod
+        def _templates(cls, value: list[str]) -> list[str]:
+            return [check_template(t, PLACEHOLDERS) for t in value]
+
+        @field_validator("key_prefix")
+        @classmethod
+        def _prefix(cls, value: str) -> str:
+            if "{" in value or "}" in value:
+                raise ValueError("the key prefix is literal: no placeholders or braces")
+            return value
+
+        @field_validator("tag_set_template")
+        @classmethod
+        def _tag_set(cls, value: str | None) -> str | None:
+            if value is None:
+                return None
+            check_template(value, ("tag",))
+            if "tag" not in template_fields(value):
+                raise ValueError(f"{value!r}: needs the {{tag}} placeholder")
+            if "*" in value:
+                raise ValueError(f"{value!r}: a tag set name cannot be a pattern")
+            return value
+
+    def __init__(self, config: LayerConfig):
+        super().__init__(config)
+        if self.options.tag_set_template:
+            # Instance-level: tags are purgeable only when the application keeps tag sets.
+            self.capabilities = frozenset(type(self).capabilities | {Capability.PURGE_TAG})
+        self.endpoint = config.endpoint or ""
+        self._client: aioredis.Redis | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._purged_at: dict[str, float] = {}  # url -> when this instance last removed (or found no) keys
+
+    @classmethod
+    def check_config(cls, index: int, config: LayerConfig) -> None:
+        super().check_config(index, config)
+        scheme = urlsplit(config.endpoint or "").scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"layers[{index}].endpoint: a redis layer needs a redis://, rediss:// or unix:// address, "
+                f"not {redact(config.endpoint or '')!r}"
+            )
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        parts = urlsplit(self.endpoint)
+        if parts.scheme == "unix":
+            return parts.path
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+    @property
+    def redacted_endpoint(self) -> str:
+        return redact(self.endpoint)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            kwargs: dict = {
+                "socket_timeout": self.config.timeout_seconds,
+                "socket_connect_timeout": self.config.timeout_seconds,
+                "retry": Retry(NoBackoff(), 0),  # we count attempts ourselves
+                "decode_responses": False,
+            }
+            creds = self.config.credentials
+            if "password" in creds:
+                kwargs["password"] = creds["password"].get_secret_value()
+            if "username" in creds:
+                kwargs["username"] = creds["username"].get_secret_value()
+            self._client = aioredis.Redis.from_url(self.endpoint, **kwargs)
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:  # noqa: BLE001 - closing a pool on a finished loop
+                pass
+
+    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """``op`` with ``config.retries`` retries on connection errors/timeouts; raises ``LayerUnavailable``."""
+        retries = self.config.retries
+        last = ""
+        for number in range(1, retries + 2):
+            try:
+                return await op(), number
+            except rexc.AuthenticationError:
+                raise LayerUnavailable(f"redis at {self.address} refused our credentials") from None
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError) as exc:
+                last = describe_redis_error(exc)
+            if number > retries:
+                break
+            await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2 ** (number - 1))))
+        raise LayerUnavailable(f"could not reach redis at {self.address}: {last} after {retries + 1} attempts")
+
+    def _failed(self, exc: Exception, deleted: int = 0) -> Outcome:
+        if isinstance(exc, LayerUnavailable):
+            detail, attempts = str(exc), self.config.retries + 1
+        elif isinstance(exc, rexc.ResponseError):
+            detail, attempts = f"redis at {self.address} answered an error: {exc}", 1
+        else:
+            detail, attempts = f"redis purge failed unexpectedly: {type(exc).__name__}", 1
+        if deleted:
+            detail += f" (deleted {deleted} keys before that)"
+        return Outcome("failed", detail, attempts)
+
+    def keys_for(self, url: str) -> tuple[list[str], list[str]]:
+        """(exact keys, SCAN patterns) for one URL."""
+        values = url_values(url)
+        escaped = {k: glob_escape(v) for k, v in values.items()}
+        exact, patterns = [], []
+        for template in self.options.key_templates:
+            if "*" in template:
+                patterns.append(glob_escape(self.options.key_prefix) + template.format(**escaped))
+            else:
+                exact.append(self.options.key_prefix + template.format(**values))
+        return list(dict.fromkeys(exact)), list(dict.fromkeys(patterns))
+
+    async def _scan_delete(self, pattern: str, counter: list[int]) -> None:
+        """Delete every key matching ``pattern`` with SCAN + DEL in batches; ``counter[0]`` += deleted."""
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) >= self.config.max_batch:
+                counter[0] += await self.client.delete(*batch)
+                batch = []
+        if batch:
+            counter[0] += await self.client.delete(*batch)
+
+    # --- purging ------------------------------------------------------------------------------------------
+
+    async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
+        unique = list(dict.fromkeys(urls))
+        deleted = {url: 0 for url in unique}
+        attempts = {url: 1 for url in unique}
+        errors: dict[str, Exception] = {}
+        exact: list[tuple[str, str]] = []
+        patterns: list[tuple[str, str]] = []
+        for url in unique:
+            keys, globs = self.keys_for(url)
+            exact += [(url, key) for key in keys]
+            patterns += [(url, glob) for glob in globs]
+
+        async def delete_chunk(chunk: Sequence[tuple[str, str]]) -> None:
+            async def op() -> list[int]:
+                pipe = self.client.pipeline(transaction=False)
+                for _, key in chunk:
+                    pipe.delete(key)
+                return await pipe.execute()
+
+            try:
+                counts, made = await self._retrying(op)
+            except Exception as exc:  # noqa: BLE001 - becomes a failed Outcome
+                for url, _ in chunk:
+                    errors.setdefault(url, exc)
+                return
+            for (url, _), count in zip(chunk, counts):
+                deleted[url] += int(count)
+                attempts[url] = max(attempts[url], made)
+
+        async def delete_pattern(item: tuple[str, str]) -> None:
+            url, pattern = item
+            counter = [0]  # survives a retry: keys deleted before a dropped connection still count
+            try:
+                _, made = await self._retrying(lambda: self._scan_delete(pattern, counter))
+            except Exception as exc:  # noqa: BLE001
+                errors.setdefault(url, exc)
+            else:
+                attempts[url] = max(attempts[url], made)
+            deleted[url] += counter[0]
+
+        await map_bounded(batches(exact, self.config.max_batch), self.config.concurrency, delete_chunk)
+        await map_bounded(patterns, self.config.concurrency, delete_pattern)
+
+        results: dict[str, Outcome] = {}
+        now = time.monotonic()
+        for url in unique:
+            n = deleted[url]
+            if url in errors:
+                results[url] = self._failed(errors[url], n)
+                continue
+            self._purged_at[url] = now
+            if n:
+                results[url] = Outcome("purged", f"deleted {n} key" + ("" if n == 1 else "s"), attempts[url])
+            else:
+                results[url] = Outcome("not_cached", "no key existed", attempts[url])
+        return results
+
+    async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:
+        template = self.options.tag_set_template
+        if not template:
+            raise NotImplementedError("redis purges by tag only with options.tag_set_template")
+        unique = list(dict.fromkeys(tags))
+
+        async def purge_tag(tag: str) -> Outcome:
+            set_key = self.options.key_prefix + template.format(tag=tag)
+            counter = [0]
+
+            async def op() -> None:
+                # SSCAN, not SMEMBERS: a tag on a million pages must not block the server.
+                batch: list[bytes] = []
+                async for member in self.client.sscan_iter(set_key, count=500):
+                    batch.append(member)
+                    if len(batch) >= self.config.max_batch:
+                        counter[0] += await self.client.delete(*batch)
+                        batch = []
+                if batch:
+                    counter[0] += await self.client.delete(*batch)
+                await self.client.delete(set_key)
+
+            try:
+                _, made = await self._retrying(op)
+            except Exception as exc:  # noqa: BLE001
+                return self._failed(exc, counter[0])
+            n = counter[0]
+            if n:
+                return Outcome("purged", f"deleted {n} key" + ("" if n == 1 else "s"), made)
+            return Outcome("not_cached", f"no key listed in {set_key}", made)
+
+        return dict(zip(unique, await map_bounded(unique, self.config.concurrency, purge_tag)))
+
+    # --- observe / verify ---------------------------------------------------------------------------------
+
+    async def _present(self, url: str) -> tuple[list[str], str | None]:
+        """Keys (or patterns) of ``url`` that exist now, and the body hash of the first existing string key."""
+        keys, globs = self.keys_for(url)
+        present: list[str] = []
+        digest = None
+        if keys:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            for key, found in zip(keys, await pipe.execute()):
+                if found:
+                    present.append(key)
+        for pattern in globs:
+            async for _ in self.client.scan_iter(match=pattern, count=500):
+                present.append(pattern)
+                break
+        for key in present:
+            if key in keys:
+                try:
+                    if await self.client.strlen(key) <= _MAX_VALUE_BYTES:
+                        value = await self.client.get(key)
+                        if value is not None:
+                            digest = body_hash(value)
+                except rexc.ResponseError:  # not a string (hash, list...): no body to compare
+                    pass
+                break
+        return present, digest
+
+    async def observe(self, url: str) -> Observation:
+        try:
+            (present, digest), _ = await self._retrying(lambda: self._present(url))
+        except LayerUnavailable as exc:
+            return Observation(reachable=False, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - observe never raises
+            return Observation(reachable=False, error=f"redis at {self.address}: {type(exc).__name__}")
+        return Observation(reachable=True, cache_status="HIT" if present else "MISS", body_hash=digest, tags=())
+
+    async def verify(self, url: str, origin: Observation | None) -> Verification:
+        try:
+            (present, digest), _ = await self._retrying(lambda: self._present(url))
+        except LayerUnavailable as exc:
+            return Verification(None, str(exc))
+        except Exception as exc:  # noqa: BLE001
+            return Verification(None, f"redis at {self.address}: {type(exc).__name__}")
+        if not present:
+            return Verification(True, "keys gone")
+        shown = ", ".join(present[:3]) + (" …" if len(present) > 3 else "")
+        origin_ok = origin is not None and origin.reachable and origin.body_hash is not None
+        if origin_ok and digest is not None and digest != origin.body_hash:  # type: ignore[union-attr]
+            return Verification(False, f"still stale: {shown} differs from origin")
+        if origin_ok and digest == origin.body_hash and url in self._purged_at:  # type: ignore[union-attr]
+            # We saw the keys go; these were written since, and hold what the origin serves now.
+            return Verification(True, f"re-filled since the purge: {shown} matches origin")
+        return Verification(False, f"still there: {shown}")

@@ -1,0 +1,201 @@
+"""The shared helpers: retries (with Retry-After), bounded concurrency, batching, URL and header parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from agent.config import LayerConfig
+from agent.layers.base import (
+    LayerUnavailable,
+    Observation,
+    batches,
+    host_and_path,
+    map_bounded,
+    parse_retry_after,
+    with_retries,
+)
+from agent.layers.http import judge, normalise_cache_status, parse_tags
+from agent.layers.varnish import VarnishLayer
+
+
+class FlakyServer(ThreadingHTTPServer):
+    """Answers 429 with ``Retry-After: 1`` to the first ``failures`` requests, then 200."""
+
+    daemon_threads = True
+
+    def __init__(self, failures: int = 1, status: int = 429):
+        super().__init__(("127.0.0.1", 0), FlakyHandler)
+        self.failures = failures
+        self.status = status
+        self.seen: list[tuple[str, float]] = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    server: FlakyServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        self.server.seen.append((self.command, time.monotonic()))
+        if len(self.server.seen) <= self.server.failures:
+            self.send_response(self.server.status)
+            self.send_header("Retry-After", "1")
+        else:
+            self.send_response(200)
+            self.send_header("X-Purged-Count", "1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PURGE = _answer  # noqa: N815
+
+
+@pytest.fixture
+def flaky():
+    server = FlakyServer()
+    yield server
+    server.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_with_retries_honours_retry_after(flaky: FlakyServer) -> None:
+    async def scenario() -> tuple[httpx.Response, int, float]:
+        async with httpx.AsyncClient() as client:
+            start = time.monotonic()
+            response, attempts = await with_retries(lambda: client.get(flaky.url + "/x"), retries=3, base_delay=0.01)
+            return response, attempts, time.monotonic() - start
+
+    response, attempts, elapsed = asyncio.run(scenario())
+    assert response.status_code == 200
+    assert attempts == 2
+    assert elapsed >= 1.0
+    assert flaky.seen[1][1] - flaky.seen[0][1] >= 1.0
+
+
+def test_layer_purge_counts_the_retry_after_attempt(flaky: FlakyServer) -> None:
+    layer = VarnishLayer(LayerConfig(name="v", kind="varnish", endpoint=flaky.url, retries=2))
+
+    async def scenario():
+        try:
+            start = time.monotonic()
+            result = await layer.purge_urls(["http://shop.example/a"])
+            return result, time.monotonic() - start
+        finally:
+            await layer.aclose()
+
+    result, elapsed = asyncio.run(scenario())
+    outcome = result["http://shop.example/a"]
+    assert outcome.status == "purged", outcome
+    assert outcome.attempts == 2
+    assert elapsed >= 1.0
+
+
+def test_with_retries_gives_up_on_a_closed_port() -> None:
+    port = closed_port()
+
+    async def scenario():
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(LayerUnavailable) as info:
+                await with_retries(lambda: client.get(f"http://127.0.0.1:{port}/"), retries=1, base_delay=0.01)
+            return str(info.value)
+
+    message = asyncio.run(scenario())
+    assert "after 2 attempts" in message
+
+
+def test_with_retries_keeps_answering_5xx_then_gives_up() -> None:
+    server = FlakyServer(failures=10, status=503)
+    try:
+
+        async def scenario():
+            async with httpx.AsyncClient() as client:
+                with pytest.raises(LayerUnavailable, match="HTTP 503 after 2 attempts"):
+                    await with_retries(lambda: client.get(server.url), retries=1, base_delay=0.01)
+
+        asyncio.run(scenario())
+        assert len(server.seen) == 2
+    finally:
+        server.close()
+
+
+def test_map_bounded_caps_in_flight_and_keeps_order() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def work(n: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return n * 2
+
+    results = asyncio.run(map_bounded(list(range(40)), 3, work))
+    assert results == [n * 2 for n in range(40)]
+    assert peak == 3
+
+
+def test_batches() -> None:
+    assert batches([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+    assert batches([], 3) == []
+    assert batches([1, 2], 0) == [[1], [2]]
+
+
+def test_host_and_path() -> None:
+    assert host_and_path("https://Shop.Example/a?b=1") == ("shop.example", "/a?b=1")
+    assert host_and_path("http://shop.example") == ("shop.example", "/")
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("HIT", "HIT"), ("miss", "MISS"), ("TCP_HIT", "HIT"), ("MISS, HIT", "HIT"), ("HIT from edge-1", "HIT"),
+     (None, None), ("", None), ("weird", "WEIRD")],
+)
+def test_normalise_cache_status(raw: str | None, expected: str | None) -> None:
+    assert normalise_cache_status(raw) == expected
+
+
+def test_parse_tags_from_all_three_headers() -> None:
+    headers = httpx.Headers([("xkey", "a b"), ("Surrogate-Key", "b c"), ("Cache-Tag", "c,d, e")])
+    assert parse_tags(headers) == ("a", "b", "c", "d", "e")
+
+
+def test_judge() -> None:
+    origin = Observation(True, 200, None, '"new"', None, "h-new")
+    stale = judge("varnish", Observation(True, 200, "HIT", '"old"', None, "h-old"), origin)
+    assert stale.verified is False and stale.evidence == 'still stale: HIT, ETag "old"≠"new"'
+    fresh = judge("varnish", Observation(True, 200, "MISS", '"new"', None, "h-new"), origin)
+    assert fresh.verified is True and fresh.evidence == 'MISS→fresh (ETag "new" matches origin)'
+    assert judge("varnish", Observation(False, error="timed out"), origin).verified is None
+    assert judge("varnish", Observation(True, 503, "MISS"), origin).verified is None
+    assert judge("varnish", Observation(True, 200, "MISS"), None).verified is True
+    assert judge("varnish", Observation(True, 200, "HIT"), None).verified is None
