@@ -12,31 +12,47 @@ import httpx
 
 from agent.layers.base import Observation, body_hash, describe_transport_error, host_and_path
 
-TAG_HEADERS = ("xkey", "surrogate-key", "cache-tag", "x-magento-tags")
+# Cache status words we recognise, in the spelling we report (Observation.cache_status).
+KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", "BYPASS", "PASS", "DYNAMIC")
+_STATUS_WORD = re.compile(r"(?<![A-Z])(" + "|".join(KNOWN_STATUSES) + r")(?![A-Z])")
+TAG_HEADERS = ("xkey", "Surrogate-Key", "Cache-Tag", "X-Magento-Tags")
+_TAG_SPLIT = re.compile(r"[\s,]+")
 
 
-def tags_from_headers(headers: httpx.Headers) -> tuple[str, ...]:
-    """Cache tags a response advertises, first-seen order (the first is the page's own tag by convention)."""
-    tags: list[str] = []
+def normalise_cache_status(value: str | None) -> str | None:
+    """``"HIT"``, ``"hit"``, ``"TCP_HIT"``, ``"MISS, HIT"`` (Fastly shielding: the last node is the one that
+    answered us) -> one of ``KNOWN_STATUSES``; an unrecognised value is kept upper-cased; absent -> None."""
+    if value is None or not value.strip():
+        return None
+    last = value.split(",")[-1].strip().upper()
+    if last in KNOWN_STATUSES:
+        return last
+    match = _STATUS_WORD.search(last.replace("_", " "))
+    return match.group(1) if match else last
+
+
+def parse_tags(headers: httpx.Headers) -> tuple[str, ...]:
+    """Tags from ``xkey`` / ``Surrogate-Key`` (space separated) and ``Cache-Tag`` (comma separated)."""
+    seen: dict[str, None] = {}
     for name in TAG_HEADERS:
         for value in headers.get_list(name):
-            tags.extend(t for t in re.split(r"[\s,]+", value) if t)
-    return tuple(dict.fromkeys(tags))
+            for tag in _TAG_SPLIT.split(value.strip()):
+                if tag:
+                    seen.setdefault(tag, None)
+    return tuple(seen)
+
+
 
 
 def observation_from_response(response: httpx.Response, cache_status_header: str | None) -> Observation:
-    cache_status = None
-    if cache_status_header and cache_status_header in response.headers:
-        # Fastly-style "HIT, MISS" lists one entry per node: the node nearest the client speaks last.
-        cache_status = response.headers[cache_status_header].split(",")[-1].strip().upper() or None
     return Observation(
         reachable=True,
         status_code=response.status_code,
-        cache_status=cache_status,
+        cache_status=normalise_cache_status(response.headers.get(cache_status_header)) if cache_status_header else None,
         etag=response.headers.get("etag"),
         last_modified=response.headers.get("last-modified"),
         body_hash=body_hash(response.content) if response.request.method != "HEAD" else None,
-        tags=tags_from_headers(response.headers),
+        tags=parse_tags(response.headers),
     )
 
 
@@ -56,4 +72,6 @@ async def observe_http(
         )
     except (httpx.TransportError, httpx.TimeoutException) as exc:
         return Observation(reachable=False, error=describe_transport_error(exc))
+    except httpx.HTTPError as exc:
+        return Observation(reachable=False, error=type(exc).__name__)
     return observation_from_response(response, cache_status_header)

@@ -7,54 +7,21 @@ URL's own host (that would go through DNS to whatever is in front of the site, n
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 import httpx
 
 from agent.config import LayerConfig
+from agent.fetch import normalise_cache_status, observe_http, parse_tags  # noqa: F401 (re-exported)
 from agent.layers.base import (
     CacheLayer,
     LayerUnavailable,
     Observation,
     Outcome,
     Verification,
-    body_hash,
-    describe_transport_error,
-    host_and_path,
     with_retries,
 )
-
-# Cache status words we recognise, in the spelling we report (Observation.cache_status).
-KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", "BYPASS", "PASS", "DYNAMIC")
-_STATUS_WORD = re.compile(r"(?<![A-Z])(" + "|".join(KNOWN_STATUSES) + r")(?![A-Z])")
-TAG_HEADERS = ("xkey", "Surrogate-Key", "Cache-Tag")
-_TAG_SPLIT = re.compile(r"[\s,]+")
-
-
-def normalise_cache_status(value: str | None) -> str | None:
-    """``"HIT"``, ``"hit"``, ``"TCP_HIT"``, ``"MISS, HIT"`` (Fastly shielding: the last node is the one that
-    answered us) -> one of ``KNOWN_STATUSES``; an unrecognised value is kept upper-cased; absent -> None."""
-    if value is None or not value.strip():
-        return None
-    last = value.split(",")[-1].strip().upper()
-    if last in KNOWN_STATUSES:
-        return last
-    match = _STATUS_WORD.search(last.replace("_", " "))
-    return match.group(1) if match else last
-
-
-def parse_tags(headers: httpx.Headers) -> tuple[str, ...]:
-    """Tags from ``xkey`` / ``Surrogate-Key`` (space separated) and ``Cache-Tag`` (comma separated)."""
-    seen: dict[str, None] = {}
-    for name in TAG_HEADERS:
-        for value in headers.get_list(name):
-            for tag in _TAG_SPLIT.split(value.strip()):
-                if tag:
-                    seen.setdefault(tag, None)
-    return tuple(seen)
-
 
 def strong_etag(value: str | None) -> str | None:
     if not value or value.startswith("W/"):
@@ -168,24 +135,7 @@ class HttpCacheLayer(CacheLayer):
     # --- observe / verify ---------------------------------------------------------------------------------
 
     async def observe(self, url: str) -> Observation:
-        host, path = host_and_path(url)
-        try:
-            response = await self.client.get(
-                self.target(path), headers={"Host": host, "Accept-Encoding": "identity"}
-            )
-        except (httpx.TransportError, httpx.TimeoutException) as exc:
-            return Observation(reachable=False, error=describe_transport_error(exc))
-        except httpx.HTTPError as exc:
-            return Observation(reachable=False, error=type(exc).__name__)
-        return Observation(
-            reachable=True,
-            status_code=response.status_code,
-            cache_status=self.cache_status_of(response),
-            etag=response.headers.get("ETag"),
-            last_modified=response.headers.get("Last-Modified"),
-            body_hash=body_hash(response.content),
-            tags=parse_tags(response.headers),
-        )
+        return await observe_http(self.client, self.endpoint, url, cache_status_header=self.options.cache_status_header)
 
     async def verify(self, url: str, origin: Observation | None) -> Verification:
         deadline = asyncio.get_running_loop().time() + self.verify_settle_seconds
