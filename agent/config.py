@@ -36,6 +36,10 @@ class LayerConfig(Strict):
     concurrency: int = Field(default=8, ge=1, le=256)
     retries: int = Field(default=3, ge=0, le=10)
     timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    rate_limit_requests: int | None = Field(
+        default=None, ge=1, description="token bucket: at most this many API requests per rate_limit_period_seconds"
+    )
+    rate_limit_period_seconds: float = Field(default=1.0, gt=0)
 
 
 class DependencyRule(Strict):

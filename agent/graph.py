@@ -1,7 +1,7 @@
 """The flow, in one place. Reads like graphs/cache_purge.mmd:
 
-    understand → resolve → plan → approval → execute → verify → report
-                        ↘ check ↗            ↺ (refused click)
+    understand → resolve → plan → approval → execute ⇄ verify → report
+                        ↘ check ↗            ↺ (refused click)   (one repair pass for pages still stale)
 
 Routers are typed with ``Literal[...]`` so the drawn graph shows every real edge.
 """
@@ -17,7 +17,7 @@ from agent.nodes.plan import plan_node, route_after_plan
 from agent.nodes.report import report_node
 from agent.nodes.resolve import resolve_node, route_after_resolve
 from agent.nodes.understand import route_after_understand, understand_node
-from agent.nodes.verify import verify_node
+from agent.nodes.verify import route_after_verify, verify_node
 from agent.state import AgentContext, PurgeState
 
 
@@ -39,7 +39,7 @@ def build_graph() -> StateGraph:
     graph.add_conditional_edges("plan", route_after_plan)
     # approval routes itself with Command[Literal["approval", "execute", "report"]]
     graph.add_edge("execute", "verify")
-    graph.add_edge("verify", "report")
+    graph.add_conditional_edges("verify", route_after_verify)  # stale after purge: purge those once more
     graph.add_edge("report", END)
     return graph
 

@@ -28,7 +28,7 @@ EventHandler = Callable[[dict[str, Any]], None]
 # checkpointed state otherwise carries the previous request's plan and results forward.
 FRESH_REQUEST: PurgeState = {
     "intent": "", "target_sites": [], "urls": [], "rejected": [], "plan": {}, "approval": {},
-    "purge_outcomes": [], "results": [], "checks": [], "reply": "",
+    "purge_outcomes": [], "repair": [], "results": [], "checks": [], "reply": "",
 }
 
 

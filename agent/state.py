@@ -33,6 +33,7 @@ class PurgeState(TypedDict, total=False):
     approval: dict[str, Any]
     # outcomes
     purge_outcomes: list[dict[str, Any]]
+    repair: list[dict[str, Any]]  # plan items to purge once more (stale after the first pass)
     results: list[dict[str, Any]]
     checks: list[dict[str, Any]]
     reply: str

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict
 
 from agent.config import LayerConfig
@@ -99,6 +100,12 @@ class CacheLayer(ABC):
         self.config = config
         self.name = config.name
         self.options = self.Options.model_validate(config.options)
+        # One token bucket per layer instance: every API request a backend sends takes a token first.
+        self.limiter = (
+            AsyncLimiter(config.rate_limit_requests, config.rate_limit_period_seconds)
+            if config.rate_limit_requests
+            else None
+        )
 
     @classmethod
     def check_config(cls, index: int, config: LayerConfig) -> None:
@@ -183,21 +190,29 @@ async def with_retries(
     retries: int,
     base_delay: float = 0.2,
     max_delay: float = 10.0,
+    max_retry_after: float = 60.0,
+    limiter: AsyncLimiter | None = None,
 ) -> tuple[httpx.Response, int]:
     """Run ``attempt`` until it returns a non-retryable response; returns (response, attempts made).
 
     Retries on connection errors, timeouts, 429 and 5xx, with exponential backoff and full jitter, waiting
-    at least the server's ``Retry-After``. Raises ``LayerUnavailable`` when every attempt failed.
+    at least the server's ``Retry-After`` — unless it asks for more than ``max_retry_after`` seconds, when we
+    stop and say so rather than hold the whole run. Each attempt first takes a token from ``limiter``.
+    Raises ``LayerUnavailable`` when every attempt failed.
     """
     last_error = ""
     for number in range(1, retries + 2):
         try:
+            if limiter is not None:
+                await limiter.acquire()
             response = await attempt()
             raise_for_retryable(response)
             return response, number
         except RetryableStatus as exc:
             last_error = str(exc)
             delay = exc.retry_after
+            if delay is not None and delay > max_retry_after:
+                raise LayerUnavailable(f"{exc} asking us to wait {delay:.0f} s (more than {max_retry_after:.0f} s)")
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             last_error = describe_transport_error(exc)
             delay = None

@@ -106,7 +106,7 @@ class HttpCacheLayer(CacheLayer):
         async def attempt() -> httpx.Response:
             return await self.client.request(method, self.target(path), headers=dict(headers or {}))
 
-        return await with_retries(attempt, retries=self.config.retries)
+        return await with_retries(attempt, retries=self.config.retries, limiter=self.limiter)
 
     def unreachable(self, exc: LayerUnavailable) -> Outcome:
         """A failed Outcome for a layer that never gave a usable answer."""

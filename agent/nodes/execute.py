@@ -1,7 +1,8 @@
-"""execute: send every planned purge, layer by layer from the origin outwards, and record what each layer said.
+"""execute: send every planned purge, all layers in parallel, and record what each layer said.
 
-Inner layers go first so an outer cache that refetches during the run gets fresh content, not the stale copy
-an inner cache was still holding. Within a tier layers run in parallel; within a layer, the backend batches.
+Layers run at the same time (the run takes as long as the slowest layer, not the sum). An outer cache may
+refetch a page from an inner one that was not purged yet; verification finds that, and the graph comes back
+here once to purge just those pages again (``repair``). Within a layer the backend batches and rate-limits.
 A layer that fails or raises never hides the others' results.
 """
 
@@ -24,9 +25,25 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    items = [PlanItem.model_validate(item) for item in state["plan"]["items"]]
+    repair = state.get("repair") or []
+    items = [PlanItem.model_validate(item) for item in (repair or state["plan"]["items"])]
     outcomes = asyncio.run(execute_plan(items, runtime.context, stream_writer()))
+    if repair:
+        outcomes = merge_repair(state.get("purge_outcomes", []), outcomes)
     return {"purge_outcomes": outcomes}
+
+
+def merge_repair(first: list[dict[str, Any]], again: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The second pass replaces the first pass's answer for the targets it redid; attempts add up."""
+    redone = {(o["layer"], o["target"]): o for o in again}
+    merged = []
+    for outcome in first:
+        key = (outcome["layer"], outcome["target"])
+        if key in redone:
+            newer = redone.pop(key)
+            outcome = {**newer, "attempts": outcome["attempts"] + newer["attempts"], "repaired": True}
+        merged.append(outcome)
+    return merged + list(redone.values())
 
 
 def stream_writer() -> Progress:
@@ -66,12 +83,11 @@ async def execute_plan(items: list[PlanItem], context: AgentContext, progress: P
 
     deadline = context.config.limits.deadline_seconds
     async with open_layers(context, {item.layer for item in items}) as layers:
-        for tier in layer_tiers(items, context):
-            jobs = [purge_layer(layers[name], targets, record) for name in tier]
-            try:
-                await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline)
-            except TimeoutError:
-                pass  # whatever did not report in time is recorded as failed below
+        jobs = [purge_layer(layer, targets, record) for layer in layers.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline)
+        except TimeoutError:
+            pass  # whatever did not report in time is recorded as failed below
     return fill_missing(targets, results, f"no answer within the {deadline:g} s deadline")
 
 

@@ -8,7 +8,7 @@ origin refills them; HTTP caches are then compared with the origin's fresh answe
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from langgraph.runtime import Runtime
@@ -22,11 +22,30 @@ from agent.nodes.execute import layer_tiers, stream_writer
 from agent.state import AgentContext, PurgeState
 
 
+STILL_STALE = "but it still serves stale content"
+
+
 def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    items = [PlanItem.model_validate(item) for item in state["plan"]["items"]]
+    repairing = bool(state.get("repair"))
+    items = [PlanItem.model_validate(item) for item in (state.get("repair") or state["plan"]["items"])]
     outcomes = {(o["layer"], o["target"]): o for o in state.get("purge_outcomes", [])}
-    results = asyncio.run(verify_items(items, outcomes, runtime.context))
-    return {"results": [result.model_dump(mode="json") for result in results]}
+    results = [r.model_dump(mode="json") for r in asyncio.run(verify_items(items, outcomes, runtime.context))]
+    if repairing:
+        redone = {(r["url"], r["layer"]): r for r in results}
+        results = [redone.get((r["url"], r["layer"]), r) for r in state.get("results", [])]
+        return {"results": results, "repair": []}
+    return {"results": results, "repair": stale_after_purge(items, results)}
+
+
+def stale_after_purge(items: list[PlanItem], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Plan items a layer accepted but still serves stale: an outer cache refilled from an inner one in the
+    moment between their purges. These get one more purge; a second failure is reported as it is."""
+    stale = {(r["url"], r["layer"]) for r in results if r["status"] == ItemStatus.FAILED and STILL_STALE in r["detail"]}
+    return [item.model_dump(mode="json") for item in items if (item.url, item.layer) in stale]
+
+
+def route_after_verify(state: PurgeState) -> Literal["execute", "report"]:
+    return "execute" if state.get("repair") else "report"
 
 
 async def verify_items(
@@ -90,7 +109,7 @@ def judge(item: PlanItem, outcome: dict[str, Any] | None, verification: Verifica
         return ItemResult(status=status, detail=join("purge accepted", how, "but not confirmed"), evidence=why, **base)
     if verification.verified is False:
         detail = "layer said it held nothing" if outcome["status"] == "not_cached" else "purge accepted"
-        return ItemResult(status=ItemStatus.FAILED, detail=f"{detail}, but it still serves stale content",
+        return ItemResult(status=ItemStatus.FAILED, detail=f"{detail}, {STILL_STALE}",
                           evidence=verification.evidence, **base)
     if outcome["status"] == "not_cached":
         return ItemResult(status=ItemStatus.NOT_CACHED, detail="not cached (nothing to do)",
