@@ -199,3 +199,36 @@ def test_judge() -> None:
     assert judge("varnish", Observation(True, 503, "MISS"), origin).verified is None
     assert judge("varnish", Observation(True, 200, "MISS"), None).verified is True
     assert judge("varnish", Observation(True, 200, "HIT"), None).verified is None
+
+
+def test_layer_token_bucket_spaces_requests(flaky: FlakyServer) -> None:
+    flaky.failures = 0
+    config = LayerConfig(name="v", kind="varnish", endpoint=flaky.url, concurrency=10,
+                         rate_limit_requests=5, rate_limit_period_seconds=1.0)
+    layer = VarnishLayer(config)
+    urls = [f"http://shop.example/r{i}" for i in range(12)]
+
+    async def scenario():
+        try:
+            return await layer.purge_urls(urls)
+        finally:
+            await layer.aclose()
+
+    outcomes = asyncio.run(scenario())
+    assert all(o.status == "purged" for o in outcomes.values())
+    times = sorted(t for _, t in flaky.seen)
+    # a bucket of 5 refilled at 5/s: 5 at once, then one every 0.2 s, so the 12th waits ~1.4 s
+    assert times[11] - times[0] >= 1.3
+    assert all(times[i + 5] - times[i] >= 0.15 for i in range(len(times) - 5))  # never 6 in a burst
+
+
+def test_a_retry_after_longer_than_the_cap_gives_up_at_once(flaky: FlakyServer) -> None:
+    async def scenario():
+        async with httpx.AsyncClient() as client:
+            start = time.monotonic()
+            with pytest.raises(LayerUnavailable, match="asking us to wait 1 s"):
+                await with_retries(lambda: client.get(flaky.url + "/x"), retries=3, max_retry_after=0.5)
+            return time.monotonic() - start
+
+    assert asyncio.run(scenario()) < 0.5
+    assert len(flaky.seen) == 1
