@@ -1,0 +1,356 @@
+"""Finding the URLs in a Slack message and deciding which of them cachebot may purge.
+
+Pure functions, no network:
+
+* ``extract_candidates(text)`` – every URL-like thing in Slack-formatted text, in message order, as written
+  (Slack's ``&amp;``/``&lt;``/``&gt;`` undone, surrounding punctuation trimmed).
+* ``normalise(url)`` – the canonical form of an http(s) URL: lower-case scheme and host, no default port, no
+  fragment, no trailing dot on the host, path and query untouched (empty path becomes ``/``). A scheme-less
+  ``www.shop.example/x`` is taken as https. Raises ``ValueError`` with a plain-language reason otherwise.
+* ``screen_urls(text, config)`` – the accepted, de-duplicated URLs in first-seen order, plus a ``Rejection``
+  with a human reason for everything else that looked like a URL.
+
+Acceptance is an allow-list: a URL is accepted only when its host is *exactly* one of ``config.all_hosts``
+(which the config restricts to plain ASCII DNS names). Every other check exists to give a better reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+import unicodedata
+from typing import TYPE_CHECKING, NamedTuple
+
+from agent.models import Rejection
+
+if TYPE_CHECKING:
+    from agent.config import AppConfig
+
+__all__ = ["extract_candidates", "normalise", "screen_urls"]
+
+# --------------------------------------------------------------------------------------------- extraction
+
+# Characters that can be part of a bare URL. Whitespace, angle brackets, quotes, backticks (code spans), pipes,
+# bullets, typographic quotes and zero-width characters end one.
+_BODY_CHAR = "[^\\s<>\"`|\u2022\u201c\u201d\u2018\u2019\u00ab\u00bb\u200b-\u200d\u2060\ufeff]"
+# ...but stop before Slack's escaped angle brackets and before ``,``/``;`` that start another URL.
+_BODY = rf"(?:(?!&[lg]t;|[,;](?:[a-z][a-z0-9+-]{{0,31}}://|www\.)){_BODY_CHAR})"
+_SPECIAL_SCHEMES = "javascript|vbscript|data|mailto|file"
+
+_TOKEN = re.compile(
+    # Slack link / mention: <url>, <url|label>, <@U1>, <#C1|name>, <!here>
+    r"<(?P<angle>[^<>|\s]*)(?:\|[^<>]*)?>"
+    # anything with scheme:// (starting a word, and of bounded length, so long words cannot make the scan slow)
+    rf"|(?<![a-z+-])(?P<scheme>[a-z][a-z0-9+-]{{0,31}}://{_BODY}*)"
+    # schemes written without // (javascript:alert(1), mailto:x@y, data:text/html,...)
+    rf"|(?<![\w.+-])(?P<special>(?:{_SPECIAL_SCHEMES}):{_BODY}+)"
+    # scheme-less www.host/...
+    rf"|(?<![\w.@/:+-])(?P<www>www\.{_BODY}+)"
+    # scheme-less host.tld/path (a path is required, so "config.py" or "shop.example is down" don't count)
+    rf"|(?<![\w.@/:+-])(?P<hostpath>(?:[^\W_][\w-]*\.)+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?::\d{{1,5}})?/{_BODY}*)",
+    re.IGNORECASE,
+)
+
+_SLACK_ENTITY = re.compile(r"&(amp|lt|gt);")
+_ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
+_TRAILING = set(".,;:!?'*~") | set("\u2026\u3002\u3001")  # … 。 、
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+def _unescape(text: str) -> str:
+    """Undo Slack's escaping of ``&``, ``<`` and ``>`` (in one pass, so ``&amp;lt;`` stays ``&lt;``)."""
+    if "&" not in text:
+        return text
+    return _SLACK_ENTITY.sub(lambda m: _ENTITIES[m.group(1)], text)
+
+
+def _trim(url: str, preceded_by: str) -> str:
+    """Drop sentence punctuation and unbalanced closing brackets from the end of a bare URL."""
+    end = len(url)
+    opened = {closer: url.count(opener) for closer, opener in _CLOSERS.items()}
+    closed = {closer: url.count(closer) for closer in _CLOSERS}
+    while end:
+        last = url[end - 1]
+        if last in _TRAILING:
+            end -= 1
+        elif last == "_" and preceded_by == "_":  # _italic https://…_
+            end -= 1
+            preceded_by = ""
+        elif last in _CLOSERS and closed[last] > opened[last]:
+            closed[last] -= 1
+            end -= 1
+        else:
+            break
+    return url[:end]
+
+
+def extract_candidates(text: str) -> list[str]:
+    """Every URL-like thing in Slack-formatted ``text``, in order of appearance, as written.
+
+    Slack links give their URL part (the label is ignored); mentions, channel links and ``<!…>`` specials
+    are skipped. Bare URLs are found anywhere, including inside code spans and blocks (which Slack does not
+    linkify). Non-web schemes are returned too, so that they can be refused with a reason.
+    """
+    found: list[str] = []
+    for match in _TOKEN.finditer(text or ""):
+        kind = match.lastgroup
+        value = match.group(kind)
+        if kind == "angle":
+            if not value or value[0] in "@#!" or not any(c in value for c in ":/."):
+                continue
+            found.append(_unescape(value))
+            continue
+        before = text[match.start() - 1] if match.start() else ""
+        value = _trim(value, before)
+        if kind == "scheme" and value.endswith("://"):  # "only https:// links please" names no URL
+            continue
+        if value:
+            found.append(_unescape(value))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_KNOWN_SCHEMES = {
+    "http", "https", "javascript", "vbscript", "data", "mailto", "file", "ftp", "ftps", "sftp", "ssh", "tel",
+    "sms", "about", "blob", "chrome", "ws", "wss", "gopher", "ldap", "smb", "git", "s3", "news", "irc",
+}  # fmt: skip
+_DEFAULT_PORT = {"http": 80, "https": 443}
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+class _Parts(NamedTuple):
+    scheme: str
+    userinfo: str | None
+    host: str  # without brackets for IPv6; ASCII letters lower-cased, other characters as given
+    bracketed: bool
+    port: int | None  # None when absent or the scheme's default
+    path: str
+    query: str | None  # None when there is no '?'
+
+    def url(self) -> str:
+        host = f"[{self.host}]" if self.bracketed else self.host
+        userinfo = f"{self.userinfo}@" if self.userinfo is not None else ""
+        port = f":{self.port}" if self.port is not None else ""
+        query = f"?{self.query}" if self.query is not None else ""
+        return f"{self.scheme}://{userinfo}{host}{port}{self.path}{query}"
+
+
+def _scheme_reason(scheme: str) -> str:
+    if scheme in ("javascript", "vbscript"):
+        return f"{scheme}: links are never fetched; only http and https URLs can be purged"
+    if scheme == "file":
+        return "file: URLs point at files on someone's computer; only http and https URLs can be purged"
+    if scheme == "mailto":
+        return "mailto: is an e-mail address, not a web page; only http and https URLs can be purged"
+    if scheme == "data":
+        return "data: URLs carry their content inline and are never cached; only http and https URLs can be purged"
+    return f"{scheme}: URLs cannot be purged; only http and https URLs can be purged"
+
+
+def _parse(url: str) -> _Parts:
+    text = url.strip()
+    if not text:
+        raise ValueError("empty URL")
+    if _CONTROL.search(text):
+        raise ValueError("the URL contains spaces or control characters")
+    match = _SCHEME.match(text)
+    scheme = match.group(1).translate(_ASCII_LOWER) if match else ""
+    if match and (scheme in _KNOWN_SCHEMES or not text[match.end() : match.end() + 1].isdigit()):
+        rest = text[match.end() :]
+    else:  # "www.shop.example/x" or "shop.example:8080/x": no scheme, meant as https
+        scheme, rest = "https", "//" + text
+    if scheme not in _DEFAULT_PORT:
+        raise ValueError(_scheme_reason(scheme))
+    if not rest.startswith("//"):
+        raise ValueError(f"'{scheme}:' must be followed by '//' and a host name")
+
+    rest = rest[2:]
+    end = len(rest)
+    for sep in "/?#":
+        pos = rest.find(sep)
+        if pos != -1 and pos < end:
+            end = pos
+    authority, rest = rest[:end], rest[end:]
+    if "\\" in authority:
+        raise ValueError("the host part contains a backslash, which browsers and servers read differently")
+    rest = rest.split("#", 1)[0]
+    path, question, query = rest.partition("?")
+
+    userinfo, at, hostport = authority.rpartition("@")
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close == -1:
+            raise ValueError("the host starts with '[' but has no closing ']'")
+        host, bracketed, port_text = hostport[1:close], True, hostport[close + 1 :]
+        if port_text and not port_text.startswith(":"):
+            raise ValueError("unexpected text after the ']' of the host")
+        port_text = port_text[1:]
+    else:
+        host, _, port_text = hostport.partition(":")
+        bracketed = False
+    host = host.translate(_ASCII_LOWER)
+    if not bracketed and host.endswith("."):
+        host = host[:-1]
+    if not host:
+        raise ValueError("the URL has no host name")
+
+    port: int | None = None
+    if port_text:
+        if not port_text.isascii() or not port_text.isdigit():
+            raise ValueError(f"the port {port_text!r} is not a number")
+        port = int(port_text)
+        if port > 65535:
+            raise ValueError(f"the port {port} is out of range")
+        if port == _DEFAULT_PORT[scheme]:
+            port = None
+    return _Parts(scheme, userinfo if at else None, host, bracketed, port, path or "/", query if question else None)
+
+
+def normalise(url: str) -> str:
+    """The canonical form of an http(s) URL; raises ``ValueError`` saying why when there is none.
+
+    Scheme and host are lower-cased (ASCII letters only, so e.g. the Kelvin sign never turns into ``k``), the
+    default port, the fragment and a trailing dot on the host are dropped, path and query are kept exactly as
+    given (an empty path becomes ``/``). A user name/password, if present, is kept so callers can refuse it.
+    """
+    return _parse(url).url()
+
+
+# ---------------------------------------------------------------------------------------------- screening
+
+_PRIVATE_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", "broadcasthost"}
+_PRIVATE_SUFFIXES = (
+    ".localhost", ".local", ".localdomain", ".internal", ".intranet", ".lan", ".home", ".corp", ".private",
+    ".home.arpa", ".arpa",
+)  # fmt: skip
+_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
+
+# A few common letters from other scripts that look like ASCII ones, only to say what a host imitates.
+_CONFUSABLES = str.maketrans(
+    {
+        "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ј": "j",
+        "ԁ": "d", "һ": "h", "ԛ": "q", "ԝ": "w", "ӏ": "l", "ɡ": "g", "ο": "o", "α": "a", "ρ": "p", "ν": "v",
+        "τ": "t", "υ": "u", "κ": "k", "ι": "i",
+    }
+)  # fmt: skip
+
+
+def _ip_reason(host: str, bracketed: bool) -> str | None:
+    """Why ``host`` is an IP address rather than a name (including 2130706433, 0x7f.1, 0177.0.0.1)."""
+    if bracketed:
+        return f"{host} is an IPv6 address; cachebot only purges its configured sites, by name"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        kind = "a private or loopback" if (address.is_private or address.is_loopback) else "an"
+        return f"{host} is {kind} IP address; cachebot only purges its configured sites, by name"
+    # Browsers (WHATWG URL standard) read any host whose last label is a number as an IPv4 address,
+    # so http://2130706433/, http://0x7f.1/ and http://0177.1/ all mean 127.0.0.1.
+    if _NUMERIC_LABEL.match(host.rsplit(".", 1)[-1]):
+        return (
+            f"{host} is an IP address written in numeric form (browsers read it as an IPv4 address); "
+            "cachebot only purges its configured sites, by name"
+        )
+    return None
+
+
+def _private_reason(host: str) -> str | None:
+    if host in _PRIVATE_NAMES or host.endswith(_PRIVATE_SUFFIXES) or host == "local":
+        return f"{host} is a local or private network name; cachebot only purges its configured public sites"
+    if "." not in host:
+        return f"{host} is a single-label (internal network) name; cachebot only purges its configured sites"
+    return None
+
+
+def _lookalike_reason(host: str, config: AppConfig) -> str | None:
+    if host.isascii() and not any(label.startswith("xn--") for label in host.split(".")):
+        return None
+    shown = host
+    if host.isascii():  # punycode: show what it displays as
+        try:
+            shown = host.encode("ascii").decode("idna")
+        except UnicodeError:
+            shown = host
+    odd = [c for c in dict.fromkeys(shown) if not c.isascii()]
+    described = ", ".join(f"{c!r} ({unicodedata.name(c, f'U+{ord(c):04X}')})" for c in odd[:3])
+    imitated = "".join(
+        c for c in unicodedata.normalize("NFKD", shown.translate(_CONFUSABLES)) if not unicodedata.combining(c)
+    ).translate(_ASCII_LOWER)
+    reason = f"the host {host} "
+    reason += f"(shown as {shown}) " if shown != host else ""
+    reason += "contains non-ASCII characters"
+    reason += f" {described}" if described else ""
+    if imitated in config.all_hosts:
+        reason += f" that make it look like {imitated} without being it"
+    return reason + "; look-alike host names are never purged"
+
+
+def _unknown_host_reason(host: str, config: AppConfig) -> str:
+    sites = ", ".join(f"{site.name} ({', '.join(site.hosts)})" for site in config.sites)
+    return f"{host} is not a site cachebot manages (configured sites: {sites})"
+
+
+def _screen_one(candidate: str, config: AppConfig) -> tuple[str, str | None]:
+    """(key, reason): the normalised URL (or the input when unparsable) and why it is refused, if it is."""
+    try:
+        parts = _parse(candidate)
+    except ValueError as exc:
+        return candidate, str(exc)
+    key = parts.url()
+    if parts.userinfo is not None:
+        return key, (
+            f"the URL has a user name or password (userinfo) before the host, so it really points at "
+            f"{parts.host}; links carrying credentials are never purged"
+        )
+    host = parts.host
+    reason = _ip_reason(host, parts.bracketed) or _private_reason(host)
+    if reason:
+        return key, reason
+    if host not in config.all_hosts:
+        return key, _lookalike_reason(host, config) or _unknown_host_reason(host, config)
+    if parts.port is not None:
+        default = _DEFAULT_PORT[parts.scheme]
+        return key, (
+            f"unexpected port {parts.port}: cachebot only purges {host} on the standard port "
+            f"({default} for {parts.scheme})"
+        )
+    return key, None
+
+
+def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection]]:
+    """Accepted URLs (normalised, first-seen order, no duplicates) and a rejection for everything else.
+
+    When there are more distinct acceptable URLs than ``config.limits.max_urls_per_request``, none is
+    accepted: each becomes a rejection stating the count and the limit, so nothing is silently dropped.
+    """
+    seen: set[str] = set()
+    accepted: list[tuple[int, str, str]] = []  # (position, normalised, as written)
+    # (position, rejection); the position lets over-limit rejections merge back into message order
+    rejected: list[tuple[int, Rejection]] = []
+    for position, candidate in enumerate(extract_candidates(text)):
+        key, reason = _screen_one(candidate, config)
+        if key in seen:
+            continue
+        seen.add(key)
+        if reason is None:
+            accepted.append((position, key, candidate))
+        else:
+            rejected.append((position, Rejection(input=candidate, reason=reason)))
+
+    limit = config.limits.max_urls_per_request
+    if len(accepted) <= limit:
+        return [url for _, url, _ in accepted], [rejection for _, rejection in rejected]
+
+    reason = (
+        f"this request has {len(accepted):,} URLs; the limit is {limit:,} per request — "
+        "split it into smaller batches"
+    )
+    over = [(position, Rejection(input=written, reason=reason)) for position, _, written in accepted]
+    merged = sorted(rejected + over, key=lambda item: item[0])
+    return [], [rejection for _, rejection in merged]
