@@ -29,7 +29,19 @@ async def check_urls(urls: list[str], context: AgentContext) -> list[CheckResult
         origin = await origin_observations(client, urls, context)
         http = [(u, n) for u, n in pairs if layers[n].verifies_against_origin]
         seen |= dict(zip(http, await map_bounded(http, 16, lambda p: layers[p[1]].observe(p[0]))))
-    return [describe(url, layers[name], seen[(url, name)], origin.get(url)) for url, name in pairs]
+    checks = [describe(url, layers[name], seen[(url, name)], origin.get(url)) for url, name in pairs]
+    return caveat_app_caches(checks, {(u, n) for (u, n) in own if seen[(u, n)].cached})
+
+
+def caveat_app_caches(checks: list[CheckResult], holding: set[tuple[str, str]]) -> list[CheckResult]:
+    """"Same as the origin" proves nothing while the origin itself answers from an application cache entry
+    that may be stale: say so, and claim neither fresh nor stale."""
+    for check in checks:
+        app = next((name for (url, name) in holding if url == check.url), None)
+        if app and check.fresh:
+            check.fresh = None
+            check.detail += f" — but the origin answers from {app}, which holds an entry that may itself be stale"
+    return checks
 
 
 def describe(url: str, layer: CacheLayer, seen: Observation, origin: Observation | None) -> CheckResult:
