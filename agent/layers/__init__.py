@@ -16,6 +16,12 @@ _MODULES = {
     "varnish": "agent.layers.varnish:VarnishLayer",
     "nginx": "agent.layers.nginx:NginxLayer",
     "redis": "agent.layers.redis:RedisLayer",
+    "cloudflare": "agent.layers.cloudflare:CloudflareLayer",
+    "fastly": "agent.layers.fastly:FastlyLayer",
+    "webhook": "agent.layers.webhook:WebhookLayer",
+    "memcached": "agent.layers.memcached:MemcachedLayer",
+    "cloudfront": "agent.layers.cloudfront:CloudFrontLayer",
+    "akamai": "agent.layers.akamai:AkamaiLayer",
 }
 
 

@@ -1,0 +1,270 @@
+"""Cloudflare: ``POST /client/v4/zones/{zone_id}/purge_cache`` by files (URLs), tags, prefixes, hosts or everything.
+
+One kind per request, at most ``max_items_per_request`` items (100; 500 on Enterprise; note Cloudflare has also
+enforced 30 URLs per request on Free/Pro/Business zones — an oversize 400 is split in half until it fits). The
+answer is the API envelope ``{"success", "errors": [{"code", "message"}], "messages", "result": {"id"}}``.
+
+Cloudflare accepting a purge only means it is queued: ``verify`` fetches the page through the CDN at the
+``verify_endpoint`` option (with the page's Host) and compares it with the origin, ``CF-Cache-Status`` as evidence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import Field, field_validator
+
+from agent.config import LayerConfig
+from agent.layers.base import (
+    Capability,
+    LayerUnavailable,
+    Observation,
+    Outcome,
+    Verification,
+    batches,
+    host_and_path,
+    map_bounded,
+    with_retries,
+)
+from agent.layers.http import HttpCacheLayer, observe_http
+
+DEFAULT_ENDPOINT = "https://api.cloudflare.com"
+AUTH_CODES = {9103, 9106, 9109, 10000, 10001}
+# Errors about the request as a whole (zone, route, auth): splitting the batch cannot help.
+WHOLE_REQUEST_CODES = AUTH_CODES | {1001, 1012, 7000, 7003}
+PurgeKind = Literal["files", "tags", "prefixes", "hosts"]
+_KIND_WORD = {"files": "URL", "tags": "tag", "prefixes": "prefix", "hosts": "host"}
+
+
+def validate_verify_endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be an http:// or https:// address without query or fragment, like https://203.0.113.7")
+    return value.rstrip("/")
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """Never let a credential reach an Outcome, whatever a server echoes back."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+class CloudflareLayer(HttpCacheLayer):
+    kind = "cloudflare"
+    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_ALL, Capability.VERIFY})
+
+    class Options(HttpCacheLayer.Options):
+        zone_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
+        max_items_per_request: int = Field(default=100, ge=1, le=500)
+        verify_endpoint: str | None = None
+        cache_status_header: str = "CF-Cache-Status"
+        purge_all_by: Literal["everything", "hosts"] = "everything"
+
+        @field_validator("verify_endpoint")
+        @classmethod
+        def _verify_endpoint(cls, value: str | None) -> str | None:
+            return validate_verify_endpoint(value)
+
+    def __init__(self, config: LayerConfig):
+        if config.endpoint is None:
+            config = config.model_copy(update={"endpoint": DEFAULT_ENDPOINT})
+        super().__init__(config)
+        token = config.credentials.get("api_token")
+        self._token = token.get_secret_value() if token is not None else ""
+        self._secrets = [s.get_secret_value() for s in config.credentials.values()]
+
+    @classmethod
+    def check_config(cls, index: int, config: LayerConfig) -> None:
+        if config.endpoint is None:
+            config = config.model_copy(update={"endpoint": DEFAULT_ENDPOINT})
+        super().check_config(index, config)
+        if "api_token" not in config.credentials:
+            raise ValueError(f"layers[{index}].credentials.api_token: required for a cloudflare layer (a scoped API token)")
+
+    @property
+    def batch_size(self) -> int:
+        """``max_items_per_request``, or a smaller ``max_batch`` if the configuration sets one explicitly."""
+        size = self.options.max_items_per_request
+        if "max_batch" in self.config.model_fields_set:
+            size = min(size, self.config.max_batch)
+        return max(1, size)
+
+    # --- purging ------------------------------------------------------------------------------------------
+
+    async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
+        unique = list(dict.fromkeys(urls))
+        results: dict[str, Outcome] = {}
+        files: list[str] = []
+        prefixes: dict[str, str] = {}  # Cloudflare prefix -> the URL it came from
+        for url in unique:
+            host, path = host_and_path(url)
+            if not host:
+                results[url] = Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
+            elif "*" in url:
+                if url.endswith("*") and url.count("*") == 1:  # https://shop.example/products/* -> prefix purge
+                    prefixes[host + path[:-1]] = url
+                else:
+                    results[url] = Outcome(
+                        "failed", "Cloudflare purges wildcards only at the end of a URL (a prefix)", attempts=0
+                    )
+            else:
+                files.append(url)
+        results.update(await self._purge("files", files))
+        for prefix, outcome in (await self._purge("prefixes", list(prefixes))).items():
+            results[prefixes[prefix]] = outcome
+        return {url: results[url] for url in unique}
+
+    async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:
+        unique = list(dict.fromkeys(tags))
+        results = {t: Outcome("failed", f"tag {t!r} is empty or contains a comma", attempts=0) for t in unique
+                   if not t.strip() or "," in t}
+        results.update(await self._purge("tags", [t for t in unique if t not in results]))
+        return {t: results[t] for t in unique}
+
+    async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
+        """Prefixes as Cloudflare takes them: ``shop.example/products/`` (no scheme)."""
+        return await self._purge("prefixes", list(dict.fromkeys(prefixes)))
+
+    async def purge_hosts(self, hosts: Sequence[str]) -> dict[str, Outcome]:
+        return await self._purge("hosts", list(dict.fromkeys(hosts)))
+
+    async def purge_all(self, hosts: Sequence[str]) -> Outcome:
+        if self.options.purge_all_by == "hosts":
+            outcomes = await self.purge_hosts(hosts)
+            failed = [f"{h}: {o.detail}" for h, o in outcomes.items() if o.status == "failed"]
+            attempts = max((o.attempts for o in outcomes.values()), default=0)
+            if failed:
+                return Outcome("failed", "; ".join(failed), attempts)
+            return Outcome("purged", f"Cloudflare accepted a purge of every page on {', '.join(hosts)} (queued)", attempts)
+        try:
+            answer, attempts = await self._post({"purge_everything": True})
+        except Exception as exc:  # noqa: BLE001
+            return self._exception_outcome("everything", exc)
+        ok, detail = self._judge_answer(answer)
+        if ok:
+            return Outcome("purged", f"Cloudflare accepted purge_everything for zone {self.options.zone_id}{detail} "
+                           "(queued)", attempts)
+        return Outcome("failed", detail, attempts)
+
+    async def _purge(self, kind: PurgeKind, items: list[str]) -> dict[str, Outcome]:
+        if not items:
+            return {}
+        results: dict[str, Outcome] = {}
+        for group_result in await map_bounded(
+            batches(items, self.batch_size), self.config.concurrency, lambda group: self._purge_batch(kind, list(group))
+        ):
+            results.update(group_result)
+        return results
+
+    async def _purge_batch(self, kind: PurgeKind, group: list[str], spent: int = 0) -> dict[str, Outcome]:
+        """One request; an oversize or item-level 400/413 is split in half down to single items."""
+        try:
+            answer, attempts = await self._post({kind: group})
+        except Exception as exc:  # noqa: BLE001 - a purge reports, never raises
+            failed = self._exception_outcome(" ".join(group), exc)
+            failed.attempts += spent
+            return {item: failed for item in group}
+        attempts += spent
+        ok, detail = self._judge_answer(answer)
+        if ok:
+            word = _KIND_WORD[kind] + ("" if len(group) == 1 else "s")
+            queued = f"Cloudflare accepted the purge{detail} (queued; {len(group)} {word} in one request)"
+            return {item: Outcome("purged", queued, attempts) for item in group}
+        splittable = answer.status_code in (400, 413) and not (set(self._codes(answer)) & WHOLE_REQUEST_CODES)
+        if splittable and len(group) > 1:
+            half = len(group) // 2
+            first, second = await map_bounded(
+                [group[:half], group[half:]], 2, lambda part: self._purge_batch(kind, part, attempts)
+            )
+            return {**first, **second}
+        return {item: Outcome("failed", detail, attempts) for item in group}
+
+    # --- the API ------------------------------------------------------------------------------------------
+
+    @property
+    def purge_endpoint(self) -> str:
+        return f"{self.endpoint}/client/v4/zones/{self.options.zone_id}/purge_cache"
+
+    async def _post(self, body: dict[str, Any]) -> tuple[httpx.Response, int]:
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        payload = json.dumps(body).encode()
+
+        async def attempt() -> httpx.Response:
+            return await self.client.post(self.purge_endpoint, content=payload, headers=headers)
+
+        return await with_retries(attempt, retries=self.config.retries)
+
+    @staticmethod
+    def _envelope(response: httpx.Response) -> dict[str, Any] | None:
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _codes(self, response: httpx.Response) -> list[int]:
+        data = self._envelope(response) or {}
+        codes = []
+        for error in data.get("errors") or []:
+            if isinstance(error, dict) and isinstance(error.get("code"), int):
+                codes.append(error["code"])
+        return codes
+
+    def _judge_answer(self, response: httpx.Response) -> tuple[bool, str]:
+        """(accepted, detail): detail is " (id …)" when accepted, else why not — safe to show."""
+        data = self._envelope(response)
+        code = response.status_code
+        if data is not None and 200 <= code < 300 and data.get("success") is True:
+            result = data.get("result") or {}
+            purge_id = result.get("id") if isinstance(result, dict) else None
+            return True, f" (id {purge_id})" if purge_id else ""
+        errors = []
+        for error in (data or {}).get("errors") or []:
+            if isinstance(error, dict):
+                errors.append(f"{error.get('code', '?')}: {error.get('message', '').strip()}".strip())
+        api_says = "; ".join(errors)
+        if code in (401, 403) or set(self._codes(response)) & AUTH_CODES:
+            detail = f"Cloudflare rejected the API token (HTTP {code}" + (f", {api_says})" if api_says else ")")
+            detail += ": check credentials.api_token and that it has Cache Purge permission on this zone"
+        elif 200 <= code < 300:
+            detail = "Cloudflare did not confirm the purge" + (f": {api_says}" if api_says else " (success is not true)")
+        elif api_says:
+            detail = f"Cloudflare refused the purge (HTTP {code}): {api_says}"
+        elif code == 413:
+            detail = "Cloudflare refused the purge: HTTP 413 request too large"
+        else:
+            detail = f"Cloudflare answered HTTP {code} {response.reason_phrase}".rstrip()
+        return False, scrub(detail, self._secrets)
+
+    def _exception_outcome(self, key: str, exc: Exception) -> Outcome:
+        if isinstance(exc, LayerUnavailable):
+            message = str(exc)
+            if message.startswith("HTTP "):
+                detail = f"Cloudflare API at {self.address} kept answering {message}"
+            else:
+                detail = f"could not reach the Cloudflare API at {self.address}: {message}"
+            return Outcome("failed", scrub(detail, self._secrets), attempts=self.config.retries + 1)
+        return Outcome("failed", scrub(f"cloudflare purge of {key} failed unexpectedly: {type(exc).__name__}: {exc}",
+                                       self._secrets))
+
+    # --- observe / verify through the CDN -----------------------------------------------------------------
+
+    async def observe(self, url: str) -> Observation:
+        if not self.options.verify_endpoint:
+            return Observation(reachable=False, error="no verify_endpoint configured")
+        return await observe_http(
+            self.client, self.options.verify_endpoint, url, cache_status_header=self.options.cache_status_header
+        )
+
+    async def verify(self, url: str, origin: Observation | None) -> Verification:
+        if not self.options.verify_endpoint:
+            return Verification(None, "Cloudflare accepted the purge; no verify_endpoint configured to confirm")
+        return await super().verify(url, origin)

@@ -1,0 +1,219 @@
+"""Fastly: ``POST /purge/{host}{path}`` per URL, ``POST /service/{id}/purge`` for up to 256 surrogate keys at once,
+``POST /service/{id}/purge_all`` for everything; ``Fastly-Key`` authenticates, ``Fastly-Soft-Purge: 1`` marks
+content stale instead of removing it.
+
+Answers: ``{"status": "ok", "id": "…"}`` for a URL, a map key -> purge id for surrogate keys. Accepted is not
+fresh: ``verify`` fetches the page through the CDN (``verify_endpoint``) and compares it with the origin; the
+``X-Cache`` header lists one entry per node (``HIT, MISS`` with shielding) and the last one answered us. After a
+soft purge the stale copy may be served once more, so verification goes by content (never by MISS alone).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, field_validator
+
+from agent.config import LayerConfig
+from agent.layers.base import (
+    Capability,
+    LayerUnavailable,
+    Observation,
+    Outcome,
+    Verification,
+    batches,
+    host_and_path,
+    map_bounded,
+    with_retries,
+)
+from agent.layers.cloudflare import scrub, validate_verify_endpoint
+from agent.layers.http import HttpCacheLayer, observe_http
+
+DEFAULT_ENDPOINT = "https://api.fastly.com"
+MAX_KEYS_PER_REQUEST = 256
+_PATH_SAFE = "/?&=%:@!$,;+~()[]'"  # keep the path (and query) as the cache keys it; escape only what breaks a URL
+
+
+class FastlyLayer(HttpCacheLayer):
+    kind = "fastly"
+    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_ALL, Capability.VERIFY})
+
+    class Options(HttpCacheLayer.Options):
+        service_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
+        soft_purge: bool = False
+        max_keys_per_request: int = Field(default=MAX_KEYS_PER_REQUEST, ge=1, le=MAX_KEYS_PER_REQUEST)
+        verify_endpoint: str | None = None
+        cache_status_header: str = "X-Cache"
+
+        @field_validator("verify_endpoint")
+        @classmethod
+        def _verify_endpoint(cls, value: str | None) -> str | None:
+            return validate_verify_endpoint(value)
+
+    def __init__(self, config: LayerConfig):
+        if config.endpoint is None:
+            config = config.model_copy(update={"endpoint": DEFAULT_ENDPOINT})
+        super().__init__(config)
+        key = config.credentials.get("api_key")
+        self._key = key.get_secret_value() if key is not None else ""
+        self._secrets = [s.get_secret_value() for s in config.credentials.values()]
+        # A soft-purged object may be served (stale) once more while Fastly refetches it: keep looking a moment.
+        self.verify_settle_seconds = 2.0 if self.options.soft_purge else 0.0
+
+    @classmethod
+    def check_config(cls, index: int, config: LayerConfig) -> None:
+        if config.endpoint is None:
+            config = config.model_copy(update={"endpoint": DEFAULT_ENDPOINT})
+        super().check_config(index, config)
+        if "api_key" not in config.credentials:
+            raise ValueError(f"layers[{index}].credentials.api_key: required for a fastly layer (an API token with purge scope)")
+
+    @property
+    def key_batch_size(self) -> int:
+        size = self.options.max_keys_per_request
+        if "max_batch" in self.config.model_fields_set:
+            size = min(size, self.config.max_batch)
+        return max(1, size)
+
+    # --- purging ------------------------------------------------------------------------------------------
+
+    async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
+        unique = list(dict.fromkeys(urls))
+        results = await map_bounded(unique, self.config.concurrency, self._purge_url)
+        return dict(zip(unique, results))
+
+    async def _purge_url(self, url: str) -> Outcome:
+        host, path = host_and_path(url)
+        if not host:
+            return Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
+        if "*" in url:
+            return Outcome("failed", "Fastly cannot purge URL wildcards: purge a surrogate key instead", attempts=0)
+        target = "/purge/" + host + quote(path, safe=_PATH_SAFE)
+        try:
+            response, attempts = await self._post(target, None)
+        except Exception as exc:  # noqa: BLE001 - a purge reports, never raises
+            return self._exception_outcome(url, exc)
+        data = self._json(response)
+        if 200 <= response.status_code < 300 and isinstance(data, dict) and data.get("status") == "ok":
+            return Outcome("purged", f"Fastly {self._verb} the URL (id {data.get('id', '?')})", attempts)
+        return Outcome("failed", self._refusal(response), attempts)
+
+    async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:
+        unique = list(dict.fromkeys(tags))
+        results = {t: Outcome("failed", f"surrogate key {t!r} is empty or contains spaces", attempts=0)
+                   for t in unique if not t or any(c.isspace() for c in t)}
+        valid = [t for t in unique if t not in results]
+        for outcome in await map_bounded(batches(valid, self.key_batch_size), self.config.concurrency, self._purge_keys):
+            results.update(outcome)
+        return {t: results[t] for t in unique}
+
+    async def _purge_keys(self, group: Sequence[str]) -> dict[str, Outcome]:
+        try:
+            response, attempts = await self._post(
+                f"/service/{self.options.service_id}/purge", {"surrogate_keys": list(group)}
+            )
+        except Exception as exc:  # noqa: BLE001
+            failed = self._exception_outcome(" ".join(group), exc)
+            return {key: failed for key in group}
+        data = self._json(response)
+        if not (200 <= response.status_code < 300 and isinstance(data, dict)):
+            failed = Outcome("failed", self._refusal(response), attempts)
+            return {key: failed for key in group}
+        together = "" if len(group) == 1 else f"; {len(group)} keys in one request"
+        results = {}
+        for key in group:
+            purge_id = data.get(key)
+            if purge_id:
+                results[key] = Outcome("purged", f"Fastly {self._verb} surrogate key (id {purge_id}{together})", attempts)
+            else:
+                results[key] = Outcome("failed", "Fastly did not acknowledge this surrogate key (no purge id)", attempts)
+        return results
+
+    async def purge_all(self, hosts: Sequence[str]) -> Outcome:
+        try:
+            response, attempts = await self._post(f"/service/{self.options.service_id}/purge_all", None, soft=False)
+        except Exception as exc:  # noqa: BLE001
+            return self._exception_outcome("everything", exc)
+        data = self._json(response)
+        if 200 <= response.status_code < 300 and isinstance(data, dict) and data.get("status") == "ok":
+            return Outcome("purged", f"Fastly purged everything on service {self.options.service_id}", attempts)
+        return Outcome("failed", self._refusal(response), attempts)
+
+    # --- the API ------------------------------------------------------------------------------------------
+
+    @property
+    def _verb(self) -> str:
+        return "soft-purged" if self.options.soft_purge else "purged"
+
+    async def _post(self, path: str, body: dict[str, Any] | None, *, soft: bool | None = None) -> tuple[httpx.Response, int]:
+        headers = {"Fastly-Key": self._key, "Accept": "application/json"}
+        if self.options.soft_purge if soft is None else soft:
+            headers["Fastly-Soft-Purge"] = "1"
+        content = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            content = json.dumps(body).encode()
+        url = self.endpoint + path
+
+        async def attempt() -> httpx.Response:
+            return await self.client.post(url, content=content, headers=headers)
+
+        return await with_retries(attempt, retries=self.config.retries)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    def _refusal(self, response: httpx.Response) -> str:
+        code = response.status_code
+        data = self._json(response)
+        said = ""
+        if isinstance(data, dict):
+            said = ": ".join(str(data[k]) for k in ("msg", "detail") if data.get(k))
+        if code in (401, 403):
+            detail = f"Fastly rejected the API key (HTTP {code}" + (f", {said})" if said else ")")
+            detail += ": check credentials.api_key and that the token has purge scope for this service"
+        elif said:
+            detail = f"Fastly refused the purge (HTTP {code}): {said}"
+        else:
+            detail = f"Fastly answered HTTP {code} {response.reason_phrase}".rstrip()
+        return scrub(detail, self._secrets)
+
+    def _exception_outcome(self, key: str, exc: Exception) -> Outcome:
+        if isinstance(exc, LayerUnavailable):
+            message = str(exc)
+            if message.startswith("HTTP "):
+                detail = f"Fastly API at {self.address} kept answering {message}"
+            else:
+                detail = f"could not reach the Fastly API at {self.address}: {message}"
+            return Outcome("failed", scrub(detail, self._secrets), attempts=self.config.retries + 1)
+        return Outcome("failed", scrub(f"fastly purge of {key} failed unexpectedly: {type(exc).__name__}: {exc}",
+                                       self._secrets))
+
+    # --- observe / verify through the CDN -----------------------------------------------------------------
+
+    async def observe(self, url: str) -> Observation:
+        if not self.options.verify_endpoint:
+            return Observation(reachable=False, error="no verify_endpoint configured")
+        return await observe_http(
+            self.client, self.options.verify_endpoint, url, cache_status_header=self.options.cache_status_header
+        )
+
+    async def verify(self, url: str, origin: Observation | None) -> Verification:
+        if not self.options.verify_endpoint:
+            return Verification(None, "Fastly accepted the purge; no verify_endpoint configured to confirm")
+        usable_origin = origin is not None and origin.reachable and origin.status_code is not None \
+            and 200 <= origin.status_code < 300
+        if self.options.soft_purge and not usable_origin:
+            # A soft purge serves the stale copy again (even as MISS on a shield): only content can prove freshness.
+            seen = await self.observe(url)
+            status = seen.cache_status or "no cache status"
+            return Verification(None, f"{status} after a soft purge, and no origin copy to compare: cannot tell if fresh")
+        return await super().verify(url, origin)
