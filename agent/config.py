@@ -102,12 +102,23 @@ class StorageConfig(Strict):
     sqlite_path: str = ".cachebot/state.sqlite"
 
 
+class LLMConfig(Strict):
+    """An OpenAI-compatible chat model for understanding requests (``agent/llm.py``); rules are used without it."""
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = Field(default=None, description="any OpenAI-compatible server (default: OPENAI_BASE_URL)")
+    api_key: SecretStr | None = Field(default=None, description="default: OPENAI_API_KEY")
+    timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    max_retries: int = Field(default=1, ge=0, le=10)
+
+
 class AppConfig(Strict):
     sites: list[SiteConfig] = Field(min_length=1)
     layers: list[LayerConfig] = Field(min_length=1)
     approval: ApprovalConfig = ApprovalConfig()
     limits: LimitsConfig = LimitsConfig()
     storage: StorageConfig = StorageConfig()
+    llm: LLMConfig | None = Field(default=None, description="understand requests with a language model")
 
     @model_validator(mode="after")
     def _references(self) -> AppConfig:

@@ -18,6 +18,7 @@ class Intent(StrEnum):
     PURGE_ALL = "purge_all"
     CHECK = "check"
     HELP = "help"
+    HISTORY = "history"  # "what was purged yesterday?" (not available yet)
     UNKNOWN = "unknown"
 
 
@@ -114,3 +115,5 @@ class RunResult(BaseModel):
     dry_run: bool = False
     pending: dict | None = Field(default=None, description="the open approval request, when the run waits")
     notice: str | None = Field(default=None, description="a message for the person who just acted (e.g. refused)")
+    understood_by: str = Field(default="rules", description="rules, model, or rules_fallback (the model failed)")
+    token_usage: dict | None = Field(default=None, description="the language model's token usage for this request")

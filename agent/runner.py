@@ -119,6 +119,8 @@ class Agent:
             checks=[CheckResult.model_validate(c) for c in values.get("checks", [])],
             dry_run=bool(values.get("dry_run")),
             pending={"interrupt_id": pending.id, **pending.value} if pending else None,
+            understood_by=values.get("understood_by") or "rules",
+            token_usage=values.get("token_usage"),
         )
 
     def _waiting_reply(self, request: dict[str, Any]) -> str:

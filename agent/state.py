@@ -25,6 +25,11 @@ class PurgeState(TypedDict, total=False):
     # understanding
     intent: str
     target_sites: list[str]
+    scope: str  # "urls" (the listed ones) or beyond them: "prefix", "tag", "site" (purge_all-like, needs approval)
+    selected: list[int]  # placeholder numbers (URL2 -> 2) the request narrows to; [] = every listed URL
+    understood_by: str  # "rules", "model", "rules_fallback"
+    understanding_note: str  # the model's short reply, or the fallback note, shown before the report
+    token_usage: dict[str, Any] | None  # the model's usage block for this request
     # resolution
     urls: list[str]
     rejected: list[dict[str, Any]]
@@ -51,3 +56,5 @@ class AgentContext:
     now: Callable[[], datetime] = utc_now
     layer_factory: Callable[[LayerConfig], CacheLayer] = build_layer
     user_groups: Callable[[str], set[str]] = field(default=lambda user: set())
+    # Overrides how requests are understood (an ``agent.understanding.Understander``); None = from config/env.
+    understander: Any = None

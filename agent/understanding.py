@@ -1,13 +1,22 @@
-"""What does the person want? The rule-based understanding, cachebot's embedded default.
+"""What does the person want? One interface, two implementations.
 
-URLs are found elsewhere (``agent.urls``), deterministically; this module only decides the intent from the words
-around them, so it works the same for one URL or five hundred. Message text is data: nothing here can grant
-approval or widen the scope beyond what the words plainly ask for, and policy is applied later regardless.
+* ``RuleUnderstander`` (``understand(message, has_urls)``): the rule-based understanding, cachebot's embedded
+  default. Keywords in English, German, French, Spanish and Dutch; deterministic, no network.
+* ``agent.llm.ModelUnderstander``: an OpenAI-compatible chat model returning a validated structure; it falls
+  back to the rules whenever the model fails.
+
+Both answer ``understand_request(message, sites) -> Understanding``. URLs are found elsewhere (``agent.urls``),
+deterministically; the understanding only decides the intent, the scope and which of the listed URLs are meant
+(by placeholder number), so it works the same for one URL or five hundred. ``mask_urls`` gives the message with
+every URL replaced by a placeholder — what a model sees instead of the URLs. Message text is data: nothing here
+can grant approval, add a host or widen the scope silently; policy is applied later regardless.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -16,33 +25,127 @@ from agent.models import Intent
 SLACK_TOKEN = re.compile(r"<[@#!][^>]*>")
 LINK = re.compile(r"<[^>\s]+>|\b(?:https?|ftp|file|javascript|data|mailto):\S+|\bwww\.\S+", re.IGNORECASE)
 
+Scope = Literal["urls", "prefix", "tag", "site"]
+FALLBACK_NOTE = "(The language model was unavailable, so I used simple rules.)"
+
+# ------------------------------------------------------------------------------------------------ keywords
+# Each pattern lists English first, then German, French, Spanish, Dutch. Typos seen in Slack are included
+# where they are common ("purg", "cach", "chache").
+
 HELP = re.compile(
-    r"^\s*(help|\?|what can you do|how does this work|how do (i|you) use|usage|commands?)\b", re.IGNORECASE
-)
-PURGE_ALL = re.compile(
-    r"\b(purge|clear|flush|wipe|invalidate|bust|empty|reset)\b.{0,40}"
-    r"\b(everything|entire|whole|full cache|all (the )?(cache|caches|pages|of it)|site-?wide)\b"
-    r"|\b(purge|clear|flush) all\b|\bnuke\b|\bpurge everything\b",
+    r"^\s*\?+\s*$|^\W*(?:(?:hey|hi|hello|hallo|salut|hola|hoi)\b[\s,]*(?:bot\b[\s,]*)?)?(help|hilfe|aide|ayuda|hulp|what can you do|what do you do|how does this( bot)? work"
+    r"|how (do|can|should) (i|we|you) use|what are you for|usage|commands?|was kannst du|wie funktioniert|que (sais-tu|peux-tu) faire"
+    r"|comment (ça|ca) marche|qu[ée] puedes hacer|c[oó]mo funciona|wat kun je|hoe werkt)\b",
     re.IGNORECASE,
 )
-CHECK = re.compile(
-    r"\b(is|are|was|does|do)\b.{0,80}\b(cached|in (the )?cache|stale|fresh|up to date|out of date|served from)\b"
-    r"|\bwhy\b.{0,60}\b(stale|old|outdated|not updat\w*|still)\b"
-    r"|\b(check|status|inspect|diagnose|look at)\b"
-    r"|\bwhich (layer|cache)",
+HISTORY = re.compile(
+    r"\b(history|log of purges|audit log|verlauf|historique|historial|geschiedenis)\b"
+    r"|\b(who|wer|qui|qui[eé]n|wie)\b.{0,30}\b(purged|cleared|flushed|geleert|gel[oö]scht|purg[eé]|vid[eé]"
+    r"|borr[oó]|limpi[oó]|gewist|geleegd)\b"
+    r"|\bwhat (was|got|did you|have you)\b.{0,20}\b(purg\w*|clear(ed)?|flush(ed)?)\b"
+    r"|\bwhat happened (to|with)\b.{0,30}\b(purge|request|clear)"
+    r"|\b(last|recent|previous|past) (purges|cache clears|runs)\b"
+    r"|\bwhen (was|did)\b.{0,40}\b(last )?(purged|cleared|flushed)\b"
+    r"|\b(letzten|vorherigen) (purges|leerungen|l[oö]schungen)\b|\bwann wurde\b.{0,40}\b(geleert|gel[oö]scht)\b"
+    r"|\bderni[eè]res? (purges|vidages)\b|\b[uú]ltimas? (purgas|limpiezas)\b|\blaatste (purges|leegacties)\b",
+    re.IGNORECASE,
+)
+_ALL_WORDS = (
+    r"everything|entire|whole|full cache|all (the )?(cache|caches|pages|of it|product pages|pages under|urls under)"
+    r"|site-?wide|every page|every \w+ pages?|all pages|all product|complete cache|"
+    r"alles|gesamten?|ganzen?|komplett\w*|s[äa]mtliche|alle seiten|"
+    r"tout|toute?s? les pages|enti[eè]re?|complet|"
+    r"todo|toda|todas las p[aá]ginas|entero|completo|"
+    r"hele|volledige|alle pagina'?s"
+)
+PURGE_ALL = re.compile(
+    r"\b(purge|purg|clear|flush|wipe|invalidate|bust|empty|reset|nuke|drop|leer\w*|l[oö]sch\w*|vide[rz]?|videz"
+    r"|purger|purgez|efface[rz]?|borra\w*|limpia\w*|vac[ií]a\w*|purga\w*|wis\w*|leeg\w*|legen)\b.{0,50}"
+    rf"\b({_ALL_WORDS})\b"
+    rf"|\b({_ALL_WORDS})\b.{{0,40}}\b(purge|purg|clear|flush|wipe|invalidate|leeren|l[oö]schen|vider|purger"
+    r"|borrar|limpiar|vaciar|purgar|legen|wissen|leegmaken)\b"
+    r"|\b(purge|clear|flush) all\b|\bnuke\b|\bpurge everything\b|\ball (the )?caches\b",
+    re.IGNORECASE,
+)
+# Questions about the state of a page: they only count as a check when the message is a question (a "?", or
+# it starts with the question word), so "<url> is showing stale prices" stays a purge request.
+CHECK_QUESTION = re.compile(
+    r"\b(is|are|was|does|do|did|has|have)\b.{0,80}\b(cached|in (the )?cache|stale|fresh|up to date|updated"
+    r"|out of date|served from|old|outdated|current)\b"
+    r"|\bwhy\b.{0,80}\b(stale|old|outdated|not updat\w*|still|wrong|previous)\b"
+    r"|\bhow (old|stale|fresh)\b|\bis there\b.{0,40}\bcache"
+    # de
+    r"|\b(ist|sind|wird|werden)\b.{0,80}\b(gecach\w*|im cache|veraltet|aktuell|alt|frisch)\b"
+    r"|\bwarum\b.{0,80}\b(alt\w*|veraltet|noch|nicht aktuell)\b"
+    # fr
+    r"|\best-ce que?\b.{0,80}\b(en cache|cach[ée]e?s?|[àa] jour|p[ée]rim[ée]e?s?|ancien\w*|vieux)\b"
+    r"|\bpourquoi\b.{0,80}\b(ancien\w*|vieux|vieille|toujours|encore|p[ée]rim[ée])\b"
+    r"|\best (en cache|[àa] jour|p[ée]rim[ée])"
+    # es
+    r"|\b(est[aá]n?)\b.{0,80}\b(en (la )?cach[eé]|cacheada?s?|actualizada?s?|desactualizada?s?|vieja?s?)\b"
+    r"|\bpor ?qu[eé]\b.{0,80}\b(viej\w*|antigu\w*|todav[ií]a|sigue|desactualizad\w*)\b"
+    # nl
+    r"|\b(is|zijn|staat|staan)\b.{0,80}\b(gecached|gecachet|in de cache|verouderd|actueel|oud)\b"
+    r"|\bwaarom\b.{0,80}\b(oud\w*|verouderd|nog steeds|nog)\b",
+    re.IGNORECASE,
+)
+# Words that ask to look, not to purge, whatever the sentence form.
+CHECK_VERB = re.compile(
+    r"\b(check|chekc|chek|status|inspect|diagnose|look at|take a look|find out)\b|\bwhich (layer|cache)"
+    r"|\b(pr[üu]f\w*|[üu]berpr[üu]f\w*|nachsehen|nachschauen)\b"
+    r"|\b(v[ée]rifie[rz]?|regarde[rz]?|contr[ôo]le[rz]?)\b"
+    r"|\b(comprueba\w*|revisa[rn]?|revise|verifica[rn]?|verifique|mira si|f[ií]jate si)\b"
+    r"|\b(controleer|controleren|bekijk|nakijken)\b",
     re.IGNORECASE,
 )
 PURGE = re.compile(
-    r"\b(purge|clear|flush|refresh|invalidate|bust|reset|update|remove|delete|wipe|evict)\w*"
-    r"|\b(old|stale|outdated|wrong|previous)\b|\bstill (show|display|has|have)\w*|\bcache\w*",
+    r"\b(purge|purg|clear|flush|refresh|invalidate|bust|reset|update|remove|delete|wipe|evict|nuke|kill)\w*"
+    r"|\b(old|stale|outdated|wrong|previous)\b|\bstill (show|display|has|have|serv)\w*|\bcach\w*|\bchache\w*"
+    # de
+    r"|\b(leer\w*|l[öo]sch\w*|aktualisier\w*|erneuer\w*|entfern\w*|veraltet\w*|alte[nrs]?|falsch\w*"
+    r"|immer noch|zeigt noch|noch die alte\w*|purgen|purgt)\b"
+    # fr
+    r"|\b(vide[rz]?|videz|purge[rz]?|rafra[iî]chi\w*|efface[rz]?|supprime[rz]?|actualise[rz]?|mett(re|ez) [àa] jour"
+    r"|ancien\w*|vieux|vieille|toujours|encore|p[ée]rim[ée]e?s?)\b"
+    # es
+    r"|\b(borra\w*|limpia\w*|purga\w*|vac[ií]a\w*|actualiza\w*|refresca\w*|elimina\w*|viej\w*|antigu\w*"
+    r"|todav[ií]a|sigue\w*|desactualizad\w*|cach[eé])\b"
+    # nl
+    r"|\b(leeg\w*|wis\w*|ververs\w*|verwijder\w*|vernieuw\w*|oude?|verouderd|nog steeds|toont nog|purgen)\b",
     re.IGNORECASE,
 )
-NEGATION = re.compile(r"\b(don'?t|do not|never|no need to)\s+(purge|clear|flush|touch)\b", re.IGNORECASE)
+NEGATION = re.compile(
+    r"\b(don'?t|do not|never|no need to|please don'?t)\s+(purge|clear|flush|touch|delete|wipe)\b"
+    r"|\bnicht\s+(leeren|l[öo]schen|purgen|anfassen)\b|\bnichts\s+(leeren|l[öo]schen)\b"
+    r"|\bne\s+(vide|purge|supprime|touche)z?\s+pas\b|\bsans\s+(vider|purger)\b"
+    r"|\bno\s+(borres|limpies|purgues|toques|vac[ií]es)\b|\bsin\s+(borrar|limpiar|purgar)\b"
+    r"|\bniet\s+(legen|leegmaken|wissen|purgen|verwijderen)\b",
+    re.IGNORECASE,
+)
+# The question words that make "X is stale" a question rather than a report, in every language above.
+QUESTION = re.compile(
+    r"\?|^\W*(is|are|was|does|do|did|has|why|how|which|ist|sind|warum|wieso|est-ce|pourquoi|est[aá]n?|por ?qu[eé]"
+    r"|zijn|waarom)\b",
+    re.IGNORECASE,
+)
 
 
 class Understanding(BaseModel):
+    """What was understood. ``selected`` holds placeholder numbers ([URL2] -> 2); empty means every URL."""
+
     intent: Intent
     reply: str = ""
+    scope: Scope = "urls"
+    selected: list[int] = []
+    understood_by: Literal["rules", "model", "rules_fallback"] = "rules"
+    note: str = ""  # shown before the report: the model's short reply, or the fallback note
+    token_usage: dict[str, Any] | None = None
+
+
+class Understander(Protocol):
+    """Anything that can understand a request: the rules, or a language model with the rules behind it."""
+
+    def understand_request(self, message: str, sites: list[str]) -> Understanding: ...
 
 
 def words_only(message: str) -> str:
@@ -60,9 +163,12 @@ def understand(message: str, has_urls: bool) -> Understanding:
         return Understanding(intent=Intent.CHECK if has_urls else Intent.UNKNOWN,
                              reply="You asked me not to purge, so I only looked." if has_urls else
                              "Understood, I won't purge anything.")
+    if HISTORY.search(words):
+        return Understanding(intent=Intent.HISTORY, reply=HISTORY_REPLY)
     if PURGE_ALL.search(words):
-        return Understanding(intent=Intent.PURGE_ALL)
-    if CHECK.search(words) and (has_urls or "?" in words):
+        return Understanding(intent=Intent.PURGE_ALL, scope="site")
+    asked = QUESTION.search(SLACK_TOKEN.sub(" ", message))
+    if (CHECK_VERB.search(words) and (has_urls or asked)) or (CHECK_QUESTION.search(words) and asked):
         return Understanding(intent=Intent.CHECK)
     if has_urls or PURGE.search(words):
         return Understanding(intent=Intent.PURGE)
@@ -70,3 +176,89 @@ def understand(message: str, has_urls: bool) -> Understanding:
         intent=Intent.UNKNOWN,
         reply="I can clear cached pages. Paste the URL(s) that show old content, or say 'help'.",
     )
+
+
+HISTORY_REPLY = "The purge history is not available yet; I can purge or check pages now."
+
+
+class RuleUnderstander:
+    """The embedded default: keyword rules, no model, no network."""
+
+    name = "rules"
+
+    def understand_request(self, message: str, sites: list[str]) -> Understanding:
+        return understand(message, has_urls=bool(mask_urls(message).urls))
+
+
+# --------------------------------------------------------------------------------------------- placeholders
+
+MAX_LISTED_URLS = 20  # above this, the whole list becomes one "[N URLs]" marker
+MAX_MASKED_CHARS = 2000  # the words around the URLs, capped so the prompt stays flat however long the paste
+
+_SLACK_ANGLE = re.compile(r"<[^<>]*>")
+_NON_SPACE = re.compile(r"\S+")
+_PLACEHOLDER = re.compile(r"\[URL(\d+)\]")
+_MARKER_LINE = re.compile(r"^[\s\W]*(\[(?:URL\d+|\d+ URLs)\])?[\s\W]*$")
+
+
+@dataclass(frozen=True)
+class MaskedMessage:
+    text: str  # the message with every URL replaced by [URLn] (or one "[N URLs]" marker for long lists)
+    urls: list[str]  # distinct URL candidates as written (agent.urls.extract_candidates), [URLn] is urls[n-1]
+    listed: bool  # True when each URL has its own placeholder (a selection can refer to them)
+
+
+def mask_urls(message: str, max_listed: int = MAX_LISTED_URLS) -> MaskedMessage:
+    """Replace every URL in ``message`` by a placeholder; the URLs themselves come from ``agent.urls``.
+
+    Each Slack link (``<url|label>``) and each whitespace-separated word that contains a URL candidate is
+    replaced as a whole, so labels and punctuation glued to a link are not shown either. The same URL gets
+    the same placeholder. With more than ``max_listed`` URLs, one ``[N URLs]`` marker stands for all of them.
+    """
+    from agent.urls import extract_candidates
+
+    urls: list[str] = []
+    index: dict[str, int] = {}
+
+    def placeholders(piece: str) -> str | None:
+        found = extract_candidates(piece)
+        if not found:
+            return None
+        names = []
+        for url in found:
+            if url not in index:
+                urls.append(url)
+                index[url] = len(urls)
+            names.append(f"[URL{index[url]}]")
+        return " ".join(dict.fromkeys(names))
+
+    def angle(match: re.Match[str]) -> str:
+        replaced = placeholders(match.group(0))
+        return f" {replaced} " if replaced else match.group(0)
+
+    def word(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if _PLACEHOLDER.fullmatch(text) or text.startswith("<") and text.endswith(">"):
+            return text
+        return placeholders(text) or text
+
+    text = _SLACK_ANGLE.sub(angle, message or "")
+    text = _NON_SPACE.sub(word, text)
+    if len(urls) <= max_listed:
+        return MaskedMessage(text=_tidy(text), urls=urls, listed=True)
+    marker = f"[{len(urls)} URLs]"
+    text = _PLACEHOLDER.sub("\x00", text)
+    text = re.sub(r"\x00(?:[\s,;•*\-·]*\x00)*", marker, text, count=1).replace("\x00", "")
+    lines = [line for line in text.splitlines() if not _MARKER_LINE.match(line) or marker in line]
+    return MaskedMessage(text=_tidy("\n".join(lines)), urls=urls, listed=False)
+
+
+def _tidy(text: str) -> str:
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r"(\]) ([,.;:!?])", r"\1\2", text)
+    text = re.sub(r" *\n *", "\n", text)
+    text = re.sub(r"\n\s*\n+", "\n", text).strip()
+    if len(text) > MAX_MASKED_CHARS:
+        half = MAX_MASKED_CHARS // 2
+        text = text[:half] + " … " + text[-half:]
+    return text

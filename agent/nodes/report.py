@@ -20,7 +20,9 @@ HELP_TEXT = (
 
 
 def report_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    return {"reply": compose_reply(state, runtime.context)}
+    reply = compose_reply(state, runtime.context)
+    note = state.get("understanding_note")  # the model's short reply, or the note that rules were used instead
+    return {"reply": f"{note}\n{reply}" if note else reply}
 
 
 def compose_reply(state: PurgeState, context: AgentContext) -> str:
@@ -31,7 +33,7 @@ def compose_reply(state: PurgeState, context: AgentContext) -> str:
 
         sites = ", ".join(f"{s.name} ({', '.join(s.hosts)})" for s in config.sites)
         return HELP_TEXT.format(approvers=approvers_description(config), sites=sites)
-    if intent == Intent.UNKNOWN:
+    if intent in (Intent.UNKNOWN, Intent.HISTORY):
         return state.get("reply") or "I could not tell what you want. Say 'help' to see what I can do."
     lines = rejected_lines(state)
     if intent == Intent.PURGE_ALL and not state.get("target_sites"):

@@ -16,10 +16,29 @@ from agent.understanding import words_only
 def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     config = runtime.context.config
     urls, rejected = screen_urls(state.get("message", ""), config)
+    if state.get("selected") and state["intent"] != Intent.PURGE_ALL:
+        urls = narrow_to_selection(state.get("message", ""), urls, state["selected"])
     update: PurgeState = {"urls": urls, "rejected": [r.model_dump(mode="json") for r in rejected]}
     if state["intent"] == Intent.PURGE_ALL:
         update["target_sites"] = sites_meant(state.get("message", ""), urls, config)
     return update
+
+
+def narrow_to_selection(message: str, urls: list[str], selected: list[int]) -> list[str]:
+    """Only the screened URLs behind the selected placeholders ([URL2] -> 2). A selection can only narrow:
+    placeholders that do not exist select nothing, and nothing outside ``urls`` is ever added."""
+    from agent.understanding import mask_urls
+    from agent.urls import normalise
+
+    candidates = mask_urls(message).urls
+    wanted = set()
+    for number in selected:
+        if 1 <= number <= len(candidates):
+            try:
+                wanted.add(normalise(candidates[number - 1]))
+            except ValueError:
+                continue
+    return [url for url in urls if url in wanted]
 
 
 def sites_meant(message: str, urls: list[str], config) -> list[str]:
