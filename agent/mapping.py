@@ -71,7 +71,19 @@ def plan_items(
         for layer_name in site.layers:
             layer = layers[layer_name]
             items.append(item_for(url, site.name, layer, requested, reason, tags.get(url, ())))
-    return cover_by_tags(items, tags)
+    return add_plan_notes(cover_by_tags(items, tags), layers)
+
+
+def add_plan_notes(items: list[PlanItem], layers: Mapping[str, CacheLayer]) -> list[PlanItem]:
+    """Let each backend say how it will really send its targets (a CloudFront wildcard, say)."""
+    for name, layer in layers.items():
+        for operation in Operation:
+            mine = [item for item in items if item.layer == name and item.operation == operation]
+            notes = layer.plan_notes(operation.value, [item.target for item in mine]) if mine else {}
+            for item in mine:
+                if item.target in notes:
+                    item.reason += f"; {notes[item.target]}"
+    return items
 
 
 def item_for(url: str, site: str, layer: CacheLayer, requested: bool, reason: str, tags: Sequence[str]) -> PlanItem:

@@ -176,6 +176,10 @@ class AkamaiLayer(HttpCacheLayer):
     def purge_path(self, kind: Literal["url", "tag"]) -> str:
         return f"/ccu/v3/{self.options.action}/{kind}/{self.options.network}"
 
+    def items_per_request(self, operation: str) -> int:
+        # bodies are cut by size (< 50,000 bytes); ~100 bytes an object is a fair count for chunking work
+        return self.max_count or 400
+
     @property
     def max_count(self) -> int | None:
         return self.config.max_batch if "max_batch" in self.config.model_fields_set else None

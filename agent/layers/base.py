@@ -100,6 +100,9 @@ class CacheLayer(ABC):
         self.config = config
         self.name = config.name
         self.options = self.Options.model_validate(config.options)
+        # Identifies the run (thread and pass) for backends with idempotency keys; set by the execute node so
+        # a resumed or retried run re-sends the same key instead of purging twice.
+        self.run_id: str | None = None
         # One token bucket per layer instance: every API request a backend sends takes a token first.
         self.limiter = (
             AsyncLimiter(config.rate_limit_requests, config.rate_limit_period_seconds)
@@ -112,6 +115,17 @@ class CacheLayer(ABC):
         """Raise ``ValueError`` naming ``layers[index].<key>`` when the layer cannot work with ``config``."""
         if config.endpoint is None:
             raise ValueError(f"layers[{index}].endpoint: required for a {cls.kind} layer")
+
+    def plan_notes(self, operation: str, targets: Sequence[str]) -> dict[str, str]:
+        """What the plan should say about how targets will really be sent (e.g. collapsed to a wildcard)."""
+        return {}
+
+    def items_per_request(self, operation: str) -> int:
+        """How many targets one API request carries for ``operation`` ("purge_url", "purge_tag", ...).
+
+        The execution engine hands a layer whole multiples of this, so batches are never split short.
+        """
+        return self.config.max_batch
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities

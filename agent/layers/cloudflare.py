@@ -89,6 +89,9 @@ class CloudflareLayer(HttpCacheLayer):
         if "api_token" not in config.credentials:
             raise ValueError(f"layers[{index}].credentials.api_token: required for a cloudflare layer (a scoped API token)")
 
+    def items_per_request(self, operation: str) -> int:
+        return self.batch_size
+
     @property
     def batch_size(self) -> int:
         """``max_items_per_request``, or a smaller ``max_batch`` if the configuration sets one explicitly."""

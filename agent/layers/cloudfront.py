@@ -220,6 +220,14 @@ class CloudFrontLayer(CacheLayer):
                 raise _Failed(f"could not reach CloudFront for {what}: {last} after {attempts} attempts", attempts)
             await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2 ** (transient - 1))))
 
+    def plan_notes(self, operation: str, targets: Sequence[str]) -> dict[str, str]:
+        if operation != "purge_url":
+            return {}
+        return {url: planned.note for url, planned in self.plan_paths(targets).items() if planned.note}
+
+    def items_per_request(self, operation: str) -> int:
+        return self.paths_per_invalidation
+
     @property
     def paths_per_invalidation(self) -> int:
         if "max_batch" in self.config.model_fields_set:
@@ -255,7 +263,7 @@ class CloudFrontLayer(CacheLayer):
 
     async def _invalidate(self, paths: list[str]) -> tuple[str, str, int]:
         """One invalidation for ``paths``: (id, status, attempts). Raises ``_Failed``."""
-        reference = caller_reference(self.run_nonce, paths)
+        reference = caller_reference(self.run_id or self.run_nonce, paths)
         known = self._by_reference.get((self.distribution_id, reference))
         if known is not None:
             return known[0], known[1], 0

@@ -72,6 +72,9 @@ class FastlyLayer(HttpCacheLayer):
         if "api_key" not in config.credentials:
             raise ValueError(f"layers[{index}].credentials.api_key: required for a fastly layer (an API token with purge scope)")
 
+    def items_per_request(self, operation: str) -> int:
+        return self.key_batch_size if operation == "purge_tag" else 1  # a URL purge is one request per URL
+
     @property
     def key_batch_size(self) -> int:
         size = self.options.max_keys_per_request

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
 from agent.layers.base import CacheLayer, Capability, Outcome
@@ -27,7 +27,8 @@ Progress = Callable[[dict[str, Any]], None]
 def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     repair = state.get("repair") or []
     items = [PlanItem.model_validate(item) for item in (repair or state["plan"]["items"])]
-    outcomes = asyncio.run(execute_plan(items, runtime.context, stream_writer()))
+    run_id = f"{thread_id()}:{'repair' if repair else 'first'}"
+    outcomes = asyncio.run(execute_plan(items, runtime.context, stream_writer(), run_id=run_id))
     if repair:
         outcomes = merge_repair(state.get("purge_outcomes", []), outcomes)
     return {"purge_outcomes": outcomes}
@@ -44,6 +45,13 @@ def merge_repair(first: list[dict[str, Any]], again: list[dict[str, Any]]) -> li
             outcome = {**newer, "attempts": outcome["attempts"] + newer["attempts"], "repaired": True}
         merged.append(outcome)
     return merged + list(redone.values())
+
+
+def thread_id() -> str:
+    try:
+        return str(get_config()["configurable"].get("thread_id", ""))
+    except RuntimeError:  # outside a graph run
+        return ""
 
 
 def stream_writer() -> Progress:
@@ -65,7 +73,9 @@ def layer_tiers(items: list[PlanItem], context: AgentContext) -> list[list[str]]
     return [sorted(tiers[level]) for level in sorted(tiers)]
 
 
-async def execute_plan(items: list[PlanItem], context: AgentContext, progress: Progress) -> list[dict[str, Any]]:
+async def execute_plan(
+    items: list[PlanItem], context: AgentContext, progress: Progress, *, run_id: str | None = None
+) -> list[dict[str, Any]]:
     targets = unique_targets(items)
     total = sum(len(t) for t in targets.values())
     done = 0
@@ -83,6 +93,8 @@ async def execute_plan(items: list[PlanItem], context: AgentContext, progress: P
 
     deadline = context.config.limits.deadline_seconds
     async with open_layers(context, {item.layer for item in items}) as layers:
+        for layer in layers.values():
+            layer.run_id = run_id
         jobs = [purge_layer(layer, targets, record) for layer in layers.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline)
@@ -108,7 +120,7 @@ async def purge_layer(
     for (name, operation), values in targets.items():
         if name != layer.name:
             continue
-        step = max(1, layer.config.max_batch * layer.config.concurrency)
+        step = max(1, layer.items_per_request(operation.value) * layer.config.concurrency)
         for start in range(0, len(values), step):
             chunk = values[start : start + step]
             record(layer.name, operation, await run_operation(layer, operation, chunk))
