@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from agent.config import LayerConfig
+from agent.layers.transport import AiohttpTransport
 from agent.fetch import normalise_cache_status, observe_http, parse_tags  # noqa: F401 (re-exported)
 from agent.layers.base import (
     CacheLayer,
@@ -79,7 +80,7 @@ class HttpCacheLayer(CacheLayer):
             concurrency = self.config.concurrency
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.config.timeout_seconds),
-                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+                transport=AiohttpTransport(connections=concurrency, timeout=self.config.timeout_seconds),
                 follow_redirects=False,
                 auth=auth,
                 trust_env=False,  # never route purges to a layer through an environment proxy
