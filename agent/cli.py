@@ -165,6 +165,31 @@ def graph(out: Annotated[Path, typer.Option(help="directory for the drawings")] 
         console.print(f"wrote {path}")
 
 
+@app.command()
+def slack(
+    config: ConfigOption = None,
+    socket: Annotated[bool, typer.Option("--socket", help="Socket Mode (needs SLACK_APP_TOKEN)")] = False,
+    http: Annotated[bool, typer.Option("--http", help="HTTP mode: events and interactivity at /slack/events")] = False,
+    port: Annotated[int, typer.Option(help="HTTP mode port")] = 3000,
+    host: Annotated[str, typer.Option(help="HTTP mode address")] = "0.0.0.0",
+) -> None:
+    """Run the Slack app. Tokens come from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN, SLACK_API_URL."""
+    import logging
+
+    from slack_app.server import SetupError, run_http, run_socket_mode
+
+    if socket == http:
+        console.print("[red]Choose one:[/red] --socket or --http")
+        raise typer.Exit(2)
+    settings = config_or_exit(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_socket_mode(settings) if socket else run_http(settings, host, port)
+    except SetupError as exc:
+        console.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 def exit_code(result: RunResult) -> int:
     failed = any(r.status in ("failed", "purged_unverified") for r in result.results)
     return 1 if failed else 0

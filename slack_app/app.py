@@ -1,0 +1,384 @@
+"""The Slack front end: translates Slack events and button clicks into ``Agent`` calls, and results into messages.
+
+Threading model
+    Bolt runs each listener on its listener executor and answers Slack as soon as the listener calls
+    ``ack()``. Our listeners do nothing but queue the request on ``self.intake`` and ``ack()`` (filters, claims,
+    the "Looking at…" reply: milliseconds), which hands the agent run to ``self.runs`` (a bounded pool). So
+    Bolt's threads are never busy with our work, and a long purge or a backlog of runs cannot delay an ack.
+
+Exactly once
+    Slack retries (``X-Slack-Retry-Num``) and redelivers (same ``event_id``); a channel mention arrives both as
+    ``app_mention`` and as ``message``; people double-click; two app instances may share the files. Every
+    run starts only after winning a claim in ``agent.claims`` (``event:<event_id>``, then
+    ``message:<channel>:<ts>``), and every decision only after winning ``decision:<thread>:<interrupt>``.
+
+Trust
+    Who clicked comes from the signed payload's ``user.id``; the button value only names the run and the
+    interrupt, and ``Agent.decide`` checks both against the checkpoint (and the graph checks the approver).
+    Whether a plan needs approval, who may approve, expiry: all decided in ``agent/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from agent.claims import ClaimStore
+from agent.config import AppConfig
+from agent.models import Intent, Plan, Rejection, RunResult
+from agent.runner import Agent, NothingPending
+from agent.state import AgentContext
+from slack_app import blocks as kit
+from slack_app.progress import ProgressMessage
+
+log = logging.getLogger("cachebot.slack")
+
+# What the app listens to. tests/slack_app/test_manifest.py keeps manifest.yml in step with these.
+EVENT_SUBSCRIPTIONS = {"app_mention": "app_mention", "message.im": "message", "message.channels": "message"}
+ACTION_IDS = kit.ACTION_IDS
+
+MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+class SlackUserGroups:
+    """``AgentContext.user_groups`` for Slack: which configured approver groups a user is in (cached briefly)."""
+
+    def __init__(self, client: WebClient, groups: list[str], ttl: float = 60.0):
+        self.client = client
+        self.groups = list(groups)
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, user: str) -> set[str]:
+        return {group for group in self.groups if user in self._members(group)}
+
+    def _members(self, group: str) -> set[str]:
+        with self._lock:
+            cached = self._cache.get(group)
+            if cached and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+        try:
+            users = set(self.client.usergroups_users_list(usergroup=group).get("users") or [])
+        except SlackApiError as exc:
+            log.warning("usergroups.users.list %s failed: %s", group, exc.response.get("error"))
+            return set()
+        with self._lock:
+            self._cache[group] = (time.monotonic(), users)
+        return users
+
+
+def slack_context(config: AppConfig, client: WebClient, **overrides: Any) -> AgentContext:
+    """The agent's run-time context with Slack user groups as approver groups."""
+    return AgentContext(config=config, user_groups=SlackUserGroups(client, config.approval.approver_groups),
+                        **overrides)
+
+
+class SlackFrontEnd:
+    """A Bolt ``App`` wired to an ``Agent``. ``.app`` is what the HTTP server or Socket Mode handler drives."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        client: WebClient,
+        *,
+        signing_secret: str,
+        claims: ClaimStore | None = None,
+        run_workers: int = 8,
+        intake_workers: int = 16,
+        listener_workers: int = 16,
+        progress_interval: float = 1.0,
+        token_verification: bool = True,
+    ):
+        self.agent = agent
+        self.client = client
+        self.claims = claims or ClaimStore.for_config(agent.config)
+        self.progress_interval = progress_interval
+        rules = agent.config.approval  # our own mentions (approvers, groups) stay live when a reply is escaped
+        self._keep = tuple(f"<@{u}>" for u in rules.approvers) + tuple(f"<!subteam^{g}>" for g in rules.approver_groups)
+        self.runs = ThreadPoolExecutor(max_workers=run_workers, thread_name_prefix="cachebot-run")
+        self.intake = ThreadPoolExecutor(max_workers=intake_workers, thread_name_prefix="cachebot-intake")
+        self._listeners = ThreadPoolExecutor(max_workers=listener_workers, thread_name_prefix="cachebot-ack")
+        self._pending: set[Future] = set()
+        self.received = 0  # requests that reached a listener (tests and benchmarks wait on it)
+        self._pending_lock = threading.Lock()
+        self.app = App(
+            client=client,
+            signing_secret=signing_secret,
+            process_before_response=False,
+            listener_executor=self._listeners,
+            token_verification_enabled=token_verification,
+        )
+        self._register()
+
+    def close(self) -> None:
+        self.intake.shutdown(wait=True)
+        self.runs.shutdown(wait=True)
+        self._listeners.shutdown(wait=True)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until every run handed to the pool has finished (tests, benchmarks, graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._pending_lock:
+                if not self._pending:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    # --- registration ------------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        for event_type in sorted(set(EVENT_SUBSCRIPTIONS.values())):
+            app.event(event_type)(self._on_event)
+        for action_id in ACTION_IDS:
+            app.action(action_id)(self._on_action)
+
+    # --- events: a new request ----------------------------------------------------------------------------
+
+    def _on_event(self, ack, body: dict, event: dict, context, request) -> None:
+        # queued before the ack (so "acked" implies "queued"); acked whatever happens
+        try:
+            retry_num = request.headers.get("x-slack-retry-num", [None])[0]
+            self._submit(self.intake, self._accept, body, event, context.bot_user_id, retry_num)
+        finally:
+            ack()
+            self._count_received()
+
+    def _accept(self, body: dict, event: dict, bot_user_id: str | None, retry_num: str | None) -> None:
+        if event.get("bot_id") or event.get("subtype") or not event.get("user") or event.get("user") == bot_user_id:
+            return  # bots (ourselves included), edits, deletions, joins: not requests
+        channel, ts, text = event.get("channel"), event.get("ts"), event.get("text") or ""
+        if not channel or not ts:
+            return
+        event_id = body.get("event_id") or f"{channel}:{ts}:{event.get('type')}"
+        if not self.claims.claim(f"event:{event_id}"):
+            log.info("event %s already handled (retry %s)", event_id, retry_num)
+            return
+        thread_ts = event.get("thread_ts") or ts
+        thread_id = f"{channel}:{thread_ts}"
+        if event.get("type") == "message" and event.get("channel_type") != "im":
+            # channel chatter is not for us, except replies in a thread where we are already talking
+            if not event.get("thread_ts") or not self._known_thread(thread_id):
+                return
+        if not self.claims.claim(f"message:{channel}:{ts}"):
+            return  # the same message already came in as the other event type (app_mention + message)
+        message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
+        pending = self.agent.result(thread_id).pending
+        if pending:
+            self._post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny it "
+                                           "first, or start a new thread for a new request.")
+            return
+        status_ts = self._post(channel, thread_ts, kit.looking_at(_url_count(message)))
+        self._submit(self.runs, self._run_request, channel, thread_ts, thread_id, event["user"], message, status_ts)
+
+    def _known_thread(self, thread_id: str) -> bool:
+        result = self.agent.result(thread_id)
+        return bool(result.reply or result.pending)
+
+    def _run_request(self, channel: str, thread_ts: str, thread_id: str, user: str, message: str,
+                     status_ts: str | None) -> None:
+        progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
+        seen: dict[str, Any] = {}
+
+        def on_event(event: dict) -> None:
+            if event.get("type") == "progress":
+                progress.event(event)
+            elif event.get("type") == "step":
+                seen.update(event["update"] if event["node"] in ("resolve", "plan") else {})
+                if event["node"] == "plan" and (seen.get("plan") or {}).get("items"):
+                    plan = Plan.model_validate(seen["plan"])
+                    if not plan.needs_approval and status_ts:
+                        rejected = [Rejection.model_validate(r) for r in seen.get("rejected", [])]
+                        self._update(channel, status_ts, "The plan",
+                                     kit.plan_blocks(plan.items, plan.pages, rejected))
+
+        try:
+            result = self.agent.ask(message, user=user, channel=channel, thread_id=thread_id, on_event=on_event)
+        except Exception:
+            log.exception("run %s failed", thread_id)
+            self._reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing more "
+                                                                 "will happen for this request. Please try again.")
+            return
+        progress.finish()
+        if result.pending:
+            self._update(channel, status_ts, result.reply, kit.approval_blocks(result))
+        else:
+            self._finish(result, channel, thread_ts, status_ts)
+
+    def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
+        """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
+        if result.results:
+            self._post_report(result, channel, thread_ts)
+        elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
+            self._post(channel, thread_ts, result.reply)  # denied, expired, dry run: the plan message stays
+        else:
+            self._reply_in_place(channel, thread_ts, status_ts, result.reply)
+
+    def _post_report(self, result: RunResult, channel: str, thread_ts: str) -> None:
+        blocks, text, csv_text = kit.report_blocks(result)
+        self._post(channel, thread_ts, text, blocks)
+        if csv_text is not None:
+            try:
+                self.client.files_upload_v2(
+                    channel=channel, thread_ts=thread_ts, content=csv_text,
+                    filename=f"cachebot-report-{thread_ts}.csv", title="cachebot report (every page × layer)",
+                    initial_comment="The full report, failures first.",
+                )
+            except SlackApiError as exc:
+                log.warning("CSV upload failed: %s", exc.response.get("error"))
+                self._post(channel, thread_ts, "I could not attach the full report as a CSV file "
+                                               f"({exc.response.get('error')}).")
+
+    # --- actions: approve / deny --------------------------------------------------------------------------
+
+    def _on_action(self, ack, body: dict, action: dict) -> None:
+        try:
+            self._submit(self.intake, self._click, body, action)
+        finally:
+            ack()
+            self._count_received()
+
+    def _click(self, body: dict, action: dict) -> None:
+        clicker = (body.get("user") or {}).get("id") or ""
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
+        message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
+        decision = "approve" if action.get("action_id") == kit.APPROVE_ACTION else "deny"
+        try:
+            value = json.loads(action.get("value") or "")
+            thread_id, interrupt_id = str(value["run"]), str(value["interrupt"])
+        except (ValueError, KeyError, TypeError):
+            self._ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+            return
+        run_channel, _, thread_ts = thread_id.partition(":")
+        if not clicker or run_channel != channel or not thread_ts:
+            self._ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
+            return
+        key = f"decision:{thread_id}:{interrupt_id}"
+        if not self.claims.claim(key):
+            self._ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
+            return
+        self._submit(self.runs, self._decide, channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
+
+    def _decide(self, channel: str, thread_ts: str, thread_id: str, interrupt_id: str, decision: str,
+                clicker: str, message_ts: str | None, key: str) -> None:
+        progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
+
+        def on_event(event: dict) -> None:
+            if event.get("type") == "progress":
+                progress.event(event)
+            elif event.get("type") == "step" and event["node"] == "approval":
+                record = event["update"].get("approval") or {}
+                if record.get("status") in ("approved", "denied", "expired") and message_ts:
+                    self._update(channel, message_ts, f"Request {record['status']}",
+                                 kit.decided_blocks(self.agent.result(thread_id), record["status"],
+                                                    record.get("by"), record.get("at")))
+
+        try:
+            result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
+                                       on_event=on_event)
+        except NothingPending as exc:
+            self._ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
+            return
+        except Exception:
+            log.exception("decision on %s failed", thread_id)
+            current = self.agent.result(thread_id).pending
+            if current and current.get("interrupt_id") == interrupt_id:
+                self.claims.release(key)  # the decision never reached the graph: let a new click try again
+            self._ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
+            return
+        progress.finish()
+        if result.notice:
+            self._ephemeral(channel, clicker, thread_ts, f"You cannot {decision} this: {_refusal(result.notice)}.")
+            if result.pending and message_ts:  # a refusal opens a fresh interrupt: give the buttons its id
+                self._update(channel, message_ts, result.reply, kit.approval_blocks(result))
+            return
+        self._finish(result, channel, thread_ts, None)
+
+    def _why_taken(self, thread_id: str, interrupt_id: str) -> str:
+        result = self.agent.result(thread_id)
+        status = result.approval.status
+        if status in ("approved", "denied"):
+            return f"Nothing to do: this request was already {status} by <@{result.approval.by}>."
+        if status == "expired":
+            return "Nothing to do: this approval request expired. Ask again if it is still needed."
+        if result.pending and result.pending.get("interrupt_id") == interrupt_id:
+            return "Someone is deciding on this request right now; see the thread in a moment."
+        return "Nothing to do: that approval request is no longer current; use the latest message."
+
+    # --- Slack calls --------------------------------------------------------------------------------------
+
+    def _count_received(self) -> None:
+        with self._pending_lock:
+            self.received += 1
+
+    def _submit(self, pool: ThreadPoolExecutor, fn, *args: Any) -> None:
+        future = pool.submit(fn, *args)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future) -> None:
+        with self._pending_lock:
+            self._pending.discard(future)
+        if future.exception():  # never let one bad event or click take a worker down silently
+            log.error("background job failed", exc_info=future.exception())
+
+    def _post(self, channel: str, thread_ts: str, text: str, blocks: list[dict] | None = None) -> str | None:
+        try:
+            response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                                    text=kit.clip(kit.escape(text), kit.MAX_TEXT_CHARS),
+                                                    blocks=blocks or kit.text_blocks(text, self._keep))
+            return response.get("ts")
+        except SlackApiError as exc:
+            log.warning("chat.postMessage failed: %s", exc.response.get("error"))
+            return None
+
+    def _update(self, channel: str, ts: str | None, text: str, blocks: list[dict]) -> None:
+        if not ts:
+            return
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=kit.clip(kit.escape(text), kit.MAX_TEXT_CHARS),
+                                   blocks=blocks)
+        except SlackApiError as exc:
+            log.warning("chat.update failed: %s", exc.response.get("error"))
+
+    def _reply_in_place(self, channel: str, thread_ts: str, status_ts: str | None, text: str) -> None:
+        if status_ts:
+            self._update(channel, status_ts, text, kit.text_blocks(text, self._keep))
+        else:
+            self._post(channel, thread_ts, text)
+
+    def _ephemeral(self, channel: str, user: str, thread_ts: str | None, text: str) -> None:
+        if not channel or not user:
+            return
+        try:
+            # composed here from our own words and stored state (ids, reasons), so sent as markup
+            self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts,
+                                           blocks=[kit.section(text)])
+        except SlackApiError as exc:
+            log.warning("chat.postEphemeral failed: %s", exc.response.get("error"))
+
+
+def _url_count(message: str) -> int:
+    try:
+        from agent.urls import extract_candidates
+
+        return len(dict.fromkeys(extract_candidates(message)))
+    except Exception:  # a status line is not worth failing a request over
+        return 0
+
+
+def _refusal(notice: str) -> str:
+    """The graph records refusals as "<user>: <reason>"; the clicker only needs the reason."""
+    return notice.split(": ", 1)[1] if ": " in notice else notice

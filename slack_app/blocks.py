@@ -1,0 +1,248 @@
+"""Block Kit builders: every message cachebot posts to Slack is shaped here, nowhere else.
+
+Pure functions from the agent's records (``RunResult``, ``PlanItem``, ``ItemResult``) to Slack JSON. They decide
+nothing: who may approve, what needs approval and what the outcome means all come from ``agent/``.
+Anything that came from a user (URLs, rejected input) is escaped: message text is data, never markup.
+Slack limits: 50 blocks per message, 3,000 characters per section text; a report that does not fit is cut
+down to a summary and the full table goes out as a CSV file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from agent.models import ItemResult, ItemStatus, PlanItem, Rejection, RunResult
+from agent.nodes.report import ORDER, item_words
+
+APPROVE_ACTION = "cachebot_approve"
+DENY_ACTION = "cachebot_deny"
+ACTION_IDS = (APPROVE_ACTION, DENY_ACTION)
+APPROVAL_BLOCK_ID = "cachebot_approval"
+
+MAX_BLOCKS = 50
+MAX_SECTION_CHARS = 3000
+MAX_TEXT_CHARS = 3500  # the notification/fallback text; Slack truncates long top-level text anyway
+REPORT_PAGE_SECTIONS = 40  # page sections in a report message before the rest goes to the CSV
+BAD = (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)
+
+Block = dict[str, Any]
+
+
+# --- primitives --------------------------------------------------------------------------------------------
+
+def escape(text: str) -> str:
+    """Slack's control characters, so user text cannot become a mention, a link or a broadcast."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int = MAX_SECTION_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 2] + " …"
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text)}]}
+
+
+def bounded_list(lines: list[str], *, head: str, limit: int = MAX_SECTION_CHARS) -> str:
+    """``head`` and as many ``lines`` as fit in one section; says how many were left out."""
+    text = head
+    for index, line in enumerate(lines):
+        more = f"\n… and {len(lines) - index} more"
+        if len(text) + 1 + len(line) + len(more) > limit:
+            return text + more
+        text += "\n" + line
+    return text
+
+
+def text_blocks(text: str, keep: tuple[str, ...] = ()) -> list[Block]:
+    """Plain text (the agent's reply) as sections of at most 3,000 characters, escaped.
+
+    ``keep``: exact tokens of our own (``<@U…>`` of the configured approvers) that stay live mentions.
+    """
+    escaped = escape(text)
+    for token in keep:
+        escaped = escaped.replace(escape(token), token)
+    blocks: list[Block] = []
+    chunk = ""
+    for line in escaped.splitlines() or [""]:
+        if chunk and len(chunk) + 1 + len(line) > MAX_SECTION_CHARS:
+            blocks.append(section(chunk))
+            chunk = ""
+        chunk = f"{chunk}\n{line}" if chunk else line
+    if chunk or not blocks:
+        blocks.append(section(chunk or " "))
+    if len(blocks) > MAX_BLOCKS:
+        blocks = blocks[: MAX_BLOCKS - 1] + [context("… the rest did not fit in one message")]
+    return blocks
+
+
+# --- status and progress ------------------------------------------------------------------------------
+
+def looking_at(url_count: int) -> str:
+    if url_count == 0:
+        return "Looking into it…"
+    return f"Looking at {url_count} URL{'s' if url_count != 1 else ''}…"
+
+
+PHASE_WORDS = {"purge": "Purging", "verify": "Verifying"}
+
+
+def progress_text(phases: dict[str, tuple[int, int]], *, finished: bool = False) -> str:
+    """One line per phase, e.g. ``Purging 12/36 · Verifying 0/36``."""
+    parts = [f"{PHASE_WORDS.get(phase, phase.title())} {done}/{total}" for phase, (done, total) in phases.items()]
+    line = " · ".join(parts) or "Starting…"
+    return f"{'✓ Finished' if finished else '⏳'} {line}"
+
+
+# --- the plan and approval ------------------------------------------------------------------------------
+
+def plan_blocks(items: list[PlanItem], pages: list[str], rejected: list[Rejection]) -> list[Block]:
+    """What will be purged: requested pages, dependent pages (and why), layers, rejected input (and why)."""
+    requested = list(dict.fromkeys(i.url for i in items if i.requested))
+    added: dict[str, str] = {}
+    for item in items:
+        if not item.requested and item.url not in requested:
+            added.setdefault(item.url, item.reason)
+    layers = list(dict.fromkeys(i.layer for i in items))
+    purges = len({(i.layer, i.operation, i.target) for i in items})
+    blocks: list[Block] = [section(
+        f"*Plan:* {len(pages) or len(requested) + len(added)} pages × {len(layers)} layers, {purges} purges\n"
+        f"*Layers* (from the origin outwards): {', '.join(f'`{escape(layer)}`' for layer in layers) or '—'}"
+    )]
+    if requested:
+        blocks.append(section(bounded_list([f"• {escape(u)}" for u in requested],
+                                           head=f"*Requested pages ({len(requested)}):*")))
+    if added:
+        blocks.append(section(bounded_list([f"• {escape(u)} — _{escape(why)}_" for u, why in added.items()],
+                                           head=f"*Dependent pages added ({len(added)}):*")))
+    tags = sorted({f"{i.layer}: {i.target}" for i in items if i.operation.value == "purge_tag"})
+    if tags:
+        blocks.append(context(clip("Cache tags: " + ", ".join(escape(t) for t in tags), 2000)))
+    blocks += rejected_blocks(rejected)
+    return blocks
+
+
+def rejected_blocks(rejected: list[Rejection]) -> list[Block]:
+    if not rejected:
+        return []
+    lines = [f"• `{escape(r.input)}` — {escape(r.reason)}" for r in rejected]
+    return [section(bounded_list(lines, head=f"*Not touched ({len(rejected)}):*"))]
+
+
+def approval_blocks(result: RunResult) -> list[Block]:
+    """The plan, who may approve, and the Approve / Deny buttons (values carry the run and the interrupt)."""
+    pending = result.pending or {}
+    value = json.dumps({"run": result.thread_id, "interrupt": pending.get("interrupt_id", "")})
+    expires = format_time(pending.get("expires_at"))
+    blocks = plan_blocks(result.plan, result.pages, result.rejected)
+    blocks.append(section(
+        f":raised_hand: *This needs approval:* {escape(pending.get('reason', ''))}.\n"
+        f"Requested by <@{pending.get('requester', '')}>. Who may approve: {pending.get('approvers', '')}.\n"
+        f"Expires {expires}."
+    ))
+    blocks.append({
+        "type": "actions",
+        "block_id": APPROVAL_BLOCK_ID,
+        "elements": [
+            {
+                "type": "button", "action_id": APPROVE_ACTION, "style": "primary",
+                "text": {"type": "plain_text", "text": "Approve"}, "value": value,
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Purge these caches?"},
+                    "text": {"type": "mrkdwn",
+                             "text": f"{pending.get('purge_count', '?')} purges over {pending.get('pages', '?')} pages "
+                                     "will be sent now."},
+                    "confirm": {"type": "plain_text", "text": "Approve"},
+                    "deny": {"type": "plain_text", "text": "Cancel"},
+                },
+            },
+            {"type": "button", "action_id": DENY_ACTION, "style": "danger",
+             "text": {"type": "plain_text", "text": "Deny"}, "value": value},
+        ],
+    })
+    return blocks
+
+
+def decided_blocks(result: RunResult, status: str, by: str | None, at: str | None) -> list[Block]:
+    """The approval message after the decision: the plan, no buttons, and who decided when."""
+    words = {
+        "approved": f":white_check_mark: Approved by <@{by}> at {format_time(at)}",
+        "denied": f":no_entry_sign: Denied by <@{by}> at {format_time(at)}",
+        "expired": f":hourglass: The approval request expired (noticed at {format_time(at)}); nothing was purged",
+    }
+    return [*plan_blocks(result.plan, result.pages, result.rejected), section(words.get(status, status))]
+
+
+def format_time(value: Any) -> str:
+    if not value:
+        return "—"
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+def summary_line(results: list[ItemResult]) -> str:
+    counts = Counter(r.status for r in results)
+    pages = list(dict.fromkeys(r.url for r in results))
+    bad = {r.url for r in results if r.status in BAD}
+    words = {ItemStatus.PURGED_VERIFIED: "purged, verified", ItemStatus.PURGED_UNVERIFIED: "purged, NOT verified",
+             ItemStatus.NOT_CACHED: "not cached", ItemStatus.SKIPPED: "skipped", ItemStatus.FAILED: "FAILED"}
+    summary = ", ".join(f"{counts[s]} {words[s]}" for s in ORDER if counts[s])
+    verdict = "Done — every page confirmed fresh" if not bad else f"{len(bad)} of {len(pages)} pages NOT confirmed fresh"
+    return f"{verdict}: {len(pages)} pages × layers → {summary}."
+
+
+def page_section(url: str, results: list[ItemResult]) -> str:
+    bad = any(r.status in BAD for r in results)
+    lines = [f"{':x:' if bad else ':white_check_mark:'} *{escape(url)}*"]
+    for r in sorted(results, key=lambda r: ORDER.index(r.status)):
+        lines.append(f"    `{escape(r.layer)}`: {escape(item_words(r.model_dump(mode='json')))}")
+    return clip("\n".join(lines))
+
+
+def report_csv(results: list[ItemResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["url", "layer", "status", "detail", "evidence", "attempts"])
+    for r in ordered_results(results):
+        writer.writerow([r.url, r.layer, r.status.value, r.detail, r.evidence, r.attempts])
+    return buffer.getvalue()
+
+
+def ordered_results(results: list[ItemResult]) -> list[ItemResult]:
+    bad = {r.url for r in results if r.status in BAD}
+    pages = sorted(dict.fromkeys(r.url for r in results), key=lambda u: u not in bad)
+    rank = {url: index for index, url in enumerate(pages)}
+    return sorted(results, key=lambda r: (rank[r.url], ORDER.index(r.status)))
+
+
+def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
+    """(blocks, fallback text, CSV or None). Failures first; a CSV when the whole report does not fit."""
+    results = result.results
+    summary = summary_line(results)
+    by_page: dict[str, list[ItemResult]] = {}
+    for r in ordered_results(results):
+        by_page.setdefault(r.url, []).append(r)
+    sections = [page_section(url, rows) for url, rows in by_page.items()]
+    extra = rejected_blocks(result.rejected)
+    room = min(REPORT_PAGE_SECTIONS, MAX_BLOCKS - 2 - len(extra))
+    too_long = any(len(s) >= MAX_SECTION_CHARS - 2 for s in sections)
+    needs_csv = len(sections) > room or too_long
+    blocks = [section(f"*{escape(summary)}*")]
+    blocks += [section(s) for s in sections[:room]]
+    if needs_csv:
+        left = len(sections) - min(len(sections), room)
+        note = f"{left} more pages are" if left else "Some details were cut; everything is"
+        blocks.append(context(f"{note} in the attached CSV (every page × layer, failures first)."))
+    blocks += extra
+    return blocks, summary, report_csv(results) if needs_csv else None

@@ -1,0 +1,304 @@
+"""A loopback Slack Web API (stdlib ThreadingHTTPServer) that records calls and answers like Slack.
+
+Point ``WebClient(base_url=fake.api_url)`` at it. It implements what cachebot uses: ``auth.test``,
+``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``files.getUploadURLExternal`` + the upload URL +
+``files.completeUploadExternal``, ``usergroups.users.list``. ``rate_limit_once(method)`` makes the next call to
+``method`` answer ``429 ratelimited`` with ``Retry-After`` (as Slack does), once.
+Also: helpers to sign and send Slack requests (events, block_actions) to an app under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, quote, urlsplit
+
+BOT_USER_ID = "UCACHEBOT"
+BOT_ID = "BCACHEBOT"
+TEAM_ID = "T0CACHE"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    at: float
+    status: int = 200
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.uploads: dict[str, bytes] = {}
+        self.user_groups: dict[str, list[str]] = {}
+        self.messages: dict[str, dict[str, Any]] = {}  # ts -> the message as it stands now
+        self._rate_limits: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        handler = type("FakeSlackHandler", (_Handler,), {"fake": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+        self.httpd.request_queue_size = 128
+        self.httpd.server_bind()
+        self.httpd.server_activate()
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # --- test controls and queries -----------------------------------------------------------------------
+
+    def rate_limit_once(self, method: str, retry_after: int = 1) -> None:
+        self._rate_limits[method] = retry_after
+
+    def calls_to(self, method: str, **match: Any) -> list[Call]:
+        with self._lock:
+            calls = list(self.calls)
+        return [c for c in calls if c.method == method and c.status == 200
+                and all(c.args.get(k) == v for k, v in match.items())]
+
+    def rate_limited(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method and c.status == 429]
+
+    def in_thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """Messages posted in a thread (current version after updates), oldest first."""
+        with self._lock:
+            return [m for m in self.messages.values() if m["channel"] == channel and m.get("thread_ts") == thread_ts]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: "
+                             f"{[(c.method, c.status) for c in self.calls]}")
+
+    # --- the API -----------------------------------------------------------------------------------------
+
+    def handle(self, method: str, args: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        retry_after = self._rate_limits.pop(method, None)
+        if retry_after is not None:
+            return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
+        answer = getattr(self, "api_" + method.replace(".", "_"), None)
+        if answer is None:
+            return 200, {"ok": False, "error": "unknown_method"}, {}
+        return 200, answer(args), {}
+
+    def next_ts(self) -> str:
+        return f"{1700000000 + next(self._ts)}.000100"
+
+    def api_auth_test(self, args: dict) -> dict:
+        return {"ok": True, "url": "https://cachebot-test.slack.com/", "team": "Test", "user": "cachebot",
+                "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}
+
+    def api_chat_postMessage(self, args: dict) -> dict:
+        if not args.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        ts = self.next_ts()
+        message = {"ts": ts, "channel": args["channel"], "thread_ts": args.get("thread_ts"), "text": args.get("text"),
+                   "blocks": args.get("blocks"), "updates": 0}
+        with self._lock:
+            self.messages[ts] = message
+        return {"ok": True, "channel": args["channel"], "ts": ts,
+                "message": {"text": args.get("text"), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER_ID}}
+
+    def api_chat_update(self, args: dict) -> dict:
+        with self._lock:
+            message = self.messages.get(args.get("ts"))
+            if message is None or message["channel"] != args.get("channel"):
+                return {"ok": False, "error": "message_not_found"}
+            message.update(text=args.get("text"), blocks=args.get("blocks"), updates=message["updates"] + 1)
+        return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text")}
+
+    def api_chat_postEphemeral(self, args: dict) -> dict:
+        if not args.get("user"):
+            return {"ok": False, "error": "user_not_in_channel"}
+        return {"ok": True, "message_ts": self.next_ts()}
+
+    def api_usergroups_users_list(self, args: dict) -> dict:
+        group = args.get("usergroup")
+        if group not in self.user_groups:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": self.user_groups[group]}
+
+    def api_files_getUploadURLExternal(self, args: dict) -> dict:
+        file_id = "F" + uuid.uuid4().hex[:10].upper()
+        return {"ok": True, "file_id": file_id, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}"}
+
+    def api_files_completeUploadExternal(self, args: dict) -> dict:
+        files = args.get("files") or []
+        missing = [f["id"] for f in files if f["id"] not in self.uploads]
+        if missing:
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "files": [{"id": f["id"], "title": f.get("title"), "name": f.get("title")} for f in files]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeSlack
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802
+        parts = urlsplit(self.path)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if parts.path.startswith("/upload/"):
+            file_id = parts.path.rsplit("/", 1)[1]
+            self.fake.uploads[file_id] = raw
+            with self.fake._lock:
+                self.fake.calls.append(Call("upload", {"file_id": file_id, "bytes": len(raw)}, time.time()))
+            self._reply(200, f"OK - {len(raw)}".encode(), "text/plain", {})
+            return
+        if not parts.path.startswith("/api/"):
+            self._reply(404, b"not found", "text/plain", {})
+            return
+        method = parts.path[len("/api/"):]
+        args = _parse_args(raw, self.headers.get("Content-Type") or "", parts.query)
+        if not (self.headers.get("Authorization") or "").startswith("Bearer ") and "token" not in args:
+            status, body, headers = 200, {"ok": False, "error": "not_authed"}, {}
+        else:
+            status, body, headers = self.fake.handle(method, args)
+        with self.fake._lock:
+            self.fake.calls.append(Call(method, args, time.time(), status, body))
+        self._reply(status, json.dumps(body).encode(), "application/json", headers)
+
+    do_GET = do_POST
+
+    def _reply(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _parse_args(raw: bytes, content_type: str, query: str) -> dict[str, Any]:
+    args: dict[str, Any] = {k: v[0] for k, v in parse_qs(query).items()}
+    if "json" in content_type:
+        args.update(json.loads(raw or b"{}"))
+    elif raw:
+        args.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
+    for key in ("blocks", "files", "attachments"):  # form-encoded JSON arguments
+        if isinstance(args.get(key), str):
+            try:
+                args[key] = json.loads(args[key])
+            except ValueError:
+                pass
+    return args
+
+
+# --- sending signed Slack requests to an app ------------------------------------------------------------
+
+def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    """Slack's v0 request signature: HMAC-SHA256 of ``v0:{timestamp}:{body}`` with the signing secret."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    base = f"v0:{timestamp}:{body}".encode()
+    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": f"v0={digest}"}
+
+
+def post(url: str, body: str, headers: dict[str, str], content_type: str) -> tuple[int, str, float]:
+    """POST and return (status, body, seconds)."""
+    request = urllib.request.Request(url, data=body.encode(), method="POST",
+                                     headers={**headers, "Content-Type": content_type})
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode(), time.perf_counter() - started
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), time.perf_counter() - started
+
+
+def event_payload(event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+    """An Events API ``event_callback`` envelope as Slack sends it."""
+    return {
+        "token": "legacy-verification-token", "team_id": TEAM_ID, "api_app_id": "A0CACHEBOT",
+        "event": event, "type": "event_callback", "event_id": event_id or "Ev" + uuid.uuid4().hex[:10].upper(),
+        "event_time": int(time.time()),
+        "authorizations": [{"enterprise_id": None, "team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True,
+                            "is_enterprise_install": False}],
+        "is_ext_shared_channel": False, "event_context": "4-" + uuid.uuid4().hex,
+    }
+
+
+def mention(text: str, *, user: str, channel: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
+    event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts, "channel": channel,
+             "event_ts": ts, "team": TEAM_ID,
+             "blocks": [{"type": "rich_text", "block_id": "b1", "elements": []}]}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def message(text: str, *, user: str | None, channel: str, ts: str, channel_type: str = "im",
+            thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
+    event = {"type": "message", "channel": channel, "text": text, "ts": ts, "event_ts": ts,
+             "channel_type": channel_type, "team": TEAM_ID, **extra}
+    if user:
+        event["user"] = user
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def block_actions(*, user: str, channel: str, message_ts: str, thread_ts: str, action_id: str, value: str) -> dict:
+    """An interactivity ``block_actions`` payload for a button click in a message in a thread."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
+        "api_app_id": "A0CACHEBOT", "token": "legacy-verification-token",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False,
+                      "thread_ts": thread_ts},
+        "trigger_id": "1.2.3", "team": {"id": TEAM_ID, "domain": "test"},
+        "enterprise": None, "is_enterprise_install": False,
+        "channel": {"id": channel, "name": "web-team"},
+        "message": {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "ts": message_ts,
+                    "thread_ts": thread_ts, "text": "approval"},
+        "state": {"values": {}},
+        "response_url": "https://hooks.slack.invalid/actions/T0/1/x",
+        "actions": [{"action_id": action_id, "block_id": "cachebot_approval", "text": {"type": "plain_text",
+                     "text": "Approve"}, "value": value, "type": "button", "action_ts": str(time.time())}],
+    }
+
+
+class SlackSender:
+    """Signs and posts Slack requests to an app's ``/slack/events``."""
+
+    def __init__(self, url: str, signing_secret: str):
+        self.url = url
+        self.secret = signing_secret
+
+    def event(self, event: dict, *, event_id: str | None = None, retry_num: int | None = None,
+              secret: str | None = None, timestamp: int | None = None, payload: dict | None = None):
+        body = json.dumps(payload or event_payload(event, event_id=event_id))
+        headers = sign(secret or self.secret, body, timestamp)
+        if retry_num is not None:
+            headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+        return post(self.url, body, headers, "application/json")
+
+    def interaction(self, payload: dict, *, secret: str | None = None, timestamp: int | None = None):
+        body = "payload=" + quote(json.dumps(payload))
+        return post(self.url, body, sign(secret or self.secret, body, timestamp), "application/x-www-form-urlencoded")

@@ -1,0 +1,70 @@
+"""manifest.yml and the code agree: events, actions, scopes, interactivity — statically and by behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slack_app import blocks as kit
+from slack_app.app import ACTION_IDS, EVENT_SUBSCRIPTIONS
+from slack_app.server import EVENTS_PATH
+from tests.fakes.slack import block_actions, mention, message
+from tests.slack_app.conftest import CHANNEL, new_ts
+
+MANIFEST = yaml.safe_load((Path(__file__).parents[2] / "slack_app" / "manifest.yml").read_text())
+SCOPES = {"app_mentions:read", "chat:write", "im:history", "channels:history", "groups:history", "files:write",
+          "usergroups:read", "users:read"}
+
+
+def test_events_and_scopes_match_the_code():
+    settings = MANIFEST["settings"]
+    assert set(settings["event_subscriptions"]["bot_events"]) == set(EVENT_SUBSCRIPTIONS)
+    assert set(MANIFEST["oauth_config"]["scopes"]["bot"]) == SCOPES
+    assert settings["interactivity"]["is_enabled"] is True
+    assert settings["interactivity"]["request_url"].endswith(EVENTS_PATH)
+    assert settings["event_subscriptions"]["request_url"].endswith(EVENTS_PATH)
+    assert "socket_mode_enabled" in settings
+
+
+def test_every_button_we_render_has_a_registered_action():
+    from agent.models import Intent, RunResult
+
+    result = RunResult(thread_id=f"{CHANNEL}:1.2", intent=Intent.PURGE, reply="",
+                       pending={"interrupt_id": "i1", "reason": "r", "requester": "UBOB", "approvers": "<@UALICE>",
+                                "expires_at": "2026-11-25T12:30:00+00:00", "purge_count": 30, "pages": 10})
+    rendered = {e["action_id"] for b in kit.approval_blocks(result) if b["type"] == "actions" for e in b["elements"]}
+    assert rendered == set(ACTION_IDS)
+
+
+def _event_for(kind: str) -> dict:
+    ts = new_ts()
+    if kind == "app_mention":
+        return mention("help", user="UBOB", channel=CHANNEL, ts=ts)
+    channel_type = {"message.im": "im", "message.channels": "channel"}[kind]
+    return message("help", user="UBOB", channel="DBOB" if channel_type == "im" else CHANNEL, ts=ts,
+                   channel_type=channel_type)
+
+
+@pytest.mark.parametrize("kind", sorted(EVENT_SUBSCRIPTIONS))
+def test_every_manifest_event_has_a_listener(slack, kind):
+    h = slack()
+    assert h.send_event(_event_for(kind)) == 200  # Bolt answers 404 when no listener matches
+    h.idle()
+
+
+@pytest.mark.parametrize("action_id", ACTION_IDS)
+def test_every_action_has_a_listener_and_unknown_ones_do_not(slack, action_id):
+    h = slack()
+    value = json.dumps({"run": f"{CHANNEL}:1.2", "interrupt": "nope"})
+    payload = block_actions(user="UALICE", channel=CHANNEL, message_ts="1.2", thread_ts="1.2", action_id=action_id,
+                            value=value)
+    assert h.sender.interaction(payload)[0] == 200
+    h.wait_received(1)
+    unknown = block_actions(user="UALICE", channel=CHANNEL, message_ts="1.2", thread_ts="1.2",
+                            action_id="not_ours", value=value)
+    assert h.sender.interaction(unknown)[0] == 404
+    h.idle()
+    assert "Nothing to" in h.ephemerals("UALICE")[0]  # no run at 1.2: a clear answer, nothing done
