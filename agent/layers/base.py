@@ -53,7 +53,7 @@ class RetryableStatus(Exception):
 class Outcome:
     """What the layer said about one purge target (URL, tag or key)."""
 
-    status: Literal["purged", "not_cached", "failed"]
+    status: Literal["purged", "not_cached", "failed", "skipped"]
     detail: str = ""
     attempts: int = 1
 

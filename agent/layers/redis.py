@@ -121,7 +121,7 @@ def describe_redis_error(exc: BaseException) -> str:
 
 class RedisLayer(CacheLayer):
     kind = "redis"
-    capabilities = frozenset({Capability.PURGE_URL, Capability.VERIFY})
+    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_ALL, Capability.VERIFY})
     verifies_against_origin = False  # checked by its keys, before any fetch refills them from the origin
 
     class Options(CacheLayer.Options):
@@ -263,7 +263,26 @@ class RedisLayer(CacheLayer):
         if batch:
             counter[0] += await self.client.delete(*batch)
 
+    def host_patterns(self, host: str) -> list[str]:
+        """SCAN patterns matching every key this layer derives for pages on ``host``."""
+        wildcard = {"host": glob_escape(host.lower()), "path": "*", "path_only": "*", "url": f"*://{glob_escape(host.lower())}*"}
+        patterns = [glob_escape(self.options.key_prefix) + template.format(**wildcard) for template in self.options.key_templates]
+        return list(dict.fromkeys(patterns))
+
     # --- purging ------------------------------------------------------------------------------------------
+
+    async def purge_all(self, hosts: Sequence[str]) -> Outcome:
+        """Every key of the site's hosts, found with SCAN (never KEYS), deleted in batches."""
+        counter = [0]
+        try:
+            for host in hosts:
+                for pattern in self.host_patterns(host):
+                    _, attempts = await self._retrying(lambda pattern=pattern: self._scan_delete(pattern, counter))
+        except Exception as exc:  # noqa: BLE001 - becomes a failed Outcome
+            return self._failed(exc, counter[0])
+        if counter[0] == 0:
+            return Outcome("not_cached", "no keys held for these hosts", 1)
+        return Outcome("purged", f"deleted {counter[0]} keys for {', '.join(hosts)}", 1)
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
         unique = list(dict.fromkeys(urls))

@@ -34,7 +34,9 @@ def _objects(n: int) -> str:
 
 class VarnishLayer(HttpCacheLayer):
     kind = "varnish"
-    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_TAG, Capability.BAN, Capability.VERIFY})
+    capabilities = frozenset(
+        {Capability.PURGE_URL, Capability.PURGE_TAG, Capability.BAN, Capability.PURGE_ALL, Capability.VERIFY}
+    )
 
     class Options(HttpCacheLayer.Options):
         cache_status_header: str = "X-Cache"
@@ -130,6 +132,15 @@ class VarnishLayer(HttpCacheLayer):
         else:
             detail = f"{verb} {_objects(count)} for {len(group)} tags in one request"
         return {tag: Outcome("purged", detail, attempts) for tag in group}
+
+    async def purge_all(self, hosts: Sequence[str]) -> Outcome:
+        """Everything cached for the site's hosts: one ban per host matching every URL."""
+        outcomes = [await self.ban(host, ".") for host in hosts]
+        failed = [o for o in outcomes if o.status == "failed"]
+        attempts = sum(o.attempts for o in outcomes)
+        if failed:
+            return Outcome("failed", "; ".join(o.detail for o in failed), attempts)
+        return Outcome("purged", f"banned every URL on {', '.join(hosts)}", attempts)
 
     async def ban(self, host: str | None, regex: str) -> Outcome:
         """Ban every object whose URL (path+query) matches ``regex`` (and host ``host`` if given).

@@ -132,7 +132,7 @@ async def run_operation(layer: CacheLayer, operation: Operation, targets: list[s
             return await layer.purge_tags(targets)
         if operation == Operation.PURGE_ALL:
             if not layer.supports(Capability.PURGE_ALL):
-                return {t: Outcome("failed", f"{layer.kind} cannot purge everything", 0) for t in targets}
+                return {t: Outcome("skipped", f"{layer.kind} cannot purge everything", 0) for t in targets}
             return {t: await layer.purge_all(t.split()) for t in targets}
         return await layer.purge_urls(targets)
     except Exception as exc:  # a backend bug must not hide the other layers' results

@@ -73,10 +73,11 @@ async def verify_group(
         layer = layers[item.layer]
         if not layer.supports(Capability.VERIFY):
             return Verification(None, f"{layer.kind} cannot be checked after a purge")
-        if item.operation == Operation.PURGE_ALL:
-            return Verification(None, "a purge of everything is not checked page by page")
         try:
-            return await layer.verify(item.url, origin.get(item.url))
+            verification = await layer.verify(item.url, origin.get(item.url))
+            if item.operation == Operation.PURGE_ALL:  # the home page stands in for the whole site
+                verification.evidence = f"home page {verification.evidence}"
+            return verification
         except Exception as exc:  # never let one broken check turn into a reported success elsewhere
             return Verification(None, f"check failed: {type(exc).__name__}")
 
@@ -101,6 +102,8 @@ def judge(item: PlanItem, outcome: dict[str, Any] | None, verification: Verifica
     if outcome is None:
         return ItemResult(status=ItemStatus.SKIPPED, detail="no purge was sent", **base)
     how = "tag " + item.target if item.operation == Operation.PURGE_TAG and item.target != item.url else ""
+    if outcome["status"] == "skipped":
+        return ItemResult(status=ItemStatus.SKIPPED, detail=outcome["detail"], **base)
     if outcome["status"] == "failed":
         return ItemResult(status=ItemStatus.FAILED, detail=outcome["detail"], **base)
     if verification is None or verification.verified is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from agent.models import ItemStatus
@@ -98,3 +99,19 @@ def test_purge_everything_always_needs_approval(make_agent):
     agent = make_agent()  # threshold 20, but purge-all ignores thresholds
     waiting = agent.ask("purge everything on shop", user="bob")
     assert waiting.needs_approval and "always needs approval" in waiting.pending["reason"]
+
+
+def test_approved_purge_everything_clears_every_layer_that_can(fresh_stack, make_agent):
+    warm(fresh_stack, "/", "/pricing", "/products/hats/beanie")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    agent = make_agent()
+    waiting = agent.ask("purge everything on shop", user="bob")
+    done = agent.decide(waiting.thread_id, "approve", user="alice")
+
+    by_layer = {r.layer: r for r in done.results}
+    assert by_layer["appcache"].status == ItemStatus.PURGED_VERIFIED
+    assert by_layer["varnish"].status == ItemStatus.PURGED_VERIFIED
+    assert by_layer["edge"].status == ItemStatus.SKIPPED and "cannot purge everything" in by_layer["edge"].detail
+    assert fresh_stack.redis_client().exists(fresh_stack.app_cache_key("/products/hats/beanie")) == 0
+    varnish = httpx.get(fresh_stack.varnish_url + "/pricing", headers={"Host": fresh_stack.host})
+    assert "$12" in varnish.text  # the ban reached a page that was never named
