@@ -239,6 +239,147 @@ def plan_table(plan: Plan) -> Table:
     return table
 
 
+# --- the audit trail: history, stats, and the database (agent/audit.py, agent/storage.py) ---------------------
+
+db_app = typer.Typer(help="The database: create/migrate the schema, prune old audit rows.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+SinceOption = Annotated[Optional[str], typer.Option("--since", help="24h, 7d, 30m, 2w, or a date (2026-11-01)")]
+
+
+def storage_or_exit(path: Path | None):
+    """(config or None, database URL). Without a config file, $CACHEBOT_DATABASE_URL alone is enough."""
+    from agent.config import StorageConfig
+    from agent.storage import ENV_VAR, resolve_database_url
+
+    try:
+        settings = load_config(path)
+    except ConfigError as exc:
+        if path is None and os.environ.get(ENV_VAR):
+            return None, os.environ[ENV_VAR]
+        console.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return settings, resolve_database_url(settings.storage or StorageConfig())
+
+
+def audit_or_exit(path: Path | None):
+    from agent.audit import AuditStore
+
+    settings, url = storage_or_exit(path)
+    return AuditStore.open(url, config=settings)
+
+
+def since_or_exit(value: str | None):
+    from agent.audit import parse_since
+
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        console.print(f"[red]--since:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def history(
+    url: Annotated[Optional[str], typer.Option("--url", help="requests that purged this page (dependents too)")] = None,
+    user: Annotated[Optional[str], typer.Option("--user", help="requests made by this user")] = None,
+    since: SinceOption = None,
+    limit: Annotated[int, typer.Option(help="at most this many requests")] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="print the requests as JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Past purge requests, newest first: who asked, from where, what, whether every layer was verified fresh."""
+    from agent.audit import describe
+
+    since_at = since_or_exit(since)
+    store = audit_or_exit(config)
+    try:
+        entries = store.history(url=url, user=user, since=since_at, limit=limit)
+    except ValueError as exc:
+        console.print(f"[red]--url:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    if json_output:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
+    if not entries:
+        console.print("No purge requests recorded" + (" for that query." if url or user or since else "."))
+        return
+    for entry in entries:
+        console.print(describe(entry), soft_wrap=True)
+        if entry.not_confirmed and entry.match is None:
+            console.print(f"    not confirmed fresh: {', '.join(entry.not_confirmed[:5])}", soft_wrap=True)
+
+
+@app.command()
+def stats(
+    since: SinceOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Purges per site and layer, most-purged pages, layers most often stale/failing, median time to verified."""
+    since_at = since_or_exit(since)
+    store = audit_or_exit(config)
+    try:
+        figures = store.stats(since=since_at)
+    finally:
+        store.close()
+    if json_output:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    median = figures["median_seconds_to_verified"]
+    console.print(f"[bold]{figures['requests']} requests[/bold]" + (f" since {figures['since']}" if since else "")
+                  + f": {figures['verified_requests']} verified fresh, {figures['failed_requests']} not confirmed; "
+                  + f"median request → verified: {'n/a' if median is None else f'{median:.1f} s'}")
+    table = Table(title="Purges per site and layer")
+    for column in ("site", "layer", "purged", "verified", "unverified", "failed", "stale", "not cached"):
+        table.add_column(column)
+    for row in figures["per_site_layer"]:
+        table.add_row(row["site"], row["layer"], *(str(row[k]) for k in
+                      ("purged", "verified", "unverified", "failed", "stale", "not_cached")))
+    console.print(table)
+    if figures["most_purged"]:
+        console.print("[bold]Most purged pages:[/bold]")
+        for row in figures["most_purged"]:
+            console.print(f"  {row['requests']:>4}× {row['url']}", soft_wrap=True)
+    if figures["problem_layers"]:
+        console.print("[bold]Layers most often stale or failing:[/bold]")
+        for row in figures["problem_layers"]:
+            console.print(f"  {row['site']}/{row['layer']}: {row['stale']} stale after purge, {row['failed']} failed, "
+                          f"{row['unverified']} unverified")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the schema (audit tables via Alembic; PostgreSQL checkpoint tables). Idempotent."""
+    from agent.checkpointing import open_checkpointer
+    from agent.storage import display_url, head_revision, is_postgres, upgrade
+
+    settings, url = storage_or_exit(config)
+    upgrade(url)
+    if is_postgres(url):
+        open_checkpointer(url, "").close()  # PostgresSaver.setup()
+    console.print(f"{display_url(url)}: schema at revision {head_revision()}", soft_wrap=True)
+
+
+@db_app.command("prune")
+def db_prune(
+    days: Annotated[Optional[float], typer.Option("--days", help="default: storage.retention_days (90)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete audit rows older than the retention period (also done on every start)."""
+    from agent.config import StorageConfig
+
+    settings, _ = storage_or_exit(config)
+    keep = days if days is not None else (settings.storage if settings else StorageConfig()).retention_days
+    store = audit_or_exit(config)
+    try:
+        removed = store.prune(older_than_days=keep)
+    finally:
+        store.close()
+    console.print(f"deleted {removed} request(s) older than {keep:g} days, with their plans, decisions and results")
+
+
 from agent.demo import demo_app  # noqa: E402  (registered last: the demo is an add-on of the CLI)
 
 app.add_typer(demo_app, name="demo")

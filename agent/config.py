@@ -100,6 +100,18 @@ class LimitsConfig(Strict):
 
 class StorageConfig(Strict):
     sqlite_path: str = ".cachebot/state.sqlite"
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite:///FILE or postgresql://...; $CACHEBOT_DATABASE_URL wins (agent/storage.py)",
+    )
+    retention_days: float = Field(default=90, gt=0, description="audit rows older than this are deleted on start")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(sqlite|postgres|postgresql)(\+[a-z0-9]+)?://", value):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
 
 
 class LLMConfig(Strict):

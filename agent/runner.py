@@ -1,12 +1,14 @@
 """The agent as front ends use it: send a message, decide on an approval, read the outcome.
 
 Every front end (terminal, Slack) goes through ``Agent`` so they all get the same policy and the same
-checkpointed state; a pending approval survives a restart because it lives in the SQLite checkpoint.
+checkpointed state; a pending approval survives a restart because it lives in the checkpoint (SQLite, or
+PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/checkpointing.py``).
+Every request, plan, decision and result is also written to the audit trail (``agent/audit.py``).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -14,13 +16,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
+from agent.audit import AuditStore
+from agent.checkpointing import open_checkpointer
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.state import AgentContext, PurgeState
+from agent.storage import resolve_database_url
+
+log = logging.getLogger(__name__)
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -37,18 +43,31 @@ class NothingPending(Exception):
 
 
 class Agent:
-    def __init__(self, config: AppConfig, *, context: AgentContext | None = None, checkpoint_path: str | None = None):
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        context: AgentContext | None = None,
+        checkpoint_path: str | None = None,
+        database_url: str | None = None,
+    ):
         self.config = config
         self.context = context or AgentContext(config=config)
         path = Path(checkpoint_path or config.storage.sqlite_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, check_same_thread=False)
-        self.graph = build_graph().compile(checkpointer=SqliteSaver(self._connection))
+        # one URL picks the store (agent/storage.py): the audit's database, and the checkpoints' when PostgreSQL
+        self.database_url = database_url or resolve_database_url(config.storage, path)
+        self.audit = AuditStore.open(self.database_url, config=config)  # migrates (Alembic) when behind
+        self.audit.prune(older_than_days=config.storage.retention_days, now=self.context.now())
+        if self.context.audit is None:
+            self.context.audit = self.audit  # the report node answers "history" questions from it
+        self._checkpointer = open_checkpointer(self.database_url, path)
+        self.graph = build_graph().compile(checkpointer=self._checkpointer.saver)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
     def close(self) -> None:
-        self._connection.close()
+        self._checkpointer.close()
+        self.audit.close()
 
     def __enter__(self) -> Agent:
         return self
@@ -67,13 +86,22 @@ class Agent:
         dry_run: bool = False,
         thread_id: str | None = None,
         on_event: EventHandler | None = None,
+        interface: str | None = None,
     ) -> RunResult:
+        """``interface`` is recorded in the audit ("cli", "slack"); by default "slack" when a channel is
+        given, else "cli"."""
         thread_id = thread_id or uuid.uuid4().hex
         request: PurgeState = {**FRESH_REQUEST, "message": message, "user": user, "channel": channel,
                                "dry_run": dry_run}
         with self._serialised(thread_id):
-            self._run(request, thread_id, on_event)
-            return self.result(thread_id)
+            request_id = self.audit.request_received(
+                thread_id=thread_id, user=user, interface=interface or ("slack" if channel else "cli"),
+                channel=channel, text=message, dry_run=dry_run, at=self.context.now(),
+            )
+            self._run_recorded(request, thread_id, on_event, request_id)
+            result = self.result(thread_id)
+            self._record_result(request_id, thread_id, result)
+            return result
 
     def decide(
         self,
@@ -83,8 +111,11 @@ class Agent:
         user: str,
         interrupt_id: str | None = None,
         on_event: EventHandler | None = None,
+        interface: str | None = None,
     ) -> RunResult:
-        """Resume a waiting run with a person's decision. The graph itself decides whether they may."""
+        """Resume a waiting run with a person's decision. The graph itself decides whether they may.
+
+        ``interface`` is recorded in the audit; by default the interface the request came from."""
         with self._serialised(thread_id):
             pending = self._pending_interrupt(thread_id)
             if pending is None:
@@ -92,10 +123,17 @@ class Agent:
             if interrupt_id is not None and interrupt_id != pending.id:
                 raise NothingPending("that approval request is no longer current; use the latest one")
             refusals_before = len(self._values(thread_id).get("approval", {}).get("refusals", []))
-            self._run(Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id, on_event)
+            request = self.audit.latest_request(thread_id)
+            request_id = request["id"] if request else None
+            self._run_recorded(Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id,
+                               on_event, request_id)
             result = self.result(thread_id)
             if len(result.approval.refusals) > refusals_before:
                 result.notice = result.approval.refusals[-1]
+            if request_id is not None:
+                self._record_decision(request_id, thread_id, decision, user,
+                                      interface or request["interface"], result)
+                self._record_result(request_id, thread_id, result)
             return result
 
     # --- reading state -------------------------------------------------------------------------------
@@ -128,6 +166,38 @@ class Agent:
             f"This needs approval: {request['reason']}. Approvers: {request['approvers']}. "
             f"The request expires at {request['expires_at']}."
         )
+
+    # --- audit ---------------------------------------------------------------------------------------
+
+    def _run_recorded(self, graph_input: Any, thread_id: str, on_event: EventHandler | None,
+                      request_id: str | None) -> None:
+        try:
+            self._run(graph_input, thread_id, on_event)
+        except BaseException as exc:
+            if request_id is not None:
+                try:
+                    self.audit.request_failed(request_id, exc, at=self.context.now())
+                except Exception:  # the run's own error is the one to report
+                    log.exception("could not record the failure of request %s", request_id)
+            raise
+
+    def _record_result(self, request_id: str, thread_id: str, result: RunResult) -> None:
+        # the purges already happened: a failing audit write is logged, never turned into a failed request
+        try:
+            outcomes = self._values(thread_id).get("purge_outcomes") or []
+            self.audit.request_updated(request_id, result, at=self.context.now(), purge_outcomes=outcomes)
+        except Exception:
+            log.exception("could not record the outcome of request %s in the audit trail", request_id)
+
+    def _record_decision(self, request_id: str, thread_id: str, decision: str, user: str, interface: str,
+                         result: RunResult) -> None:
+        status = "refused" if result.notice else result.approval.status
+        try:
+            self.audit.decision_made(request_id=request_id, thread_id=thread_id, user=user, interface=interface,
+                                     decision=decision, status=status, detail=result.notice or "",
+                                     at=self.context.now())
+        except Exception:
+            log.exception("could not record the decision on request %s in the audit trail", request_id)
 
     # --- internals -----------------------------------------------------------------------------------
 

@@ -58,3 +58,5 @@ class AgentContext:
     user_groups: Callable[[str], set[str]] = field(default=lambda user: set())
     # Overrides how requests are understood (an ``agent.understanding.Understander``); None = from config/env.
     understander: Any = None
+    # The audit trail (``agent.audit.AuditStore``) the report node answers "history" questions from; Agent sets it.
+    audit: Any = None

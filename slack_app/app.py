@@ -204,7 +204,8 @@ class SlackFrontEnd:
                                      kit.plan_blocks(plan.items, plan.pages, rejected))
 
         try:
-            result = self.agent.ask(message, user=user, channel=channel, thread_id=thread_id, on_event=on_event)
+            result = self.agent.ask(message, user=user, channel=channel, thread_id=thread_id, interface="slack",
+                                    on_event=on_event)
         except Exception:
             log.exception("run %s failed", thread_id)
             self._reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing more "
@@ -286,7 +287,7 @@ class SlackFrontEnd:
 
         try:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
-                                       on_event=on_event)
+                                       interface="slack", on_event=on_event)
         except NothingPending as exc:
             self._ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
             return

@@ -95,3 +95,85 @@ def memcached_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemo
         yield daemon
     finally:
         daemon.stop()
+
+
+# --- databases for the audit trail and checkpoints (agent/storage.py): SQLite files and a real PostgreSQL -------
+
+POSTGRES_ENV = "CACHEBOT_TEST_POSTGRES_URL"
+POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_admin_url() -> str:
+    import os
+
+    return os.environ.get(POSTGRES_ENV) or POSTGRES_DEFAULT
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _create_database(prefix: str) -> str:
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(_postgres_admin_url(), autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {_postgres_admin_url()} is not reachable ({exc}).\n"
+                    f"These tests need a real PostgreSQL: start one, or point {POSTGRES_ENV} at a server where this "
+                    "user may CREATE DATABASE.", pytrace=False)
+    return name
+
+
+def _drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_postgres_admin_url(), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (``cachebot_test_<random>``), dropped at the end."""
+    name = _create_database("cachebot_test")
+    try:
+        yield _with_database(_postgres_admin_url(), name)
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
+    """An audit/checkpoint database URL, once SQLite (a file in tmp_path) and once the session's PostgreSQL
+    database with the audit tables emptied. $CACHEBOT_DATABASE_URL is unset so the URL given is the one used."""
+    monkeypatch.delenv("CACHEBOT_DATABASE_URL", raising=False)
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    url = request.getfixturevalue("postgres_database")
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        present = db.execute("SELECT to_regclass('audit_requests') IS NOT NULL").fetchone()[0]
+        if present:
+            db.execute("TRUNCATE audit_results, audit_decisions, audit_plan_items, audit_requests")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> Iterator[str]:
+    """A database with nothing in it: a new SQLite file, or a new PostgreSQL database dropped after the test."""
+    monkeypatch.delenv("CACHEBOT_DATABASE_URL", raising=False)
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty' / 'audit.sqlite'}"
+        return
+    name = _create_database("cachebot_empty")
+    try:
+        yield _with_database(_postgres_admin_url(), name)
+    finally:
+        _drop_database(name)

@@ -33,6 +33,8 @@ def compose_reply(state: PurgeState, context: AgentContext) -> str:
 
         sites = ", ".join(f"{s.name} ({', '.join(s.hosts)})" for s in config.sites)
         return HELP_TEXT.format(approvers=approvers_description(config), sites=sites)
+    if intent == Intent.HISTORY and context.audit is not None:
+        return history_reply(state, context)
     if intent in (Intent.UNKNOWN, Intent.HISTORY):
         return state.get("reply") or "I could not tell what you want. Say 'help' to see what I can do."
     lines = rejected_lines(state)
@@ -45,6 +47,16 @@ def compose_reply(state: PurgeState, context: AgentContext) -> str:
     if intent == Intent.CHECK:
         return "\n".join([*check_lines(state), *lines])
     return "\n".join([*purge_lines(state), *lines])
+
+
+def history_reply(state: PurgeState, context: AgentContext) -> str:
+    """"what was purged today?" / "who cleared <url>?": answered from the audit trail (agent/audit.py)."""
+    from agent.audit import answer_history
+    from agent.urls import screen_urls
+
+    message = state.get("message", "")
+    urls, _ = screen_urls(message, context.config)
+    return answer_history(context.audit, message, urls, context.now())
 
 
 def rejected_lines(state: PurgeState) -> list[str]:
