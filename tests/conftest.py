@@ -15,6 +15,15 @@ from agent.devstack.procs import Daemon, DaemonError, MissingBinary, find_binary
 from agent.devstack.stack import Stack, start_stack
 
 STACK_PROGRAMS = ("varnishd", "nginx", "redis-server")
+# Settings from the developer's shell that would send tests to a real model or another database.
+LEAKY_ENVIRONMENT = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CACHEBOT_DATABASE_URL", "CACHEBOT_CONFIG", "CACHEBOT_LLM_MODEL")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their model and storage themselves; a key in the shell must not reach OpenAI from a test."""
+    for name in LEAKY_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
 
 
 def _require(*programs: str) -> None:
