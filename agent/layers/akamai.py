@@ -195,7 +195,7 @@ class AkamaiLayer(HttpCacheLayer):
             return response
 
         extra = {"limiter": self.limiter} if getattr(self, "limiter", None) is not None else {}
-        return await with_retries(attempt, retries=self.config.retries, **extra)
+        return await with_retries(attempt, retries=self.config.retries, limiter=self.limiter, **extra)
 
     def _refused(self, response: httpx.Response) -> str:
         what = problem_text(response)

@@ -13,24 +13,20 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from agent.config import LayerConfig
 from agent.layers.base import (
     Capability,
-    LayerUnavailable,
-    Observation,
     Outcome,
-    Verification,
     batches,
     host_and_path,
     map_bounded,
     with_retries,
 )
-from agent.layers.http import HttpCacheLayer, observe_http
+from agent.layers.api import ApiCacheLayer, scrub
 
 DEFAULT_ENDPOINT = "https://api.cloudflare.com"
 AUTH_CODES = {9103, 9106, 9109, 10000, 10001}
@@ -40,46 +36,23 @@ PurgeKind = Literal["files", "tags", "prefixes", "hosts"]
 _KIND_WORD = {"files": "URL", "tags": "tag", "prefixes": "prefix", "hosts": "host"}
 
 
-def validate_verify_endpoint(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError("must be an http:// or https:// address without query or fragment, like https://203.0.113.7")
-    return value.rstrip("/")
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    """Never let a credential reach an Outcome, whatever a server echoes back."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
-class CloudflareLayer(HttpCacheLayer):
+class CloudflareLayer(ApiCacheLayer):
     kind = "cloudflare"
+    api_name = "Cloudflare API"
     capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_ALL, Capability.VERIFY})
 
-    class Options(HttpCacheLayer.Options):
+    default_endpoint = DEFAULT_ENDPOINT
+
+    class Options(ApiCacheLayer.Options):
         zone_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
         max_items_per_request: int = Field(default=100, ge=1, le=500)
-        verify_endpoint: str | None = None
         cache_status_header: str = "CF-Cache-Status"
         purge_all_by: Literal["everything", "hosts"] = "everything"
 
-        @field_validator("verify_endpoint")
-        @classmethod
-        def _verify_endpoint(cls, value: str | None) -> str | None:
-            return validate_verify_endpoint(value)
-
     def __init__(self, config: LayerConfig):
-        if config.endpoint is None:
-            config = config.model_copy(update={"endpoint": DEFAULT_ENDPOINT})
         super().__init__(config)
-        token = config.credentials.get("api_token")
+        token = self.config.credentials.get("api_token")
         self._token = token.get_secret_value() if token is not None else ""
-        self._secrets = [s.get_secret_value() for s in config.credentials.values()]
 
     @classmethod
     def check_config(cls, index: int, config: LayerConfig) -> None:
@@ -203,7 +176,7 @@ class CloudflareLayer(HttpCacheLayer):
         async def attempt() -> httpx.Response:
             return await self.client.post(self.purge_endpoint, content=payload, headers=headers)
 
-        return await with_retries(attempt, retries=self.config.retries)
+        return await with_retries(attempt, retries=self.config.retries, limiter=self.limiter)
 
     @staticmethod
     def _envelope(response: httpx.Response) -> dict[str, Any] | None:
@@ -247,27 +220,5 @@ class CloudflareLayer(HttpCacheLayer):
             detail = f"Cloudflare answered HTTP {code} {response.reason_phrase}".rstrip()
         return False, scrub(detail, self._secrets)
 
-    def _exception_outcome(self, key: str, exc: Exception) -> Outcome:
-        if isinstance(exc, LayerUnavailable):
-            message = str(exc)
-            if message.startswith("HTTP "):
-                detail = f"Cloudflare API at {self.address} kept answering {message}"
-            else:
-                detail = f"could not reach the Cloudflare API at {self.address}: {message}"
-            return Outcome("failed", scrub(detail, self._secrets), attempts=self.config.retries + 1)
-        return Outcome("failed", scrub(f"cloudflare purge of {key} failed unexpectedly: {type(exc).__name__}: {exc}",
-                                       self._secrets))
-
     # --- observe / verify through the CDN -----------------------------------------------------------------
 
-    async def observe(self, url: str) -> Observation:
-        if not self.options.verify_endpoint:
-            return Observation(reachable=False, error="no verify_endpoint configured")
-        return await observe_http(
-            self.client, self.options.verify_endpoint, url, cache_status_header=self.options.cache_status_header
-        )
-
-    async def verify(self, url: str, origin: Observation | None) -> Verification:
-        if not self.options.verify_endpoint:
-            return Verification(None, "Cloudflare accepted the purge; no verify_endpoint configured to confirm")
-        return await super().verify(url, origin)

@@ -16,12 +16,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from agent.config import LayerConfig
 from agent.layers.base import (
     Capability,
-    LayerUnavailable,
     Observation,
     Outcome,
     Verification,
@@ -30,37 +29,30 @@ from agent.layers.base import (
     map_bounded,
     with_retries,
 )
-from agent.layers.cloudflare import scrub, validate_verify_endpoint
-from agent.layers.http import HttpCacheLayer, observe_http
+from agent.layers.api import ApiCacheLayer, scrub
 
 DEFAULT_ENDPOINT = "https://api.fastly.com"
 MAX_KEYS_PER_REQUEST = 256
 _PATH_SAFE = "/?&=%:@!$,;+~()[]'"  # keep the path (and query) as the cache keys it; escape only what breaks a URL
 
 
-class FastlyLayer(HttpCacheLayer):
+class FastlyLayer(ApiCacheLayer):
     kind = "fastly"
+    api_name = "Fastly API"
     capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_ALL, Capability.VERIFY})
 
-    class Options(HttpCacheLayer.Options):
+    default_endpoint = DEFAULT_ENDPOINT
+
+    class Options(ApiCacheLayer.Options):
         service_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
         soft_purge: bool = False
         max_keys_per_request: int = Field(default=MAX_KEYS_PER_REQUEST, ge=1, le=MAX_KEYS_PER_REQUEST)
-        verify_endpoint: str | None = None
         cache_status_header: str = "X-Cache"
 
-        @field_validator("verify_endpoint")
-        @classmethod
-        def _verify_endpoint(cls, value: str | None) -> str | None:
-            return validate_verify_endpoint(value)
-
     def __init__(self, config: LayerConfig):
-        if config.endpoint is None:
-            config = config.model_copy(update={"endpoint": DEFAULT_ENDPOINT})
         super().__init__(config)
-        key = config.credentials.get("api_key")
+        key = self.config.credentials.get("api_key")
         self._key = key.get_secret_value() if key is not None else ""
-        self._secrets = [s.get_secret_value() for s in config.credentials.values()]
         # A soft-purged object may be served (stale) once more while Fastly refetches it: keep looking a moment.
         self.verify_settle_seconds = 2.0 if self.options.soft_purge else 0.0
 
@@ -165,7 +157,7 @@ class FastlyLayer(HttpCacheLayer):
         async def attempt() -> httpx.Response:
             return await self.client.post(url, content=content, headers=headers)
 
-        return await with_retries(attempt, retries=self.config.retries)
+        return await with_retries(attempt, retries=self.config.retries, limiter=self.limiter)
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
@@ -189,29 +181,11 @@ class FastlyLayer(HttpCacheLayer):
             detail = f"Fastly answered HTTP {code} {response.reason_phrase}".rstrip()
         return scrub(detail, self._secrets)
 
-    def _exception_outcome(self, key: str, exc: Exception) -> Outcome:
-        if isinstance(exc, LayerUnavailable):
-            message = str(exc)
-            if message.startswith("HTTP "):
-                detail = f"Fastly API at {self.address} kept answering {message}"
-            else:
-                detail = f"could not reach the Fastly API at {self.address}: {message}"
-            return Outcome("failed", scrub(detail, self._secrets), attempts=self.config.retries + 1)
-        return Outcome("failed", scrub(f"fastly purge of {key} failed unexpectedly: {type(exc).__name__}: {exc}",
-                                       self._secrets))
-
     # --- observe / verify through the CDN -----------------------------------------------------------------
 
-    async def observe(self, url: str) -> Observation:
-        if not self.options.verify_endpoint:
-            return Observation(reachable=False, error="no verify_endpoint configured")
-        return await observe_http(
-            self.client, self.options.verify_endpoint, url, cache_status_header=self.options.cache_status_header
-        )
-
     async def verify(self, url: str, origin: Observation | None) -> Verification:
-        if not self.options.verify_endpoint:
-            return Verification(None, "Fastly accepted the purge; no verify_endpoint configured to confirm")
+        if unconfirmed := self.unconfirmed():
+            return unconfirmed
         usable_origin = origin is not None and origin.reachable and origin.status_code is not None \
             and 200 <= origin.status_code < 300
         if self.options.soft_purge and not usable_origin:

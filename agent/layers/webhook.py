@@ -21,17 +21,13 @@ from pydantic import Field, field_validator
 from agent.config import LayerConfig
 from agent.layers.base import (
     Capability,
-    LayerUnavailable,
-    Observation,
     Outcome,
-    Verification,
     batches,
     host_and_path,
     map_bounded,
     with_retries,
 )
-from agent.layers.cloudflare import scrub, validate_verify_endpoint
-from agent.layers.http import HttpCacheLayer, observe_http
+from agent.layers.api import ApiCacheLayer, scrub
 
 _PLACEHOLDER = re.compile(r"\{(endpoint|url|urls|host|path|credentials\.([A-Za-z0-9_-]+))\}")
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -69,19 +65,19 @@ def _raw(name: str, value: str) -> str:
     return value
 
 
-class WebhookLayer(HttpCacheLayer):
+class WebhookLayer(ApiCacheLayer):
     kind = "webhook"
+    api_name = "webhook"
     # PURGE_URL always; VERIFY too when a verify_endpoint is configured (set per instance).
     capabilities = frozenset({Capability.PURGE_URL})
 
-    class Options(HttpCacheLayer.Options):
+    class Options(ApiCacheLayer.Options):
         method: str = "POST"
         url_template: str
         headers: dict[str, str] = Field(default_factory=dict)
         body_template: str | None = None
         expected_status: list[int] = Field(default_factory=lambda: [200, 202, 204], min_length=1)
         batch: bool = False
-        verify_endpoint: str | None = None
         cache_status_header: str = "X-Cache"
 
         @field_validator("method")
@@ -91,17 +87,11 @@ class WebhookLayer(HttpCacheLayer):
                 raise ValueError(f"{value!r} is not an HTTP method name")
             return value.upper()
 
-        @field_validator("verify_endpoint")
-        @classmethod
-        def _verify_endpoint(cls, value: str | None) -> str | None:
-            return validate_verify_endpoint(value)
-
     def __init__(self, config: LayerConfig):
         super().__init__(config)
         if self.options.verify_endpoint:
             self.capabilities = frozenset({Capability.PURGE_URL, Capability.VERIFY})  # type: ignore[misc]
         self._credentials = {f"credentials.{k}": v.get_secret_value() for k, v in config.credentials.items()}
-        self._secrets = list(self._credentials.values())
 
     @classmethod
     def check_config(cls, index: int, config: LayerConfig) -> None:
@@ -200,16 +190,9 @@ class WebhookLayer(HttpCacheLayer):
             return await self.client.request(self.options.method, target, content=content, headers=headers)
 
         try:
-            response, attempts = await with_retries(attempt, retries=self.config.retries)
-        except LayerUnavailable as exc:
-            message = str(exc)
-            if message.startswith("HTTP "):
-                detail = f"webhook at {self.address} kept answering {message}"
-            else:
-                detail = f"could not reach webhook at {self.address}: {message}"
-            return Outcome("failed", scrub(detail, self._secrets), attempts=self.config.retries + 1)
+            response, attempts = await with_retries(attempt, retries=self.config.retries, limiter=self.limiter)
         except Exception as exc:  # noqa: BLE001 - a purge reports, never raises
-            return Outcome("failed", scrub(f"webhook purge failed unexpectedly: {type(exc).__name__}: {exc}", self._secrets))
+            return self._exception_outcome("the batch", exc)
         code = response.status_code
         if code in self.options.expected_status:
             together = "" if len(group) == 1 else f" ({len(group)} URLs in one request)"
@@ -225,14 +208,3 @@ class WebhookLayer(HttpCacheLayer):
 
     # --- observe / verify through the cache ---------------------------------------------------------------
 
-    async def observe(self, url: str) -> Observation:
-        if not self.options.verify_endpoint:
-            return Observation(reachable=False, error="no verify_endpoint configured")
-        return await observe_http(
-            self.client, self.options.verify_endpoint, url, cache_status_header=self.options.cache_status_header
-        )
-
-    async def verify(self, url: str, origin: Observation | None) -> Verification:
-        if not self.options.verify_endpoint:
-            return Verification(None, "the webhook accepted the purge; no verify_endpoint configured to confirm")
-        return await super().verify(url, origin)

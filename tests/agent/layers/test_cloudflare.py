@@ -252,7 +252,7 @@ def test_verify_without_verify_endpoint_cannot_tell(cf: FakeCloudflare) -> None:
     layer = make_layer(cf)
     result = run(layer, lambda: layer.verify(f"https://{HOST}/", None))
     assert result.verified is None
-    assert result.evidence == "Cloudflare accepted the purge; no verify_endpoint configured to confirm"
+    assert result.evidence == "the Cloudflare API accepted the purge; no verify_endpoint configured to confirm"
 
 
 def test_secrets_never_in_outcomes(cf: FakeCloudflare) -> None:

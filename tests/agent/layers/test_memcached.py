@@ -42,7 +42,7 @@ def mc(memcached_daemon):
 
 def test_purge_deletes_keys_then_verifies_gone(memcached_daemon, mc) -> None:
     layer = make_layer(memcached_daemon.url, ["page:{host}{path}", "meta:{url}"])
-    url = f"https://Shop.Example/a?x=1"
+    url = "https://Shop.Example/a?x=1"
     mc.set("page:shop.example/a?x=1", b"old body")
     mc.set("meta:https://shop.example/a?x=1", b"{}")
     mc.set("page:shop.example/b", b"other")

@@ -190,4 +190,4 @@ def test_config_checks() -> None:
     assert "s3cret" not in str(info.value)
     assert redact("rediss://bob:pw@cache:6380/1") == "rediss://bob:***@cache:6380/1"
     assert redact("redis://cache:6379") == "redis://cache:6379"
-    assert RedisLayer.capabilities == {Capability.PURGE_URL, Capability.VERIFY}
+    assert RedisLayer.capabilities == {Capability.PURGE_URL, Capability.PURGE_ALL, Capability.VERIFY}

@@ -228,7 +228,9 @@ def test_unreachable_varnish_fails_quickly_without_raising() -> None:
 
 
 def test_capabilities_and_config_checks() -> None:
-    assert VarnishLayer.capabilities == {Capability.PURGE_URL, Capability.PURGE_TAG, Capability.BAN, Capability.VERIFY}
+    assert VarnishLayer.capabilities == {
+        Capability.PURGE_URL, Capability.PURGE_TAG, Capability.BAN, Capability.PURGE_ALL, Capability.VERIFY
+    }
     ok = LayerConfig(name="v", kind="varnish", endpoint="http://127.0.0.1:6081", options={"soft_purge": True})
     validate_layer_options(0, ok)
     with pytest.raises(ValueError, match=r"layers\[2\]\.endpoint: a varnish layer needs an http"):
