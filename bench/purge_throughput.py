@@ -160,7 +160,7 @@ def main() -> None:
             config = bench_config(stack, cloudflare, fastly)
             urls = [f"https://shop.example/bench/page-{i}" for i in range(args.urls)]
             items = plan_for(urls, config)
-            wall, outcomes, peak = run_engine(items, config)
+            wall, outcomes, _ = run_engine(items, config)
             bound, bounds = lower_bound(items, config, args.latency)
 
             print(f"== {len(urls)} distinct URLs × 5 layers ({args.latency * 1000:.0f} ms per CDN API request)")
@@ -173,7 +173,6 @@ def main() -> None:
                   + f" → {bound:.3f} s")
             print(f"wall / lower bound        {wall / bound:8.2f}   (floor: ≤ 2.0)")
             print(f"correctness               {check_nothing_lost(items, outcomes, cloudflare, fastly, urls)}")
-            print(f"peak traced memory        {peak / 1e6:8.1f} MB")
 
             if not args.skip_naive:
                 naive_wall = asyncio.run(naive(urls, config))
@@ -184,14 +183,18 @@ def main() -> None:
             cloudflare.ask("reset")
             fastly.ask("reset")
             big_items = plan_for(big, config)
-            big_wall, big_outcomes, big_peak = run_engine(big_items, config)
+            big_wall, big_outcomes, _ = run_engine(big_items, config)
             big_bound, _ = lower_bound(big_items, config, args.latency)
             scale = args.big / args.urls
             print(f"== {args.big} URLs (×{scale:.0f})")
             print(f"wall time                 {big_wall:8.3f} s   (×{big_wall / wall:.1f} for ×{scale:.0f} the URLs;"
                   f" wall / lower bound {big_wall / big_bound:.2f})")
-            print(f"peak traced memory        {big_peak / 1e6:8.1f} MB   (×{big_peak / peak:.1f})")
             print(f"correctness               {check_nothing_lost(big_items, big_outcomes, cloudflare, fastly, big)}")
+            # memory in separate runs: tracemalloc slows Python down too much to time the same run
+            small_peak = run_engine(items, config, measure_memory=True)[2]
+            big_peak = run_engine(big_items, config, measure_memory=True)[2]
+            print(f"peak traced memory        {small_peak / 1e6:.1f} MB for {len(urls)} URLs, {big_peak / 1e6:.1f} MB for"
+                  f" {len(big)} (×{big_peak / small_peak:.1f} for ×{scale:.0f} the URLs)")
         finally:
             stack.stop()
             cloudflare.close()
