@@ -390,6 +390,12 @@ class AuditStore:
             db.execute(update(requests).where(requests.c.id == request_id).values(
                 status="error", outcome="failed", finished_at=at))
 
+    def request_interrupted(self, request_id: str, *, detail: str = "", at: datetime) -> None:
+        """The process sending this request's purges died and recovery could not finish it (agent/recovery.py)."""
+        with self.engine.begin() as db:
+            db.execute(update(requests).where(requests.c.id == request_id).values(
+                status="interrupted", outcome="failed", finished_at=at))
+
     def latest_request(self, thread_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as db:
             row = db.execute(select(requests).where(requests.c.thread_id == thread_id)
@@ -477,6 +483,11 @@ class AuditStore:
             outcomes = dict(db.execute(
                 select(requests.c.outcome, func.count()).where(and_(in_window, requests.c.outcome.is_not(None)))
                 .group_by(requests.c.outcome)).all())
+            by_path = db.execute(
+                select(results.c.site, results.c.path, func.count(func.distinct(results.c.request_id)))
+                .select_from(joined).where(and_(in_window, results.c.status != ItemStatus.SKIPPED.value))
+                .group_by(results.c.site, results.c.path)
+            ).all()
             durations = db.execute(
                 select(requests.c.received_at, requests.c.finished_at)
                 .where(and_(in_window, requests.c.outcome == "verified", requests.c.finished_at.is_not(None)))
@@ -498,6 +509,12 @@ class AuditStore:
             key=lambda p: (-(p["stale"] + p["failed"] + p["unverified"]), p["site"], p["layer"]),
         )
         seconds = [(finished - received).total_seconds() for received, finished in durations]
+        sections: Counter[tuple[str, str]] = Counter()
+        sites: Counter[str] = Counter()
+        for site, path, n in by_path:
+            sections[(site, section_of(path))] += n
+        for p in per_layer:
+            sites[p["site"]] += p["purged"]
         return {
             "since": since.isoformat() if since else None,
             "requests": sum(counts.values()),
@@ -508,6 +525,13 @@ class AuditStore:
             "most_purged": [{"site": s, "url": u, "path": _path(u), "requests": n} for s, u, n in most_purged],
             "problem_layers": problems,
             "median_seconds_to_verified": statistics.median(seconds) if seconds else None,
+            "top_sites": [{"site": s, "purged": n} for s, n in sorted(sites.items(), key=lambda x: (-x[1], x[0]))
+                          if n][:top],
+            "top_sections": [{"site": s, "section": sec, "purged": n} for (s, sec), n in
+                             sorted(sections.items(), key=lambda x: (-x[1], x[0]))][:top],
+            "top_layers": sorted(({"site": p["site"], "layer": p["layer"], "purged": p["purged"]}
+                                  for p in per_layer if p["purged"]),
+                                 key=lambda p: (-p["purged"], p["site"], p["layer"]))[:top],
         }
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
@@ -574,6 +598,37 @@ def _grouped(db, table: Table, ids: list[str], order) -> dict[str, list[dict[str
 def _path(url: str) -> str:
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def section_of(path: str) -> str:
+    """The first path segment: ``/products/shoes/runner`` → ``/products``; the home page is ``/``."""
+    first = (path or "/").split("?", 1)[0].strip("/").split("/", 1)[0]
+    return f"/{first}"
+
+
+def digest_text(figures: dict[str, Any], *, days: float | None = None) -> str:
+    """The weekly digest (Slack mrkdwn): volume, top sites/sections/layers, most purged paths, layers most
+    often stale, median request → verified. Built from ``AuditStore.stats``."""
+    median = figures.get("median_seconds_to_verified")
+    period = f"the last {days:g} days" if days else "all time"
+    lines = [f"*cachebot weekly digest* — {period}",
+             f"{figures['requests']} requests: {figures['verified_requests']} verified fresh, "
+             f"{figures['failed_requests']} not confirmed. Median request → verified: "
+             + ("n/a" if median is None else f"{median:.1f} s")]
+
+    def listing(title: str, rows: list[str]) -> None:
+        lines.append(f"*{title}*")
+        lines.extend(f"• {row}" for row in rows[:5]) if rows else lines.append("• none")
+
+    listing("Top sites", [f"{r['site']}: {r['purged']} purges" for r in figures.get("top_sites", [])])
+    listing("Top sections", [f"{r['site']} {r['section']}: {r['purged']} requests"
+                             for r in figures.get("top_sections", [])])
+    listing("Top layers", [f"{r['site']}/{r['layer']}: {r['purged']} purges" for r in figures.get("top_layers", [])])
+    listing("Most purged paths", [f"{r['requests']}× {r['site']} {r['path']}" for r in figures.get("most_purged", [])])
+    listing("Layers stale most often", [
+        f"{r['site']}/{r['layer']}: {r['stale']} stale after purge, {r['failed']} failed, {r['unverified']} unverified"
+        for r in figures.get("problem_layers", [])])
+    return "\n".join(lines)
 
 
 def normalised(url: str) -> str:

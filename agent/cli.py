@@ -380,6 +380,77 @@ def db_prune(
     console.print(f"deleted {removed} request(s) older than {keep:g} days, with their plans, decisions and results")
 
 
+@app.command()
+def recover(
+    config: ConfigOption = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="finish interrupted runs from their last checkpoint (default), "
+                                              "or only mark them interrupted")] = True,
+) -> None:
+    """Finish (or mark interrupted) the purges a process was sending when it died. `cachebot slack` does this on
+    start; Slack threads are told when SLACK_BOT_TOKEN is set. Pending approvals stay pending."""
+    from agent.recovery import recover as recover_runs
+
+    settings = config_or_exit(config)
+    notify, front = None, None
+    with Agent(settings) as agent:
+        if os.environ.get("SLACK_BOT_TOKEN"):
+            from slack_app.app import SlackFrontEnd
+            from slack_app.server import make_client
+
+            front = SlackFrontEnd(agent, make_client(os.environ["SLACK_BOT_TOKEN"], os.environ.get("SLACK_API_URL")),
+                                  signing_secret=os.environ.get("SLACK_SIGNING_SECRET", "unused"),
+                                  token_verification=False)
+            notify = front.tell_recovered
+        try:
+            done = recover_runs(agent, resume=resume, notify=notify)
+        finally:
+            if front is not None:
+                front.close()
+    if not done:
+        console.print("Nothing to recover.")
+    for item in done:
+        console.print(f"{item.thread_id}: {item.outcome}" + (f" ({item.error})" if item.error else ""), soft_wrap=True)
+
+
+@app.command()
+def digest(
+    config: ConfigOption = None,
+    post: Annotated[bool, typer.Option("--post", help="post it to the digest channel (SLACK_BOT_TOKEN, SLACK_API_URL)")] = False,
+) -> None:
+    """The weekly usage digest (config `digest`): printed, or posted to Slack with --post."""
+    from agent.audit import digest_text
+    from agent.config import DigestConfig
+    from slack_app.digest import digest_figures, post_digest
+
+    settings, url = storage_or_exit(config)
+    wanted = settings.digest if settings and settings.digest else None
+    if post and wanted is None:
+        console.print("[red]Cannot post:[/red] no `digest: {channel: ...}` in the config")
+        raise typer.Exit(2)
+    store = audit_or_exit(config)
+    try:
+        if post:
+            if not os.environ.get("SLACK_BOT_TOKEN"):
+                console.print("[red]Cannot post:[/red] set SLACK_BOT_TOKEN")
+                raise typer.Exit(2)
+            from slack_app.server import make_client
+
+            client = make_client(os.environ["SLACK_BOT_TOKEN"], os.environ.get("SLACK_API_URL"))
+            text = post_digest(store, client, wanted)
+            console.print(f"posted the digest to {wanted.channel}")
+        else:
+            shown = wanted or DigestConfig(channel="-")
+            text = digest_text(digest_figures(store, shown), days=shown.days)
+            console.print(text, soft_wrap=True, markup=False)
+    finally:
+        store.close()
+
+
 from agent.demo import demo_app  # noqa: E402  (registered last: the demo is an add-on of the CLI)
 
 app.add_typer(demo_app, name="demo")
+
+
+if __name__ == "__main__":  # python -m agent.cli …
+    app()

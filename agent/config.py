@@ -124,6 +124,26 @@ class LLMConfig(Strict):
     max_retries: int = Field(default=1, ge=0, le=10)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class DigestConfig(Strict):
+    """A weekly usage digest posted to Slack (``cachebot digest --post``; ``cachebot slack`` posts it on time)."""
+
+    channel: str = Field(min_length=1, description="Slack channel id to post to")
+    weekday: str = Field(default="mon", description="mon … sun (UTC)")
+    hour: int = Field(default=9, ge=0, le=23, description="hour of the day, UTC")
+    days: float = Field(default=7, gt=0, description="the period the digest covers")
+
+    @field_validator("weekday")
+    @classmethod
+    def _weekday(cls, value: str) -> str:
+        day = value.strip().lower()[:3]
+        if day not in WEEKDAYS:
+            raise ValueError(f"{value!r} is not a weekday (mon, tue, wed, thu, fri, sat, sun)")
+        return day
+
+
 class AppConfig(Strict):
     sites: list[SiteConfig] = Field(min_length=1)
     layers: list[LayerConfig] = Field(min_length=1)
@@ -131,6 +151,7 @@ class AppConfig(Strict):
     limits: LimitsConfig = LimitsConfig()
     storage: StorageConfig = StorageConfig()
     llm: LLMConfig | None = Field(default=None, description="understand requests with a language model")
+    digest: DigestConfig | None = Field(default=None, description="weekly usage digest in Slack")
 
     @model_validator(mode="after")
     def _references(self) -> AppConfig:

@@ -9,7 +9,6 @@ Every request, plan, decision and result is also written to the audit trail (``a
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -20,9 +19,11 @@ from langgraph.types import Command
 
 from agent.audit import AuditStore
 from agent.checkpointing import open_checkpointer
+from agent.claims import ThreadLocks
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
+from agent.recovery import RunTracker
 from agent.state import AgentContext, PurgeState
 from agent.storage import resolve_database_url
 
@@ -62,11 +63,14 @@ class Agent:
             self.context.audit = self.audit  # the report node answers "history" questions from it
         self._checkpointer = open_checkpointer(self.database_url, path)
         self.graph = build_graph().compile(checkpointer=self._checkpointer.saver)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        # one lock per thread across processes (PostgreSQL advisory lock / flock next to the SQLite files)
+        self.locks = ThreadLocks.open(self.database_url, path)
+        # which threads are sending purges right now (cachebot_runs): what crash recovery looks at
+        self.runs = RunTracker(self.audit.engine)
 
     def close(self) -> None:
         self._checkpointer.close()
+        self.locks.close()
         self.audit.close()
 
     def __enter__(self) -> Agent:
@@ -98,7 +102,8 @@ class Agent:
                 thread_id=thread_id, user=user, interface=interface or ("slack" if channel else "cli"),
                 channel=channel, text=message, dry_run=dry_run, at=self.context.now(),
             )
-            self._run_recorded(request, thread_id, on_event, request_id)
+            self._run_recorded(request, thread_id, on_event, request_id, interface=interface or (
+                "slack" if channel else "cli"), channel=channel)
             result = self.result(thread_id)
             self._record_result(request_id, thread_id, result)
             return result
@@ -126,7 +131,8 @@ class Agent:
             request = self.audit.latest_request(thread_id)
             request_id = request["id"] if request else None
             self._run_recorded(Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id,
-                               on_event, request_id)
+                               on_event, request_id, interface=request["interface"] if request else interface,
+                               channel=request["channel"] if request else None)
             result = self.result(thread_id)
             if len(result.approval.refusals) > refusals_before:
                 result.notice = result.approval.refusals[-1]
@@ -170,9 +176,9 @@ class Agent:
     # --- audit ---------------------------------------------------------------------------------------
 
     def _run_recorded(self, graph_input: Any, thread_id: str, on_event: EventHandler | None,
-                      request_id: str | None) -> None:
+                      request_id: str | None, *, interface: str | None = None, channel: str | None = None) -> None:
         try:
-            self._run(graph_input, thread_id, on_event)
+            self._run(graph_input, thread_id, on_event, request_id=request_id, interface=interface, channel=channel)
         except BaseException as exc:
             if request_id is not None:
                 try:
@@ -201,7 +207,14 @@ class Agent:
 
     # --- internals -----------------------------------------------------------------------------------
 
-    def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None) -> None:
+    def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
+             request_id: str | None = None, interface: str | None = None, channel: str | None = None) -> None:
+        """Stream the graph. From the moment its next step is ``execute`` until it stops, the thread is
+        recorded as executing (``cachebot_runs``), so a process dying meanwhile leaves a row that crash
+        recovery (``agent/recovery.py``) finishes. ``graph_input=None`` continues from the last checkpoint."""
+        dry_run = bool(self._values(thread_id).get("dry_run")) if not isinstance(graph_input, dict) \
+            else bool(graph_input.get("dry_run"))
+        executing = graph_input is None and self.runs.get(thread_id) is not None  # recovery: already marked
         stream = self.graph.stream(
             graph_input,
             self._config(thread_id),
@@ -209,15 +222,27 @@ class Agent:
             stream_mode=["custom", "updates"],
             durability="sync",  # a crash must not lose the record that a purge was sent
         )
-        for mode, chunk in stream:
-            if on_event is None:
-                continue
-            if mode == "custom":
-                on_event(chunk)
-            elif mode == "updates":
-                for node, update in chunk.items():
-                    if node != "__interrupt__":
-                        on_event({"type": "step", "node": node, "update": update or {}})
+        try:
+            for mode, chunk in stream:
+                if mode == "updates" and not executing and _execute_is_next(chunk, dry_run):
+                    # the stream is paused here: execute has not started yet
+                    self.runs.executing(thread_id, request_id=request_id, interface=interface, channel=channel,
+                                        at=self.context.now())
+                    executing = True
+                if on_event is None:
+                    continue
+                if mode == "custom":
+                    on_event(chunk)
+                elif mode == "updates":
+                    for node, update in chunk.items():
+                        if node != "__interrupt__":
+                            on_event({"type": "step", "node": node, "update": update or {}})
+        except Exception:
+            if executing:  # the run failed (it did not die): it is recorded as failed, nothing to recover
+                self.runs.finished(thread_id)
+            raise
+        if executing:
+            self.runs.finished(thread_id)
 
     def _pending_interrupt(self, thread_id: str):
         snapshot = self.graph.get_state(self._config(thread_id))
@@ -241,8 +266,18 @@ class Agent:
 
     @contextmanager
     def _serialised(self, thread_id: str):
-        """LangGraph has no per-thread lock: two resumes of one thread would both run and fork its history."""
-        with self._locks_guard:
-            lock = self._locks.setdefault(thread_id, threading.Lock())
-        with lock:
+        """LangGraph has no per-thread lock: two resumes of one thread would both run and fork its history.
+        This lock holds across threads, processes and replicas (``agent.claims.ThreadLocks``)."""
+        with self.locks.hold(thread_id):
             yield
+
+
+def _execute_is_next(chunk: dict[str, Any], dry_run: bool) -> bool:
+    """Whether the step that just finished routes to ``execute`` (agent/nodes/plan.py, approval.py)."""
+    for node, update in chunk.items():
+        update = update or {}
+        if node == "plan" and update.get("plan") and not dry_run and not update["plan"].get("needs_approval"):
+            return True
+        if node == "approval" and (update.get("approval") or {}).get("status") == "approved":
+            return True
+    return False

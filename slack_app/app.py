@@ -32,6 +32,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from agent import recovery
 from agent.claims import ClaimStore
 from agent.config import AppConfig
 from agent.models import Intent, Plan, Rejection, RunResult
@@ -101,7 +102,9 @@ class SlackFrontEnd:
     ):
         self.agent = agent
         self.client = client
-        self.claims = claims or ClaimStore.for_config(agent.config)
+        # on PostgreSQL the claims share the audit's database (and engine) with every replica
+        self.claims = claims or ClaimStore.open(agent.database_url, agent.config.storage.sqlite_path,
+                                                engine=agent.audit.engine)
         self.progress_interval = progress_interval
         rules = agent.config.approval  # our own mentions (approvers, groups) stay live when a reply is escaped
         self._keep = tuple(f"<@{u}>" for u in rules.approvers) + tuple(f"<!subteam^{g}>" for g in rules.approver_groups)
@@ -134,6 +137,26 @@ class SlackFrontEnd:
                     return True
             time.sleep(0.02)
         return False
+
+    # --- crash recovery ----------------------------------------------------------------------------------
+
+    def recover(self, *, resume: bool = True) -> list[recovery.Recovered]:
+        """Finish (or report as interrupted) the runs a dead process left executing, telling their threads.
+        Pending approvals stay pending. Run on start (``slack_app/server.py``); safe on every replica."""
+        return recovery.recover(self.agent, resume=resume, notify=self.tell_recovered)
+
+    def start_recovery(self) -> None:
+        self._submit(self.runs, self.recover)
+
+    def tell_recovered(self, item: recovery.Recovered) -> None:
+        channel, _, thread_ts = item.thread_id.partition(":")
+        if item.interface != "slack" or not channel or not thread_ts:
+            return
+        if item.outcome == "finished" and item.result is not None:
+            self._post(channel, thread_ts, recovery.finished_message(item))
+            self._finish(item.result, channel, thread_ts, None)
+        else:
+            self._post(channel, thread_ts, recovery.interrupted_message(item))
 
     # --- registration ------------------------------------------------------------------------------------
 

@@ -148,16 +148,29 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
+def start_digest(front: SlackFrontEnd):
+    """The weekly digest (config ``digest``), posted by whichever replica claims the week first."""
+    if front.agent.config.digest is None:
+        return None
+    from slack_app.digest import DigestScheduler
+
+    return DigestScheduler(front.agent.audit, front.client, front.agent.config.digest, front.claims).start()
+
+
 def run_http(config: AppConfig, host: str, port: int) -> None:
     settings = SlackSettings.from_env(socket_mode=False)
     front = build_front_end(config, settings)
     server = SlackHTTPServer(front.app, host=host, port=port)
+    front.start_recovery()  # runs a dead process left half-done: finish them, or tell their threads
+    digest = start_digest(front)
     log.info("cachebot Slack app listening on %s (events at %s, health at %s)", server.url, EVENTS_PATH, HEALTH_PATH)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        if digest is not None:
+            digest.stop()
         server.httpd.server_close()
         front.close()
         front.agent.close()
@@ -171,10 +184,14 @@ def run_socket_mode(config: AppConfig) -> None:
     # the same Web API base URL (SLACK_API_URL) for apps.connections.open; the app token is passed per call
     handler = SocketModeHandler(front.app, app_token=settings.app_token,
                                 web_client=make_client(settings.bot_token, settings.api_url))
+    front.start_recovery()
+    digest = start_digest(front)
     try:
         handler.start()
     except KeyboardInterrupt:
         pass
     finally:
+        if digest is not None:
+            digest.stop()
         front.close()
         front.agent.close()

@@ -1,0 +1,167 @@
+"""Crash recovery: finish (or report) the purges a process was sending when it died.
+
+While a run sends purges (from the moment the graph's next step is ``execute`` until the run stops), the Agent
+keeps a row in ``cachebot_runs`` (status ``executing``; migration ``0002_claims``, in the audit database) and
+holds the thread's lock (``agent.claims.ThreadLocks``). A finished or failed run deletes its row. So a row whose
+thread lock can be taken belongs to a process that died mid-run.
+
+``recover(agent)`` — run when ``cachebot slack`` starts and by ``cachebot recover`` — takes each such thread's
+lock (without waiting: a live replica's run is skipped) and looks at its last checkpoint:
+
+- nothing left to run (it finished just before dying): the row is cleared and the audit record brought up to date;
+- waiting for approval: left waiting (a pending approval is never decided by recovery);
+- otherwise the graph continues from its last checkpoint (``stream(None, config)``: the interrupted step runs
+  again; purges are idempotent) and the report goes where the request came from (``notify``);
+- if continuing is impossible (``resume=False``, or it raises), the request is marked ``interrupted`` in the audit
+  and its thread is told: "cachebot restarted during this purge; …".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import Column, Engine, MetaData, String, Table, delete, insert, select, update
+
+from agent.audit import UTCDateTime, utc_now
+
+if TYPE_CHECKING:
+    from agent.models import RunResult
+    from agent.runner import Agent
+
+log = logging.getLogger(__name__)
+
+EXECUTING = "executing"
+RESTARTED = "cachebot restarted during this purge"
+
+_metadata = MetaData()
+runs = Table(
+    "cachebot_runs", _metadata,
+    Column("thread_id", String(128), primary_key=True),
+    Column("request_id", String(32)),
+    Column("status", String(20), nullable=False),
+    Column("interface", String(20)),
+    Column("channel", String(200)),
+    Column("owner", String(200), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+def process_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RunTracker:
+    """The ``cachebot_runs`` rows: which threads are sending purges right now."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def executing(self, thread_id: str, *, request_id: str | None, interface: str | None, channel: str | None,
+                  at: datetime | None = None) -> None:
+        at = at or utc_now()
+        row = {"request_id": request_id, "status": EXECUTING, "interface": interface, "channel": channel,
+               "owner": process_owner(), "updated_at": at}
+        with self.engine.begin() as db:
+            # the thread lock is held, so nobody else writes this thread's row meanwhile
+            if db.execute(update(runs).where(runs.c.thread_id == thread_id).values(**row)).rowcount == 0:
+                db.execute(insert(runs).values(thread_id=thread_id, started_at=at, **row))
+
+    def finished(self, thread_id: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(delete(runs).where(runs.c.thread_id == thread_id))
+
+    def get(self, thread_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as db:
+            row = db.execute(select(runs).where(runs.c.thread_id == thread_id)).mappings().first()
+        return dict(row) if row else None
+
+    def all(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as db:
+            return [dict(r) for r in db.execute(select(runs).order_by(runs.c.started_at)).mappings()]
+
+
+@dataclass
+class Recovered:
+    thread_id: str
+    outcome: str  # "finished" (continued to the end), "interrupted", "already_done", "waiting_approval", "busy"
+    interface: str | None = None
+    channel: str | None = None
+    result: RunResult | None = None
+    error: str | None = None
+
+
+Notify = Callable[[Recovered], None]
+
+
+def recover(agent: Agent, *, resume: bool = True, notify: Notify | None = None) -> list[Recovered]:
+    """Finish or report every run left ``executing`` by a dead process. Safe to run on every replica at once."""
+    done: list[Recovered] = []
+    for row in agent.runs.all():
+        thread_id = row["thread_id"]
+        with agent.locks.try_hold(thread_id) as got:
+            if not got:  # a live process is running it (or another replica is recovering it right now)
+                done.append(Recovered(thread_id, "busy", row.get("interface"), row.get("channel")))
+                continue
+            current = agent.runs.get(thread_id)
+            if current is None:  # recovered by another replica between our listing and the lock
+                continue
+            item = _recover_one(agent, current, resume=resume)
+        done.append(item)
+        if notify is not None and item.outcome in ("finished", "interrupted"):
+            try:
+                notify(item)
+            except Exception:
+                log.exception("could not tell %s about its recovered run", thread_id)
+    return done
+
+
+def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovered:
+    thread_id, request_id = row["thread_id"], row.get("request_id")
+    base = {"interface": row.get("interface"), "channel": row.get("channel")}
+    snapshot = agent.graph.get_state(agent._config(thread_id))
+    if snapshot.interrupts:
+        agent.runs.finished(thread_id)
+        return Recovered(thread_id, "waiting_approval", **base, result=agent.result(thread_id))
+    if not snapshot.next and not snapshot.tasks:  # (a task whose writes were saved is not in .next, but in .tasks)
+        result = agent.result(thread_id)
+        if request_id:
+            agent._record_result(request_id, thread_id, result)
+        agent.runs.finished(thread_id)
+        return Recovered(thread_id, "already_done", **base, result=result)
+    if resume:
+        log.info("recovering run %s from its last checkpoint (next: %s)", thread_id, ", ".join(snapshot.next))
+        try:
+            agent._run(None, thread_id, None, request_id=request_id, interface=row.get("interface"),
+                       channel=row.get("channel"))
+            result = agent.result(thread_id)
+            if request_id:
+                agent._record_result(request_id, thread_id, result)
+            return Recovered(thread_id, "finished", **base, result=result)
+        except Exception as exc:
+            log.exception("could not finish run %s after a restart", thread_id)
+            error = f"{type(exc).__name__}: {exc}"
+    else:
+        error = "recovery was asked not to resume runs"
+    if request_id:
+        try:
+            agent._record_result(request_id, thread_id, agent.result(thread_id))  # the plan and intent, at least
+            agent.audit.request_interrupted(request_id, detail=error, at=agent.context.now())
+        except Exception:
+            log.exception("could not record run %s as interrupted", thread_id)
+    agent.runs.finished(thread_id)
+    return Recovered(thread_id, "interrupted", **base, error=error)
+
+
+def interrupted_message(item: Recovered) -> str:
+    return (f"{RESTARTED}; it was not finished and some caches may not have been purged. "
+            "Please check the pages, or ask again.")
+
+
+def finished_message(item: Recovered) -> str:
+    return f"{RESTARTED}; I picked it up again from where it stopped and finished it. The report follows."

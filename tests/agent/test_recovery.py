@@ -1,0 +1,157 @@
+"""Crash recovery (agent/recovery.py) on SQLite and PostgreSQL, with the real cache stack.
+
+A process "dies" mid-execute here by a BaseException thrown from the event callback while the execute node is
+sending purges: the stream is abandoned, no checkpoint is written for execute, the ``cachebot_runs`` row stays,
+and the thread lock is let go (as a dead process's connection / file would be). The multi-process version with
+``kill -9`` is in test_replicas.py.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agent.config import parse_config
+from agent.recovery import EXECUTING, RESTARTED, interrupted_message, recover
+from agent.runner import Agent
+from agent.state import AgentContext
+from tests.agent.conftest import Clock, warm
+
+BIG = "purge " + " ".join(f"https://shop.example/products/{c}/{p}" for c, p in
+                          [("shoes", "runner"), ("shoes", "hiker"), ("hats", "beanie")])
+SMALL = "purge https://shop.example/pricing"
+
+
+class Died(BaseException):
+    """Not an Exception: nothing in the agent catches it, as nothing runs after a kill -9."""
+
+
+def die_in_execute(event: dict) -> None:
+    if event.get("type") == "progress" and event.get("phase") == "purge":
+        raise Died()
+
+
+def empty_run_tables(database_url: str) -> None:
+    """The shared PostgreSQL test database keeps its tables between tests: start without runs or claims."""
+    if database_url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(database_url, autocommit=True) as db:
+            if db.execute("SELECT to_regclass('cachebot_runs') IS NOT NULL").fetchone()[0]:
+                db.execute("DELETE FROM cachebot_runs")
+                db.execute("DELETE FROM cachebot_claims")
+
+
+@pytest.fixture
+def agents(fresh_stack, tmp_path, database_url):
+    empty_run_tables(database_url)
+    made: list[Agent] = []
+
+    def build(**approval) -> Agent:
+        data = fresh_stack.config_dict()
+        data["approval"] = {**data["approval"], "approvers": ["alice"], **approval}
+        data["storage"] = {"sqlite_path": str(tmp_path / "state.sqlite")}
+        config = parse_config(data)
+        agent = Agent(config, context=AgentContext(config=config, now=Clock()), database_url=database_url)
+        made.append(agent)
+        return agent
+
+    yield build
+    for agent in made:
+        agent.close()
+
+
+def test_a_run_that_died_in_execute_is_finished_from_its_last_checkpoint(agents, fresh_stack):
+    warm(fresh_stack, "/pricing", "/")
+    first = agents()
+    with pytest.raises(Died):
+        first.ask(SMALL, user="bob", thread_id="t-died", on_event=die_in_execute)
+    [row] = first.runs.all()
+    assert row["thread_id"] == "t-died" and row["status"] == EXECUTING and row["interface"] == "cli"
+    snapshot = first.graph.get_state(first._config("t-died"))
+    # the last checkpoint is the plan's: execute is its task (in this simulation the abandoned task may still
+    # have finished in the background and saved its writes; after a kill -9 it has none)
+    assert [t.name for t in snapshot.tasks] == ["execute"]
+    first.close()
+
+    restarted = agents()
+    told = []
+    [item] = recover(restarted, notify=told.append)
+    assert item.outcome == "finished" and told == [item]
+    result = item.result
+    assert result.results and {r.status.value for r in result.results} == {"purged_verified"}
+    assert {(r.url, r.layer) for r in result.results} == {(i.url, i.layer) for i in result.plan}
+    assert restarted.runs.all() == []
+    assert not restarted.graph.get_state(restarted._config("t-died")).next  # finished
+    [entry] = restarted.audit.history()
+    assert entry.status == "done" and entry.worked is True and entry.finished_at is not None
+    assert recover(restarted) == []  # nothing left; a second recovery is a no-op
+
+
+def test_a_run_that_died_after_approval_is_finished_too(agents):
+    agent = agents(threshold=2)
+    waiting = agent.ask(BIG, user="bob", thread_id="t-big")
+    assert waiting.pending and agent.runs.all() == []  # waiting for approval is not executing
+    with pytest.raises(Died):
+        agent.decide("t-big", "approve", user="alice", on_event=die_in_execute)
+    assert [r["thread_id"] for r in agent.runs.all()] == ["t-big"]
+    [item] = recover(agent)
+    assert item.outcome == "finished" and item.result.approval.status == "approved"
+    assert len(item.result.results) == len(item.result.plan)
+
+
+def test_without_resume_the_run_is_marked_interrupted_and_its_thread_told(agents):
+    agent = agents()
+    with pytest.raises(Died):
+        agent.ask(SMALL, user="bob", thread_id="t-stop", channel="CWEB", on_event=die_in_execute)
+    told = []
+    [item] = recover(agent, resume=False, notify=told.append)
+    assert item.outcome == "interrupted" and item.interface == "slack" and item.channel == "CWEB"
+    assert told == [item] and interrupted_message(item).startswith(RESTARTED)
+    [entry] = agent.audit.history()
+    assert entry.status == "interrupted" and entry.worked is False
+    assert agent.runs.all() == []
+
+
+def test_a_pending_approval_is_never_decided_by_recovery(agents):
+    agent = agents(threshold=2)
+    waiting = agent.ask(BIG, user="bob", thread_id="t-wait")
+    # as if a process had recorded it executing and died (it cannot, but recovery must still not approve)
+    agent.runs.executing("t-wait", request_id=None, interface="cli", channel=None)
+    [item] = recover(agent)
+    assert item.outcome == "waiting_approval"
+    after = agent.result("t-wait")
+    assert after.pending and after.pending["interrupt_id"] == waiting.pending["interrupt_id"]
+    assert after.approval.status != "approved" and not after.results
+
+
+def test_a_run_still_going_elsewhere_is_left_alone(agents):
+    agent = agents()
+    agent.runs.executing("t-live", request_id=None, interface="cli", channel=None)
+    held, release = threading.Event(), threading.Event()
+
+    def live_runner() -> None:  # another process's run holds the thread lock
+        other = agents()
+        with other.locks.hold("t-live"):
+            held.set()
+            release.wait(30)
+
+    runner = threading.Thread(target=live_runner)
+    runner.start()
+    assert held.wait(30)
+    try:
+        [item] = recover(agent)
+        assert item.outcome == "busy" and [r["thread_id"] for r in agent.runs.all()] == ["t-live"]
+    finally:
+        release.set()
+        runner.join(30)
+
+
+def test_a_finished_run_whose_row_was_left_is_just_cleared(agents):
+    agent = agents()
+    done = agent.ask(SMALL, user="bob", thread_id="t-done")
+    assert done.results and agent.runs.all() == []  # a normal run leaves no row
+    agent.runs.executing("t-done", request_id=None, interface="cli", channel=None)
+    [item] = recover(agent)
+    assert item.outcome == "already_done" and agent.runs.all() == []
