@@ -98,7 +98,9 @@ def test_varnish_purgekeys_clears_every_page_with_the_tag(fresh_stack: Stack) ->
 
     response = varnish_purgekeys(fresh_stack, "product-runner")
     assert response.status_code == 200
-    assert int(response.headers["x-purged-count"]) == 2  # the product page and the shoes listing
+    # the product page and the shoes listing; objects an earlier test cached and fresh_stack banned stay in
+    # xkey's index until the ban lurker removes them, and xkey counts them too
+    assert int(response.headers["x-purged-count"]) >= 2
     assert get(fresh_stack.varnish_url, "/products/shoes/runner").headers["x-cache"] == "MISS"
     assert get(fresh_stack.varnish_url, "/products/shoes").headers["x-cache"] == "MISS"
     assert get(fresh_stack.varnish_url, "/products/hats/beanie").headers["x-cache"] == "HIT"
