@@ -31,12 +31,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_agent(fresh_stack: Stack, tmp_path, clock) -> Iterator[Callable[..., Agent]]:
-    """Build an Agent on the stack; keyword arguments override top-level config sections."""
+def make_agent(fresh_stack: Stack, tmp_path, clock, database_url) -> Iterator[Callable[..., Agent]]:
+    """Build an Agent on the stack; keyword arguments override top-level config sections.
+
+    Parametrised through ``database_url``: every graph test runs once on SQLite (checkpoints and audit in files)
+    and once on the real PostgreSQL (PostgresSaver and the audit in one database)."""
     agents: list[Agent] = []
 
     def build(checkpoint: str = "state.sqlite", **sections) -> Agent:
         data = fresh_stack.config_dict()
+        data["storage"] = {**data["storage"], "database_url": database_url}
         for key, value in sections.items():
             data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
         config: AppConfig = parse_config(data)
