@@ -60,3 +60,19 @@ class AgentContext:
     understander: Any = None
     # The audit trail (``agent.audit.AuditStore``) the report node answers "history" questions from; Agent sets it.
     audit: Any = None
+
+
+_studio_context: AgentContext | None = None
+
+
+def context_of(runtime: Any) -> AgentContext:
+    """The run's context; under `langgraph dev` / LangGraph Studio, where no front end supplies one, it is
+    built once from the config file named by $CACHEBOT_CONFIG."""
+    global _studio_context
+    if runtime.context is not None:
+        return runtime.context
+    if _studio_context is None:
+        from agent.config import load_config
+
+        _studio_context = AgentContext(config=load_config())
+    return _studio_context

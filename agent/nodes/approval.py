@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from agent.policy import approvers_description, is_expired, refuse_approver
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 
 
 def approval_request(state: PurgeState, context: AgentContext) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def approval_request(state: PurgeState, context: AgentContext) -> dict[str, Any]
 def approval_node(
     state: PurgeState, runtime: Runtime[AgentContext]
 ) -> Command[Literal["approval", "execute", "report"]]:
-    context = runtime.context
+    context = context_of(runtime)
     decision = interrupt(approval_request(state, context))
     record = dict(state["approval"])
     now = context.now()

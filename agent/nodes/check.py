@@ -12,11 +12,11 @@ from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import CheckResult
 from agent.nodes.verify import origin_observations
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 
 
 def check_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    checks = asyncio.run(check_urls(state["urls"], runtime.context))
+    checks = asyncio.run(check_urls(state["urls"], context_of(runtime)))
     return {"checks": [check.model_dump(mode="json") for check in checks]}
 
 

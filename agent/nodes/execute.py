@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from agent.layers.base import CacheLayer, Capability, Outcome
 from agent.layerset import open_layers
 from agent.models import Operation, PlanItem
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -28,7 +28,7 @@ def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeStat
     repair = state.get("repair") or []
     items = [PlanItem.model_validate(item) for item in (repair or state["plan"]["items"])]
     run_id = f"{thread_id()}:{'repair' if repair else 'first'}"
-    outcomes = asyncio.run(execute_plan(items, runtime.context, stream_writer(), run_id=run_id))
+    outcomes = asyncio.run(execute_plan(items, context_of(runtime), stream_writer(), run_id=run_id))
     if repair:
         outcomes = merge_repair(state.get("purge_outcomes", []), outcomes)
     return {"purge_outcomes": outcomes}

@@ -16,11 +16,11 @@ from agent.layerset import open_layers
 from agent.mapping import expand_pages, plan_items, purge_all_items, site_of
 from agent.models import Intent, Plan
 from agent.policy import approval_reason
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 
 
 def plan_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    context = runtime.context
+    context = context_of(runtime)
     plan = asyncio.run(build_plan(state, context))
     now = context.now()
     plan.created_at = now

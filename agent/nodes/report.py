@@ -7,7 +7,7 @@ from collections import Counter
 from langgraph.runtime import Runtime
 
 from agent.models import Intent, ItemStatus
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 
 HELP_TEXT = (
     "I clear cached pages and check that they are really fresh afterwards.\n"
@@ -20,7 +20,7 @@ HELP_TEXT = (
 
 
 def report_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    reply = compose_reply(state, runtime.context)
+    reply = compose_reply(state, context_of(runtime))
     note = state.get("understanding_note")  # the model's short reply, or the note that rules were used instead
     return {"reply": f"{note}\n{reply}" if note else reply}
 

@@ -8,13 +8,13 @@ from typing import Literal
 from langgraph.runtime import Runtime
 
 from agent.models import Intent
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 from agent.urls import screen_urls
 from agent.understanding import words_only
 
 
 def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    config = runtime.context.config
+    config = context_of(runtime).config
     urls, rejected = screen_urls(state.get("message", ""), config)
     if state.get("selected") and state["intent"] != Intent.PURGE_ALL:
         urls = narrow_to_selection(state.get("message", ""), urls, state["selected"])

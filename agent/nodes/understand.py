@@ -13,7 +13,7 @@ from typing import Literal
 from langgraph.runtime import Runtime
 
 from agent.models import Intent
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 from agent.understanding import Understander
 
 
@@ -26,7 +26,7 @@ def understander_of(context: AgentContext) -> Understander:
 
 
 def understand_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    context = runtime.context
+    context = context_of(runtime)
     sites = [site.name for site in context.config.sites]
     understanding = understander_of(context).understand_request(state.get("message", ""), sites)
     return {

@@ -19,7 +19,7 @@ from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import ItemResult, ItemStatus, Operation, PlanItem
 from agent.nodes.execute import layer_tiers, stream_writer
-from agent.state import AgentContext, PurgeState
+from agent.state import AgentContext, PurgeState, context_of
 
 
 STILL_STALE = "but it still serves stale content"
@@ -29,7 +29,7 @@ def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState
     repairing = bool(state.get("repair"))
     items = [PlanItem.model_validate(item) for item in (state.get("repair") or state["plan"]["items"])]
     outcomes = {(o["layer"], o["target"]): o for o in state.get("purge_outcomes", [])}
-    results = [r.model_dump(mode="json") for r in asyncio.run(verify_items(items, outcomes, runtime.context))]
+    results = [r.model_dump(mode="json") for r in asyncio.run(verify_items(items, outcomes, context_of(runtime)))]
     if repairing:
         redone = {(r["url"], r["layer"]): r for r in results}
         results = [redone.get((r["url"], r["layer"]), r) for r in state.get("results", [])]

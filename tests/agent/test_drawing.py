@@ -28,3 +28,19 @@ def test_png_is_rendered_offline(tmp_path):
     written = write_drawings(tmp_path)
     png = tmp_path / f"{GRAPH_NAME}.png"
     assert png in written and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_studio_graph_runs_with_the_config_from_the_environment(tmp_path, monkeypatch):
+    """`langgraph dev` loads agent/graph.py:graph with no front end: the config comes from $CACHEBOT_CONFIG."""
+    import yaml
+
+    import agent.state
+    from agent.graph import graph
+    from tests.agent.test_config import minimal
+
+    path = tmp_path / "cachebot.yaml"
+    path.write_text(yaml.safe_dump(minimal()))
+    monkeypatch.setenv("CACHEBOT_CONFIG", str(path))
+    monkeypatch.setattr(agent.state, "_studio_context", None)
+    result = graph.invoke({"message": "help", "user": "studio"})
+    assert "Sites I manage: shop (shop.example)" in result["reply"]
