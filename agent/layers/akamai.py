@@ -77,8 +77,9 @@ class EdgeGridHttpxAuth(httpx.Auth):
         yield request
 
 
-def encoded_body(objects: Sequence[str]) -> bytes:
-    return json.dumps({"objects": list(objects)}, separators=(",", ":"), ensure_ascii=False).encode()
+def encoded_body(objects: Sequence[str], kind: str = "url") -> bytes:
+    values = [int(o) for o in objects] if kind == "cpcode" else list(objects)  # CP codes are numbers in the API
+    return json.dumps({"objects": values}, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def split_by_size(objects: Sequence[str], limit: int, max_count: int | None = None) -> tuple[list[list[str]], list[str]]:
@@ -129,6 +130,7 @@ class AkamaiLayer(HttpCacheLayer):
         verify_endpoint: str | None = Field(default=None, description="fetch pages through the edge here to verify")
         verify_wait_seconds: float = Field(default=10.0, ge=0, le=120)
         max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1_000, le=MAX_BODY_BYTES)
+        cp_codes: list[int] = Field(default_factory=list, description="the site's CP codes: purge everything by them")
 
         @field_validator("verify_endpoint")
         @classmethod
@@ -146,6 +148,8 @@ class AkamaiLayer(HttpCacheLayer):
         self.auth = EdgeGridHttpxAuth(*(creds[name].get_secret_value() if name in creds else "" for name in CREDENTIALS))
         self._secrets = [creds[n].get_secret_value() for n in CREDENTIALS if n in creds and creds[n].get_secret_value()]
         self.verifies_against_origin = self.options.verify_endpoint is not None
+        if self.options.cp_codes:  # purging a whole site is only possible by its CP codes
+            self.capabilities = frozenset(type(self).capabilities | {Capability.PURGE_ALL})  # type: ignore[misc]
         self._edge_client: httpx.AsyncClient | None = None
         self._edge_loop: asyncio.AbstractEventLoop | None = None
 
@@ -173,7 +177,7 @@ class AkamaiLayer(HttpCacheLayer):
             text = text.replace(secret, "***")
         return text
 
-    def purge_path(self, kind: Literal["url", "tag"]) -> str:
+    def purge_path(self, kind: Literal["url", "tag", "cpcode"]) -> str:
         return f"/ccu/v3/{self.options.action}/{kind}/{self.options.network}"
 
     def items_per_request(self, operation: str) -> int:
@@ -206,7 +210,7 @@ class AkamaiLayer(HttpCacheLayer):
             )
         return self.scrub(f"Akamai answered HTTP {response.status_code}" + (f": {what}" if what else ""))
 
-    async def _purge(self, kind: Literal["url", "tag"], objects: Sequence[str]) -> dict[str, Outcome]:
+    async def _purge(self, kind: Literal["url", "tag", "cpcode"], objects: Sequence[str]) -> dict[str, Outcome]:
         unique = list(dict.fromkeys(objects))
         chunks, too_big = split_by_size(unique, self.options.max_body_bytes, self.max_count)
         results: dict[str, Outcome] = {
@@ -216,7 +220,7 @@ class AkamaiLayer(HttpCacheLayer):
         }
 
         async def send(chunk: list[str]) -> None:
-            body = encoded_body(chunk)
+            body = encoded_body(chunk, kind)
             try:
                 response, made = await self._post(self.purge_path(kind), body)
             except LayerUnavailable as exc:
@@ -262,6 +266,15 @@ class AkamaiLayer(HttpCacheLayer):
 
     async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:
         return await self._purge("tag", tags)
+
+    async def purge_all(self, hosts: Sequence[str]) -> Outcome:
+        """Everything on the site, by its CP codes (Fast Purge has no per-host purge)."""
+        if not self.options.cp_codes:
+            return Outcome("skipped", "no cp_codes configured: Akamai can only purge everything by CP code", 0)
+        outcomes = await self._purge("cpcode", [str(code) for code in self.options.cp_codes])
+        failed = [o for o in outcomes.values() if o.status == "failed"]
+        attempts = max(o.attempts for o in outcomes.values())
+        return failed[0] if failed else Outcome("purged", next(iter(outcomes.values())).detail, attempts)
 
     # --- observe / verify ---------------------------------------------------------------------------------
 

@@ -127,10 +127,12 @@ class FakeAkamai(FakeServer):
         if len(request.body) >= MAX_BODY:
             return problem(413, "Request Entity Too Large",
                            f"The request body is {len(request.body)} bytes; it must be under {MAX_BODY}", request.path)
-        objects = (request.json or {}).get("objects") if isinstance(request.json, dict) else None
-        if not isinstance(objects, list) or not objects or not all(isinstance(o, str) and o for o in objects):
-            return problem(400, "Bad Request", "the body must be {\"objects\": [non-empty strings]}", request.path)
         action, kind, network = match.groups()
+        objects = (request.json or {}).get("objects") if isinstance(request.json, dict) else None
+        wanted_type = int if kind == "cpcode" else str  # Fast Purge takes CP codes as numbers, the rest as strings
+        if not isinstance(objects, list) or not objects or not all(isinstance(o, wanted_type) and o for o in objects):
+            return problem(400, "Bad Request", f"the body must be {{\"objects\": [non-empty {wanted_type.__name__}]}}",
+                           request.path)
         if kind == "url" and not all(o.startswith(("http://", "https://")) for o in objects):
             return problem(400, "Bad Request", "url purges take absolute http(s) URLs", request.path)
         with self._lock:

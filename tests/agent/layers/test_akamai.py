@@ -185,3 +185,12 @@ def test_config_needs_https_and_all_three_credentials() -> None:
     with pytest.raises(ConfigError, match=r"layers\[0\]\.options\.action"):
         parse_config(config_with({**ok, "options": {"action": "ban"}}))
     assert len(encoded_body(["a"])) == len('{"objects":["a"]}')
+
+
+def test_purge_everything_goes_by_cp_code_as_numbers(api) -> None:
+    layer = make_layer(api.url, options={"cp_codes": [12345, 67890]})
+    assert layer.supports(Capability.PURGE_ALL)
+    outcome = run(layer, lambda: layer.purge_all([HOST]))
+    assert outcome.status == "purged" and "2 cpcodes" in outcome.detail
+    assert api.purges == [("invalidate", "cpcode", "production", [12345, 67890])]
+    assert not make_layer(api.url).supports(Capability.PURGE_ALL)  # without CP codes there is no way to
