@@ -172,6 +172,12 @@ def slack(
     http: Annotated[bool, typer.Option("--http", help="HTTP mode: events and interactivity at /slack/events")] = False,
     port: Annotated[int, typer.Option(help="HTTP mode port")] = 3000,
     host: Annotated[str, typer.Option(help="HTTP mode address")] = "0.0.0.0",
+    workers: Annotated[int, typer.Option(help="agent runs in this many worker processes (0: threads in the app "
+                                              "process)", min=0)] = 0,
+    intake_workers: Annotated[int, typer.Option(help="with --workers: processes for intake (claims, first reply)",
+                                                min=1)] = 1,
+    worker_nice: Annotated[int, typer.Option(help="with --workers: CPU niceness added to worker processes, so "
+                                                  "runs yield to acks", min=0, max=19)] = 19,
 ) -> None:
     """Run the Slack app. Tokens come from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN, SLACK_API_URL."""
     import logging
@@ -184,7 +190,8 @@ def slack(
     settings = config_or_exit(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_socket_mode(settings) if socket else run_http(settings, host, port)
+        options = {"workers": workers, "intake_processes": intake_workers, "worker_nice": worker_nice}
+        run_socket_mode(settings, **options) if socket else run_http(settings, host, port, **options)
     except SetupError as exc:
         console.print(f"[red]Cannot start:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -1,10 +1,18 @@
 """The Slack front end: translates Slack events and button clicks into ``Agent`` calls, and results into messages.
 
 Threading model
-    Bolt runs each listener on its listener executor and answers Slack as soon as the listener calls
-    ``ack()``. Our listeners do nothing but queue the request on ``self.intake`` and ``ack()`` (filters, claims,
-    the "Looking at…" reply: milliseconds), which hands the agent run to ``self.runs`` (a bounded pool). So
-    Bolt's threads are never busy with our work, and a long purge or a backlog of runs cannot delay an ack.
+    Our listeners do nothing but queue the request and ``ack()`` (microseconds), so Bolt runs them inline on
+    the HTTP request's thread (``process_before_response``: no hop through a listener pool) and answers Slack
+    as soon as they return. The queued work is the intake (filters, claims, the "Looking at…" reply), which
+    hands the agent run on. Two ways to run that work:
+
+    threads (``workers=0``, the default; tests)
+        ``self.intake`` and ``self.runs`` are thread pools in this process.
+    processes (``workers=N``; ``cachebot slack --workers N``)
+        Intake and runs go to pools of worker processes (``slack_app/workers.py``), each with its own Agent,
+        Web API client and claims connection, optionally at a lower CPU priority. The agent's work (graph,
+        checkpoints, audit: tens of milliseconds of CPU per run) then never holds this process's GIL, so a
+        backlog of runs cannot slow the ack path. Jobs carry only picklable arguments.
 
 Exactly once
     Slack retries (``X-Slack-Retry-Num``) and redelivers (same ``event_id``); a channel mention arrives both as
@@ -25,8 +33,8 @@ import logging
 import re
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -41,7 +49,13 @@ from agent.state import AgentContext
 from slack_app import blocks as kit
 from slack_app.progress import ProgressMessage
 
+if TYPE_CHECKING:
+    from slack_app.workers import WorkerSpec
+
 log = logging.getLogger("cachebot.slack")
+
+# what a listener hands on: the name of a SlackFrontEnd method and its (picklable) arguments
+Job = tuple[str, tuple]
 
 # What the app listens to. tests/slack_app/test_manifest.py keeps manifest.yml in step with these.
 EVENT_SUBSCRIPTIONS = {"app_mention": "app_mention", "message.im": "message", "message.channels": "message"}
@@ -92,14 +106,20 @@ class SlackFrontEnd:
         agent: Agent,
         client: WebClient,
         *,
-        signing_secret: str,
+        signing_secret: str | None,
         claims: ClaimStore | None = None,
         run_workers: int = 8,
         intake_workers: int = 16,
         listener_workers: int = 16,
         progress_interval: float = 1.0,
         token_verification: bool = True,
+        workers: int = 0,
+        intake_processes: int = 1,
+        worker_spec: WorkerSpec | None = None,
     ):
+        """``signing_secret=None``: no Bolt app (a worker process's copy, which only does intake and runs).
+        ``workers``: run intake and agent runs in that many worker processes built from ``worker_spec``
+        (plus ``intake_processes`` for intake); 0 keeps them on thread pools in this process."""
         self.agent = agent
         self.client = client
         # on PostgreSQL the claims share the audit's database (and engine) with every replica
@@ -114,16 +134,29 @@ class SlackFrontEnd:
         self._pending: set[Future] = set()
         self.received = 0  # requests that reached a listener (tests and benchmarks wait on it)
         self._pending_lock = threading.Lock()
-        self.app = App(
-            client=client,
-            signing_secret=signing_secret,
-            process_before_response=False,
-            listener_executor=self._listeners,
-            token_verification_enabled=token_verification,
-        )
-        self._register()
+        self.processes = None
+        if workers:
+            if worker_spec is None:
+                raise ValueError("workers > 0 needs a worker_spec (config and Slack settings for the workers)")
+            from slack_app.workers import WorkerPools
+
+            self.processes = WorkerPools(worker_spec, runs=workers, intake=max(1, intake_processes))
+        self.app: App | None = None
+        if signing_secret is not None:
+            self.app = App(
+                client=client,
+                signing_secret=signing_secret,
+                # our listeners only queue and ack: run them inline, and answer as soon as they return
+                process_before_response=True,
+                listener_executor=self._listeners,
+                token_verification_enabled=token_verification,
+            )
+            self._register()
 
     def close(self) -> None:
+        if self.processes is not None:
+            self.wait_idle(60)  # the pools' done callbacks may still be handing runs on
+            self.processes.close()
         self.intake.shutdown(wait=True)
         self.runs.shutdown(wait=True)
         self._listeners.shutdown(wait=True)
@@ -146,7 +179,10 @@ class SlackFrontEnd:
         return recovery.recover(self.agent, resume=resume, notify=self.tell_recovered)
 
     def start_recovery(self) -> None:
-        self._submit(self.runs, self.recover)
+        if self.processes is not None:
+            self._submit(self.processes.runs, self.processes.call, "recover", ())
+        else:
+            self._submit(self.runs, self.recover)
 
     def tell_recovered(self, item: recovery.Recovered) -> None:
         channel, _, thread_ts = item.thread_id.partition(":")
@@ -173,12 +209,12 @@ class SlackFrontEnd:
         # queued before the ack (so "acked" implies "queued"); acked whatever happens
         try:
             retry_num = request.headers.get("x-slack-retry-num", [None])[0]
-            self._submit(self.intake, self._accept, body, event, context.bot_user_id, retry_num)
+            self._take_in("_accept", {"event_id": body.get("event_id")}, event, context.bot_user_id, retry_num)
         finally:
             ack()
             self._count_received()
 
-    def _accept(self, body: dict, event: dict, bot_user_id: str | None, retry_num: str | None) -> None:
+    def _accept(self, body: dict, event: dict, bot_user_id: str | None, retry_num: str | None) -> Job | None:
         if event.get("bot_id") or event.get("subtype") or not event.get("user") or event.get("user") == bot_user_id:
             return  # bots (ourselves included), edits, deletions, joins: not requests
         channel, ts, text = event.get("channel"), event.get("ts"), event.get("text") or ""
@@ -203,7 +239,7 @@ class SlackFrontEnd:
                                            "first, or start a new thread for a new request.")
             return
         status_ts = self._post(channel, thread_ts, kit.looking_at(_url_count(message)))
-        self._submit(self.runs, self._run_request, channel, thread_ts, thread_id, event["user"], message, status_ts)
+        return "_run_request", (channel, thread_ts, thread_id, event["user"], message, status_ts)
 
     def _known_thread(self, thread_id: str) -> bool:
         result = self.agent.result(thread_id)
@@ -268,12 +304,12 @@ class SlackFrontEnd:
 
     def _on_action(self, ack, body: dict, action: dict) -> None:
         try:
-            self._submit(self.intake, self._click, body, action)
+            self._take_in("_click", body, action)
         finally:
             ack()
             self._count_received()
 
-    def _click(self, body: dict, action: dict) -> None:
+    def _click(self, body: dict, action: dict) -> Job | None:
         clicker = (body.get("user") or {}).get("id") or ""
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
         message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
@@ -292,7 +328,7 @@ class SlackFrontEnd:
         if not self.claims.claim(key):
             self._ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
             return
-        self._submit(self.runs, self._decide, channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
+        return "_decide", (channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
 
     def _decide(self, channel: str, thread_ts: str, thread_id: str, interrupt_id: str, decision: str,
                 clicker: str, message_ts: str | None, key: str) -> None:
@@ -346,16 +382,43 @@ class SlackFrontEnd:
         with self._pending_lock:
             self.received += 1
 
-    def _submit(self, pool: ThreadPoolExecutor, fn, *args: Any) -> None:
+    def _take_in(self, name: str, *args: Any) -> None:
+        """Queue an intake job (``_accept`` / ``_click``); the run it returns, if any, goes to the runs pool."""
+        if self.processes is not None:
+            self._submit(self.processes.intake, self.processes.call, name, args, then=self._hand_on)
+        else:
+            self._submit(self.intake, self._intake_then_run, name, *args)
+
+    def _intake_then_run(self, name: str, *args: Any) -> None:
+        job = getattr(self, name)(*args)
+        if job is not None:
+            self._submit(self.runs, getattr(self, job[0]), *job[1])
+
+    def _hand_on(self, future: Future) -> None:
+        """An intake job finished in a worker process: start the run it asked for (before it stops counting
+        as pending, so ``wait_idle`` never sees a gap)."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        job = future.result()
+        if job is not None and self.processes is not None:
+            self._submit(self.processes.runs, self.processes.call, job[0], job[1])
+
+    def _submit(self, pool: Executor, fn, *args: Any, then=None) -> None:
         future = pool.submit(fn, *args)
         with self._pending_lock:
             self._pending.add(future)
-        future.add_done_callback(self._done)
+        future.add_done_callback(lambda f: self._done(f, then))
 
-    def _done(self, future: Future) -> None:
-        with self._pending_lock:
-            self._pending.discard(future)
-        if future.exception():  # never let one bad event or click take a worker down silently
+    def _done(self, future: Future, then=None) -> None:
+        try:
+            if then is not None:
+                then(future)
+        except Exception:
+            log.exception("handing on a background job failed")
+        finally:
+            with self._pending_lock:
+                self._pending.discard(future)
+        if not future.cancelled() and future.exception():  # never let one bad event or click go silently
             log.error("background job failed", exc_info=future.exception())
 
     def _post(self, channel: str, thread_ts: str, text: str, blocks: list[dict] | None = None) -> str | None:

@@ -67,10 +67,24 @@ def make_client(token: str, api_url: str | None = None, *, rate_limit_retries: i
     )
 
 
-def build_front_end(config: AppConfig, settings: SlackSettings, **options) -> SlackFrontEnd:
+def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int = 0, intake_processes: int = 1,
+                    worker_nice: int | None = None, **options) -> SlackFrontEnd:
+    """``workers``: intake and agent runs in worker processes (``slack_app/workers.py``); 0: threads here."""
     client = make_client(settings.bot_token, settings.api_url)
     agent = Agent(config, context=slack_context(config, client))
-    return SlackFrontEnd(agent, client, signing_secret=settings.signing_secret, **options)
+    spec = None
+    if workers:
+        from slack_app.workers import DEFAULT_NICE, WorkerSpec
+
+        spec = WorkerSpec(config=config, bot_token=settings.bot_token, api_url=settings.api_url,
+                          progress_interval=options.get("progress_interval", 1.0),
+                          nice=DEFAULT_NICE if worker_nice is None else worker_nice,
+                          log_level=logging.getLogger().getEffectiveLevel())
+    front = SlackFrontEnd(agent, client, signing_secret=settings.signing_secret, workers=workers,
+                          intake_processes=intake_processes, worker_spec=spec, **options)
+    if front.processes is not None:
+        front.processes.warm_up()
+    return front
 
 
 class SlackHTTPServer:
@@ -157,9 +171,11 @@ def start_digest(front: SlackFrontEnd):
     return DigestScheduler(front.agent.audit, front.client, front.agent.config.digest, front.claims).start()
 
 
-def run_http(config: AppConfig, host: str, port: int) -> None:
+def run_http(config: AppConfig, host: str, port: int, *, workers: int = 0, intake_processes: int = 1,
+             worker_nice: int | None = None) -> None:
     settings = SlackSettings.from_env(socket_mode=False)
-    front = build_front_end(config, settings)
+    front = build_front_end(config, settings, workers=workers, intake_processes=intake_processes,
+                            worker_nice=worker_nice)
     server = SlackHTTPServer(front.app, host=host, port=port)
     front.start_recovery()  # runs a dead process left half-done: finish them, or tell their threads
     digest = start_digest(front)
@@ -176,11 +192,13 @@ def run_http(config: AppConfig, host: str, port: int) -> None:
         front.agent.close()
 
 
-def run_socket_mode(config: AppConfig) -> None:
+def run_socket_mode(config: AppConfig, *, workers: int = 0, intake_processes: int = 1,
+                    worker_nice: int | None = None) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     settings = SlackSettings.from_env(socket_mode=True)
-    front = build_front_end(config, settings)
+    front = build_front_end(config, settings, workers=workers, intake_processes=intake_processes,
+                            worker_nice=worker_nice)
     # the same Web API base URL (SLACK_API_URL) for apps.connections.open; the app token is passed per call
     handler = SocketModeHandler(front.app, app_token=settings.app_token,
                                 web_client=make_client(settings.bot_token, settings.api_url))

@@ -153,6 +153,50 @@ class FakeSlack:
         return {"ok": True, "files": [{"id": f["id"], "title": f.get("title"), "name": f.get("title")} for f in files]}
 
 
+class FakeSlackProcess:
+    """A ``FakeSlack`` in its own process, as the real Slack is never in the app's process: its HTTP threads
+    do not take the GIL from the app being measured (benchmarks). ``calls(method)`` fetches the call log
+    (as ``(args, status)`` pairs) over a pipe."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve_fake_slack, args=(child,), daemon=True)
+        self._process.start()
+        self.api_url: str = self._conn.recv()
+
+    def calls(self, method: str) -> list[dict[str, Any]]:
+        """The arguments of every successful call to ``method``, in order."""
+        self._conn.send(("calls", method))
+        return self._conn.recv()
+
+    def close(self) -> None:
+        try:
+            self._conn.send(("close", None))
+            self._conn.recv()
+        except (EOFError, OSError):
+            pass
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+
+
+def _serve_fake_slack(conn) -> None:
+    fake = FakeSlack()
+    conn.send(fake.api_url)
+    while True:
+        command, arg = conn.recv()
+        if command == "calls":
+            conn.send([c.args for c in fake.calls_to(arg)])
+        elif command == "close":
+            fake.close()
+            conn.send(True)
+            return
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeSlack
     protocol_version = "HTTP/1.1"

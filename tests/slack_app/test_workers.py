@@ -1,0 +1,77 @@
+"""Worker-process mode (``SlackFrontEnd(workers=N)``, ``cachebot slack --workers N``): intake and runs happen in
+other processes, each with its own Agent and client, and every event still produces exactly one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from agent.audit import requests as audit_requests
+from agent.config import parse_config
+from slack_app.server import SlackHTTPServer, SlackSettings, build_front_end
+from tests.fakes.slack import SlackSender, event_payload, mention
+
+SECRET = "worker-mode-signing-secret"
+
+
+def test_worker_processes_run_each_event_once_and_reply(fake_slack, tmp_path: Path):
+    config = parse_config({
+        "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
+        "layers": [{"name": "edge", "kind": "varnish", "endpoint": "http://127.0.0.1:9"}],
+        "approval": {"approvers": ["UALICE"]},
+        "storage": {"sqlite_path": str(tmp_path / "state.sqlite")},
+    })
+    settings = SlackSettings(bot_token="xoxb-test", signing_secret=SECRET, app_token=None, api_url=fake_slack.api_url)
+    front = build_front_end(config, settings, workers=1, worker_nice=0)
+    server = SlackHTTPServer(front.app, port=0).start()
+    try:
+        sender = SlackSender(server.url + "/slack/events", SECRET)
+        threads = []
+        for n in range(3):
+            ts = f"1850000000.00000{n}"
+            payload = event_payload(mention("help", user="UBOB", channel="CWORK", ts=ts))
+            assert sender.event({}, payload=payload)[0] == 200
+            assert sender.event({}, payload=payload, retry_num=1)[0] == 200  # a Slack retry: no second run
+            threads.append(ts)
+        assert front.wait_idle(60)
+        with front.agent.audit.engine.connect() as db:
+            runs = dict(db.execute(select(audit_requests.c.thread_id, func.count())
+                                   .group_by(audit_requests.c.thread_id)).all())
+        assert runs == {f"CWORK:{ts}": 1 for ts in threads}
+        for ts in threads:
+            [reply] = fake_slack.in_thread("CWORK", ts)
+            assert reply["updates"] >= 1 and "Looking at" not in (reply["text"] or "")  # the answer replaced it
+    finally:
+        server.stop()
+        front.close()
+        front.agent.close()
+
+
+def test_a_dead_worker_is_replaced_and_events_keep_working(fake_slack, tmp_path: Path):
+    import os
+    import signal
+
+    from slack_app.workers import _ping
+
+    config = parse_config({
+        "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
+        "layers": [{"name": "edge", "kind": "varnish", "endpoint": "http://127.0.0.1:9"}],
+        "storage": {"sqlite_path": str(tmp_path / "state.sqlite")},
+    })
+    settings = SlackSettings(bot_token="xoxb-test", signing_secret=SECRET, app_token=None, api_url=fake_slack.api_url)
+    front = build_front_end(config, settings, workers=1, worker_nice=0)
+    server = SlackHTTPServer(front.app, port=0).start()
+    try:
+        for pool in (front.processes.intake, front.processes.runs):  # a worker killed as the OOM killer would
+            os.kill(pool.submit(_ping).result(timeout=60), signal.SIGKILL)
+        sender = SlackSender(server.url + "/slack/events", SECRET)
+        payload = event_payload(mention("help", user="UBOB", channel="CWORK", ts="1850000001.000001"))
+        assert sender.event({}, payload=payload)[0] == 200
+        assert front.wait_idle(60)
+        [reply] = fake_slack.in_thread("CWORK", "1850000001.000001")
+        assert "Looking at" not in (reply["text"] or "")
+    finally:
+        server.stop()
+        front.close()
+        front.agent.close()
