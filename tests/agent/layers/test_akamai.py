@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
@@ -12,6 +11,7 @@ from akamai.edgegrid.edgegrid import EdgeGridAuthHeaders
 from agent.config import ConfigError, LayerConfig, parse_config
 from agent.layers.akamai import AkamaiLayer, EdgeGridHttpxAuth, encoded_body
 from agent.layers.base import Capability
+from tests.agent.layers.helpers import run
 from tests.fakes.akamai import FakeAkamai, edgegrid_signature
 from tests.fakes.base import FakeEdge
 
@@ -36,16 +36,6 @@ def make_layer(endpoint: str, creds: dict | None = None, **extra) -> AkamaiLayer
     extra.setdefault("retries", 2)
     return AkamaiLayer(LayerConfig(name="akamai", kind="akamai", endpoint=endpoint, credentials=creds or CREDS,
                                    options=options, **extra))
-
-
-def run(layer: AkamaiLayer, coro_fn):
-    async def main():
-        try:
-            return await coro_fn()
-        finally:
-            await layer.aclose()
-
-    return asyncio.run(main())
 
 
 def test_our_signature_matches_the_reference_library_and_the_fakes_spec() -> None:

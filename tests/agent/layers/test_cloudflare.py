@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -13,6 +12,7 @@ from agent.config import LayerConfig
 from agent.layers import build_layer, validate_layer_options
 from agent.layers.base import Capability, Outcome
 from agent.layers.cloudflare import CloudflareLayer
+from tests.agent.layers.helpers import run
 from tests.fakes import FakeCloudflare
 
 T = TypeVar("T")
@@ -35,16 +35,6 @@ def make_layer(cf: FakeCloudflare, token: str | None = None, config: dict[str, A
         credentials={"api_token": token or cf.token},
         options={"zone_id": cf.zone_id, **options}, **settings,
     ))
-
-
-def run(layer, scenario: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await scenario()
-        finally:
-            await layer.aclose()
-
-    return asyncio.run(main())
 
 
 def urls(n: int, prefix: str = "p") -> list[str]:

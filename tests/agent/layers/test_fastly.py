@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -13,6 +12,7 @@ from agent.config import LayerConfig
 from agent.layers import build_layer, validate_layer_options
 from agent.layers.base import Capability, Outcome
 from agent.layers.fastly import FastlyLayer
+from tests.agent.layers.helpers import run
 from tests.fakes import FakeFastly
 
 T = TypeVar("T")
@@ -34,16 +34,6 @@ def make_layer(api: FakeFastly, key: str | None = None, config: dict[str, Any] |
         name="cdn", kind="fastly", endpoint=api.url, credentials={"api_key": key or api.key},
         options={"service_id": api.service_id, **options}, **settings,
     ))
-
-
-def run(layer, scenario: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await scenario()
-        finally:
-            await layer.aclose()
-
-    return asyncio.run(main())
 
 
 def urls(n: int) -> list[str]:

@@ -6,7 +6,6 @@ origin serve an edit, a test drops the app-cache key and purges Varnish directly
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -17,21 +16,18 @@ from agent.config import LayerConfig
 from agent.layers import validate_layer_options
 from agent.layers.base import Capability
 from agent.layers.nginx import NginxLayer
-from tests.agent.layers.test_varnish import HOST, closed_port, fresh_origin, new_page, origin_observation
+from tests.agent.layers.helpers import run
+from tests.agent.layers.test_varnish import (
+    HOST,
+    closed_port,
+    fresh_origin,
+    new_page,
+    origin_observation,
+)
 
 
 def make_layer(endpoint: str, **options) -> NginxLayer:
     return NginxLayer(LayerConfig(name="edge", kind="nginx", endpoint=endpoint, retries=1, options=options))
-
-
-def run(layer, scenario):
-    async def main():
-        try:
-            return await scenario()
-        finally:
-            await layer.aclose()
-
-    return asyncio.run(main())
 
 
 def change_behind_the_edge(stack, path: str, body: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
@@ -13,22 +12,18 @@ from agent.config import LayerConfig
 from agent.layers import validate_layer_options
 from agent.layers.base import Capability
 from agent.layers.redis import RedisLayer, redact
-from tests.agent.layers.test_varnish import HOST, closed_port, new_page, origin_observation
+from tests.agent.layers.helpers import run
+from tests.agent.layers.test_varnish import (
+    HOST,
+    closed_port,
+    new_page,
+    origin_observation,
+)
 
 
 def make_layer(endpoint: str, templates: list[str], **extra) -> RedisLayer:
     options = {"key_templates": templates, **extra.pop("options", {})}
     return RedisLayer(LayerConfig(name="appcache", kind="redis", endpoint=endpoint, retries=1, options=options, **extra))
-
-
-def run(layer, scenario):
-    async def main():
-        try:
-            return await scenario()
-        finally:
-            await layer.aclose()
-
-    return asyncio.run(main())
 
 
 @pytest.fixture

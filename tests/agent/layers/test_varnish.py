@@ -7,11 +7,9 @@ the origin serves an edit.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
@@ -21,19 +19,10 @@ from agent.config import LayerConfig
 from agent.layers import validate_layer_options
 from agent.layers.base import Capability, Observation, body_hash
 from agent.layers.varnish import VarnishLayer
+from tests.agent.layers.helpers import run
 
 T = TypeVar("T")
 HOST = "shop.example"
-
-
-def run(layer: VarnishLayer, scenario: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await scenario()
-        finally:
-            await layer.aclose()
-
-    return asyncio.run(main())
 
 
 def make_layer(endpoint: str, **options) -> VarnishLayer:

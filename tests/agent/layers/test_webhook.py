@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -13,6 +12,7 @@ from agent.config import LayerConfig
 from agent.layers import build_layer, validate_layer_options
 from agent.layers.base import Capability, Outcome
 from agent.layers.webhook import WebhookLayer
+from tests.agent.layers.helpers import run
 from tests.fakes import FakeWebhook
 
 T = TypeVar("T")
@@ -41,16 +41,6 @@ def make_layer(hook: FakeWebhook, secret: str | None = None, settings: dict[str,
     cfg = config(hook, secret, settings, **options)
     validate_layer_options(0, cfg)
     return build_layer(cfg)
-
-
-def run(layer, scenario: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await scenario()
-        finally:
-            await layer.aclose()
-
-    return asyncio.run(main())
 
 
 def urls(n: int) -> list[str]:
