@@ -34,7 +34,8 @@ def closed_port() -> int:
 
 @pytest.fixture
 def mc(memcached_daemon):
-    client = Client(("127.0.0.1", memcached_daemon.port), connect_timeout=2, timeout=2)
+    # default_noreply=False: a set must have landed before the layer, on its own connection, looks for it
+    client = Client(("127.0.0.1", memcached_daemon.port), connect_timeout=2, timeout=2, default_noreply=False)
     client.flush_all()
     yield client
     client.close()
