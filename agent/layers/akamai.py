@@ -33,6 +33,7 @@ from pydantic import Field, field_validator
 
 from agent.config import LayerConfig
 from agent.fetch import observe_http
+from agent.layers.api import validate_verify_endpoint
 from agent.layers.base import (
     Capability,
     LayerUnavailable,
@@ -135,12 +136,7 @@ class AkamaiLayer(HttpCacheLayer):
         @field_validator("verify_endpoint")
         @classmethod
         def _verify_endpoint(cls, value: str | None) -> str | None:
-            if value is None:
-                return None
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-                raise ValueError("must be an http:// or https:// address such as https://www.shop.example.edgesuite.net")
-            return value.rstrip("/")
+            return validate_verify_endpoint(value, example="https://www.shop.example.edgesuite.net")
 
     def __init__(self, config: LayerConfig):
         super().__init__(config)

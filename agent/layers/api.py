@@ -22,12 +22,12 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
-def validate_verify_endpoint(value: str | None) -> str | None:
+def validate_verify_endpoint(value: str | None, example: str = "https://203.0.113.7") -> str | None:
     if value is None:
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError("must be an http:// or https:// address without query or fragment, like https://203.0.113.7")
+        raise ValueError(f"must be an http:// or https:// address without query or fragment, like {example}")
     return value.rstrip("/")
 
 

@@ -232,9 +232,14 @@ async def with_retries(
             delay = None
         if number > retries:
             break
-        backoff = random.uniform(0, min(max_delay, base_delay * 2 ** (number - 1)))
+        backoff = backoff_delay(number, base_delay, max_delay)
         await asyncio.sleep(max(backoff, delay or 0.0))
     raise LayerUnavailable(f"{last_error} after {retries + 1} attempts")
+
+
+def backoff_delay(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
+    """Exponential backoff with full jitter after the ``attempt``-th failure (1-based)."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
 def describe_transport_error(exc: Exception) -> str:

@@ -18,6 +18,7 @@ import httpx
 from pydantic import Field
 
 from agent.config import LayerConfig
+from agent.layers.api import ApiCacheLayer, scrub
 from agent.layers.base import (
     Capability,
     Outcome,
@@ -26,7 +27,6 @@ from agent.layers.base import (
     map_bounded,
     with_retries,
 )
-from agent.layers.api import ApiCacheLayer, scrub
 
 DEFAULT_ENDPOINT = "https://api.cloudflare.com"
 AUTH_CODES = {9103, 9106, 9109, 10000, 10001}

@@ -43,6 +43,7 @@ from agent.layers.base import (
     Observation,
     Outcome,
     Verification,
+    backoff_delay,
     batches,
     map_bounded,
 )
@@ -218,7 +219,7 @@ class CloudFrontLayer(CacheLayer):
             transient += 1
             if transient > self.config.retries:
                 raise _Failed(f"could not reach CloudFront for {what}: {last} after {attempts} attempts", attempts)
-            await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2 ** (transient - 1))))
+            await asyncio.sleep(backoff_delay(transient))
 
     def plan_notes(self, operation: str, targets: Sequence[str]) -> dict[str, str]:
         if operation != "purge_url":

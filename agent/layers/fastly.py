@@ -19,6 +19,7 @@ import httpx
 from pydantic import Field
 
 from agent.config import LayerConfig
+from agent.layers.api import ApiCacheLayer, scrub
 from agent.layers.base import (
     Capability,
     Observation,
@@ -29,7 +30,6 @@ from agent.layers.base import (
     map_bounded,
     with_retries,
 )
-from agent.layers.api import ApiCacheLayer, scrub
 
 DEFAULT_ENDPOINT = "https://api.fastly.com"
 MAX_KEYS_PER_REQUEST = 256

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from agent.config import LayerConfig
-from agent.layers.transport import AiohttpTransport
 from agent.fetch import normalise_cache_status, observe_http, parse_tags  # noqa: F401 (re-exported)
 from agent.layers.base import (
     CacheLayer,
@@ -23,6 +22,8 @@ from agent.layers.base import (
     Verification,
     with_retries,
 )
+from agent.layers.transport import AiohttpTransport
+
 
 def strong_etag(value: str | None) -> str | None:
     if not value or value.startswith("W/"):

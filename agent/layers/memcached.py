@@ -12,7 +12,6 @@ with the layer's timeout, so nothing is shared between threads or event loops.
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -30,6 +29,7 @@ from agent.layers.base import (
     Observation,
     Outcome,
     Verification,
+    backoff_delay,
     batches,
     body_hash,
     map_bounded,
@@ -144,7 +144,7 @@ class MemcachedLayer(CacheLayer):
                 last = describe_memcached_error(exc)
             if number > retries:
                 break
-            await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2 ** (number - 1))))
+            await asyncio.sleep(backoff_delay(number))
         raise LayerUnavailable(f"could not reach memcached at {self.address}: {last} after {retries + 1} attempts")
 
     def keys_for(self, url: str) -> list[str]:

@@ -10,7 +10,6 @@ Passwords never appear in messages: endpoints are shown redacted (``redis://:***
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import string
 import time
@@ -32,6 +31,7 @@ from agent.layers.base import (
     Observation,
     Outcome,
     Verification,
+    backoff_delay,
     batches,
     body_hash,
     map_bounded,
@@ -226,7 +226,7 @@ class RedisLayer(CacheLayer):
                 last = describe_redis_error(exc)
             if number > retries:
                 break
-            await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2 ** (number - 1))))
+            await asyncio.sleep(backoff_delay(number))
         raise LayerUnavailable(f"could not reach redis at {self.address}: {last} after {retries + 1} attempts")
 
     def _failed(self, exc: Exception, deleted: int = 0) -> Outcome:

@@ -19,6 +19,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from agent.config import LayerConfig
+from agent.layers.api import ApiCacheLayer, scrub
 from agent.layers.base import (
     Capability,
     Outcome,
@@ -27,7 +28,6 @@ from agent.layers.base import (
     map_bounded,
     with_retries,
 )
-from agent.layers.api import ApiCacheLayer, scrub
 
 _PLACEHOLDER = re.compile(r"\{(endpoint|url|urls|host|path|credentials\.([A-Za-z0-9_-]+))\}")
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
