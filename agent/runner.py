@@ -122,12 +122,13 @@ class Agent:
 
         ``interface`` is recorded in the audit; by default the interface the request came from."""
         with self._serialised(thread_id):
-            pending = self._pending_interrupt(thread_id)
+            snapshot = self.graph.get_state(self._config(thread_id))  # one read for every check below
+            pending = snapshot.interrupts[0] if snapshot.interrupts else None
             if pending is None:
-                raise NothingPending(self._nothing_pending_reason(thread_id))
+                raise NothingPending(nothing_pending_reason(snapshot.values))
             if interrupt_id is not None and interrupt_id != pending.id:
                 raise NothingPending("that approval request is no longer current; use the latest one")
-            refusals_before = len(self._values(thread_id).get("approval", {}).get("refusals", []))
+            refusals_before = len(snapshot.values.get("approval", {}).get("refusals", []))
             request = self.audit.latest_request(thread_id)
             request_id = request["id"] if request else None
             self._run_recorded(Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id,
@@ -244,21 +245,8 @@ class Agent:
         if executing:
             self.runs.finished(thread_id)
 
-    def _pending_interrupt(self, thread_id: str):
-        snapshot = self.graph.get_state(self._config(thread_id))
-        return snapshot.interrupts[0] if snapshot.interrupts else None
-
     def _values(self, thread_id: str) -> dict[str, Any]:
         return self.graph.get_state(self._config(thread_id)).values
-
-    def _nothing_pending_reason(self, thread_id: str) -> str:
-        approval = self._values(thread_id).get("approval") or {}
-        status = approval.get("status")
-        if status in ("approved", "denied"):
-            return f"this request was already {status} by {approval.get('by')}"
-        if status == "expired":
-            return "this approval request expired"
-        return "there is no approval waiting on that request"
 
     @staticmethod
     def _config(thread_id: str) -> dict[str, Any]:
@@ -281,3 +269,14 @@ def _execute_is_next(chunk: dict[str, Any], dry_run: bool) -> bool:
         if node == "approval" and (update.get("approval") or {}).get("status") == "approved":
             return True
     return False
+
+
+def nothing_pending_reason(values: dict[str, Any]) -> str:
+    """Why a decision found nothing to decide: already decided, expired, or never asked."""
+    approval = values.get("approval") or {}
+    status = approval.get("status")
+    if status in ("approved", "denied"):
+        return f"this request was already {status} by {approval.get('by')}"
+    if status == "expired":
+        return "this approval request expired"
+    return "there is no approval waiting on that request"
