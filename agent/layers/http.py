@@ -112,8 +112,8 @@ class HttpCacheLayer(CacheLayer):
                 pass
 
     def target(self, path: str, prefix: str = "/") -> str:
-        """The endpoint plus ``path``, which must stay under ``prefix`` (``check_request_path``): the one place
-        every request path of an HTTP layer passes, so nothing can resolve out of it. Raises ``UnsafePath``."""
+        """The endpoint plus ``path``, which must stay under ``prefix`` (``check_request_path``), so nothing can
+        resolve out of it; the aiohttp transport looks at every request once more. Raises ``UnsafePath``."""
         path = path if path.startswith("/") else "/" + path
         check_request_path(path, prefix)
         return self.endpoint + path
