@@ -96,6 +96,11 @@ class ApprovalConfig(Strict):
 class LimitsConfig(Strict):
     max_urls_per_request: int = Field(default=1000, ge=1, le=100_000)
     deadline_seconds: float = Field(default=300, gt=0)
+    # 65,536 is where the HTTP client gives up on a URL; browsers and CDNs stop well before.
+    max_url_length: int = Field(default=8192, ge=256, le=65_536, description="longer URLs are refused, with a reason")
+    max_message_chars: int = Field(
+        default=500_000, ge=1_000, le=10_000_000, description="a longer message is refused whole, with a reason"
+    )
 
 
 class StorageConfig(Strict):

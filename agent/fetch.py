@@ -10,7 +10,7 @@ import re
 
 import httpx
 
-from agent.layers.base import Observation, body_hash, describe_transport_error, host_and_path
+from agent.layers.base import Observation, UnsafePath, body_hash, describe_transport_error, host_and_path
 
 # Cache status words we recognise, in the spelling we report (Observation.cache_status).
 KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", "BYPASS", "PASS", "DYNAMIC")
@@ -64,8 +64,14 @@ async def observe_http(
     cache_status_header: str | None = None,
     method: str = "GET",
 ) -> Observation:
-    """``method`` ``url``'s path at ``base_url`` with the page's Host header; never raises for network errors."""
-    host, path = host_and_path(url)
+    """``method`` ``url``'s path at ``base_url`` with the page's Host header.
+
+    Never raises: a network error, or a URL that cannot be fetched safely (``host_and_path`` refuses it, or the
+    HTTP client finds it invalid — too long, say), is an unreachable Observation saying why."""
+    try:
+        host, path = host_and_path(url)
+    except UnsafePath as exc:
+        return Observation(reachable=False, error=f"not fetched: {exc}")
     try:
         response = await client.request(
             method, base_url.rstrip("/") + path, headers={"Host": host, "Accept-Encoding": "identity"}
@@ -74,4 +80,6 @@ async def observe_http(
         return Observation(reachable=False, error=describe_transport_error(exc))
     except httpx.HTTPError as exc:
         return Observation(reachable=False, error=type(exc).__name__)
+    except (httpx.InvalidURL, UnsafePath) as exc:
+        return Observation(reachable=False, error=f"not fetched: {exc}")
     return observation_from_response(response, cache_status_header)

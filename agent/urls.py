@@ -5,13 +5,21 @@ Pure functions, no network:
 * ``extract_candidates(text)`` – every URL-like thing in Slack-formatted text, in message order, as written
   (Slack's ``&amp;``/``&lt;``/``&gt;`` undone, surrounding punctuation trimmed).
 * ``normalise(url)`` – the canonical form of an http(s) URL: lower-case scheme and host, no default port, no
-  fragment, no trailing dot on the host, path and query untouched (empty path becomes ``/``). A scheme-less
-  ``www.shop.example/x`` is taken as https. Raises ``ValueError`` with a plain-language reason otherwise.
+  fragment, no trailing dot on the host, empty path becomes ``/``; the path is normalised as RFC 3986 says (dot
+  segments removed, percent-encoding normalised, see ``normalise_path``) and the query's percent-encoding too. A
+  scheme-less ``www.shop.example/x`` is taken as https. Raises ``ValueError`` with a plain-language reason
+  otherwise.
 * ``screen_urls(text, config)`` – the accepted, de-duplicated URLs in first-seen order, plus a ``Rejection``
   with a human reason for everything else that looked like a URL.
+* ``wire_path(url)`` – (host, path?query) exactly as a layer may put it on the wire; raises ``UnsafePath``.
 
 Acceptance is an allow-list: a URL is accepted only when its host is *exactly* one of ``config.all_hosts``
 (which the config restricts to plain ASCII DNS names). Every other check exists to give a better reason.
+
+Paths are normalised once, here, so that every layer sends (and keys) the page the way a browser asks for it,
+and no client or server down the line can resolve a ``..`` out of a layer's purge prefix: a path that climbs
+above the site's root, or hides a ``.``/``..`` segment behind an encoded slash (``%2F``) or backslash
+(``%5C``), is refused with a reason instead of being guessed at.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from agent.models import Rejection
 if TYPE_CHECKING:
     from agent.config import AppConfig
 
-__all__ = ["extract_candidates", "normalise", "screen_urls"]
+__all__ = ["UnsafePath", "extract_candidates", "normalise", "normalise_path", "screen_urls", "wire_path"]
 
 # --------------------------------------------------------------------------------------------- extraction
 
@@ -54,7 +62,12 @@ _TOKEN = re.compile(
 
 _SLACK_ENTITY = re.compile(r"&(amp|lt|gt);")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
-_TRAILING = set(".,;:!?'*~") | set("\u2026\u3002\u3001")  # … 。 、
+# Sentence punctuation after a bare URL ("see https://x/y." / "purge https://x/y!"). A URL that really ends in one
+# of these must come as a link, <https://x/y!>, which is never trimmed (Slack sends every link it recognises so).
+_TRAILING = set(".,;:!?'") | set("\u2026\u3002\u3001")  # … 。 、
+# Slack markup around a bare URL: *bold*, _italic_, ~strike~. Trimmed only when the same character opens it, so
+# /~user~, /snake_case_ and a trailing * (everything under a path) are kept as written.
+_WRAPPERS = set("*_~")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 
 
@@ -66,7 +79,8 @@ def _unescape(text: str) -> str:
 
 
 def _trim(url: str, preceded_by: str) -> str:
-    """Drop sentence punctuation and unbalanced closing brackets from the end of a bare URL."""
+    """Drop sentence punctuation, the closing half of markup around the URL (``*…*``, ``_…_``, ``~…~``) and
+    unbalanced closing brackets from the end of a bare URL."""
     end = len(url)
     opened = {closer: url.count(opener) for closer, opener in _CLOSERS.items()}
     closed = {closer: url.count(closer) for closer in _CLOSERS}
@@ -74,7 +88,7 @@ def _trim(url: str, preceded_by: str) -> str:
         last = url[end - 1]
         if last in _TRAILING:
             end -= 1
-        elif last == "_" and preceded_by == "_":  # _italic https://…_
+        elif last in _WRAPPERS and last == preceded_by:  # *https://…* closes the bold it opened
             end -= 1
             preceded_by = ""
         elif last in _CLOSERS and closed[last] > opened[last]:
@@ -120,6 +134,101 @@ _KNOWN_SCHEMES = {
 }  # fmt: skip
 _DEFAULT_PORT = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+class UnsafePath(ValueError):
+    """A URL whose path cannot be sent to a cache without some client or server reading it as another page."""
+
+
+# RFC 3986: unreserved characters are never percent-encoded in the normal form; a path may also hold sub-delims,
+# ':', '@' and '/' literally, a query '?' too. Everything else is percent-encoded (UTF-8, upper-case hex).
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_ENCODING = re.compile(r"%([0-9A-Fa-f]{2})|%|[^A-Za-z0-9\-._~!$&'()*+,;=:@/?]")
+_HIDDEN_SEPARATOR = re.compile(r"%2F|%5C")  # an encoded slash or backslash, which some servers decode before resolving ".."
+_DOT_SEGMENTS = frozenset((".", ".."))
+_STAR_ONLY_AT_END = "only a trailing * (everything under a path) is supported"
+
+
+def _encode_byte(match: re.Match[str]) -> str:
+    pair = match.group(1)
+    if pair is not None:
+        char = chr(int(pair, 16))
+        return char if char in _UNRESERVED else "%" + pair.upper()
+    char = match.group(0)
+    if char == "%":
+        raise UnsafePath("the URL has a '%' that is not followed by two hex digits (a literal % is written %25)")
+    try:
+        return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnsafePath("the URL contains a character that is not valid text") from None
+
+
+def _normalise_encoding(text: str) -> str:
+    """Upper-case hex, unreserved characters decoded, everything that must be encoded encoded (``?`` is kept:
+    the path has none, the query may)."""
+    return _ENCODING.sub(_encode_byte, text)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4 on an absolute path, except that climbing above the root is refused, not clamped."""
+    segments = path.split("/")[1:]
+    kept: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "..":
+            if not kept:
+                raise UnsafePath(
+                    "the path climbs above the site's root with '..'; cachebot does not guess which page is meant: "
+                    "paste the address as the browser shows it"
+                )
+            kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+            continue
+        if last:  # "/a/.." and "/a/." both name the directory "/a/" ... or "/" here
+            kept.append("")
+    return "/" + "/".join(kept)
+
+
+def _refuse_hidden_dot_segments(path: str) -> None:
+    for segment in path.split("/"):
+        if "%" in segment and any(piece in _DOT_SEGMENTS for piece in _HIDDEN_SEPARATOR.split(segment)):
+            raise UnsafePath(
+                "the path hides a '.' or '..' segment behind an encoded slash (%2F) or backslash (%5C), which some "
+                "servers decode and resolve to another page"
+            )
+
+
+def normalise_path(path: str) -> str:
+    """The RFC 3986 normal form of an absolute path (``/`` when empty); raises ``UnsafePath`` saying why not.
+
+    Percent-encoding is normalised first (so ``%2e%2e`` is ``..``), then dot segments are removed (``/a/./b/../c``
+    is ``/a/c``). Encoded slashes stay encoded. Refused: a literal backslash (browsers read it as ``/``, servers
+    do not), a path that climbs above the root, a ``.``/``..`` hidden behind ``%2F``/``%5C``, and a ``*``
+    anywhere but at the very end.
+    """
+    if "\\" in path:
+        raise UnsafePath(
+            "the path contains a backslash (\\), which browsers read as '/' and servers read differently; "
+            "write / (or %5C for a literal backslash)"
+        )
+    path = _normalise_encoding(path or "/")
+    if not path.startswith("/"):
+        path = "/" + path
+    if "." in path:
+        path = _remove_dot_segments(path)
+        _refuse_hidden_dot_segments(path)
+    if "*" in path[:-1]:
+        raise UnsafePath(f"a * inside the path cannot be purged: {_STAR_ONLY_AT_END}")
+    return path
+
+
+def _normalise_query(query: str | None) -> str | None:
+    if query is None:
+        return None
+    if "*" in query:
+        raise UnsafePath(f"a * in the query string would be read as a wildcard by some caches: {_STAR_ONLY_AT_END}")
+    return _normalise_encoding(query)
 
 
 class _Parts(NamedTuple):
@@ -178,7 +287,11 @@ def _parse(url: str) -> _Parts:
     if "\\" in authority:
         raise ValueError("the host part contains a backslash, which browsers and servers read differently")
     rest = rest.split("#", 1)[0]
-    path, question, query = rest.partition("?")
+    path, question, raw_query = rest.partition("?")
+    query = _normalise_query(raw_query if question else None)
+    if path.endswith("*") and query is not None:
+        raise UnsafePath(f"a trailing * cannot be combined with a query string: {_STAR_ONLY_AT_END}")
+    path = normalise_path(path)
 
     userinfo, at, hostport = authority.rpartition("@")
     if hostport.startswith("["):
@@ -207,17 +320,35 @@ def _parse(url: str) -> _Parts:
             raise ValueError(f"the port {port} is out of range")
         if port == _DEFAULT_PORT[scheme]:
             port = None
-    return _Parts(scheme, userinfo if at else None, host, bracketed, port, path or "/", query if question else None)
+    return _Parts(scheme, userinfo if at else None, host, bracketed, port, path, query)
 
 
 def normalise(url: str) -> str:
     """The canonical form of an http(s) URL; raises ``ValueError`` saying why when there is none.
 
     Scheme and host are lower-cased (ASCII letters only, so e.g. the Kelvin sign never turns into ``k``), the
-    default port, the fragment and a trailing dot on the host are dropped, path and query are kept exactly as
-    given (an empty path becomes ``/``). A user name/password, if present, is kept so callers can refuse it.
+    default port, the fragment and a trailing dot on the host are dropped, the path is ``normalise_path``'s and
+    the query's percent-encoding is normalised the same way (an empty path becomes ``/``). A user
+    name/password, if present, is kept so callers can refuse it.
     """
     return _parse(url).url()
+
+
+def wire_path(url: str) -> tuple[str, str]:
+    """``https://Shop.example/a/../caf\u00e9?b=1`` -> (``shop.example``, ``/caf%C3%A9?b=1``): the host and the
+    request target a layer sends for ``url`` (pure ASCII, no dot segments, nothing a client re-encodes).
+
+    Raises ``UnsafePath`` (a ``ValueError``) with a reason when there is none: not an absolute http(s) URL, or a
+    path that ``normalise_path`` refuses. For an already screened URL this is its own path and query.
+    """
+    try:
+        parts = _parse(url)
+    except UnsafePath:
+        raise
+    except ValueError as exc:
+        raise UnsafePath(str(exc)) from None
+    query = f"?{parts.query}" if parts.query is not None and parts.query != "" else ""
+    return parts.host, parts.path + query
 
 
 # ---------------------------------------------------------------------------------------------- screening
@@ -296,13 +427,40 @@ def _unknown_host_reason(host: str, config: AppConfig) -> str:
     return f"{host} is not a site cachebot manages (configured sites: {sites})"
 
 
+_SHOWN_CHARS = 300  # a rejected input is echoed back at most this long
+
+
+def _shown(text: str, limit: int = _SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters for echoing back (a 70,000-character URL must not flood the channel)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _too_long(what: str, length: int, limit: int, key: str) -> str:
+    return f"{what} {length:,} characters long; the limit is {limit:,} (limits.{key})"
+
+
+def message_too_long(text: str, config: AppConfig) -> str | None:
+    """Why ``text`` is refused whole for its length, or None. Nothing in such a message is read or acted on."""
+    limit = config.limits.max_message_chars
+    if len(text or "") <= limit:
+        return None
+    return _too_long("this message is", len(text), limit, "max_message_chars") + (
+        ": nothing in it was read — send the URLs in smaller messages"
+    )
+
+
 def _screen_one(candidate: str, config: AppConfig) -> tuple[str, str | None]:
     """(key, reason): the normalised URL (or the input when unparsable) and why it is refused, if it is."""
+    limit = config.limits.max_url_length
+    if len(candidate) > limit:  # before parsing: a huge URL costs nothing more than its length check
+        return candidate, _too_long("this URL is", len(candidate), limit, "max_url_length")
     try:
         parts = _parse(candidate)
     except ValueError as exc:
         return candidate, str(exc)
     key = parts.url()
+    if len(key) > limit:  # percent-encoding can make a URL up to nine times longer
+        return key, _too_long("this URL is, percent-encoded,", len(key), limit, "max_url_length")
     if parts.userinfo is not None:
         return key, (
             f"the URL has a user name or password (userinfo) before the host, so it really points at "
@@ -327,8 +485,12 @@ def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection
     """Accepted URLs (normalised, first-seen order, no duplicates) and a rejection for everything else.
 
     When there are more distinct acceptable URLs than ``config.limits.max_urls_per_request``, none is
-    accepted: each becomes a rejection stating the count and the limit, so nothing is silently dropped.
+    accepted: each becomes a rejection stating the count and the limit, so nothing is silently dropped. A
+    message longer than ``limits.max_message_chars`` is refused whole (one rejection naming the limit); a URL
+    longer than ``limits.max_url_length`` is refused on its own and the others go on.
     """
+    if too_long := message_too_long(text, config):
+        return [], [Rejection(input=_shown(" ".join(text[:200].split()), 60), reason=too_long)]
     seen: set[str] = set()
     accepted: list[tuple[int, str, str]] = []  # (position, normalised, as written)
     # (position, rejection); the position lets over-limit rejections merge back into message order
@@ -341,7 +503,7 @@ def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection
         if reason is None:
             accepted.append((position, key, candidate))
         else:
-            rejected.append((position, Rejection(input=candidate, reason=reason)))
+            rejected.append((position, Rejection(input=_shown(candidate), reason=reason)))
 
     limit = config.limits.max_urls_per_request
     if len(accepted) <= limit:

@@ -40,9 +40,13 @@ from agent.layers.base import (
     Observation,
     Outcome,
     RetryableStatus,
+    UnsafePath,
     Verification,
     map_bounded,
     parse_retry_after,
+    purge_refusal,
+    refused,
+    wire_url,
     with_retries,
 )
 from agent.layers.http import HttpCacheLayer, judge
@@ -258,7 +262,13 @@ class AkamaiLayer(HttpCacheLayer):
     # --- purging ------------------------------------------------------------------------------------------
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
-        return await self._purge("url", urls)
+        """Pages by their normalised URL; a URL with ``*`` or an unsafe path is refused, never sent."""
+        unique = list(dict.fromkeys(urls))
+        results = {url: refused(reason) for url in unique if (reason := purge_refusal(url))}
+        sent = {url: wire_url(url) for url in unique if url not in results}
+        outcomes = await self._purge("url", list(dict.fromkeys(sent.values())))
+        results.update({url: outcomes[wire] for url, wire in sent.items()})
+        return {url: results[url] for url in unique}
 
     async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:
         return await self._purge("tag", tags)
@@ -301,7 +311,10 @@ class AkamaiLayer(HttpCacheLayer):
                                   cache_status_header=self.options.cache_status_header)
 
     async def verify(self, url: str, origin: Observation | None) -> Verification:
-        accepted = self._accepted.get((self.endpoint, url))
+        try:
+            accepted = self._accepted.get((self.endpoint, wire_url(url)))
+        except UnsafePath as exc:
+            return Verification(None, f"never purged: {exc}")
         said = (f"Akamai accepted purge {accepted[0]}, estimated {accepted[1]:g} s" if accepted
                 else "Akamai does not report when a purge has reached every edge server")
         if self.options.verify_endpoint is None:

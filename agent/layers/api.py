@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import field_validator
 
 from agent.config import LayerConfig
-from agent.layers.base import LayerUnavailable, Observation, Outcome, Verification
+from agent.layers.base import LayerUnavailable, Observation, Outcome, UnsafePath, Verification, refused
 from agent.layers.http import HttpCacheLayer, observe_http
 
 
@@ -28,6 +28,8 @@ def validate_verify_endpoint(value: str | None, example: str = "https://203.0.11
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(f"must be an http:// or https:// address without query or fragment, like {example}")
+    if "@" in parts.netloc:
+        raise ValueError(f"must not contain a user name or password (user:password@), like {example}")
     return value.rstrip("/")
 
 
@@ -52,6 +54,8 @@ class ApiCacheLayer(HttpCacheLayer):
         self._secrets = [secret.get_secret_value() for secret in config.credentials.values()]
 
     def _exception_outcome(self, key: str, exc: Exception) -> Outcome:
+        if isinstance(exc, UnsafePath):
+            return refused(scrub(str(exc), self._secrets))
         if isinstance(exc, LayerUnavailable):
             message = str(exc)
             if message.startswith("HTTP "):

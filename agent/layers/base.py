@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import ClassVar, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 import httpx
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict
 
 from agent.config import LayerConfig
+from agent.urls import UnsafePath, normalise, wire_path
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -165,12 +166,56 @@ def body_hash(content: bytes) -> str:
 
 
 def host_and_path(url: str) -> tuple[str, str]:
-    """``https://Shop.example/a?b=1`` -> (``shop.example``, ``/a?b=1``): what a cache keys a page on."""
-    parts = urlsplit(url)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return (parts.hostname or "").lower(), path
+    """``https://Shop.example/a/../b?c=1`` -> (``shop.example``, ``/b?c=1``): what a cache keys a page on, as it
+    goes on the wire — normalised once by ``agent.urls`` (no dot segments, percent-encoded ASCII), so neither
+    the HTTP client nor the server can resolve it to another page. Raises ``UnsafePath`` saying why not."""
+    return wire_path(url)
+
+
+def wire_url(url: str) -> str:
+    """The absolute URL a purge API is given for ``url`` (normalised, ASCII). Raises ``UnsafePath``."""
+    wire_path(url)  # the same refusals as every other layer
+    return normalise(url).removesuffix("?")
+
+
+WILDCARD_REFUSAL = (
+    "a URL with * names everything under a path (a prefix scope), not one page: it is never sent as a URL purge, "
+    "where a cache could read it as a wildcard"
+)
+
+
+def purge_refusal(url: str) -> str | None:
+    """Why a layer must not send a URL purge for ``url`` (a ``*`` scope, or a path that is not safe), or None.
+
+    Screening already refuses these; layers check again so that nothing built later (a dependent page, a
+    retry, a caller outside the graph) can purge more than one page through ``purge_urls``.
+    """
+    if "*" in url:
+        return WILDCARD_REFUSAL
+    try:
+        wire_path(url)
+    except UnsafePath as exc:
+        return str(exc)
+    return None
+
+
+def refused(reason: str) -> Outcome:
+    """The outcome of a purge that was never sent, because sending it could purge something else."""
+    return Outcome("failed", f"not sent: {reason}", attempts=0)
+
+
+def check_request_path(path: str, prefix: str = "/") -> None:
+    """The last look before a request goes out: ``path`` (with any query) must start with ``prefix`` and hold no
+    ``.``/``..`` segment, even once percent-decoded (``%2e%2e``, ``..%2F``), that a client or server could
+    resolve out of the prefix. Raises ``UnsafePath``; never fires for a URL that passed screening."""
+    only_path = path.split("?", 1)[0]
+    if not only_path.startswith(prefix):
+        raise UnsafePath(f"the request path {only_path[:80]!r} is not under {prefix!r}")
+    decoded = unquote(only_path).replace("\\", "/")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        raise UnsafePath(
+            f"the request path {only_path[:80]!r} has a '.' or '..' segment that would resolve outside {prefix!r}"
+        )
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -23,8 +23,10 @@ from agent.layers.base import (
     Capability,
     Outcome,
     batches,
-    host_and_path,
     map_bounded,
+    purge_refusal,
+    refused,
+    wire_url,
     with_retries,
 )
 
@@ -76,26 +78,18 @@ class CloudflareLayer(ApiCacheLayer):
     # --- purging ------------------------------------------------------------------------------------------
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
+        """One ``files`` purge per page. A URL with ``*`` is refused, never turned into a prefix purge here: a
+        prefix is a scope of its own, planned (and approved) as one."""
         unique = list(dict.fromkeys(urls))
         results: dict[str, Outcome] = {}
-        files: list[str] = []
-        prefixes: dict[str, str] = {}  # Cloudflare prefix -> the URL it came from
+        files: dict[str, list[str]] = {}  # the URL Cloudflare is given -> the URLs asked for that it stands for
         for url in unique:
-            host, path = host_and_path(url)
-            if not host:
-                results[url] = Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
-            elif "*" in url:
-                if url.endswith("*") and url.count("*") == 1:  # https://shop.example/products/* -> prefix purge
-                    prefixes[host + path[:-1]] = url
-                else:
-                    results[url] = Outcome(
-                        "failed", "Cloudflare purges wildcards only at the end of a URL (a prefix)", attempts=0
-                    )
+            if reason := purge_refusal(url):
+                results[url] = refused(reason)
             else:
-                files.append(url)
-        results.update(await self._purge("files", files))
-        for prefix, outcome in (await self._purge("prefixes", list(prefixes))).items():
-            results[prefixes[prefix]] = outcome
+                files.setdefault(wire_url(url), []).append(url)
+        for sent, outcome in (await self._purge("files", list(files))).items():
+            results.update({url: outcome for url in files[sent]})
         return {url: results[url] for url in unique}
 
     async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:

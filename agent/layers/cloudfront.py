@@ -43,9 +43,13 @@ from agent.layers.base import (
     Observation,
     Outcome,
     Verification,
+    UnsafePath,
     backoff_delay,
     batches,
+    host_and_path,
     map_bounded,
+    purge_refusal,
+    refused,
 )
 
 T = TypeVar("T")
@@ -58,10 +62,9 @@ AUTH_CODES = {"AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "
 
 
 def path_for(url: str) -> str:
-    """``https://shop.example/a b?x=1`` -> ``/a b?x=1``: what CloudFront keys the object on in a distribution."""
-    parts = urlsplit(url.strip())
-    path = parts.path or "/"
-    return path + (f"?{parts.query}" if parts.query else "")
+    """``https://shop.example/caf\u00e9?x=1`` -> ``/caf%C3%A9?x=1``: what CloudFront keys the object on in a
+    distribution, normalised like every target (``agent.urls``). Raises ``UnsafePath`` when there is none."""
+    return host_and_path(url)[1]
 
 
 def covers(pattern: str, path: str) -> bool:
@@ -240,7 +243,7 @@ class CloudFrontLayer(CacheLayer):
     def plan_paths(self, urls: Sequence[str]) -> dict[str, PlannedPath]:
         """What each URL is sent as: its own path, or a ``/dir/*`` wildcard when ``collapse_wildcards_over``
         says so (never ``/*``: that is a purge of everything, which has its own approval)."""
-        unique = list(dict.fromkeys(urls))
+        unique = [url for url in dict.fromkeys(urls) if purge_refusal(url) is None]  # the rest is never sent
         paths = {url: path_for(url) for url in unique}
         limit = self.options.collapse_wildcards_over
         if limit is None:
@@ -285,7 +288,11 @@ class CloudFrontLayer(CacheLayer):
         return found[0], found[1], attempts
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
-        planned = self.plan_paths(urls)
+        """One invalidation path per page. A URL with ``*`` is refused, never passed on: CloudFront would read
+        it as a wildcard (``/*`` is the whole distribution)."""
+        unique = list(dict.fromkeys(urls))
+        refusals = {url: refused(reason) for url in unique if (reason := purge_refusal(url))}
+        planned = self.plan_paths([url for url in unique if url not in refusals])
         to_send = list(dict.fromkeys(p.path for p in planned.values()))
         sent: dict[str, tuple[str, str, int, int] | _Failed] = {}  # path -> (id, status, attempts, batch size)
 
@@ -315,7 +322,7 @@ class CloudFrontLayer(CacheLayer):
             if plan.note:
                 detail += f"; {plan.note}"
             results[url] = Outcome("purged", detail, max(1, attempts))
-        return results
+        return {url: refusals.get(url) or results[url] for url in unique}
 
     async def purge_all(self, hosts: Sequence[str]) -> Outcome:
         try:
@@ -374,7 +381,10 @@ class CloudFrontLayer(CacheLayer):
         return max(found)[1] if found else None
 
     async def verify(self, url: str, origin: Observation | None) -> Verification:
-        path = path_for(url)
+        try:
+            path = path_for(url)
+        except UnsafePath as exc:
+            return Verification(None, f"never invalidated: {exc}")
         try:
             inv_id = self._recorded(path) or await self._look_up(path)
             if inv_id is None:

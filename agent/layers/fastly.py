@@ -28,6 +28,8 @@ from agent.layers.base import (
     batches,
     host_and_path,
     map_bounded,
+    purge_refusal,
+    refused,
     with_retries,
 )
 
@@ -82,14 +84,13 @@ class FastlyLayer(ApiCacheLayer):
         return dict(zip(unique, results))
 
     async def _purge_url(self, url: str) -> Outcome:
+        if reason := purge_refusal(url):
+            return refused(reason)
         host, path = host_and_path(url)
-        if not host:
-            return Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
-        if "*" in url:
-            return Outcome("failed", "Fastly cannot purge URL wildcards: purge a surrogate key instead", attempts=0)
         target = "/purge/" + host + quote(path, safe=_PATH_SAFE)
         try:
-            response, attempts = await self._post(target, None)
+            # Only ever under /purge/<host>/: a dot segment here would reach /service/<id>/purge_all with our key.
+            response, attempts = await self._post(target, None, prefix=f"/purge/{host}/")
         except Exception as exc:  # noqa: BLE001 - a purge reports, never raises
             return self._exception_outcome(url, exc)
         data = self._json(response)
@@ -109,7 +110,7 @@ class FastlyLayer(ApiCacheLayer):
     async def _purge_keys(self, group: Sequence[str]) -> dict[str, Outcome]:
         try:
             response, attempts = await self._post(
-                f"/service/{self.options.service_id}/purge", {"surrogate_keys": list(group)}
+                f"/service/{self.options.service_id}/purge", {"surrogate_keys": list(group)}, prefix="/service/"
             )
         except Exception as exc:  # noqa: BLE001
             failed = self._exception_outcome(" ".join(group), exc)
@@ -130,7 +131,9 @@ class FastlyLayer(ApiCacheLayer):
 
     async def purge_all(self, hosts: Sequence[str]) -> Outcome:
         try:
-            response, attempts = await self._post(f"/service/{self.options.service_id}/purge_all", None, soft=False)
+            response, attempts = await self._post(
+                f"/service/{self.options.service_id}/purge_all", None, soft=False, prefix="/service/"
+            )
         except Exception as exc:  # noqa: BLE001
             return self._exception_outcome("everything", exc)
         data = self._json(response)
@@ -144,7 +147,11 @@ class FastlyLayer(ApiCacheLayer):
     def _verb(self) -> str:
         return "soft-purged" if self.options.soft_purge else "purged"
 
-    async def _post(self, path: str, body: dict[str, Any] | None, *, soft: bool | None = None) -> tuple[httpx.Response, int]:
+    async def _post(
+        self, path: str, body: dict[str, Any] | None, *, prefix: str, soft: bool | None = None
+    ) -> tuple[httpx.Response, int]:
+        """POST ``path`` (which must stay under ``prefix``) to the API with retries; raises ``UnsafePath`` before
+        sending anything that could resolve elsewhere, ``LayerUnavailable`` when every attempt failed."""
         headers = {"Fastly-Key": self._key, "Accept": "application/json"}
         if self.options.soft_purge if soft is None else soft:
             headers["Fastly-Soft-Purge"] = "1"
@@ -152,7 +159,7 @@ class FastlyLayer(ApiCacheLayer):
         if body is not None:
             headers["Content-Type"] = "application/json"
             content = json.dumps(body).encode()
-        url = self.endpoint + path
+        url = self.target(path, prefix)
 
         async def attempt() -> httpx.Response:
             return await self.client.post(url, content=content, headers=headers)

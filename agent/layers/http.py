@@ -19,10 +19,23 @@ from agent.layers.base import (
     LayerUnavailable,
     Observation,
     Outcome,
+    UnsafePath,
     Verification,
+    check_request_path,
+    refused,
     with_retries,
 )
 from agent.layers.transport import AiohttpTransport
+
+
+def refuse_userinfo(key: str, address: str) -> None:
+    """A ``user:password@`` in an HTTP layer's address is refused: the client would send it as well as any
+    credentials of ours (every request then fails), and it would show wherever the address is logged."""
+    if "@" in urlsplit(address).netloc:
+        raise ValueError(
+            f"{key}: must not contain a user name or password (user:password@); put them in the layer's "
+            "credentials (username and password, or a header that uses {credentials.NAME})"
+        )
 
 
 def strong_etag(value: str | None) -> str | None:
@@ -56,6 +69,7 @@ class HttpCacheLayer(CacheLayer):
             )
         if parts.query or parts.fragment:
             raise ValueError(f"layers[{index}].endpoint: must not have a query string or fragment")
+        refuse_userinfo(f"layers[{index}].endpoint", config.endpoint or "")
 
     # --- plumbing ---------------------------------------------------------------------------------------
 
@@ -97,16 +111,22 @@ class HttpCacheLayer(CacheLayer):
             except RuntimeError:  # made on a loop that is gone; nothing left to close
                 pass
 
-    def target(self, path: str) -> str:
-        return self.endpoint + (path if path.startswith("/") else "/" + path)
+    def target(self, path: str, prefix: str = "/") -> str:
+        """The endpoint plus ``path``, which must stay under ``prefix`` (``check_request_path``), so nothing can
+        resolve out of it; the aiohttp transport looks at every request once more. Raises ``UnsafePath``."""
+        path = path if path.startswith("/") else "/" + path
+        check_request_path(path, prefix)
+        return self.endpoint + path
 
     async def send(
-        self, method: str, path: str, headers: Mapping[str, str] | None = None
+        self, method: str, path: str, headers: Mapping[str, str] | None = None, *, prefix: str = "/"
     ) -> tuple[httpx.Response, int]:
-        """One request to the layer with retries (429/5xx/transport errors). Raises ``LayerUnavailable``."""
+        """One request to the layer with retries (429/5xx/transport errors). Raises ``LayerUnavailable``, or
+        ``UnsafePath`` (before sending anything) when ``path`` is not safely under ``prefix``."""
+        url = self.target(path, prefix)
 
         async def attempt() -> httpx.Response:
-            return await self.client.request(method, self.target(path), headers=dict(headers or {}))
+            return await self.client.request(method, url, headers=dict(headers or {}))
 
         return await with_retries(attempt, retries=self.config.retries, limiter=self.limiter)
 
@@ -129,6 +149,8 @@ class HttpCacheLayer(CacheLayer):
     def failure(self, key: str, exc: Exception) -> Outcome:
         if isinstance(exc, LayerUnavailable):
             return self.unreachable(exc)
+        if isinstance(exc, UnsafePath):
+            return refused(str(exc))
         return Outcome("failed", f"{self.kind} purge of {key} failed unexpectedly: {type(exc).__name__}: {exc}")
 
     def cache_status_of(self, response: httpx.Response) -> str | None:

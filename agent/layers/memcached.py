@@ -29,10 +29,13 @@ from agent.layers.base import (
     Observation,
     Outcome,
     Verification,
+    UnsafePath,
     backoff_delay,
     batches,
     body_hash,
     map_bounded,
+    purge_refusal,
+    refused,
 )
 from agent.layers.redis import PLACEHOLDERS, check_template, url_values
 
@@ -160,6 +163,9 @@ class MemcachedLayer(CacheLayer):
         errors: dict[str, Outcome] = {}
         work: list[tuple[str, str]] = []
         for url in unique:
+            if reason := purge_refusal(url):
+                errors[url] = refused(reason)
+                continue
             keys = self.keys_for(url)
             bad = next((why for why in map(check_memcached_key, keys) if why), None)
             if bad:
@@ -221,7 +227,7 @@ class MemcachedLayer(CacheLayer):
     async def observe(self, url: str) -> Observation:
         try:
             present, digest = await self._present(url)
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, UnsafePath) as exc:
             return Observation(reachable=False, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - observe never raises
             return Observation(reachable=False, error=f"memcached at {self.address}: {type(exc).__name__}")
@@ -230,7 +236,7 @@ class MemcachedLayer(CacheLayer):
     async def verify(self, url: str, origin: Observation | None) -> Verification:
         try:
             present, _ = await self._present(url)
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, UnsafePath) as exc:
             return Verification(None, str(exc))
         except Exception as exc:  # noqa: BLE001
             return Verification(None, f"memcached at {self.address}: {type(exc).__name__}")

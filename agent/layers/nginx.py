@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pydantic import field_validator
 
-from agent.layers.base import Capability, Outcome, host_and_path, map_bounded
+from agent.layers.base import Capability, Outcome, host_and_path, map_bounded, purge_refusal, refused
 from agent.layers.http import HttpCacheLayer
 
 
@@ -35,16 +35,13 @@ class NginxLayer(HttpCacheLayer):
         return dict(zip(unique, results))
 
     async def _purge(self, url: str) -> Outcome:
-        if "*" in url:
-            return Outcome(
-                "failed",
-                "nginx cache_purge cannot purge wildcards: list the URLs one by one (or purge a tag-aware layer)",
-                attempts=0,
-            )
+        if reason := purge_refusal(url):
+            return refused(reason)
         host, path = host_and_path(url)
-        if not host:
-            return Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
-        response, attempts = await self.send("GET", self.options.purge_path_prefix + path, {"Host": host})
+        prefix = self.options.purge_path_prefix
+        # nginx resolves dot segments (also %2e%2e) before matching the purge location: the path must hold none,
+        # or GET /purge/../about would fetch /about through the cache and look like a successful purge.
+        response, attempts = await self.send("GET", prefix + path, {"Host": host}, prefix=prefix + "/")
         code = response.status_code
         if code == 200:
             return Outcome("purged", "purged", attempts)

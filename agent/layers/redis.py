@@ -31,10 +31,15 @@ from agent.layers.base import (
     Observation,
     Outcome,
     Verification,
+    UnsafePath,
     backoff_delay,
     batches,
     body_hash,
+    host_and_path,
     map_bounded,
+    purge_refusal,
+    refused,
+    wire_url,
 )
 
 T = TypeVar("T")
@@ -72,20 +77,14 @@ def check_template(template: str, allowed: Sequence[str]) -> str:
 
 
 def url_values(url: str) -> dict[str, str]:
-    """The placeholder values for one URL: ``host`` (lower case), ``path`` (with query), ``path_only``, ``url``."""
-    parts = urlsplit(url.strip())
-    scheme = (parts.scheme or "http").lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    netloc = host if port is None or (scheme, port) in {("http", 80), ("https", 443)} else f"{host}:{port}"
-    path_only = parts.path or "/"
-    path = path_only + (f"?{parts.query}" if parts.query else "")
-    return {
-        "host": host,
-        "path": path,
-        "path_only": path_only,
-        "url": urlunsplit((scheme, netloc, path_only, parts.query, "")),
-    }
+    """The placeholder values for one URL: ``host`` (lower case), ``path`` (with query), ``path_only``, ``url``.
+
+    From the normalised URL (``agent.urls``), the form a browser asks for and so the one an application keys
+    its cache on: ``/x/../about`` is ``/about``. Raises ``UnsafePath`` for a URL no layer may purge."""
+    if reason := purge_refusal(url):
+        raise UnsafePath(reason)
+    host, path = host_and_path(url)
+    return {"host": host, "path": path, "path_only": path.split("?", 1)[0], "url": wire_url(url)}
 
 
 def glob_escape(value: str) -> str:
@@ -285,7 +284,9 @@ class RedisLayer(CacheLayer):
         return Outcome("purged", f"deleted {counter[0]} keys for {', '.join(hosts)}", 1)
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
-        unique = list(dict.fromkeys(urls))
+        asked = list(dict.fromkeys(urls))
+        refusals = {url: refused(reason) for url in asked if (reason := purge_refusal(url))}
+        unique = [url for url in asked if url not in refusals]
         deleted = {url: 0 for url in unique}
         attempts = {url: 1 for url in unique}
         errors: dict[str, Exception] = {}
@@ -339,7 +340,7 @@ class RedisLayer(CacheLayer):
                 results[url] = Outcome("purged", f"deleted {n} key" + ("" if n == 1 else "s"), attempts[url])
             else:
                 results[url] = Outcome("not_cached", "no key existed", attempts[url])
-        return results
+        return {url: refusals.get(url) or results[url] for url in asked}
 
     async def purge_tags(self, tags: Sequence[str]) -> dict[str, Outcome]:
         template = self.options.tag_set_template
@@ -407,7 +408,7 @@ class RedisLayer(CacheLayer):
     async def observe(self, url: str) -> Observation:
         try:
             (present, digest), _ = await self._retrying(lambda: self._present(url))
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, UnsafePath) as exc:
             return Observation(reachable=False, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - observe never raises
             return Observation(reachable=False, error=f"redis at {self.address}: {type(exc).__name__}")
@@ -416,7 +417,7 @@ class RedisLayer(CacheLayer):
     async def verify(self, url: str, origin: Observation | None) -> Verification:
         try:
             (present, digest), _ = await self._retrying(lambda: self._present(url))
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, UnsafePath) as exc:
             return Verification(None, str(exc))
         except Exception as exc:  # noqa: BLE001
             return Verification(None, f"redis at {self.address}: {type(exc).__name__}")

@@ -12,6 +12,8 @@ import aiohttp
 import httpx
 from yarl import URL
 
+from agent.layers.base import check_request_path
+
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, connections: int, timeout: float):
@@ -30,6 +32,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # Defence in depth: httpx has already dropped literal dot segments, and encoded=True below keeps yarl
+        # from resolving the rest; a %2e%2e or ..%2F left in the path would be resolved by the server.
+        check_request_path(request.url.raw_path.decode("ascii"))
         session = self._open()
         body = await request.aread()
         try:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import httpx
 
 from agent.config import LayerConfig
-from agent.layers.base import Capability, Outcome, batches, host_and_path, map_bounded
+from agent.layers.base import Capability, Outcome, batches, host_and_path, map_bounded, purge_refusal, refused
 from agent.layers.http import HttpCacheLayer, normalise_cache_status
 
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -76,9 +76,9 @@ class VarnishLayer(HttpCacheLayer):
         return dict(zip(unique, results))
 
     async def _purge_url(self, url: str) -> Outcome:
+        if reason := purge_refusal(url):
+            return refused(reason)
         host, path = host_and_path(url)
-        if not host:
-            return Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
         response, attempts = await self.send(self.options.purge_method, path, {"Host": host})
         code = response.status_code
         if code == 200 or code == 204:

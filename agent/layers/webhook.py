@@ -1,7 +1,9 @@
 """A generic in-house cache with an HTTP invalidation hook: one request per URL, or ``{"urls": [...]}`` in batches.
 
-Placeholders in ``url_template``: ``{endpoint}``, ``{url}``, ``{host}``, ``{path}`` (values URL-encoded; ``{path}``
-keeps its slashes). ``headers`` and ``body_template`` take the same placeholders plus ``{credentials.NAME}``
+Placeholders in ``url_template``: ``{endpoint}``, ``{url}``, ``{host}``, ``{path}`` (values URL-encoded; ``{path}``,
+already percent-encoded like every URL cachebot handles, keeps its slashes and escapes). Values come from the
+normalised URL, so they are ASCII and hold no dot segment; the filled-in request must stay under the template's
+fixed start. ``headers`` and ``body_template`` take the same placeholders plus ``{credentials.NAME}``
 (secrets go in headers or the body, never in the URL, which ends up in logs); in ``body_template`` values are
 JSON-escaped, and in batch mode ``{urls}`` is the JSON array of URLs. Any answer in ``expected_status`` counts as
 accepted; 429 and 5xx are retried (honouring ``Retry-After``). With a ``verify_endpoint`` the layer can verify by
@@ -23,16 +25,21 @@ from agent.layers.api import ApiCacheLayer, scrub
 from agent.layers.base import (
     Capability,
     Outcome,
+    UnsafePath,
     batches,
+    check_request_path,
     host_and_path,
     map_bounded,
+    purge_refusal,
+    refused,
+    wire_url,
     with_retries,
 )
 
 _PLACEHOLDER = re.compile(r"\{(endpoint|url|urls|host|path|credentials\.([A-Za-z0-9_-]+))\}")
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _PER_URL = {"url", "host", "path"}
-_SAMPLE_URL = "https://shop.example/a/b?c=1"
+_SAMPLE_URL = "https://shop.example/a/caf\u00e9?c=1"  # a non-ASCII path too: every value must stay ASCII
 
 
 def _names(template: str) -> set[str]:
@@ -52,7 +59,11 @@ def _fill(template: str, values: Mapping[str, str], escape: Callable[[str, str],
 def _url_escape(name: str, value: str) -> str:
     if name == "endpoint":
         return value
-    return quote(value, safe="/" if name == "path" else "")
+    if name == "path":
+        # Already percent-encoded (agent.urls): keep its escapes and slashes, so a hook that decodes the request
+        # path once sees the page's path as a browser would; its '?' and what follows are encoded.
+        return quote(value, safe="/%")
+    return quote(value, safe="")
 
 
 def _json_escape(name: str, value: str) -> str:
@@ -140,34 +151,54 @@ class WebhookLayer(ApiCacheLayer):
 
     # --- purging ------------------------------------------------------------------------------------------
 
+    def fixed_prefix(self) -> str:
+        """The start of ``url_template`` that no URL can change (up to the first placeholder after {endpoint}):
+        every request stays under it."""
+        template = self.options.url_template
+        first = next((m.start() for m in _PLACEHOLDER.finditer(template) if m.group(1) != "endpoint"), len(template))
+        return _fill(template[:first], {"endpoint": self.endpoint}, _url_escape)
+
     def _render(self, urls: Sequence[str]) -> tuple[str, dict[str, str], str | None]:
-        """(request URL, headers, body) for one URL, or for a batch of URLs when ``batch`` is set."""
+        """(request URL, headers, body) for one URL, or for a batch of URLs when ``batch`` is set.
+
+        Values come from the normalised URL (``agent.urls``): pure ASCII, so ``{url}`` in a header is always
+        sendable, and free of dot segments. Raises ``UnsafePath`` when the filled-in request URL could still be
+        resolved out of ``fixed_prefix`` (a ``/../`` inside a query string placed in the path, say).
+        """
         values = {"endpoint": self.endpoint, **self._credentials}
         if self.options.batch:
-            values["urls"] = json.dumps(list(urls))
+            values["urls"] = json.dumps([wire_url(url) for url in urls])
         else:
             host, path = host_and_path(urls[0])
-            values.update(url=urls[0], host=host, path=path)
+            values.update(url=wire_url(urls[0]), host=host, path=path)
         public = {k: v for k, v in values.items() if not k.startswith("credentials.")}
         target = _fill(self.options.url_template, public, _url_escape)
+        self._check_target(target)
         headers = {name: _fill(value, values, _raw) for name, value in self.options.headers.items()}
         if self.options.body_template is not None:
             body: str | None = _fill(self.options.body_template, values, _json_escape)
         elif self.options.batch:
-            body = json.dumps({"urls": list(urls)})
+            body = json.dumps({"urls": [wire_url(url) for url in urls]})
         else:
             body = None
         if body is not None and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json"
         return target, headers, body
 
+    def _check_target(self, target: str) -> None:
+        prefix = self.fixed_prefix()
+        if not target.startswith(prefix):
+            raise UnsafePath(f"the webhook request would leave {prefix!r}")
+        # No '.' or '..' segment, even percent-decoded, that a client or the hook could resolve out of the prefix
+        check_request_path(urlsplit(target).path or "/", urlsplit(self.endpoint).path.rstrip("/") or "/")
+
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
         unique = list(dict.fromkeys(urls))
         results: dict[str, Outcome] = {}
         valid = []
         for url in unique:
-            if not host_and_path(url)[0]:
-                results[url] = Outcome("failed", f"{url!r} is not an absolute URL (no host)", attempts=0)
+            if reason := purge_refusal(url):
+                results[url] = refused(reason)
             else:
                 valid.append(url)
         groups = batches(valid, self.config.max_batch) if self.options.batch else [[u] for u in valid]
@@ -182,6 +213,8 @@ class WebhookLayer(ApiCacheLayer):
     async def _send_group(self, group: Sequence[str]) -> Outcome:
         try:
             target, headers, body = self._render(group)
+        except UnsafePath as exc:
+            return refused(str(exc))
         except ValueError as exc:
             return Outcome("failed", f"webhook templates: {exc}", attempts=0)
         content = body.encode() if body is not None else None

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from agent.models import Intent
 from agent.state import AgentContext, PurgeState, context_of
-from agent.urls import screen_urls
+from agent.urls import message_too_long, screen_urls
 from agent.understanding import words_only
 
 
@@ -20,7 +20,9 @@ def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeStat
         urls = narrow_to_selection(state.get("message", ""), urls, state["selected"])
     update: PurgeState = {"urls": urls, "rejected": [r.model_dump(mode="json") for r in rejected]}
     if state["intent"] == Intent.PURGE_ALL:
-        update["target_sites"] = sites_meant(state.get("message", ""), urls, config)
+        # A message refused for its length is refused whole: its words do not name a site either.
+        too_long = message_too_long(state.get("message", ""), config)
+        update["target_sites"] = [] if too_long else sites_meant(state.get("message", ""), urls, config)
     return update
 
 

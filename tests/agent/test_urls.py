@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from agent.config import parse_config
-from agent.urls import extract_candidates, normalise, screen_urls
+from agent.urls import UnsafePath, extract_candidates, normalise, screen_urls, wire_path
 
 
-def make_config(max_urls: int | None = None, hosts: list[str] | None = None):
+def make_config(max_urls: int | None = None, hosts: list[str] | None = None, **limits):
     data = {
         "sites": [
             {"name": "shop", "hosts": hosts or ["shop.example", "www.shop.example"], "layers": ["varnish"]},
@@ -19,7 +20,9 @@ def make_config(max_urls: int | None = None, hosts: list[str] | None = None):
         "layers": [{"name": "varnish", "kind": "varnish", "endpoint": "http://127.0.0.1:1"}],
     }
     if max_urls is not None:
-        data["limits"] = {"max_urls_per_request": max_urls}
+        limits["max_urls_per_request"] = max_urls
+    if limits:
+        data["limits"] = limits
     return parse_config(data)
 
 
@@ -117,6 +120,18 @@ def test_commas_inside_a_url_path_are_kept():
         ("(see https://a.com/wiki/Foo_(bar))", "https://a.com/wiki/Foo_(bar)"),
         ("https://a.com/wiki/Foo_(bar)).", "https://a.com/wiki/Foo_(bar)"),
         ("https://shop.example/snake_case_", "https://shop.example/snake_case_"),
+        # markup characters are trimmed only when they close what the character before the URL opened
+        ("purge https://shop.example/x~", "https://shop.example/x~"),
+        ("purge https://shop.example/~user~ now", "https://shop.example/~user~"),
+        ("purge https://shop.example/products/*", "https://shop.example/products/*"),
+        ("purge https://shop.example/products/*.", "https://shop.example/products/*"),
+        ("*https://shop.example/products/**", "https://shop.example/products/*"),
+        ("~https://shop.example/x~.", "https://shop.example/x"),
+        ("(*https://shop.example/x*)", "https://shop.example/x"),
+        ("_https://shop.example/x~_", "https://shop.example/x~"),
+        # a link is taken as Slack gives it: the way to purge a URL that really ends in punctuation
+        ("<https://shop.example/x!>", "https://shop.example/x!"),
+        ("<https://shop.example/x~>", "https://shop.example/x~"),
     ],
 )
 def test_trailing_punctuation_and_unbalanced_brackets(text, url):
@@ -180,7 +195,7 @@ def test_empty_and_plain_text():
         ("https://shop.example", "https://shop.example/"),
         ("https://shop.example?q=1", "https://shop.example/?q=1"),
         ("https://shop.example/a?B=2&a=1&a=1", "https://shop.example/a?B=2&a=1&a=1"),
-        ("https://shop.example/a%2Fb/%7Euser/./x/../y", "https://shop.example/a%2Fb/%7Euser/./x/../y"),
+        ("https://shop.example/a%2Fb/%7Euser/./x/../y", "https://shop.example/a%2Fb/~user/y"),
         ("https://shop.example/a?", "https://shop.example/a?"),
         ("https://shop.example./a", "https://shop.example/a"),
         ("www.shop.example/pricing", "https://www.shop.example/pricing"),
@@ -212,6 +227,89 @@ def test_normalise(url, expected):
 def test_normalise_refuses_with_a_reason(url, reason):
     with pytest.raises(ValueError, match=reason):
         normalise(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # RFC 3986 5.2.4: dot segments go, also when percent-encoded
+        ("https://shop.example/a/./b/../c", "https://shop.example/a/c"),
+        ("https://shop.example/x/../about", "https://shop.example/about"),
+        ("https://shop.example/a/%2e%2E/b", "https://shop.example/b"),
+        ("https://shop.example/a/%2E./b", "https://shop.example/b"),
+        ("https://shop.example/a/.%2e/b", "https://shop.example/b"),
+        ("https://shop.example/a/.", "https://shop.example/a/"),
+        ("https://shop.example/a/..", "https://shop.example/"),
+        ("https://shop.example/a/..?x=1", "https://shop.example/?x=1"),
+        ("https://shop.example/a//..", "https://shop.example/a/"),
+        ("https://shop.example/a/.../b..c/.d", "https://shop.example/a/.../b..c/.d"),  # names, not dot segments
+        # percent-encoding: upper-case hex, unreserved characters decoded, the rest encoded as UTF-8
+        ("https://shop.example/%7euser/%41%2d%5f", "https://shop.example/~user/A-_"),
+        ("https://shop.example/a%2fb", "https://shop.example/a%2Fb"),  # an encoded slash stays encoded
+        ("https://shop.example/caf\u00e9", "https://shop.example/caf%C3%A9"),
+        ("https://shop.example/caf%c3%a9", "https://shop.example/caf%C3%A9"),
+        ("https://shop.example/\u5546\u54c1", "https://shop.example/%E5%95%86%E5%93%81"),
+        ('https://shop.example/a"b{c}^d`e[f]', "https://shop.example/a%22b%7Bc%7D%5Ed%60e%5Bf%5D"),
+        ("https://shop.example/a!$&'()+,;=:@b", "https://shop.example/a!$&'()+,;=:@b"),  # allowed in a path as is
+        ("https://shop.example/s?q=caf\u00e9&x=%7e&y=a%2bb&z=/?", "https://shop.example/s?q=caf%C3%A9&x=~&y=a%2Bb&z=/?"),
+        ("https://shop.example/s?q=../x", "https://shop.example/s?q=../x"),  # the query has no segments
+        # a single trailing * (everything under a path) is kept as the last character
+        ("https://shop.example/products/*", "https://shop.example/products/*"),
+        ("https://shop.example/*", "https://shop.example/*"),
+        ("https://shop.example/a/../products/*", "https://shop.example/products/*"),
+    ],
+)
+def test_normalise_path_as_rfc_3986_says(url, expected):
+    assert normalise(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://shop.example/../about", "climbs above the site's root"),
+        ("https://shop.example/../../service/SU1Z0isxPaozGVKXdv0eY/purge_all", "climbs above the site's root"),
+        ("https://shop.example/a/../../b", "climbs above the site's root"),
+        ("https://shop.example/%2e%2e/about", "climbs above the site's root"),
+        ("https://shop.example/.%2E/about", "climbs above the site's root"),
+        ("https://shop.example/..%2Fadmin", "encoded slash (%2F)"),
+        ("https://shop.example/a%2F..%2F..%2Fadmin", "encoded slash (%2F)"),
+        ("https://shop.example/a%2f.%2fb", "encoded slash (%2F)"),
+        ("https://shop.example/a%5C..%5Cadmin", "backslash (%5C)"),
+        ("https://shop.example/a\\..\\admin", "contains a backslash"),
+        ("https://shop.example/a%zz", "not followed by two hex digits"),
+        ("https://shop.example/100%", "not followed by two hex digits"),
+        ("https://shop.example/a*b", "only a trailing * (everything under a path) is supported"),
+        ("https://shop.example/*/x", "only a trailing * (everything under a path) is supported"),
+        ("https://shop.example/a**", "only a trailing * (everything under a path) is supported"),
+        ("https://shop.example/a?q=*", "only a trailing * (everything under a path) is supported"),
+        ("https://shop.example/a*?q=1", "only a trailing * (everything under a path) is supported"),
+    ],
+)
+def test_paths_that_could_mean_another_page_are_refused_with_a_reason(url, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        normalise(url)
+
+
+def test_wire_path_is_the_normalised_ascii_target():
+    assert wire_path("https://Shop.example/a/../caf\u00e9?b=1") == ("shop.example", "/caf%C3%A9?b=1")
+    assert wire_path("https://shop.example/a?") == ("shop.example", "/a")
+    assert wire_path("https://shop.example") == ("shop.example", "/")
+    for screened in ("https://shop.example/a%2Fb/~c?d=%2B", "https://shop.example/s?q=caf%C3%A9"):
+        host, path = wire_path(screened)
+        assert f"https://{host}{path}" == screened  # a screened URL goes out exactly as screened
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("/relative/path", "no host"),
+        ("https://shop.example/../admin", "climbs above"),
+        ("ftp://shop.example/a", "only http and https"),
+    ],
+)
+def test_wire_path_refuses_what_cannot_be_sent(url, reason):
+    with pytest.raises(UnsafePath, match=reason):
+        wire_path(url)
 
 
 def test_normalise_does_not_fold_unicode_into_ascii():
@@ -444,6 +542,37 @@ def test_backslash_host_confusion_is_rejected(config):
     assert "backslash" in rejected[0].reason
 
 
+def test_dot_segments_cannot_escape_and_the_other_urls_go_on(config):
+    text = (
+        "purge <https://shop.example/../../service/SU1Z0isxPaozGVKXdv0eY/purge_all> "
+        "https://shop.example/pricing <https://shop.example/..%2F..%2Fadmin/flush>"
+    )
+    urls, rejected = screen_urls(text, config)
+    assert urls == ["https://shop.example/pricing"]
+    assert [r.input for r in rejected] == [
+        "https://shop.example/../../service/SU1Z0isxPaozGVKXdv0eY/purge_all",
+        "https://shop.example/..%2F..%2Fadmin/flush",
+    ]
+    assert "climbs above the site's root" in rejected[0].reason
+    assert "encoded slash" in rejected[1].reason
+
+
+def test_the_same_page_written_two_ways_is_one_url(config):
+    urls, rejected = screen_urls("https://shop.example/x/../about https://shop.example/%61bout shop.example/about", config)
+    assert urls == ["https://shop.example/about"]
+    assert rejected == []
+
+
+def test_a_trailing_star_reaches_planning_as_the_last_character(config):
+    # the contract with prefix scopes: the * is kept, exactly once, at the very end
+    urls, rejected = screen_urls("<https://shop.example/products/*> and <https://shop.example/a*b>", config)
+    assert urls == ["https://shop.example/products/*"]
+    assert reasons(rejected) == {
+        "https://shop.example/a*b": "a * inside the path cannot be purged: only a trailing * (everything under a "
+        "path) is supported"
+    }
+
+
 def test_mixed_junk(config):
     text = (
         "<@U1> :fire: purge <https://shop.example/ok> pls, not <https://evil.net/x> or "
@@ -515,6 +644,57 @@ def test_5000_bare_urls_screen_quickly(config):
     urls, rejected = screen_urls(text, config)
     assert time.perf_counter() - started < 1.0
     assert len(urls) == 5000 and rejected == []
+
+
+def test_size_limits_default_to_8192_per_url_and_half_a_million_per_message(config):
+    assert config.limits.max_url_length == 8192
+    assert config.limits.max_message_chars == 500_000
+
+
+def test_a_huge_url_is_refused_with_the_limit_and_the_others_go_on(config):
+    huge = "https://shop.example/" + "a" * 70_000
+    urls, rejected = screen_urls(f"purge {huge} and https://shop.example/pricing", config)
+    assert urls == ["https://shop.example/pricing"]
+    assert len(rejected) == 1
+    assert rejected[0].reason == "this URL is 70,021 characters long; the limit is 8,192 (limits.max_url_length)"
+    assert len(rejected[0].input) <= 300 and rejected[0].input.startswith("https://shop.example/aaa")
+
+
+def test_a_url_that_grows_past_the_limit_when_encoded_is_refused(config):
+    long_word = "\u00e9" * 3000  # 3,000 characters as typed, 18,000 percent-encoded
+    urls, rejected = screen_urls(f"https://shop.example/{long_word} https://shop.example/ok", config)
+    assert urls == ["https://shop.example/ok"]
+    assert rejected[0].reason.startswith("this URL is, percent-encoded, 18,021 characters long; the limit is 8,192")
+
+
+def test_the_url_limit_is_configurable():
+    config = make_config(max_url_length=256)
+    url = "https://shop.example/" + "b" * 240
+    urls, rejected = screen_urls(url, config)
+    assert urls == [] and "the limit is 256 (limits.max_url_length)" in rejected[0].reason
+    assert screen_urls(url[:256], config)[0] == [url[:256]]
+
+
+def test_a_message_over_the_limit_is_refused_whole_naming_the_limit():
+    config = make_config(max_message_chars=1000)
+    text = "purge https://shop.example/pricing please " + "x" * 1000
+    urls, rejected = screen_urls(text, config)
+    assert urls == []
+    assert len(rejected) == 1
+    assert rejected[0].reason == (
+        "this message is 1,042 characters long; the limit is 1,000 (limits.max_message_chars): nothing in it was "
+        "read — send the URLs in smaller messages"
+    )
+    assert rejected[0].input.startswith("purge https://shop.example/pricing") and len(rejected[0].input) <= 60
+    assert screen_urls(text[:1000], config)[0] == ["https://shop.example/pricing"]  # at the limit it is read
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_url_length", 100), ("max_url_length", 70_000), ("max_message_chars", 10)])
+def test_limits_out_of_range_are_config_errors(key, value):
+    from agent.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"limits.{key}"):
+        make_config(**{key: value})
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ thread (one thread per connection, so ``latency_seconds`` delays each request wi
 ``FakeServer`` (tests/fakes/base.py) for what every fake records and how to script failures.
 """
 
-from tests.fakes.base import FakeEdge, FakeServer, Recorded
+from tests.fakes.base import FakeEdge, FakeRecorder, FakeServer, Recorded
 from tests.fakes.cloudflare import FakeCloudflare
 from tests.fakes.fastly import FakeFastly
 from tests.fakes.webhook import FakeWebhook
 
-__all__ = ["FakeCloudflare", "FakeEdge", "FakeFastly", "FakeServer", "FakeWebhook", "Recorded"]
+__all__ = ["FakeCloudflare", "FakeEdge", "FakeFastly", "FakeRecorder", "FakeServer", "FakeWebhook", "Recorded"]

@@ -187,6 +187,14 @@ class FakeServer:
         return answer
 
 
+class FakeRecorder(FakeServer):
+    """Answers every request 200 with an empty body and records it: the wire, for a layer (Varnish, nginx) whose
+    real daemon does not show the request line it was sent."""
+
+    def handle(self, request: Recorded) -> Answer:
+        return 200, {"Content-Type": "text/plain"}, b""
+
+
 # --- the CDN edge -------------------------------------------------------------------------------------------
 
 

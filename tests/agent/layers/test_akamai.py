@@ -184,3 +184,14 @@ def test_purge_everything_goes_by_cp_code_as_numbers(api) -> None:
     assert outcome.status == "purged" and "2 cpcodes" in outcome.detail
     assert api.purges == [("invalidate", "cpcode", "production", [12345, 67890])]
     assert not make_layer(api.url).supports(Capability.PURGE_ALL)  # without CP codes there is no way to
+
+
+def test_urls_go_out_normalised_and_wildcards_or_unsafe_paths_not_at_all(api) -> None:
+    layer = make_layer(api.url)
+    refused = [f"https://{HOST}/products/*", f"https://{HOST}/../admin", f"https://{HOST}/a%2F..%2F..%2Fb"]
+    fine = [f"https://{HOST}/x/./../caf\u00e9", f"https://{HOST}/b?q=%7e"]
+    results = run(layer, lambda: layer.purge_urls([*refused, *fine]))
+    assert api.purges == [("invalidate", "url", "production", [f"https://{HOST}/caf%C3%A9", f"https://{HOST}/b?q=~"])]
+    assert all(results[url].status == "purged" for url in fine)
+    for url in refused:
+        assert results[url].status == "failed" and results[url].detail.startswith("not sent: ")

@@ -89,12 +89,25 @@ def test_tag_purge(cf: FakeCloudflare) -> None:
     assert [r.json for r in cf.requests] == [{"tags": ["product-1", "category-shoes"]}]
 
 
-def test_trailing_wildcard_is_a_prefix_purge(cf: FakeCloudflare) -> None:
+def test_a_url_purge_never_becomes_a_prefix_purge(cf: FakeCloudflare) -> None:
+    # <https://shop.example/*> once purged the prefix shop.example/ as "one URL", without approval
     layer = make_layer(cf)
-    results = run(layer, lambda: layer.purge_urls([f"https://{HOST}/products/*", f"https://{HOST}/a*b"]))
-    assert results[f"https://{HOST}/products/*"].status == "purged"
-    assert results[f"https://{HOST}/a*b"].status == "failed"
-    assert [r.json for r in cf.requests] == [{"prefixes": [f"{HOST}/products/"]}]
+    wild = [f"https://{HOST}/*", f"https://{HOST}/products/*", f"https://{HOST}/a*b"]
+    results = run(layer, lambda: layer.purge_urls([*wild, f"https://{HOST}/ok"]))
+    for url in wild:
+        assert results[url].status == "failed" and results[url].attempts == 0
+        assert results[url].detail.startswith("not sent: a URL with * names everything under a path")
+    assert results[f"https://{HOST}/ok"].status == "purged"
+    assert [r.json for r in cf.requests] == [{"files": [f"https://{HOST}/ok"]}]  # no "prefixes" request at all
+
+
+def test_urls_are_sent_normalised_and_unsafe_ones_not_at_all(cf: FakeCloudflare) -> None:
+    layer = make_layer(cf)
+    odd, unsafe = f"https://{HOST}/caf\u00e9/./x", f"https://{HOST}/../admin"
+    results = run(layer, lambda: layer.purge_urls([odd, unsafe]))
+    assert results[odd].status == "purged"
+    assert results[unsafe].status == "failed" and "climbs above the site's root" in results[unsafe].detail
+    assert [r.json for r in cf.requests] == [{"files": [f"https://{HOST}/caf%C3%A9/x"]}]
 
 
 def test_purge_all_is_purge_everything_or_hosts(cf: FakeCloudflare) -> None:

@@ -175,7 +175,7 @@ def invalidations(cf, distribution: str) -> list[dict]:
 
 def test_urls_are_batched_into_invalidations_and_verified(moto_url, cf, distribution) -> None:
     layer = make_layer(moto_url, distribution, max_batch=3)
-    urls = [f"https://{HOST}/p/{i}" for i in range(7)] + [f"https://{HOST}/search?q=a b"]
+    urls = [f"https://{HOST}/p/{i}" for i in range(7)] + [f"https://{HOST}/search?q=caf\u00e9%20b"]
 
     async def scenario():
         return await layer.purge_urls(urls), [await layer.verify(u, None) for u in urls]
@@ -184,7 +184,7 @@ def test_urls_are_batched_into_invalidations_and_verified(moto_url, cf, distribu
     made = invalidations(cf, distribution)
     assert sorted(len(i["InvalidationBatch"]["Paths"]["Items"]) for i in made) == [2, 3, 3]
     sent = sorted(p for i in made for p in i["InvalidationBatch"]["Paths"]["Items"])
-    assert sent == sorted([f"/p/{i}" for i in range(7)] + ["/search?q=a b"])
+    assert sent == sorted([f"/p/{i}" for i in range(7)] + ["/search?q=caf%C3%A9%20b"])  # CloudFront wants it encoded
     by_id = {i["Id"]: i for i in made}
     for url, verification in zip(urls, verifications):
         outcome = outcomes[url]
@@ -312,3 +312,21 @@ def test_config_checks() -> None:
         parse_config(config_with({**ok, "credentials": {"aws_access_key_id": "AKIA"}}))
     with pytest.raises(ConfigError, match=r"layers\[0\]\.options\.collapse_wildcards_over"):
         parse_config(config_with({**ok, "options": {"distribution_id": "E2ABC", "collapse_wildcards_over": 0}}))
+
+
+def test_a_wildcard_or_unsafe_url_is_never_an_invalidation_path(moto_url, cf, distribution) -> None:
+    # <https://shop.example/*> once became an invalidation of /* (the whole distribution) counted as one page
+    layer = make_layer(moto_url, distribution)
+    refused = [f"https://{HOST}/*", f"https://{HOST}/products/*", f"https://{HOST}/../admin"]
+    fine = f"https://{HOST}/x/../caf\u00e9"
+
+    async def scenario():
+        return await layer.purge_urls([*refused, fine]), await layer.verify(refused[0], None)
+
+    outcomes, verification = run(scenario())
+    made = invalidations(cf, distribution)
+    assert [i["InvalidationBatch"]["Paths"]["Items"] for i in made] == [["/caf%C3%A9"]]
+    assert outcomes[fine].status == "purged"
+    for url in refused:
+        assert outcomes[url].status == "failed" and outcomes[url].detail.startswith("not sent: ")
+    assert verification.verified is None  # nothing was sent for it, so nothing can be confirmed

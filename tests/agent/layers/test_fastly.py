@@ -201,3 +201,25 @@ def test_config_errors_name_the_key() -> None:
         validate_layer_options(2, LayerConfig(name="f", kind="fastly", options={"service_id": "s1"}))
     validate_layer_options(2, LayerConfig(name="f", kind="fastly", credentials={"api_key": "k"},
                                           options={"service_id": "s1", "soft_purge": True}))
+
+
+def test_a_url_purge_never_leaves_purge_host(fastly: FakeFastly) -> None:
+    # https://shop.example/../../service/<id>/purge_all once went out as POST /service/<id>/purge_all: everything
+    sid = fastly.service_id
+    hostile = [
+        f"https://{HOST}/../../service/{sid}/purge_all",
+        f"https://{HOST}/x/../../../service/{sid}/purge_all",
+        f"https://{HOST}/%2e%2e/%2E%2E/service/{sid}/purge_all",
+        f"https://{HOST}/..%2F..%2Fservice%2F{sid}%2Fpurge_all",
+        f"https://{HOST}/a\\..\\..\\service/{sid}/purge_all",
+        f"https://{HOST}/*",
+    ]
+    fine = f"https://{HOST}/a/./b/../c"
+    layer = make_layer(fastly)
+    results = run(layer, lambda: layer.purge_urls([*hostile, fine]))
+
+    assert [r.path for r in fastly.requests] == [f"/purge/{HOST}/a/c"]
+    assert fastly.purged("all") == [] and fastly.purged("key") == []
+    assert results[fine].status == "purged"
+    for url in hostile:
+        assert results[url].status == "failed" and results[url].attempts == 0 and results[url].detail.startswith("not sent")

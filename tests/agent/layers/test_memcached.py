@@ -125,3 +125,19 @@ def test_config_rejects_patterns_and_bad_endpoints() -> None:
     with pytest.raises(ValueError, match="unknown placeholder"):
         validate_layer_options(0, LayerConfig(name="m", kind="memcached", endpoint="memcached://h:1",
                                               options={"key_templates": ["{nope}"]}))
+
+
+def test_keys_come_from_the_normalised_url(memcached_daemon, mc) -> None:
+    # before, /café gave a non-ASCII key that could never be purged, and verify then said "keys gone"
+    layer = make_layer(memcached_daemon.url, ["page:{host}{path}"])
+    mc.set_many({"page:shop.example/caf%C3%A9": b"c", "page:shop.example/keep": b"k"})
+    fine, refused = "https://shop.example/x/../caf\u00e9", "https://shop.example/../keep"
+
+    async def scenario():
+        return await layer.purge_urls([fine, refused]), await layer.verify(refused, None)
+
+    results, verification = run(scenario())
+    assert results[fine].status == "purged" and results[fine].detail == "deleted 1 key"
+    assert results[refused].status == "failed" and results[refused].detail.startswith("not sent: ")
+    assert verification.verified is None and "climbs above the site's root" in verification.evidence
+    assert mc.get("page:shop.example/keep") == b"k"

@@ -6,6 +6,7 @@ origin serve an edit, a test drops the app-cache key and purges Varnish directly
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -147,3 +148,40 @@ def test_capabilities_and_options() -> None:
     with pytest.raises(ValueError, match=r"layers\[1\]\.options\.purge_path_prefix: .*starting with '/'"):
         validate_layer_options(1, LayerConfig(name="e", kind="nginx", endpoint="http://x",
                                               options={"purge_path_prefix": "purge"}))
+
+
+def request_lines(stack, since: int, naming: str, at_least: int) -> list[str]:
+    """Request lines naming ``naming`` that nginx logged after byte ``since`` of its access log, once there are
+    ``at_least`` (nginx writes a line just after answering, so the last one may land a moment later)."""
+    log = stack.nginx.workdir / "access.log"
+    deadline = time.monotonic() + 5
+    while True:
+        found = re.findall(r'"([A-Z]+ \S+) HTTP/1\.[01]"', log.read_bytes()[since:].decode("latin-1"))
+        lines = [line for line in found if naming in line]
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return lines
+
+
+def test_a_dot_segment_never_turns_the_purge_into_a_fetch(stack, layer: NginxLayer) -> None:
+    # GET /purge/../about used to become GET /about: an ordinary 200, reported "purged" while nothing was
+    path, url = new_page(stack)
+    log = stack.nginx.workdir / "access.log"
+    refused = [f"http://{HOST}/..{path}", f"http://{HOST}/%2e%2e{path}", f"http://{HOST}/a/..%2F..{path}"]
+
+    async def scenario():
+        await layer.observe(url)
+        outcomes = await layer.purge_urls(refused)
+        still = await layer.observe(url)
+        normalised = await layer.purge_urls([f"http://{HOST}/x/..{path}"])
+        gone = await layer.observe(url)
+        return outcomes, still, normalised, gone
+
+    since = log.stat().st_size
+    outcomes, still, normalised, gone = run(layer, scenario)
+    for bad in refused:
+        assert outcomes[bad].status == "failed" and outcomes[bad].detail.startswith("not sent: ")
+    assert still.cache_status == "HIT"  # nothing was purged, and nothing claimed it was
+    assert list(normalised.values())[0].status == "purged" and gone.cache_status == "MISS"
+    lines = request_lines(stack, since, naming=path, at_least=4)
+    # the page fetched, fetched again (HIT), purged once by its own path, fetched (MISS): nothing else reached nginx
+    assert lines == [f"GET {path}", f"GET {path}", f"GET /purge{path}", f"GET {path}"]

@@ -186,3 +186,22 @@ def test_config_checks() -> None:
     assert redact("rediss://bob:pw@cache:6380/1") == "rediss://bob:***@cache:6380/1"
     assert redact("redis://cache:6379") == "redis://cache:6379"
     assert RedisLayer.capabilities == {Capability.PURGE_URL, Capability.PURGE_ALL, Capability.VERIFY}
+
+
+def test_keys_come_from_the_normalised_url(fresh_redis, client) -> None:
+    # the app keys a page on the path the browser asked for: /x/../about is /about, /café is /caf%C3%A9
+    layer = make_layer(fresh_redis.url, ["page:{host}{path}"])
+    client.mset({"page:shop.example/about": "a", "page:shop.example/caf%C3%A9": "c",
+                 "page:shop.example/keep": "k", "page:shop.example/products/shoe": "s"})
+    fine = ["https://shop.example/x/../about", "https://shop.example/caf\u00e9"]
+    refused = ["https://shop.example/../keep", "https://shop.example/products/*"]
+
+    async def scenario():
+        return await layer.purge_urls([*fine, *refused]), await layer.observe(refused[0])
+
+    results, seen = run(layer, scenario)
+    assert [results[url].detail for url in fine] == ["deleted 1 key", "deleted 1 key"]
+    for url in refused:
+        assert results[url].status == "failed" and results[url].detail.startswith("not sent: ")
+    assert sorted(client.keys("page:*")) == [b"page:shop.example/keep", b"page:shop.example/products/shoe"]
+    assert seen.reachable is False and "climbs above the site's root" in seen.error

@@ -81,6 +81,25 @@ def test_miss_hit_purge_miss(stack, layer: VarnishLayer) -> None:
     assert third.cache_status == "MISS"
 
 
+def test_a_dot_segment_purges_the_page_it_names_or_nothing(stack, layer: VarnishLayer) -> None:
+    # Varnish keys on the URL as sent: a purge must name the page the way a browser asks for it
+    path, url = new_page(stack)
+    refused = [f"http://{HOST}/..{path}", f"http://{HOST}/%2E%2E{path}", f"http://{HOST}/a%2F..%2F..{path}"]
+
+    async def scenario():
+        await layer.observe(url)
+        outcomes = await layer.purge_urls(refused)
+        still = await layer.observe(url)
+        purged = await layer.purge_urls([f"http://{HOST}/x/%2e%2e{path}"])
+        gone = await layer.observe(url)
+        return outcomes, still, purged, gone
+
+    outcomes, still, purged, gone = run(layer, scenario)
+    assert all(outcomes[bad].status == "failed" and outcomes[bad].attempts == 0 for bad in refused)
+    assert still.cache_status == "HIT"
+    assert list(purged.values())[0].detail == "purged 1 object" and gone.cache_status == "MISS"
+
+
 def test_verify_fresh_after_purge(stack, layer: VarnishLayer) -> None:
     path, url = new_page(stack, "old price $10")
 

@@ -73,13 +73,13 @@ def test_method_host_path_and_body_template(hook: FakeWebhook) -> None:
         body_template='{"url": "{url}", "why": "cachebot", "key": "{credentials.api_key}"}',
         headers={"X-Api-Key": "{credentials.api_key}", "X-Host": "{host}"},
     )
-    url = f'https://{HOST}/say "hi"?x=1'
+    url = f'https://{HOST}/say"hi"?x=1'
     results = run(layer, lambda: layer.purge_urls([url]))
     assert results[url].status == "purged"
     request = hook.requests[0]
     assert request.method == "PUT"
-    assert request.path.startswith(f"/cache/{HOST}/say%20%22hi%22%3Fx%3D1")
-    assert request.json == {"url": url, "why": "cachebot", "key": hook.token}
+    assert request.path == f"/cache/{HOST}/say%22hi%22%3Fx%3D1"
+    assert request.json == {"url": f"https://{HOST}/say%22hi%22?x=1", "why": "cachebot", "key": hook.token}
     assert request.headers["x-host"] == HOST and request.headers["content-type"] == "application/json"
 
 
@@ -197,3 +197,51 @@ def test_secrets_never_in_outcomes(hook: FakeWebhook) -> None:
 def test_config_errors_name_the_key(hook: FakeWebhook, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         validate_layer_options(3, config(hook, **options))
+
+
+# --- paths: a request never leaves the template's prefix -------------------------------------------------------
+
+
+def test_dot_segments_never_reach_a_path_outside_the_templates_prefix(hook: FakeWebhook) -> None:
+    # url_template {endpoint}/api/purge{path} once sent /../../../admin/flush as POST /admin/flush, with the token
+    layer = make_layer(hook, url_template="{endpoint}/api/purge{path}", body_template='{"url": "{url}"}')
+    hostile = [
+        f"https://{HOST}/../../../admin/flush",
+        f"https://{HOST}/%2e%2e/%2e%2e/admin/flush",
+        f"https://{HOST}/a/..%2F..%2F..%2Fadmin/flush",
+        f"https://{HOST}/s?next=/../../../admin/flush",  # the query lands in the path here: refused as well
+    ]
+    fine = [f"https://{HOST}/x/../pricing", f"https://{HOST}/caf\u00e9"]
+    results = run(layer, lambda: layer.purge_urls([*hostile, *fine]))
+
+    assert sorted(r.path for r in hook.requests) == ["/api/purge/caf%C3%A9", "/api/purge/pricing"]
+    assert [r.json["url"] for r in sorted(hook.requests, key=lambda r: r.path)] == [
+        f"https://{HOST}/caf%C3%A9", f"https://{HOST}/pricing"]
+    for url in hostile:
+        assert results[url].status == "failed" and results[url].attempts == 0
+        assert results[url].detail.startswith("not sent: ")
+    assert all(results[url].status == "purged" for url in fine)
+
+
+def test_url_in_a_header_is_ascii_for_a_non_ascii_path(hook: FakeWebhook) -> None:
+    # a {url} header used to fail with UnicodeEncodeError on /café
+    layer = make_layer(hook, headers={**HEADERS, "X-Purge-Url": "{url}", "X-Purge-Path": "{path}"})
+    url = f"https://{HOST}/caf\u00e9/cr\u00e8me?q=\u00e9t\u00e9"
+    outcome = run(layer, lambda: layer.purge_urls([url]))[url]
+    assert outcome.status == "purged"
+    sent = hook.requests[0].headers
+    assert sent["x-purge-url"] == f"https://{HOST}/caf%C3%A9/cr%C3%A8me?q=%C3%A9t%C3%A9"
+    assert sent["x-purge-path"] == "/caf%C3%A9/cr%C3%A8me?q=%C3%A9t%C3%A9"
+
+
+def test_a_wildcard_url_is_refused_not_sent(hook: FakeWebhook) -> None:
+    layer = make_layer(hook)
+    url = f"https://{HOST}/products/*"
+    outcome = run(layer, lambda: layer.purge_urls([url]))[url]
+    assert outcome.status == "failed" and "prefix scope" in outcome.detail
+    assert hook.requests == []
+
+
+def test_a_password_in_the_verify_endpoint_is_a_config_error(hook: FakeWebhook) -> None:
+    with pytest.raises(ValueError, match=r"verify_endpoint.*must not contain a user name or password"):
+        validate_layer_options(0, config(hook, verify_endpoint="http://u:p@127.0.0.1:9"))
