@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 
 from agent.layers.base import CacheLayer, Capability, Outcome
 from agent.layerset import open_layers
+from agent.mapping import prefix_problem
 from agent.models import Operation, PlanItem
 from agent.state import AgentContext, PurgeState, context_of
 
@@ -130,6 +131,8 @@ async def run_operation(layer: CacheLayer, operation: Operation, targets: list[s
     try:
         if operation == Operation.PURGE_TAG:
             return await layer.purge_tags(targets)
+        if operation == Operation.PURGE_PREFIX:
+            return await purge_prefixes(layer, targets)
         if operation == Operation.PURGE_ALL:
             if not layer.supports(Capability.PURGE_ALL):
                 return {t: Outcome("skipped", f"{layer.kind} cannot purge everything", 0) for t in targets}
@@ -137,6 +140,13 @@ async def run_operation(layer: CacheLayer, operation: Operation, targets: list[s
         return await layer.purge_urls(targets)
     except Exception as exc:  # a backend bug must not hide the other layers' results
         return {t: Outcome("failed", f"{layer.name} failed unexpectedly: {type(exc).__name__}: {exc}", 0) for t in targets}
+
+
+async def purge_prefixes(layer: CacheLayer, targets: list[str]) -> dict[str, Outcome]:
+    """Prefixes the layer can purge go out; the others are skipped with the planner's reason (never sent as URLs)."""
+    skipped = {t: Outcome("skipped", problem, 0) for t in targets if (problem := prefix_problem(layer, t))}
+    wanted = [t for t in targets if t not in skipped]
+    return {**skipped, **(await layer.purge_prefixes(wanted) if wanted else {})}
 
 
 def fill_missing(
