@@ -155,17 +155,19 @@ def expand_pages(urls: Sequence[str], config: AppConfig) -> dict[str, tuple[bool
     return pages
 
 
-def sample_pages(pages: Iterable[str], config: AppConfig) -> list[str]:
-    """Pages looked at (for their tags) but not purged: each site's home page, when it is not in the plan.
+def sample_pages(pages: Iterable[str], layers: Mapping[str, CacheLayer], config: AppConfig) -> list[str]:
+    """Pages looked at (for their tags) but not purged: the home page of each site that may purge by tag,
+    when it is not in the plan.
 
     Two tags of a page can be on exactly the same planned pages, one specific ("about") and one site-wide
     ("site"); the home page tells them apart. A tag found there does not stay inside a plan without it."""
-    planned = set(pages)
+    planned = list(dict.fromkeys(pages))
     samples: dict[str, None] = {}
     for url in planned:
         site = site_of(url, config)
         home = with_path(url, "/")
-        if site.origin and site.discover_tags and home not in planned:
+        tag_layers = any(layers[name].supports(Capability.PURGE_TAG) for name in site.layers)
+        if site.origin and site.discover_tags and tag_layers and home not in planned:
             samples.setdefault(home, None)
     return list(samples)
 

@@ -49,7 +49,7 @@ async def build_plan(state: PurgeState, context: AgentContext) -> Plan:
         else:
             page_urls, prefixes = split_scopes(state["urls"])
             pages_map = expand_pages(page_urls, config)
-            tags = await discover_tags(list(pages_map) + sample_pages(pages_map, config), config)
+            tags = await discover_tags(list(pages_map) + sample_pages(pages_map, layers, config), config)
             scopes = scope_items(prefixes, layers, config)
             items = plan_items(pages_map, tags, layers, config) + scopes
             pages = list(dict.fromkeys([*pages_map, *(item.url for item in scopes)]))

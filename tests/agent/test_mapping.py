@@ -82,7 +82,8 @@ def test_a_site_wide_tag_listed_first_is_not_used_for_a_page():
     """The home page, looked at but not planned, shows that "site" reaches beyond the page; "about" does not."""
     settings = config()
     about = f"{SHOP}/about"
-    assert sample_pages([about], settings) == [f"{SHOP}/"]
+    assert sample_pages([about], built(settings), settings) == [f"{SHOP}/"]
+    assert sample_pages([about], built(config(NGINX)), config(NGINX)) == []  # no layer purges by tag: no need
     items = plan(settings, [about], {about: ("site", "about"), f"{SHOP}/": ("site", "home")})
     assert on(items, "varnish")[about].target == "about"
     assert f"{SHOP}/" not in on(items, "varnish")  # looked at, never purged
