@@ -70,16 +70,23 @@ def prefix_depth(prefix: str) -> int:
 
 
 def split_scopes(urls: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(page URLs, prefix URLs) in request order."""
-    pages = [url for url in urls if not is_prefix(url)]
-    return pages, [url for url in urls if is_prefix(url)]
+    """(page URLs, URLs with a ``*``) in request order: a ``*`` is never sent as part of a page's URL."""
+    return [url for url in urls if "*" not in url], [url for url in urls if "*" in url]
 
 
 def scope_items(prefixes: Sequence[str], layers: Mapping[str, CacheLayer], config: AppConfig) -> list[PlanItem]:
-    """Each requested prefix on every layer of its site; ``https://host/*`` is the whole site (purge everything)."""
+    """Each requested prefix on every layer of its site; ``https://host/*`` is the whole site (purge everything).
+
+    A ``*`` anywhere else (mid-path, in the query) means nothing a plan can show honestly: some backends read it
+    as a wildcard, others literally. Such a URL is listed on every layer as skipped, and never sent."""
     items: list[PlanItem] = []
     for prefix in prefixes:
         site = site_of(prefix, config)
+        if not is_prefix(prefix):
+            why = f"'*' is a wildcard only at the very end of a path, without a query: {prefix} is not purged"
+            items += [PlanItem(url=prefix, site=site.name, layer=name, operation=Operation.PURGE_URL, target=prefix,
+                               requested=True, reason=f"{why}: skipped", skip=why) for name in site.layers]
+            continue
         if prefix_parts(prefix)[1] == "/":
             items += purge_all_items(site, layers, why=f"{prefix} is every page on the site")
             continue
@@ -340,6 +347,6 @@ def count_purges(items: Sequence[PlanItem]) -> int:
     """Pages × layers the plan clears, where that is known: a tag purge counts every planned page it clears,
     a prefix or whole-site purge counts once (its reach is not known: the scope rules ask for approval), and
     a layer skipped for a scope counts nothing."""
-    pages = {(i.layer, i.url) for i in items if not i.is_scope}
+    pages = {(i.layer, i.url) for i in items if not i.is_scope and not i.skip}
     scopes = {(i.layer, i.operation.value, i.target) for i in items if i.is_scope and not i.skip}
     return len(pages) + len(scopes)

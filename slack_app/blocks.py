@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.mapping import count_purges
 from agent.models import ItemResult, ItemStatus, PlanItem, Rejection, RunResult
-from agent.nodes.report import ORDER, item_words, scope_lines
+from agent.nodes.report import ORDER, item_words, plan_notes, scope_lines
 
 APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"
@@ -131,7 +131,7 @@ def plan_blocks(items: list[PlanItem], pages: list[str], rejected: list[Rejectio
     if scopes:
         blocks.append(section(bounded_list([f"• {escape(line)}" for line in scopes],
                                            head=f"*Beyond single pages ({len(scopes)}):*")))
-    notes = list(dict.fromkeys(i.note for i in items if i.note))
+    notes = plan_notes(items)
     if notes:
         blocks.append(context(bounded_list([f"• {escape(note)}" for note in notes], head="Notes:", limit=2000)))
     blocks += rejected_blocks(rejected)

@@ -77,10 +77,14 @@ def layer_tiers(items: list[PlanItem], context: AgentContext) -> list[list[str]]
 async def execute_plan(
     items: list[PlanItem], context: AgentContext, progress: Progress, *, run_id: str | None = None
 ) -> list[dict[str, Any]]:
-    targets = unique_targets(items)
+    # What the plan lists as skipped (a layer that cannot purge a scope, a '*' that is no wildcard) is never sent.
+    results: list[dict[str, Any]] = [
+        {"layer": i.layer, "operation": i.operation.value, "target": i.target, "status": "skipped", "detail": i.skip,
+         "attempts": 0} for i in items if i.skip
+    ]
+    targets = unique_targets([item for item in items if not item.skip])
     total = sum(len(t) for t in targets.values())
     done = 0
-    results: list[dict[str, Any]] = []
 
     def record(layer: str, operation: Operation, outcomes: dict[str, Outcome]) -> None:
         nonlocal done

@@ -98,11 +98,16 @@ def plan_scope_lines(items: list[PlanItem], limit: int = 20) -> list[str]:
     """What the plan reaches beyond the pages it names (prefixes, whole sites, tags), then how layers deviate
     from the obvious (a tag not used, a layer skipped): the lines every front end shows with a plan."""
     lines = scope_lines(items)
-    notes = list(dict.fromkeys(i.note for i in items if i.note))
+    notes = plan_notes(items)
     if notes:
         lines += ["Notes:", *(f"  • {note}" for note in notes[:limit])]
         lines += [f"  … and {len(notes) - limit} more"] if len(notes) > limit else []
     return lines
+
+
+def plan_notes(items: list[PlanItem]) -> list[str]:
+    """The planner's notes, and why a page is skipped everywhere (a scope's skips are in its scope line)."""
+    return list(dict.fromkeys([*(i.note for i in items if i.note), *(i.skip for i in items if i.skip and not i.is_scope)]))
 
 
 def scope_lines(items: list[PlanItem]) -> list[str]:

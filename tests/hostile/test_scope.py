@@ -193,3 +193,14 @@ def test_a_request_about_one_site_never_clears_the_other_sites_pages_through_a_s
     assert purged[("https://www.shop.example/pricing", "varnish")] == "purged_verified"
     # before: the xkey purge of "pricing" dropped these too (nothing fetches them again before this look)
     assert varnish("/pricing", "shop.example") == "HIT" and varnish("/", "shop.example") == "HIT"
+
+
+def test_a_star_that_is_not_a_trailing_wildcard_is_never_sent(cdn_agent, cf):
+    """``?q=*`` used to reach Cloudflare as a prefix purge of ``shop.example/search?q=``. The URL screening may
+    refuse it; if it gets through, the plan lists it as skipped on every layer."""
+    for link in (f"<{SHOP}/search?q=*>", f"<{SHOP}/a*b>"):
+        result = cdn_agent().ask(f"purge {link}", user="bob")
+        assert not [r for r in result.results if r.status.value != "skipped"]
+        skipped = [r.detail for r in result.results]
+        assert result.rejected or (skipped and all("'*' is a wildcard only at the very end" in d for d in skipped))
+    assert cf.requests == []
