@@ -74,6 +74,18 @@ class SiteConfig(Strict):
     layers: list[str] = Field(min_length=1, description="layer names, from the origin outwards")
     dependencies: list[DependencyRule] = []
     discover_tags: bool = Field(default=True, description="read xkey/Surrogate-Key/Cache-Tag from the origin")
+    tag_prefix: str | None = Field(
+        default=None, min_length=1,
+        description="only tags starting with this are purged by tag; needed for tag purges on a layer another site "
+                    "shares (xkey, surrogate keys and cache tags are global to the layer)",
+    )
+    broad_tags: list[str] = Field(
+        default_factory=list,
+        description="tags (or shell patterns like category-*) that clear many pages: never used to purge a page",
+    )
+    broad_tag_pages: int = Field(
+        default=20, ge=1, description="a tag advertised by more than this many of the pages looked at is broad too"
+    )
 
     @field_validator("hosts")
     @classmethod
@@ -91,6 +103,11 @@ class ApprovalConfig(Strict):
     approver_groups: list[str] = Field(default_factory=list, description="Slack user group ids allowed to approve")
     allow_self_approval: bool = False
     expiry_minutes: float = Field(default=60, gt=0)
+    prefix_min_depth: int | None = Field(
+        default=None, ge=1,
+        description="a wildcard purge whose prefix has at least this many whole path segments (/blog/2024/* has 2) "
+                    "runs without approval; unset (the default): every wildcard purge needs approval",
+    )
 
 
 class LimitsConfig(Strict):
@@ -100,6 +117,9 @@ class LimitsConfig(Strict):
     max_url_length: int = Field(default=8192, ge=256, le=65_536, description="longer URLs are refused, with a reason")
     max_message_chars: int = Field(
         default=500_000, ge=1_000, le=10_000_000, description="a longer message is refused whole, with a reason"
+    )
+    max_tags_per_page: int = Field(
+        default=256, ge=1, le=10_000, description="a page advertising more cache tags is purged by URL, not by tag"
     )
 
 
@@ -176,7 +196,23 @@ class AppConfig(Strict):
             for name in site.layers:
                 if name not in layer_names:
                     raise ValueError(f"sites[{index}].layers: no layer named {name!r} (layers: {', '.join(layer_names)})")
+        self._tag_prefixes_apart()
         return self
+
+    def _tag_prefixes_apart(self) -> None:
+        """Sites sharing a layer must not share a tag namespace: one's prefix may not start another's."""
+        for index, site in enumerate(self.sites):
+            for other in self.sites[index + 1 :]:
+                if not (site.tag_prefix and other.tag_prefix and set(site.layers) & set(other.layers)):
+                    continue
+                if site.tag_prefix.startswith(other.tag_prefix) or other.tag_prefix.startswith(site.tag_prefix):
+                    raise ValueError(
+                        f"sites[{index}].tag_prefix: {site.tag_prefix!r} overlaps {other.tag_prefix!r} of site "
+                        f"{other.name!r}, which shares a layer with it: a tag purge of one would clear the other's pages"
+                    )
+
+    def sites_on_layer(self, layer_name: str) -> list[SiteConfig]:
+        return [site for site in self.sites if layer_name in site.layers]
 
     def site_for_host(self, host: str) -> SiteConfig | None:
         for site in self.sites:

@@ -32,8 +32,14 @@ class Rejection(BaseModel):
 class Operation(StrEnum):
     PURGE_URL = "purge_url"
     PURGE_TAG = "purge_tag"
+    PURGE_PREFIX = "purge_prefix"  # every page whose URL starts with the target's part before its trailing '*'
     PURGE_ALL = "purge_all"
     DELETE_KEYS = "delete_keys"
+
+
+# Operations whose reach is a scope (a prefix, a whole site), not a list of pages: how many pages they clear is
+# unknown, so they are counted once and the approval rules look at their scope instead.
+SCOPE_OPERATIONS = frozenset({Operation.PURGE_PREFIX, Operation.PURGE_ALL})
 
 
 class PlanItem(BaseModel):
@@ -46,6 +52,16 @@ class PlanItem(BaseModel):
     target: str = Field(description="what is sent to the layer: the URL, the tag, or the key pattern")
     reason: str
     requested: bool = Field(description="True when the user named this URL; False for dependent pages")
+    clears: int | None = Field(
+        default=None, description="a tag purge: how many of the pages looked at carry the tag (what it is known to clear)"
+    )
+    note: str = Field(default="", description="why this layer purges the page the way it does, when that is not obvious")
+    skip: str = Field(default="", description="why this layer is left out for this scope: shown, never sent")
+
+    @property
+    def is_scope(self) -> bool:
+        """True when the purge reaches a scope (a prefix or a whole site) rather than named pages."""
+        return self.operation in SCOPE_OPERATIONS
 
 
 class Plan(BaseModel):

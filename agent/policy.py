@@ -4,18 +4,54 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from collections.abc import Sequence
+
 from agent.config import AppConfig
-from agent.models import Intent
+from agent.mapping import is_broad, prefix_depth
+from agent.models import Intent, Operation, PlanItem
 
 
-def approval_reason(intent: str, purge_count: int, config: AppConfig) -> str:
-    """Why this plan needs a second person, or "" when it can run at once."""
-    if intent == Intent.PURGE_ALL:
-        return "purging everything on a site always needs approval"
+def approval_reason(intent: str, purge_count: int, config: AppConfig, items: Sequence[PlanItem] = ()) -> str:
+    """Why this plan needs a second person, or "" when it can run at once. Every reason found is given."""
+    reasons = []
+    if intent == Intent.PURGE_ALL or any(item.operation == Operation.PURGE_ALL for item in items):
+        reasons.append("purging everything on a site always needs approval")
+    reasons += wildcard_reasons(items, config)
+    reasons += broad_tag_reasons(items, config)
     threshold = config.approval.threshold
     if purge_count > threshold:
-        return f"{purge_count} purges is over the approval threshold of {threshold}"
-    return ""
+        reasons.append(f"{purge_count} purges is over the approval threshold of {threshold}")
+    return "; ".join(reasons)
+
+
+def wildcard_reasons(items: Sequence[PlanItem], config: AppConfig) -> list[str]:
+    """A prefix purge clears pages nobody listed: it needs approval unless its prefix is at least
+    ``approval.prefix_min_depth`` whole path segments deep (unset: every wildcard needs approval)."""
+    least = config.approval.prefix_min_depth
+    wide = [target for target in dict.fromkeys(i.target for i in items if i.operation == Operation.PURGE_PREFIX)
+            if least is None or prefix_depth(target) < least]
+    if not wide:
+        return []
+    shown = ", ".join(wide[:3]) + (f" and {len(wide) - 3} more" if len(wide) > 3 else "")
+    rule = ("every wildcard purge needs approval" if least is None
+            else f"a wildcard shallower than {least} path segments needs approval (approval.prefix_min_depth)")
+    return [f"{shown} clear{'s' if len(wide) == 1 else ''} every page under a prefix, and {rule}"]
+
+
+def broad_tag_reasons(items: Sequence[PlanItem], config: AppConfig) -> list[str]:
+    """The planner never picks a broad tag to purge a page; should one be planned anyway, a person decides."""
+    broad = []
+    for item in items:
+        site = config.site_named(item.site)
+        if item.operation != Operation.PURGE_TAG or site is None:
+            continue
+        if is_broad(item.target, site) or (item.clears or 0) > site.broad_tag_pages:
+            broad.append(item.target)
+    broad = list(dict.fromkeys(broad))
+    if not broad:
+        return []
+    return [f"tag{'s' if len(broad) > 1 else ''} {', '.join(broad[:3])} clear{'' if len(broad) > 1 else 's'} "
+            "many pages (broad_tags / broad_tag_pages)"]
 
 
 def approvers_description(config: AppConfig) -> str:

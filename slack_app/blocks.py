@@ -16,8 +16,9 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from agent.mapping import count_purges
 from agent.models import ItemResult, ItemStatus, PlanItem, Rejection, RunResult
-from agent.nodes.report import ORDER, item_words
+from agent.nodes.report import ORDER, item_words, plan_notes, scope_lines
 
 APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"
@@ -106,14 +107,16 @@ def progress_text(phases: dict[str, tuple[int, int]], *, finished: bool = False)
 # --- the plan and approval ------------------------------------------------------------------------------
 
 def plan_blocks(items: list[PlanItem], pages: list[str], rejected: list[Rejection]) -> list[Block]:
-    """What will be purged: requested pages, dependent pages (and why), layers, rejected input (and why)."""
-    requested = list(dict.fromkeys(i.url for i in items if i.requested))
+    """What will be purged: requested pages, dependent pages (and why), layers, the scopes beyond single pages
+    (prefixes, whole sites, tags), notes on how layers purge, rejected input (and why)."""
+    scope_only = {i.url for i in items if i.is_scope and (i.url == i.target or i.operation.value == "purge_all")}
+    requested = list(dict.fromkeys(i.url for i in items if i.requested and i.url not in scope_only))
     added: dict[str, str] = {}
     for item in items:
         if not item.requested and item.url not in requested:
             added.setdefault(item.url, item.reason)
     layers = list(dict.fromkeys(i.layer for i in items))
-    purges = len({(i.layer, i.operation, i.target) for i in items})
+    purges = count_purges(items)
     blocks: list[Block] = [section(
         f"*Plan:* {len(pages) or len(requested) + len(added)} pages × {len(layers)} layers, {purges} purges\n"
         f"*Layers* (from the origin outwards): {', '.join(f'`{escape(layer)}`' for layer in layers) or '—'}"
@@ -124,9 +127,13 @@ def plan_blocks(items: list[PlanItem], pages: list[str], rejected: list[Rejectio
     if added:
         blocks.append(section(bounded_list([f"• {escape(u)} — _{escape(why)}_" for u, why in added.items()],
                                            head=f"*Dependent pages added ({len(added)}):*")))
-    tags = sorted({f"{i.layer}: {i.target}" for i in items if i.operation.value == "purge_tag"})
-    if tags:
-        blocks.append(context(clip("Cache tags: " + ", ".join(escape(t) for t in tags), 2000)))
+    scopes = [line.removeprefix("Scope: ") for line in scope_lines(items)]
+    if scopes:
+        blocks.append(section(bounded_list([f"• {escape(line)}" for line in scopes],
+                                           head=f"*Beyond single pages ({len(scopes)}):*")))
+    notes = plan_notes(items)
+    if notes:
+        blocks.append(context(bounded_list([f"• {escape(note)}" for note in notes], head="Notes:", limit=2000)))
     blocks += rejected_blocks(rejected)
     return blocks
 

@@ -32,6 +32,7 @@ R = TypeVar("R")
 class Capability(StrEnum):
     PURGE_URL = "purge_url"
     PURGE_TAG = "purge_tag"
+    PURGE_PREFIX = "purge_prefix"  # every page under a path prefix: purge_prefixes()
     BAN = "ban"
     PURGE_ALL = "purge_all"
     VERIFY = "verify"
@@ -117,8 +118,11 @@ class CacheLayer(ABC):
         if config.endpoint is None:
             raise ValueError(f"layers[{index}].endpoint: required for a {cls.kind} layer")
 
-    def plan_notes(self, operation: str, targets: Sequence[str]) -> dict[str, str]:
-        """What the plan should say about how targets will really be sent (e.g. collapsed to a wildcard)."""
+    def collapsed_prefixes(self, urls: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """URLs this layer would rather clear with one wildcard: url -> (prefix ``https://host/dir/*``, why).
+
+        The planner turns these into prefix purges, shown and approved as such; a layer never widens a URL
+        purge on its own when it sends it."""
         return {}
 
     def items_per_request(self, operation: str) -> int:
@@ -145,6 +149,24 @@ class CacheLayer(ABC):
 
     async def purge_all(self, hosts: Sequence[str]) -> Outcome:
         raise NotImplementedError(f"{self.kind} cannot purge everything")
+
+    async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
+        """Every page under each prefix, given as ``https://host/path*`` (see ``prefix_parts``)."""
+        raise NotImplementedError(f"{self.kind} cannot purge by prefix")
+
+    def prefix_problem(self, prefix: str) -> str | None:
+        """Why this layer cannot purge ``prefix`` (said in the plan, and the layer is skipped), or None."""
+        if not self.supports(Capability.PURGE_PREFIX):
+            return f"{self.kind} cannot purge by prefix"
+        try:
+            prefix_parts(prefix)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    async def verify_prefix(self, prefix: str) -> Verification:
+        """After a prefix purge: is everything under it gone? Most layers cannot list the pages to look."""
+        return Verification(None, f"{self.kind} cannot list the pages under a prefix to check them")
 
     @abstractmethod
     async def observe(self, url: str) -> Observation:
@@ -216,6 +238,21 @@ def check_request_path(path: str, prefix: str = "/") -> None:
         raise UnsafePath(
             f"the request path {only_path[:80]!r} has a '.' or '..' segment that would resolve outside {prefix!r}"
         )
+
+
+def prefix_parts(prefix: str) -> tuple[str, str]:
+    """``https://Shop.example/products/*`` -> (``shop.example``, ``/products/``): the host and the path prefix.
+
+    Raises ``ValueError`` (a message safe to show) unless the prefix is an absolute http(s) URL whose path ends
+    in its only ``*``, with no query or fragment: nothing else says unambiguously what it covers."""
+    parts = urlsplit(prefix)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{prefix!r} is not an absolute http(s) URL")
+    if parts.query or parts.fragment or "?" in prefix or "#" in prefix:
+        raise ValueError(f"{prefix!r}: a prefix purge takes no query string or fragment")
+    if not parts.path.endswith("*") or prefix.count("*") != 1:
+        raise ValueError(f"{prefix!r}: a prefix must end in its only '*' (like https://{parts.hostname}/products/*)")
+    return parts.hostname.lower(), parts.path[:-1] or "/"
 
 
 def parse_retry_after(value: str | None) -> float | None:

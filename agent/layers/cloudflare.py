@@ -24,6 +24,7 @@ from agent.layers.base import (
     Outcome,
     batches,
     map_bounded,
+    prefix_parts,
     purge_refusal,
     refused,
     wire_url,
@@ -35,13 +36,18 @@ AUTH_CODES = {9103, 9106, 9109, 10000, 10001}
 # Errors about the request as a whole (zone, route, auth): splitting the batch cannot help.
 WHOLE_REQUEST_CODES = AUTH_CODES | {1001, 1012, 7000, 7003}
 PurgeKind = Literal["files", "tags", "prefixes", "hosts"]
+# Cloudflare's documented limits for purge by prefix: 30 prefixes a request, 31 path separators a prefix.
+MAX_PREFIXES_PER_REQUEST = 30
+MAX_PREFIX_SEPARATORS = 31
 _KIND_WORD = {"files": "URL", "tags": "tag", "prefixes": "prefix", "hosts": "host"}
 
 
 class CloudflareLayer(ApiCacheLayer):
     kind = "cloudflare"
     api_name = "Cloudflare API"
-    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_ALL, Capability.VERIFY})
+    capabilities = frozenset(
+        {Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_PREFIX, Capability.PURGE_ALL, Capability.VERIFY}
+    )
 
     default_endpoint = DEFAULT_ENDPOINT
 
@@ -65,6 +71,8 @@ class CloudflareLayer(ApiCacheLayer):
             raise ValueError(f"layers[{index}].credentials.api_token: required for a cloudflare layer (a scoped API token)")
 
     def items_per_request(self, operation: str) -> int:
+        if operation == "purge_prefix":
+            return min(self.batch_size, MAX_PREFIXES_PER_REQUEST)
         return self.batch_size
 
     @property
@@ -99,9 +107,33 @@ class CloudflareLayer(ApiCacheLayer):
         results.update(await self._purge("tags", [t for t in unique if t not in results]))
         return {t: results[t] for t in unique}
 
+    def prefix_problem(self, prefix: str) -> str | None:
+        problem = super().prefix_problem(prefix)
+        if problem:
+            return problem
+        host, path = prefix_parts(prefix)
+        if not path.endswith("/"):
+            # Cloudflare matches a prefix at path separators: /products would not clear /products-sale.
+            return f"Cloudflare purges a prefix only up to a '/': write https://{host}{path.rsplit('/', 1)[0]}/*"
+        if path.count("/") > MAX_PREFIX_SEPARATORS:
+            return f"Cloudflare takes at most {MAX_PREFIX_SEPARATORS} path separators in a prefix"
+        return None
+
     async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
-        """Prefixes as Cloudflare takes them: ``shop.example/products/`` (no scheme)."""
-        return await self._purge("prefixes", list(dict.fromkeys(prefixes)))
+        """``https://shop.example/products/*`` is sent as the prefix ``shop.example/products/`` (no scheme)."""
+        unique = list(dict.fromkeys(prefixes))
+        results: dict[str, Outcome] = {}
+        sent: dict[str, str] = {}  # Cloudflare prefix -> the prefix we were given
+        for prefix in unique:
+            problem = self.prefix_problem(prefix)
+            if problem:
+                results[prefix] = Outcome("failed", problem, attempts=0)
+                continue
+            host, path = prefix_parts(prefix)
+            sent[host + path] = prefix
+        outcomes = await self._purge_limited("prefixes", list(sent), MAX_PREFIXES_PER_REQUEST)
+        results.update({sent[item]: outcome for item, outcome in outcomes.items()})
+        return {prefix: results[prefix] for prefix in unique}
 
     async def purge_hosts(self, hosts: Sequence[str]) -> dict[str, Outcome]:
         return await self._purge("hosts", list(dict.fromkeys(hosts)))
@@ -125,11 +157,15 @@ class CloudflareLayer(ApiCacheLayer):
         return Outcome("failed", detail, attempts)
 
     async def _purge(self, kind: PurgeKind, items: list[str]) -> dict[str, Outcome]:
+        return await self._purge_limited(kind, items, self.batch_size)
+
+    async def _purge_limited(self, kind: PurgeKind, items: list[str], size: int) -> dict[str, Outcome]:
         if not items:
             return {}
         results: dict[str, Outcome] = {}
         for group_result in await map_bounded(
-            batches(items, self.batch_size), self.config.concurrency, lambda group: self._purge_batch(kind, list(group))
+            batches(items, min(size, self.batch_size)), self.config.concurrency,
+            lambda group: self._purge_batch(kind, list(group)),
         ):
             results.update(group_result)
         return results
@@ -145,7 +181,7 @@ class CloudflareLayer(ApiCacheLayer):
         attempts += spent
         ok, detail = self._judge_answer(answer)
         if ok:
-            word = _KIND_WORD[kind] + ("" if len(group) == 1 else "s")
+            word = _KIND_WORD[kind] + ("" if len(group) == 1 else "es" if kind == "prefixes" else "s")
             queued = f"Cloudflare accepted the purge{detail} (queued; {len(group)} {word} in one request)"
             return {item: Outcome("purged", queued, attempts) for item in group}
         splittable = answer.status_code in (400, 413) and not (set(self._codes(answer)) & WHOLE_REQUEST_CODES)

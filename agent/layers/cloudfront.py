@@ -1,10 +1,11 @@
 """Amazon CloudFront: purging is ``CreateInvalidation`` on one distribution; verifying is its status.
 
 * **Paths.** A URL becomes its path (with query string) — the distribution is the host. ``purge_all`` sends
-  ``/*``. With ``collapse_wildcards_over: N``, when more than N paths of one request share a directory (other
-  than ``/``) they are sent as one ``/dir/*``: a wildcard counts as one path for billing (1,000 free paths a
-  month) and for the 3,000-paths-in-progress limit. The outcome says so ("sent as /products/shoes/* (1 path
-  instead of 37)"); ``plan_paths`` gives the same mapping before anything is sent.
+  ``/*``; ``purge_prefixes`` sends ``/dir/*`` for ``https://host/dir/*``. With ``collapse_wildcards_over: N``,
+  when more than N planned pages share a directory (other than ``/``), the *plan* purges that directory as one
+  prefix ``/dir/*`` (``collapsed_prefixes``): a wildcard counts as one path for billing (1,000 free paths a
+  month) and for the 3,000-paths-in-progress limit, but it clears every page under the directory, so it is
+  shown and approved as a prefix purge. ``purge_urls`` itself always sends each URL's own path.
 * **Batches.** Up to ``max_batch`` paths per invalidation (1,000 unless ``max_batch`` is set, at most 3,000).
 * **Idempotency.** Each batch's ``CallerReference`` is a hash of its sorted paths and the layer's ``run_nonce``
   (random per layer instance; a caller may set it, e.g. to the run's id). A retry after a lost answer sends the
@@ -48,6 +49,7 @@ from agent.layers.base import (
     batches,
     host_and_path,
     map_bounded,
+    prefix_parts,
     purge_refusal,
     refused,
 )
@@ -94,7 +96,7 @@ class _Failed(Exception):
 
 class CloudFrontLayer(CacheLayer):
     kind = "cloudfront"
-    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_ALL, Capability.VERIFY})
+    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_PREFIX, Capability.PURGE_ALL, Capability.VERIFY})
     verifies_against_origin = False  # CloudFront's own record (the invalidation's status) is the evidence
 
     # Shared by the instances of one process: execute and verify open their own layer instances.
@@ -106,7 +108,9 @@ class CloudFrontLayer(CacheLayer):
     class Options(CacheLayer.Options):
         distribution_id: str = Field(min_length=1, pattern=r"^[A-Z0-9]+$")
         region: str = "us-east-1"
-        collapse_wildcards_over: int | None = Field(default=None, ge=1, description="send /dir/* beyond N paths")
+        collapse_wildcards_over: int | None = Field(
+            default=None, ge=1, description="plan more than N pages of one directory as the prefix purge /dir/*"
+        )
         busy_retries: int = Field(default=5, ge=0, le=20, description="tries after TooManyInvalidationsInProgress")
         busy_backoff_seconds: float = Field(default=5.0, ge=0, le=300)
         verify_wait_seconds: float = Field(default=5.0, ge=0, le=600)
@@ -224,11 +228,6 @@ class CloudFrontLayer(CacheLayer):
                 raise _Failed(f"could not reach CloudFront for {what}: {last} after {attempts} attempts", attempts)
             await asyncio.sleep(backoff_delay(transient))
 
-    def plan_notes(self, operation: str, targets: Sequence[str]) -> dict[str, str]:
-        if operation != "purge_url":
-            return {}
-        return {url: planned.note for url, planned in self.plan_paths(targets).items() if planned.note}
-
     def items_per_request(self, operation: str) -> int:
         return self.paths_per_invalidation
 
@@ -241,27 +240,28 @@ class CloudFrontLayer(CacheLayer):
     # --- planning -----------------------------------------------------------------------------------------
 
     def plan_paths(self, urls: Sequence[str]) -> dict[str, PlannedPath]:
-        """What each URL is sent as: its own path, or a ``/dir/*`` wildcard when ``collapse_wildcards_over``
-        says so (never ``/*``: that is a purge of everything, which has its own approval)."""
-        unique = [url for url in dict.fromkeys(urls) if purge_refusal(url) is None]  # the rest is never sent
-        paths = {url: path_for(url) for url in unique}
+        """What each URL is sent as by ``purge_urls``: its own path, never a wider wildcard."""
+        return {url: PlannedPath(path_for(url)) for url in dict.fromkeys(urls) if purge_refusal(url) is None}
+
+    def collapsed_prefixes(self, urls: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """With ``collapse_wildcards_over: N``: the pages of each directory (other than ``/``, which would be a
+        purge of everything) holding more than N of them -> (``https://host/dir/*``, why)."""
         limit = self.options.collapse_wildcards_over
         if limit is None:
-            return {url: PlannedPath(paths[url]) for url in unique}
-        by_dir: dict[str, list[str]] = defaultdict(list)
-        for url in unique:
-            directory = urlsplit(paths[url]).path.rsplit("/", 1)[0] + "/"
-            by_dir[directory].append(url)
-        planned: dict[str, PlannedPath] = {}
-        for directory, members in by_dir.items():
-            distinct = len({paths[u] for u in members})
+            return {}
+        by_dir: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+        for url in dict.fromkeys(urls):
+            parts = urlsplit(url)
+            directory = parts.path.rsplit("/", 1)[0] + "/"
+            by_dir[(parts.scheme, parts.netloc, directory)].append(url)
+        collapsed: dict[str, tuple[str, str]] = {}
+        for (scheme, netloc, directory), members in by_dir.items():
+            distinct = len({path_for(u) for u in members})
             if directory != "/" and distinct > limit:
-                wildcard = directory + "*"
-                note = f"sent as {wildcard} (1 path instead of {distinct})"
-                planned |= {url: PlannedPath(wildcard, note) for url in members}
-            else:
-                planned |= {url: PlannedPath(paths[url]) for url in members}
-        return {url: planned[url] for url in unique}
+                why = (f"{self.name} sends one wildcard {directory}* instead of {distinct} paths "
+                       f"(collapse_wildcards_over: {limit}), which clears every page under {directory}")
+                collapsed |= {url: (f"{scheme}://{netloc}{directory}*", why) for url in members}
+        return collapsed
 
     # --- purging ------------------------------------------------------------------------------------------
 
@@ -323,6 +323,40 @@ class CloudFrontLayer(CacheLayer):
                 detail += f"; {plan.note}"
             results[url] = Outcome("purged", detail, max(1, attempts))
         return {url: refusals.get(url) or results[url] for url in unique}
+
+    async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
+        """``https://host/dir/*`` -> the invalidation path ``/dir/*`` (CloudFront's trailing wildcard); the
+        distribution is the host. All of them in invalidations of up to ``paths_per_invalidation`` paths."""
+        unique = list(dict.fromkeys(prefixes))
+        results: dict[str, Outcome] = {}
+        paths: dict[str, list[str]] = defaultdict(list)  # invalidation path -> the prefixes it stands for
+        for prefix in unique:
+            problem = self.prefix_problem(prefix)
+            if problem:
+                results[prefix] = Outcome("failed", problem, attempts=0)
+            else:
+                paths[prefix_parts(prefix)[1] + "*"].append(prefix)
+
+        async def send(chunk: Sequence[str]) -> None:
+            try:
+                inv_id, status, attempts = await self._invalidate(list(chunk))
+            except _Failed as exc:
+                outcome = Outcome("failed", exc.detail, exc.attempts)
+            except Exception as exc:  # noqa: BLE001 - a purge reports, never raises
+                outcome = Outcome("failed", f"cloudfront purge failed unexpectedly: {type(exc).__name__}", 1)
+            else:
+                outcome = Outcome("purged", f"invalidation {inv_id} {status} ({len(chunk)} wildcard "
+                                            f"path{'' if len(chunk) == 1 else 's'})", max(1, attempts))
+            for path in chunk:
+                for prefix in paths[path]:
+                    results[prefix] = Outcome(outcome.status, f"{outcome.detail}: {path}", outcome.attempts)
+
+        await map_bounded(batches(list(paths), self.paths_per_invalidation), self.config.concurrency, send)
+        return {prefix: results[prefix] for prefix in unique}
+
+    async def verify_prefix(self, prefix: str) -> Verification:
+        """The invalidation of ``/dir/*`` is CloudFront's own record for everything under it."""
+        return await self.verify(prefix, None)
 
     async def purge_all(self, hosts: Sequence[str]) -> Outcome:
         try:

@@ -37,6 +37,7 @@ from agent.layers.base import (
     body_hash,
     host_and_path,
     map_bounded,
+    prefix_parts,
     purge_refusal,
     refused,
     wire_url,
@@ -120,7 +121,7 @@ def describe_redis_error(exc: BaseException) -> str:
 
 class RedisLayer(CacheLayer):
     kind = "redis"
-    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_ALL, Capability.VERIFY})
+    capabilities = frozenset({Capability.PURGE_URL, Capability.PURGE_PREFIX, Capability.PURGE_ALL, Capability.VERIFY})
     verifies_against_origin = False  # checked by its keys, before any fetch refills them from the origin
 
     class Options(CacheLayer.Options):
@@ -268,7 +269,69 @@ class RedisLayer(CacheLayer):
         patterns = [glob_escape(self.options.key_prefix) + template.format(**wildcard) for template in self.options.key_templates]
         return list(dict.fromkeys(patterns))
 
+    def prefix_patterns(self, prefix: str) -> list[str]:
+        """SCAN patterns matching every key this layer derives for pages under ``prefix`` (``https://h/dir/*``):
+        the prefix is escaped, so only the one ``*`` we add after it is a wildcard."""
+        host, path = prefix_parts(prefix)
+        scheme = urlsplit(prefix).scheme.lower()
+        under = glob_escape(path) + "*"
+        wildcard = {"host": glob_escape(host), "path": under, "path_only": under,
+                    "url": f"{scheme}://{glob_escape(host)}{under}"}
+        patterns = [glob_escape(self.options.key_prefix) + template.format(**wildcard) for template in self.options.key_templates]
+        return list(dict.fromkeys(patterns))
+
     # --- purging ------------------------------------------------------------------------------------------
+
+    async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
+        """Every key of every page under each prefix, found with SCAN (never KEYS), deleted in batches."""
+        unique = list(dict.fromkeys(prefixes))
+        return dict(zip(unique, await map_bounded(unique, self.config.concurrency, self._purge_prefix)))
+
+    async def _purge_prefix(self, prefix: str) -> Outcome:
+        try:
+            patterns = self.prefix_patterns(prefix)
+        except ValueError as exc:
+            return Outcome("failed", str(exc), attempts=0)
+        counter = [0]  # survives a retry: keys deleted before a dropped connection still count
+        attempts = 1
+        try:
+            for pattern in patterns:
+                _, made = await self._retrying(lambda pattern=pattern: self._scan_delete(pattern, counter))
+                attempts = max(attempts, made)
+        except Exception as exc:  # noqa: BLE001 - becomes a failed Outcome
+            return self._failed(exc, counter[0])
+        under = prefix[:-1]
+        if counter[0] == 0:
+            return Outcome("not_cached", f"no key held for pages under {under}", attempts)
+        return Outcome("purged", f"deleted {counter[0]} key{'' if counter[0] == 1 else 's'} under {under}", attempts)
+
+    async def verify_prefix(self, prefix: str) -> Verification:
+        """No key under the prefix may be left. Keys found now were written after the SCAN went past them
+        (SCAN returns every key that exists for the whole scan): fresh or stale, we cannot tell."""
+        try:
+            patterns = self.prefix_patterns(prefix)
+        except ValueError as exc:
+            return Verification(None, str(exc))
+
+        async def first_keys() -> list[str]:
+            found: list[str] = []
+            for pattern in patterns:
+                async for key in self.client.scan_iter(match=pattern, count=500):
+                    found.append(key.decode(errors="replace"))
+                    if len(found) >= 3:
+                        return found
+            return found
+
+        try:
+            found, _ = await self._retrying(first_keys)
+        except LayerUnavailable as exc:
+            return Verification(None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - verify never raises
+            return Verification(None, f"redis at {self.address}: {type(exc).__name__}")
+        if not found:
+            return Verification(True, f"no key under {prefix[:-1]} left")
+        return Verification(None, f"keys under {prefix[:-1]} were written again since the purge "
+                                  f"({', '.join(found)}{' …' if len(found) >= 3 else ''}): fresh or stale, cannot tell")
 
     async def purge_all(self, hosts: Sequence[str]) -> Outcome:
         """Every key of the site's hosts, found with SCAN (never KEYS), deleted in batches."""

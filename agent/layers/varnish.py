@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from urllib.parse import quote
 
 import httpx
 
 from agent.config import LayerConfig
-from agent.layers.base import Capability, Outcome, batches, host_and_path, map_bounded, purge_refusal, refused
+from agent.layers.base import (
+    Capability, Outcome, batches, host_and_path, map_bounded, prefix_parts, purge_refusal, refused,
+)
 from agent.layers.http import HttpCacheLayer, normalise_cache_status
 
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -28,6 +31,20 @@ def _count(response: httpx.Response) -> int | None:
         return None
 
 
+# Printable ASCII a browser leaves as it is in a path (WHATWG's path percent-encode set is the rest).
+_PATH_AS_SENT = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"#<>?`{}')
+
+
+def literal_regex(text: str) -> str:
+    """``text`` as a PCRE matching it literally: one word (``std.ban`` splits on spaces), ASCII only.
+
+    Characters a browser percent-encodes in a path (space, quotes, non-ASCII, ...) are percent-encoded first,
+    because that is how Varnish stored the object's URL; every other character that is not a letter, digit, ``/``,
+    ``-`` or ``_`` is escaped with a backslash, which PCRE reads as that character itself."""
+    encoded = quote(text, safe=_PATH_AS_SENT)
+    return "".join(c if c.isalnum() or c in "/-_" else "\\" + c for c in encoded)
+
+
 def _objects(n: int) -> str:
     return f"{n} object" + ("" if n == 1 else "s")
 
@@ -35,7 +52,8 @@ def _objects(n: int) -> str:
 class VarnishLayer(HttpCacheLayer):
     kind = "varnish"
     capabilities = frozenset(
-        {Capability.PURGE_URL, Capability.PURGE_TAG, Capability.BAN, Capability.PURGE_ALL, Capability.VERIFY}
+        {Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_PREFIX, Capability.BAN, Capability.PURGE_ALL,
+         Capability.VERIFY}
     )
 
     class Options(HttpCacheLayer.Options):
@@ -141,6 +159,21 @@ class VarnishLayer(HttpCacheLayer):
         if failed:
             return Outcome("failed", "; ".join(o.detail for o in failed), attempts)
         return Outcome("purged", f"banned every URL on {', '.join(hosts)}", attempts)
+
+    async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
+        """One ban per prefix: the URL anchored at its start and matched literally, on that host only."""
+        unique = list(dict.fromkeys(prefixes))
+        return dict(zip(unique, await map_bounded(unique, self.config.concurrency, self._ban_prefix)))
+
+    async def _ban_prefix(self, prefix: str) -> Outcome:
+        try:
+            host, path = prefix_parts(prefix)
+        except ValueError as exc:
+            return Outcome("failed", str(exc), attempts=0)
+        outcome = await self.ban(host, "^" + literal_regex(path))
+        if outcome.status == "purged":
+            outcome.detail = f"banned every URL under {path} on {host}"
+        return outcome
 
     async def ban(self, host: str | None, regex: str) -> Outcome:
         """Ban every object whose URL (path+query) matches ``regex`` (and host ``host`` if given).

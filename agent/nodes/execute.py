@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 
 from agent.layers.base import CacheLayer, Capability, Outcome
 from agent.layerset import open_layers
+from agent.mapping import prefix_problem
 from agent.models import Operation, PlanItem
 from agent.state import AgentContext, PurgeState, context_of
 
@@ -76,10 +77,14 @@ def layer_tiers(items: list[PlanItem], context: AgentContext) -> list[list[str]]
 async def execute_plan(
     items: list[PlanItem], context: AgentContext, progress: Progress, *, run_id: str | None = None
 ) -> list[dict[str, Any]]:
-    targets = unique_targets(items)
+    # What the plan lists as skipped (a layer that cannot purge a scope, a '*' that is no wildcard) is never sent.
+    results: list[dict[str, Any]] = [
+        {"layer": i.layer, "operation": i.operation.value, "target": i.target, "status": "skipped", "detail": i.skip,
+         "attempts": 0} for i in items if i.skip
+    ]
+    targets = unique_targets([item for item in items if not item.skip])
     total = sum(len(t) for t in targets.values())
     done = 0
-    results: list[dict[str, Any]] = []
 
     def record(layer: str, operation: Operation, outcomes: dict[str, Outcome]) -> None:
         nonlocal done
@@ -130,6 +135,8 @@ async def run_operation(layer: CacheLayer, operation: Operation, targets: list[s
     try:
         if operation == Operation.PURGE_TAG:
             return await layer.purge_tags(targets)
+        if operation == Operation.PURGE_PREFIX:
+            return await purge_prefixes(layer, targets)
         if operation == Operation.PURGE_ALL:
             if not layer.supports(Capability.PURGE_ALL):
                 return {t: Outcome("skipped", f"{layer.kind} cannot purge everything", 0) for t in targets}
@@ -137,6 +144,13 @@ async def run_operation(layer: CacheLayer, operation: Operation, targets: list[s
         return await layer.purge_urls(targets)
     except Exception as exc:  # a backend bug must not hide the other layers' results
         return {t: Outcome("failed", f"{layer.name} failed unexpectedly: {type(exc).__name__}: {exc}", 0) for t in targets}
+
+
+async def purge_prefixes(layer: CacheLayer, targets: list[str]) -> dict[str, Outcome]:
+    """Prefixes the layer can purge go out; the others are skipped with the planner's reason (never sent as URLs)."""
+    skipped = {t: Outcome("skipped", problem, 0) for t in targets if (problem := prefix_problem(layer, t))}
+    wanted = [t for t in targets if t not in skipped]
+    return {**skipped, **(await layer.purge_prefixes(wanted) if wanted else {})}
 
 
 def fill_missing(

@@ -13,7 +13,16 @@ from agent.config import AppConfig
 from agent.fetch import observe_http
 from agent.layers.base import map_bounded
 from agent.layerset import open_layers
-from agent.mapping import expand_pages, plan_items, purge_all_items, site_of
+from agent.mapping import (
+    count_purges,
+    expand_pages,
+    plan_items,
+    purge_all_items,
+    sample_pages,
+    scope_items,
+    site_of,
+    split_scopes,
+)
 from agent.models import Intent, Plan
 from agent.policy import approval_reason
 from agent.state import AgentContext, PurgeState, context_of
@@ -38,16 +47,19 @@ async def build_plan(state: PurgeState, context: AgentContext) -> Plan:
             items = [item for name in state["target_sites"] for item in purge_all_items(config.site_named(name), layers)]
             pages = sorted({item.url for item in items})
         else:
-            pages_map = expand_pages(state["urls"], config)
-            tags = await discover_tags(list(pages_map), config)
-            items = plan_items(pages_map, tags, layers, config)
-            pages = list(pages_map)
-    purge_count = len({(item.layer, item.target) for item in items})
+            page_urls, prefixes = split_scopes(state["urls"])
+            pages_map = expand_pages(page_urls, config)
+            tags = await discover_tags(list(pages_map) + sample_pages(pages_map, layers, config), config)
+            scopes = scope_items(prefixes, layers, config)
+            items = plan_items(pages_map, tags, layers, config) + scopes
+            pages = list(dict.fromkeys([*pages_map, *(item.url for item in scopes)]))
+        purge_count = count_purges(items)
     return Plan(
         items=items,
         pages=pages,
         purge_count=purge_count,
-        approval_reason=approval_reason(state["intent"], purge_count, config),
+        approval_reason=approval_reason(state["intent"], purge_count, config, items),
+        notes=list(dict.fromkeys(item.note for item in items if item.note)),
     )
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 from langgraph.runtime import Runtime
 
-from agent.models import Intent, ItemStatus
+from agent.models import Intent, ItemStatus, Operation, PlanItem
 from agent.state import AgentContext, PurgeState, context_of
 
 HELP_TEXT = (
@@ -81,15 +81,56 @@ def purge_lines(state: PurgeState) -> list[str]:
     approval = state.get("approval", {})
     status = approval.get("status")
     pages = plan.get("pages", [])
+    scope = plan_scope_lines([PlanItem.model_validate(item) for item in plan.get("items", [])])
     if state.get("dry_run"):
-        return [f"Dry run: {plan.get('purge_count', 0)} purges over {len(pages)} pages planned; nothing was sent."]
+        head = f"Dry run: {plan.get('purge_count', 0)} purges over {len(pages)} pages planned; nothing was sent."
+        return [head, *scope]
     if status == "denied":
         return [f"Not purged: {approval.get('by')} denied the request."]
     if status == "expired":
         return ["Not purged: the approval request expired. Ask again if it is still needed."]
     if status == "pending":
-        return [f"Waiting for approval: {plan.get('approval_reason')}."]
+        return [f"Waiting for approval: {plan.get('approval_reason')}.", *scope]
     return result_lines(state.get("results", []))
+
+
+def plan_scope_lines(items: list[PlanItem], limit: int = 20) -> list[str]:
+    """What the plan reaches beyond the pages it names (prefixes, whole sites, tags), then how layers deviate
+    from the obvious (a tag not used, a layer skipped): the lines every front end shows with a plan."""
+    lines = scope_lines(items)
+    notes = plan_notes(items)
+    if notes:
+        lines += ["Notes:", *(f"  • {note}" for note in notes[:limit])]
+        lines += [f"  … and {len(notes) - limit} more"] if len(notes) > limit else []
+    return lines
+
+
+def plan_notes(items: list[PlanItem]) -> list[str]:
+    """The planner's notes, and why a page is skipped everywhere (a scope's skips are in its scope line)."""
+    return list(dict.fromkeys([*(i.note for i in items if i.note), *(i.skip for i in items if i.skip and not i.is_scope)]))
+
+
+def scope_lines(items: list[PlanItem]) -> list[str]:
+    """One line per scope: every page under a prefix, everything on a site, or a tag and what it is known to clear."""
+    groups: dict[tuple[Operation, str], list[PlanItem]] = {}
+    for item in items:
+        if item.is_scope or item.operation == Operation.PURGE_TAG:
+            groups.setdefault((item.operation, item.target), []).append(item)
+    lines = []
+    for (operation, target), members in groups.items():
+        doing = list(dict.fromkeys(i.layer for i in members if not i.skip))
+        skipped = list(dict.fromkeys(f"{i.layer} ({i.skip})" for i in members if i.skip))
+        if operation == Operation.PURGE_PREFIX:
+            what = f"every page under {target[:-1]} (a wildcard: how many pages is not known)"
+        elif operation == Operation.PURGE_ALL:
+            what = f"everything on site {members[0].site} ({', '.join(target.split())})"
+        else:
+            clears = members[0].clears
+            known = f"the {clears} page{'s' if clears != 1 else ''} of this plan that carry it" if clears else "its pages"
+            what = f"tag {target}: clears {known}, and any other cached page carrying it"
+        line = f"Scope: {what}" + (f" — on {', '.join(doing)}" if doing else "")
+        lines.append(line + (f"; skipped on {', '.join(skipped)}" if skipped else ""))
+    return lines
 
 
 ORDER = [ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED, ItemStatus.SKIPPED, ItemStatus.PURGED_VERIFIED,

@@ -57,7 +57,8 @@ async def verify_items(
     async with open_layers(context, {i.layer for i in items}) as layers, httpx.AsyncClient(timeout=10) as client:
         own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
         verifications |= await verify_group(own_storage, layers, {}, context)
-        origin = await origin_observations(client, [i.url for i in to_verify], context)
+        pages = [i.url for i in to_verify if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
+        origin = await origin_observations(client, pages, context)
         for tier in layer_tiers(items, context):
             group = [i for i in to_verify if i.layer in tier and layers[i.layer].verifies_against_origin]
             verifications |= await verify_group(group, layers, origin, context)
@@ -74,6 +75,8 @@ async def verify_group(
         if not layer.supports(Capability.VERIFY):
             return Verification(None, f"{layer.kind} cannot be checked after a purge")
         try:
+            if item.operation == Operation.PURGE_PREFIX and item.url == item.target:  # a scope, not one page
+                return await layer.verify_prefix(item.target)
             verification = await layer.verify(item.url, origin.get(item.url))
             if item.operation == Operation.PURGE_ALL:  # the home page stands in for the whole site
                 verification.evidence = f"home page {verification.evidence}"
@@ -102,6 +105,8 @@ def judge(item: PlanItem, outcome: dict[str, Any] | None, verification: Verifica
     if outcome is None:
         return ItemResult(status=ItemStatus.SKIPPED, detail="no purge was sent", **base)
     how = "tag " + item.target if item.operation == Operation.PURGE_TAG and item.target != item.url else ""
+    if item.operation == Operation.PURGE_PREFIX and item.target != item.url:
+        how = "with the wildcard " + item.target
     if outcome["status"] == "skipped":
         return ItemResult(status=ItemStatus.SKIPPED, detail=outcome["detail"], **base)
     if outcome["status"] == "failed":

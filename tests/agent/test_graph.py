@@ -90,3 +90,53 @@ def test_bad_input_gets_a_clear_answer(make_agent):
     over = agent.ask(f"purge {many}", user="bob")
     assert over.urls == [] and over.plan == []
     assert "1,000" in over.rejected[0].reason and len(over.rejected) == 5000
+
+
+def through_varnish(stack, path: str, host: str = "shop.example"):
+    import httpx
+
+    return httpx.get(stack.varnish_url + path, headers={"Host": host}, timeout=10)
+
+
+def test_a_wildcard_link_waits_for_approval_then_clears_only_that_prefix(fresh_stack, make_agent):
+    warm(fresh_stack, "/products/shoes/runner", "/products/hats/beanie", "/pricing")
+    agent = make_agent()
+    waiting = agent.ask("purge <https://shop.example/products/*>", user="bob")
+
+    assert waiting.needs_approval and waiting.results == []
+    assert waiting.pending["reason"] == ("https://shop.example/products/* clears every page under a prefix, and every "
+                                         "wildcard purge needs approval")
+    plan = {item.layer: item for item in waiting.plan}
+    assert {item.operation for item in waiting.plan} == {Operation.PURGE_PREFIX}
+    assert plan["edge"].skip.startswith("nginx's cache_purge has no wildcards")
+    assert through_varnish(fresh_stack, "/products/shoes/runner").headers["X-Cache"] == "HIT"  # nothing sent yet
+
+    done = agent.decide(waiting.thread_id, "approve", user="alice")
+    got = statuses(done, "https://shop.example/products/*")
+    assert got == {"appcache": ItemStatus.PURGED_VERIFIED, "varnish": ItemStatus.PURGED_UNVERIFIED,
+                   "edge": ItemStatus.SKIPPED}
+    varnish = next(r for r in done.results if r.layer == "varnish")
+    assert varnish.evidence == "varnish cannot list the pages under a prefix to check them"
+    assert through_varnish(fresh_stack, "/products/shoes/runner").headers["X-Cache"] == "MISS"
+    assert through_varnish(fresh_stack, "/products/hats/beanie").headers["X-Cache"] == "MISS"
+    assert through_varnish(fresh_stack, "/pricing").headers["X-Cache"] == "HIT"  # outside the prefix
+    dry = make_agent(checkpoint="dry.sqlite").ask("purge <https://shop.example/products/*>", user="bob", dry_run=True)
+    assert ("Scope: every page under https://shop.example/products/ (a wildcard: how many pages is not known) — on "
+            "appcache, varnish; skipped on edge (nginx's cache_purge has no wildcards") in dry.reply
+
+
+def test_the_whole_site_wildcard_is_purge_everything_with_approval(fresh_stack, make_agent):
+    result = make_agent().ask("<https://shop.example/*>", user="bob", dry_run=True)
+    assert {item.operation for item in result.plan} == {Operation.PURGE_ALL}
+    assert {item.url for item in result.plan} == {"https://shop.example/"}
+    waiting = make_agent(checkpoint="other.sqlite").ask("<https://shop.example/*>", user="bob")
+    assert waiting.pending["reason"] == "purging everything on a site always needs approval"
+
+
+def test_a_tag_purge_counts_the_pages_it_clears(fresh_stack, make_agent):
+    """/pricing's tag is on /pricing and / (both planned): 2 pages × 3 layers, not 2 + 1 + 2."""
+    result = make_agent().ask(f"<{PRICING}>", user="bob", dry_run=True)
+    varnish = {item.url: item for item in result.plan if item.layer == "varnish"}
+    assert varnish[PRICING].target == "pricing" and varnish[PRICING].clears == 2
+    assert result.reply.startswith("Dry run: 6 purges over 2 pages planned; nothing was sent.")
+    assert "Scope: tag pricing: clears the 2 pages of this plan that carry it" in result.reply

@@ -82,3 +82,25 @@ def test_approval_buttons_carry_run_and_interrupt_and_confirm_approve():
     assert json.loads(approve["value"]) == {"run": "C1:1.2", "interrupt": "abc"} == json.loads(deny["value"])
     assert approve["confirm"]["confirm"]["text"] == "Approve" and "confirm" not in deny
     assert "Expires 2026-11-25 13:00 UTC" in json.dumps(kit.approval_blocks(result))
+
+
+def test_plan_shows_a_wildcard_as_a_scope_with_the_layers_that_skip_it_not_as_a_page():
+    prefix = "https://shop.example/products/*"
+    items = [
+        PlanItem(url=prefix, site="shop", layer="varnish", operation=Operation.PURGE_PREFIX, target=prefix,
+                 reason="requested", requested=True),
+        PlanItem(url=prefix, site="shop", layer="edge", operation=Operation.PURGE_PREFIX, target=prefix,
+                 reason="skipped", requested=True, skip="nginx's cache_purge has no wildcards"),
+        PlanItem(url="https://shop.example/pricing", site="shop", layer="varnish", operation=Operation.PURGE_TAG,
+                 target="pricing", reason="requested", requested=True, clears=2,
+                 note="https://shop.example/pricing is purged by URL, not by tag: site (listed in broad_tags)"),
+    ]
+    text = "\n".join(_sections(kit.plan_blocks(items, [prefix, "https://shop.example/pricing"], [])))
+    assert "*Plan:* 2 pages × 2 layers, 2 purges" in text  # the scope once; the skipped layer sends nothing
+    assert "*Requested pages (1):*\n• https://shop.example/pricing" in text
+    assert ("• every page under https://shop.example/products/ (a wildcard: how many pages is not known) — on varnish; "
+            "skipped on edge (nginx's cache_purge has no wildcards)") in text
+    assert "• tag pricing: clears the 2 pages of this plan that carry it, and any other cached page carrying it — on varnish" \
+        in text
+    notes = [e["text"] for b in kit.plan_blocks(items, [], []) if b["type"] == "context" for e in b["elements"]]
+    assert notes == ["Notes:\n• https://shop.example/pricing is purged by URL, not by tag: site (listed in broad_tags)"]

@@ -51,7 +51,8 @@ def assert_no_secret(outcomes: dict[str, Outcome] | list[Outcome], *secrets: str
 def test_registered_with_capabilities(cf: FakeCloudflare) -> None:
     layer = make_layer(cf)
     assert isinstance(layer, CloudflareLayer)
-    assert layer.capabilities == {Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_ALL, Capability.VERIFY}
+    assert layer.capabilities == {Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_PREFIX,
+                                  Capability.PURGE_ALL, Capability.VERIFY}
     assert layer.operation_for(["product-1"]) == Capability.PURGE_TAG
 
 
@@ -286,3 +287,30 @@ def test_config_errors_name_the_key(cf: FakeCloudflare) -> None:
     layer = build_layer(LayerConfig(name="cdn", kind="cloudflare", credentials={"api_token": "x"},
                                     options={"zone_id": "abc"}))
     assert layer.purge_endpoint == "https://api.cloudflare.com/client/v4/zones/abc/purge_cache"
+
+
+def test_prefixes_go_out_as_host_and_path_thirty_to_a_request_and_clear_only_what_is_under_them(
+    cf: FakeCloudflare,
+) -> None:
+    edge = cf.edge()
+    under, sibling = f"https://{HOST}/products/shoes/runner", f"https://{HOST}/products-sale"
+    for url in (under, sibling):
+        edge.set_page(url, "old")
+        edge.warm(url)
+    layer = make_layer(cf)
+    prefixes = [f"https://{HOST}/products/*"] + [f"https://{HOST}/d{i}/*" for i in range(34)]
+    results = run(layer, lambda: layer.purge_prefixes(prefixes))
+    assert all(o.status == "purged" for o in results.values())
+    assert "(queued; 30 prefixes in one request)" in results[prefixes[0]].detail
+    sent = [r.json["prefixes"] for r in cf.requests]
+    assert [len(s) for s in sent] == [30, 5] and sent[0][0] == f"{HOST}/products/"  # no scheme, as Cloudflare takes it
+    assert not edge.is_cached(under) and edge.is_cached(sibling)
+
+
+def test_a_prefix_not_ending_at_a_slash_is_refused_without_a_request(cf: FakeCloudflare) -> None:
+    layer = make_layer(cf)
+    odd = f"https://{HOST}/products/sho*"
+    outcome = run(layer, lambda: layer.purge_prefixes([odd]))[odd]
+    assert outcome.status == "failed" and outcome.attempts == 0
+    assert outcome.detail == f"Cloudflare purges a prefix only up to a '/': write https://{HOST}/products/*"
+    assert cf.requests == []

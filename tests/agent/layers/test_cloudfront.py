@@ -192,7 +192,7 @@ def test_urls_are_batched_into_invalidations_and_verified(moto_url, cf, distribu
         assert outcome.status == "purged" and outcome.attempts == 1 and inv_id in by_id
         assert re.fullmatch(r"invalidation \w+ COMPLETED \([23] paths\)", outcome.detail)
         assert verification.verified is True and verification.evidence == f"invalidation {inv_id} Completed"
-    assert layer.capabilities == {Capability.PURGE_URL, Capability.PURGE_ALL, Capability.VERIFY}
+    assert layer.capabilities == {Capability.PURGE_URL, Capability.PURGE_PREFIX, Capability.PURGE_ALL, Capability.VERIFY}
     assert layer.verifies_against_origin is False
 
 
@@ -221,21 +221,35 @@ def test_a_lost_answer_is_retried_with_the_same_caller_reference(proxy, cf, dist
     assert outcome.detail.split()[1] == only["Id"]
 
 
-def test_wildcard_collapse_is_said_in_the_detail(moto_url, cf, distribution) -> None:
+def test_urls_are_sent_as_their_own_paths_even_with_collapse_configured(moto_url, cf, distribution) -> None:
+    """Collapsing is decided in the plan (a prefix purge, shown and approved); purge_urls never widens a URL."""
     layer = make_layer(moto_url, distribution, options={"collapse_wildcards_over": 10})
     shoes = [f"https://{HOST}/products/shoes/{i}" for i in range(37)]
     others = [f"https://{HOST}/products/hats/1", f"https://{HOST}/"] + [f"https://{HOST}/p{i}" for i in range(12)]
-    planned = layer.plan_paths(shoes + others)
-    assert planned[shoes[0]].path == "/products/shoes/*"
-    assert planned[others[-1]].path == "/p11"  # never collapsed to /*: that is a purge of everything
-    outcomes = run(layer.purge_urls(shoes + others))
+    collapsed = layer.collapsed_prefixes(shoes + others)
+    assert {collapsed[u][0] for u in shoes} == {f"https://{HOST}/products/shoes/*"}
+    assert not set(collapsed) & set(others)  # never /*: that is a purge of everything
+    run(layer.purge_urls(shoes[:3]))
     [made] = invalidations(cf, distribution)
-    assert sorted(made["InvalidationBatch"]["Paths"]["Items"]) == sorted(
-        ["/products/shoes/*", "/products/hats/1", "/"] + [f"/p{i}" for i in range(12)])
-    assert outcomes[shoes[5]].detail.endswith("; sent as /products/shoes/* (1 path instead of 37)")
-    assert "sent as" not in outcomes[others[0]].detail
-    verification = run(layer.verify(shoes[5], None))
-    assert verification.verified is True and made["Id"] in verification.evidence
+    assert sorted(made["InvalidationBatch"]["Paths"]["Items"]) == sorted(f"/products/shoes/{i}" for i in range(3))
+
+
+def test_prefixes_are_wildcard_invalidations_verified_by_their_status(moto_url, cf, distribution) -> None:
+    layer = make_layer(moto_url, distribution)
+    prefixes = [f"https://{HOST}/products/shoes/*", f"https://www.{HOST}/products/shoes/*", f"https://{HOST}/docs*"]
+
+    async def scenario():
+        outcomes = await layer.purge_prefixes(prefixes + [f"https://{HOST}/a*b"])
+        return outcomes, await layer.verify_prefix(prefixes[0]), await layer.verify(f"https://{HOST}/docs/x", None)
+
+    outcomes, scope, page = run(scenario())
+    [made] = invalidations(cf, distribution)
+    assert sorted(made["InvalidationBatch"]["Paths"]["Items"]) == ["/docs*", "/products/shoes/*"]  # paths: no host
+    assert all(outcomes[p].status == "purged" for p in prefixes)
+    assert outcomes[prefixes[0]].detail == f"invalidation {made['Id']} COMPLETED (2 wildcard paths): /products/shoes/*"
+    assert outcomes[f"https://{HOST}/a*b"].status == "failed" and "must end in its only '*'" in \
+        outcomes[f"https://{HOST}/a*b"].detail
+    assert scope.verified is True and page.verified is True and made["Id"] in scope.evidence
 
 
 def test_too_many_invalidations_in_progress_is_retried_later(proxy, cf, distribution) -> None:

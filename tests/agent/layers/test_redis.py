@@ -185,7 +185,8 @@ def test_config_checks() -> None:
     assert "s3cret" not in str(info.value)
     assert redact("rediss://bob:pw@cache:6380/1") == "rediss://bob:***@cache:6380/1"
     assert redact("redis://cache:6379") == "redis://cache:6379"
-    assert RedisLayer.capabilities == {Capability.PURGE_URL, Capability.PURGE_ALL, Capability.VERIFY}
+    assert RedisLayer.capabilities == {Capability.PURGE_URL, Capability.PURGE_PREFIX, Capability.PURGE_ALL,
+                                       Capability.VERIFY}
 
 
 def test_keys_come_from_the_normalised_url(fresh_redis, client) -> None:
@@ -205,3 +206,42 @@ def test_keys_come_from_the_normalised_url(fresh_redis, client) -> None:
         assert results[url].status == "failed" and results[url].detail.startswith("not sent: ")
     assert sorted(client.keys("page:*")) == [b"page:shop.example/keep", b"page:shop.example/products/shoe"]
     assert seen.reachable is False and "climbs above the site's root" in seen.error
+
+
+def test_prefix_purge_deletes_every_key_under_it_and_nothing_beside(fresh_redis, client) -> None:
+    layer = make_layer(fresh_redis.url, ["page:{host}{path}", "frag:{path_only}:*"])
+    client.mset({
+        f"page:{HOST}/docs/a": "x", f"page:{HOST}/docs/b/c?v=1": "x", "frag:/docs/a:header": "x",
+        f"page:{HOST}/docsx/a": "keep",  # a sibling, not under /docs/
+        f"page:{HOST}/do[cs]/a": "keep", f"page:{HOST}/d?cs/a": "keep",  # glob syntax in keys is not a wildcard
+        f"page:www.{HOST}/docs/a": "keep",  # the same path on another host
+    })
+    prefix = f"https://{HOST}/docs/*"
+
+    async def scenario():
+        purged = await layer.purge_prefixes([prefix])
+        return purged[prefix], await layer.verify_prefix(prefix)
+
+    outcome, verification = run(layer, scenario)
+    assert outcome.status == "purged" and outcome.detail == f"deleted 3 keys under https://{HOST}/docs/"
+    assert sorted(k.decode() for k in client.keys("*")) == sorted([
+        f"page:{HOST}/docsx/a", f"page:{HOST}/do[cs]/a", f"page:{HOST}/d?cs/a", f"page:www.{HOST}/docs/a"])
+    assert verification.verified is True and verification.evidence == f"no key under https://{HOST}/docs/ left"
+
+
+def test_prefix_keys_written_again_after_the_purge_are_not_called_fresh(fresh_redis, client) -> None:
+    layer = make_layer(fresh_redis.url, ["page:{host}{path}"])
+    prefix = f"https://{HOST}/do[cs]/*"  # the prefix's own glob characters are escaped too
+    client.set(f"page:{HOST}/do[cs]/a", "old")
+    client.set(f"page:{HOST}/dc/a", "keep")
+
+    async def scenario():
+        purged = await layer.purge_prefixes([prefix])
+        client.set(f"page:{HOST}/do[cs]/b", "written since")
+        return purged[prefix], await layer.verify_prefix(prefix)
+
+    outcome, verification = run(layer, scenario)
+    assert outcome.status == "purged" and client.get(f"page:{HOST}/dc/a") == b"keep"
+    assert verification.verified is None
+    assert verification.evidence.startswith(f"keys under https://{HOST}/do[cs]/ were written again since the purge "
+                                            f"(page:{HOST}/do[cs]/b)")

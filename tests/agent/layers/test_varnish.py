@@ -237,7 +237,8 @@ def test_unreachable_varnish_fails_quickly_without_raising() -> None:
 
 def test_capabilities_and_config_checks() -> None:
     assert VarnishLayer.capabilities == {
-        Capability.PURGE_URL, Capability.PURGE_TAG, Capability.BAN, Capability.PURGE_ALL, Capability.VERIFY
+        Capability.PURGE_URL, Capability.PURGE_TAG, Capability.PURGE_PREFIX, Capability.BAN, Capability.PURGE_ALL,
+        Capability.VERIFY,
     }
     ok = LayerConfig(name="v", kind="varnish", endpoint="http://127.0.0.1:6081", options={"soft_purge": True})
     validate_layer_options(0, ok)
@@ -258,3 +259,54 @@ def test_ban_regex_varnish_rejects_maps_to_a_clear_failure(stack, layer: Varnish
     assert outcome.attempts == 1
     spaced = run(layer, lambda: layer.ban(HOST, "^/a b"))
     assert spaced.status == "failed" and "without spaces" in spaced.detail and spaced.attempts == 0
+
+
+def test_prefix_purge_bans_exactly_the_pages_under_it_on_that_host(stack, layer: VarnishLayer) -> None:
+    """The prefix is anchored and matched literally: a sibling directory, a path where '.' would match any
+    character as a regex, and the same path on the site's other host all stay cached."""
+    base = f"/t-{uuid.uuid4().hex[:10]}"
+    under = [f"{base}.v/a", f"{base}.v/b/c?x=1"]
+    kept = [f"{base}Xv/a", f"{base}.vx/a", f"{base}/a"]
+    for path in under + kept:
+        stack.content.edit(path.split("?")[0], "cached")
+    urls = [f"http://{HOST}{p}" for p in under + kept]
+    other_host = f"http://www.{HOST}{under[0]}"
+
+    async def scenario():
+        for url in [*urls, other_host]:
+            await layer.observe(url)
+        outcome = await layer.purge_prefixes([f"http://{HOST}{base}.v/*"])
+        return outcome, {url: (await layer.observe(url)).cache_status for url in [*urls, other_host]}
+
+    outcome, status = run(layer, scenario)
+    assert outcome[f"http://{HOST}{base}.v/*"].status == "purged"
+    assert outcome[f"http://{HOST}{base}.v/*"].detail == f"banned every URL under {base}.v/ on {HOST}"
+    assert [status[f"http://{HOST}{p}"] for p in under] == ["MISS", "MISS"]
+    assert [status[f"http://{HOST}{p}"] for p in kept] == ["HIT", "HIT", "HIT"]
+    assert status[other_host] == "HIT"
+
+
+def test_prefix_with_regex_and_ban_syntax_characters_is_matched_literally(stack, layer: VarnishLayer) -> None:
+    base = f"/t-{uuid.uuid4().hex[:10]}"
+    odd = f"{base}/a+b(c)[d]$e|f&&g"
+    stack.content.edit(odd + "/p", "cached")
+    stack.content.edit(base + "/aab(c)[d]$e|f&&g/p", "cached")  # what an unescaped '+' would also match
+    url, lookalike = f"http://{HOST}{odd}/p", f"http://{HOST}{base}/aab(c)[d]$e|f&&g/p"
+
+    async def scenario():
+        for page in (url, lookalike):
+            await layer.observe(page)
+        outcome = await layer.purge_prefixes([f"http://{HOST}{odd}/*"])
+        return outcome, (await layer.observe(url)).cache_status, (await layer.observe(lookalike)).cache_status
+
+    outcome, page, other = run(layer, scenario)
+    assert [o.status for o in outcome.values()] == ["purged"]
+    assert (page, other) == ("MISS", "HIT")
+
+
+def test_a_malformed_prefix_is_refused_before_anything_is_sent(layer: VarnishLayer) -> None:
+    bad = {f"http://{HOST}/a*b": "must end in its only '*'", f"http://{HOST}/a?x=*": "no query string",
+           f"http://{HOST}/a": "must end in its only '*'"}
+    outcomes = run(layer, lambda: layer.purge_prefixes(list(bad)))
+    for prefix, words in bad.items():
+        assert outcomes[prefix].status == "failed" and outcomes[prefix].attempts == 0 and words in outcomes[prefix].detail
