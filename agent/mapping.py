@@ -61,8 +61,11 @@ def is_prefix(url: str) -> bool:
 
 def prefix_depth(prefix: str) -> int:
     """Whole path segments before the ``*``: ``/blog/2024/*`` has 2, ``/blog/20*`` 1, ``/*`` 0. A dot segment
-    could climb out of the prefix, so a prefix holding one counts as 0 (the widest)."""
-    _, path = prefix_parts(prefix)
+    could climb out of the prefix, so a prefix holding one (or one that cannot be read) counts as 0 (the widest)."""
+    try:
+        _, path = prefix_parts(prefix)
+    except ValueError:
+        return 0
     segments = path.split("/")[1:-1]  # the last piece is not a whole segment: /blog/20* covers /blog/2024/...
     if any(segment in (".", "..") for segment in segments):
         return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import ClassVar, Literal, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from aiolimiter import AsyncLimiter
@@ -244,7 +244,8 @@ def prefix_parts(prefix: str) -> tuple[str, str]:
     """``https://Shop.example/products/*`` -> (``shop.example``, ``/products/``): the host and the path prefix.
 
     Raises ``ValueError`` (a message safe to show) unless the prefix is an absolute http(s) URL whose path ends
-    in its only ``*``, with no query or fragment: nothing else says unambiguously what it covers."""
+    in its only ``*``, with no query or fragment: nothing else says unambiguously what it covers. The path is the
+    normalised one (``agent.urls.normalise``), so a prefix matches the keys the caches hold for the pages under it."""
     parts = urlsplit(prefix)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{prefix!r} is not an absolute http(s) URL")
@@ -252,6 +253,10 @@ def prefix_parts(prefix: str) -> tuple[str, str]:
         raise ValueError(f"{prefix!r}: a prefix purge takes no query string or fragment")
     if not parts.path.endswith("*") or prefix.count("*") != 1:
         raise ValueError(f"{prefix!r}: a prefix must end in its only '*' (like https://{parts.hostname}/products/*)")
+    try:
+        parts = urlsplit(normalise(prefix))
+    except ValueError as exc:
+        raise ValueError(f"{prefix!r}: {exc}") from None
     return parts.hostname.lower(), parts.path[:-1] or "/"
 
 
