@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -24,6 +26,25 @@ console = Console(highlight=False)
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default $CACHEBOT_CONFIG or ./cachebot.yaml)")]
 UserOption = Annotated[Optional[str], typer.Option("--as", help="who is asking (default: your login name)")]
+
+
+class TerminalLog(logging.Handler):
+    """The agent's warnings for a person at a terminal: one line each on stderr, never a traceback (the reply
+    already says what failed; ``cachebot slack`` logs in full for operators)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")  # stderr of the moment
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def terminal_logging() -> None:
+    """Send the agent's warnings to ``TerminalLog`` (once per process) instead of Python's last-resort handler,
+    which prints tracebacks."""
+    logger = logging.getLogger("agent")
+    if not any(isinstance(handler, TerminalLog) for handler in logger.handlers):
+        logger.addHandler(TerminalLog(logging.WARNING))
 
 
 def current_user(explicit: str | None) -> str:
@@ -69,6 +90,7 @@ def ask(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; send no purge")] = False,
 ) -> None:
     """Send one message through the agent and print what it did."""
+    terminal_logging()
     settings = config_or_exit(config)
     with Agent(settings) as agent, progress_events(not json_output) as on_event:
         result = agent.ask(message, user=current_user(as_user), dry_run=dry_run, on_event=on_event)
@@ -99,6 +121,7 @@ def deny(
 
 
 def decide(thread_id: str, choice: str, config: Path | None, as_user: str | None, json_output: bool) -> None:
+    terminal_logging()
     settings = config_or_exit(config)
     with Agent(settings) as agent, progress_events(not json_output) as on_event:
         try:
@@ -115,6 +138,7 @@ def decide(thread_id: str, choice: str, config: Path | None, as_user: str | None
 @app.command()
 def chat(config: ConfigOption = None, as_user: UserOption = None) -> None:
     """A conversation with the agent in the terminal, as it would be in Slack. Ctrl-D to leave."""
+    terminal_logging()
     settings = config_or_exit(config)
     user = current_user(as_user)
     console.print(f"[bold]cachebot[/bold] — talking as [cyan]{user}[/cyan]. Paste URLs, ask 'is <url> stale?', "
@@ -180,7 +204,6 @@ def slack(
                                                   "runs yield to acks", min=0, max=19)] = 19,
 ) -> None:
     """Run the Slack app. Tokens come from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN, SLACK_API_URL."""
-    import logging
 
     from slack_app.server import SetupError, run_http, run_socket_mode
 
@@ -198,7 +221,7 @@ def slack(
 
 
 def exit_code(result: RunResult) -> int:
-    failed = any(r.status in ("failed", "purged_unverified") for r in result.results)
+    failed = result.error is not None or any(r.status in ("failed", "purged_unverified") for r in result.results)
     return 1 if failed else 0
 
 

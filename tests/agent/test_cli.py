@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import yaml
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli import app, terminal_logging
 from tests.agent.conftest import through_edge, warm
 
 runner = CliRunner()
@@ -88,3 +89,13 @@ def test_graph_command_writes_drawings(tmp_path):
     outcome = runner.invoke(app, ["graph", "--out", str(tmp_path)])
     assert outcome.exit_code == 0
     assert (tmp_path / "cache_purge.mmd").exists() and (tmp_path / "cache_purge.png").exists()
+
+
+def test_a_failed_run_logs_one_line_at_the_terminal_never_a_traceback(capsys):
+    terminal_logging()
+    terminal_logging()  # once per process, however many commands run
+    try:
+        raise RuntimeError("the layer registry is unavailable")
+    except RuntimeError:
+        logging.getLogger("agent.runner").exception("run %s failed", "t-1")
+    assert capsys.readouterr().err == "error: run t-1 failed\n"
