@@ -147,7 +147,9 @@ async def observe_http(
         return Observation(reachable=False, error=f"could not send the request: {str(exc)[:200] or type(exc).__name__}")
 
 
-async def read_observation(response: httpx.Response, cache_status_header: str | None, max_body_bytes: int) -> Observation:
+async def read_observation(
+    response: httpx.Response, cache_status_header: str | None, max_body_bytes: int
+) -> Observation:
     """Headers, and the body hashed as it streams in: at most ``max_body_bytes`` are read (raw, as sent: a
     compressed body is never inflated here), so memory stays bounded whatever the server sends."""
     body_hash, read, capped = None, None, False

@@ -140,7 +140,8 @@ class Agent:
             request_id = request["id"] if request else None
             failure = self._run_recorded(
                 Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id, on_event, request_id,
-                interface=request["interface"] if request else interface, channel=request["channel"] if request else None)
+                interface=request["interface"] if request else interface,
+                channel=request["channel"] if request else None)
             result = failure or self.result(thread_id)
             if failure is not None:
                 if request_id is not None:

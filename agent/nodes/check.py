@@ -67,7 +67,8 @@ def caveat_app_caches(checks: list[CheckResult], holding: set[tuple[str, str]]) 
 
 def describe(url: str, layer: CacheLayer, seen: Observation, origin: Observation | None) -> CheckResult:
     if not seen.reachable:
-        said = seen.error if (seen.error or "").startswith("timed out") else f"could not reach {layer.name}: {seen.error}"
+        timed_out = (seen.error or "").startswith("timed out")
+        said = seen.error if timed_out else f"could not reach {layer.name}: {seen.error}"
         return CheckResult(url=url, layer=layer.name, cached=None, fresh=None, detail=said)
     if not layer.verifies_against_origin:
         held = "holds" if seen.cached else "holds no"
