@@ -99,3 +99,15 @@ def test_a_failed_run_logs_one_line_at_the_terminal_never_a_traceback(capsys):
     except RuntimeError:
         logging.getLogger("agent.runner").exception("run %s failed", "t-1")
     assert capsys.readouterr().err == "error: run t-1 failed\n"
+
+
+def test_brackets_in_what_people_type_are_shown_as_typed_not_as_markup(fresh_stack, tmp_path):
+    """rich reads "[/x]" as a closing tag: echoed from a URL it raised MarkupError, a traceback at the terminal."""
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["ask", "purge https://evil.example/[/x] and https://shop.example/[/y]",
+                                  "--dry-run", "--config", config, "--as", "bob"])
+    assert outcome.exception is None or isinstance(outcome.exception, SystemExit), outcome.exception
+    assert "evil.example/[/x]" in outcome.output and "shop.example/[/y]" in outcome.output
+    history = runner.invoke(app, ["history", "--config", config])
+    assert history.exception is None or isinstance(history.exception, SystemExit), history.exception
+    assert "shop.example/[/y]" in history.output
