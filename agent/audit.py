@@ -345,11 +345,15 @@ class AuditStore:
 
     def request_updated(
         self, request_id: str, result: RunResult, *, at: datetime, purge_outcomes: list[dict[str, Any]] | None = None,
+        in_progress: bool = False,
     ) -> None:
-        """Bring a request's record up to date with the run's state: plan, status, results, tokens, finish."""
+        """Bring a request's record up to date with the run's state: plan, status, results, tokens, finish.
+
+        ``in_progress``: the run is still going (the plan was just made, or purges answered before verification):
+        everything known so far is written, and the request stays "received", unfinished, without an outcome."""
         redact = self.redact
         usage = result.token_usage or {}
-        finished = result.pending is None
+        finished = result.pending is None and not in_progress
         site_of_url = {item.url: item.site for item in result.plan}
         target_of = {(item.url, item.layer): item.target for item in result.plan}
         repaired = {(o.get("layer"), o.get("target")) for o in purge_outcomes or [] if o.get("repaired")}
@@ -378,14 +382,22 @@ class AuditStore:
                 db.execute(insert(results), result_rows)
             db.execute(update(requests).where(requests.c.id == request_id).values(
                 intent=result.intent.value, understood_by=result.understood_by, dry_run=result.dry_run,
-                status=status_of(result), outcome=outcome_of(result_rows),
+                status="received" if in_progress else status_of(result),
+                outcome=None if in_progress else outcome_of(result_rows),
                 page_count=len(result.pages), purge_count=len({(i.layer, i.target) for i in result.plan}),
                 llm_model=usage.get("model"), input_tokens=usage.get("input_tokens"),
                 output_tokens=usage.get("output_tokens"), total_tokens=usage.get("total_tokens"),
                 finished_at=at if finished else None,
             ))
 
-    def request_failed(self, request_id: str, error: BaseException, *, at: datetime) -> None:
+    def request_failed(
+        self, request_id: str, error: BaseException, *, at: datetime, result: RunResult | None = None,
+        purge_outcomes: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """The run stopped with ``error``. ``result``: what it had planned and sent by then, written first, so
+        the record shows the purges that went out even though the run did not finish."""
+        if result is not None:
+            self.request_updated(request_id, result, at=at, purge_outcomes=purge_outcomes, in_progress=True)
         with self.engine.begin() as db:
             db.execute(update(requests).where(requests.c.id == request_id).values(
                 status="error", outcome="failed", finished_at=at))

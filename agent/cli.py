@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from agent.config import AppConfig, ConfigError, load_config
 from agent.models import Plan, RunResult
@@ -26,6 +30,25 @@ ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YA
 UserOption = Annotated[Optional[str], typer.Option("--as", help="who is asking (default: your login name)")]
 
 
+class TerminalLog(logging.Handler):
+    """The agent's warnings for a person at a terminal: one line each on stderr, never a traceback (the reply
+    already says what failed; ``cachebot slack`` logs in full for operators)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")  # stderr of the moment
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def terminal_logging() -> None:
+    """Send the agent's warnings to ``TerminalLog`` (once per process) instead of Python's last-resort handler,
+    which prints tracebacks."""
+    logger = logging.getLogger("agent")
+    if not any(isinstance(handler, TerminalLog) for handler in logger.handlers):
+        logger.addHandler(TerminalLog(logging.WARNING))
+
+
 def current_user(explicit: str | None) -> str:
     return explicit or os.environ.get("CACHEBOT_USER") or getpass.getuser()
 
@@ -34,7 +57,7 @@ def config_or_exit(path: Path | None) -> AppConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        console.print(f"[red]Cannot start:[/red] {exc}")
+        console.print(f"[red]Cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -69,6 +92,7 @@ def ask(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; send no purge")] = False,
 ) -> None:
     """Send one message through the agent and print what it did."""
+    terminal_logging()
     settings = config_or_exit(config)
     with Agent(settings) as agent, progress_events(not json_output) as on_event:
         result = agent.ask(message, user=current_user(as_user), dry_run=dry_run, on_event=on_event)
@@ -99,15 +123,16 @@ def deny(
 
 
 def decide(thread_id: str, choice: str, config: Path | None, as_user: str | None, json_output: bool) -> None:
+    terminal_logging()
     settings = config_or_exit(config)
     with Agent(settings) as agent, progress_events(not json_output) as on_event:
         try:
             result = agent.decide(thread_id, choice, user=current_user(as_user), on_event=on_event)
         except NothingPending as exc:
-            console.print(f"[yellow]Nothing to {choice}:[/yellow] {exc}")
+            console.print(f"[yellow]Nothing to {choice}:[/yellow] {escape(str(exc))}")
             raise typer.Exit(1) from None
     if result.notice and not json_output:
-        console.print(f"[red]Refused:[/red] {result.notice}")
+        console.print(f"[red]Refused:[/red] {escape(result.notice)}")
     emit(result, json_output)
     raise typer.Exit(1 if result.notice else exit_code(result))
 
@@ -115,6 +140,7 @@ def decide(thread_id: str, choice: str, config: Path | None, as_user: str | None
 @app.command()
 def chat(config: ConfigOption = None, as_user: UserOption = None) -> None:
     """A conversation with the agent in the terminal, as it would be in Slack. Ctrl-D to leave."""
+    terminal_logging()
     settings = config_or_exit(config)
     user = current_user(as_user)
     console.print(f"[bold]cachebot[/bold] — talking as [cyan]{user}[/cyan]. Paste URLs, ask 'is <url> stale?', "
@@ -147,10 +173,10 @@ def prompt_for_decision(agent: Agent, result: RunResult) -> RunResult:
         try:
             decided = agent.decide(result.thread_id, answer[0], user=answer[1], on_event=on_event)
         except NothingPending as exc:
-            console.print(f"[yellow]{exc}[/yellow]")
+            console.print(f"[yellow]{escape(str(exc))}[/yellow]")
             return result.model_copy(update={"pending": None})
     if decided.notice:
-        console.print(f"[red]Refused:[/red] {decided.notice}")
+        console.print(f"[red]Refused:[/red] {escape(decided.notice)}")
     else:
         render(decided)
     return decided
@@ -180,7 +206,6 @@ def slack(
                                                   "runs yield to acks", min=0, max=19)] = 19,
 ) -> None:
     """Run the Slack app. Tokens come from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN, SLACK_API_URL."""
-    import logging
 
     from slack_app.server import SetupError, run_http, run_socket_mode
 
@@ -193,12 +218,12 @@ def slack(
         options = {"workers": workers, "intake_processes": intake_workers, "worker_nice": worker_nice}
         run_socket_mode(settings, **options) if socket else run_http(settings, host, port, **options)
     except SetupError as exc:
-        console.print(f"[red]Cannot start:[/red] {exc}")
+        console.print(f"[red]Cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
 def exit_code(result: RunResult) -> int:
-    failed = any(r.status in ("failed", "purged_unverified") for r in result.results)
+    failed = result.error is not None or any(r.status in ("failed", "purged_unverified") for r in result.results)
     return 1 if failed else 0
 
 
@@ -215,7 +240,7 @@ def show_step(node: str, update: dict) -> None:
         urls = update["urls"]
         console.print(f"[bold]Understood {len(urls)} URL(s):[/bold]")
         for url in urls[:50]:
-            console.print(f"  {url}")
+            console.print(f"  {url}", markup=False)
         if len(urls) > 50:
             console.print(f"  … and {len(urls) - 50} more")
     elif node == "plan" and update.get("plan"):
@@ -228,9 +253,9 @@ def show_step(node: str, update: dict) -> None:
 def render(result: RunResult) -> None:
     if result.pending:
         console.print(f"[yellow]Waiting for approval[/yellow] (request id [cyan]{result.thread_id}[/cyan]): "
-                      f"{result.pending['reason']}. Approvers: {result.pending['approvers']}.")
+                      f"{escape(result.pending['reason'])}. Approvers: {escape(result.pending['approvers'])}.")
         return
-    console.print(result.reply)
+    console.print(result.reply, markup=False)  # user text: "[/x]" in a URL is not markup
 
 
 def plan_table(plan: Plan) -> Table:
@@ -239,8 +264,9 @@ def plan_table(plan: Plan) -> Table:
     for column in ("page", "layer", "operation", "why"):
         table.add_column(column)
     for item in plan.items[:200]:
-        table.add_row(item.url, item.layer, f"{item.operation.value} {item.target if item.target != item.url else ''}",
-                      item.reason)
+        target = item.target if item.target != item.url else ""
+        # Text, not markup: URLs, tags and reasons carry what people typed
+        table.add_row(Text(item.url), Text(item.layer), Text(f"{item.operation.value} {target}"), Text(item.reason))
     if len(plan.items) > 200:
         table.caption = f"… {len(plan.items) - 200} more rows (use --json for all)"
     return table
@@ -263,7 +289,7 @@ def storage_or_exit(path: Path | None):
     except ConfigError as exc:
         if path is None and os.environ.get(ENV_VAR):
             return None, os.environ[ENV_VAR]
-        console.print(f"[red]Cannot start:[/red] {exc}")
+        console.print(f"[red]Cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     return settings, resolve_database_url(settings.storage or StorageConfig())
 
@@ -281,7 +307,7 @@ def since_or_exit(value: str | None):
     try:
         return parse_since(value)
     except ValueError as exc:
-        console.print(f"[red]--since:[/red] {exc}")
+        console.print(f"[red]--since:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -302,7 +328,7 @@ def history(
     try:
         entries = store.history(url=url, user=user, since=since_at, limit=limit)
     except ValueError as exc:
-        console.print(f"[red]--url:[/red] {exc}")
+        console.print(f"[red]--url:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     finally:
         store.close()
@@ -313,9 +339,10 @@ def history(
         console.print("No purge requests recorded" + (" for that query." if url or user or since else "."))
         return
     for entry in entries:
-        console.print(describe(entry), soft_wrap=True)
+        console.print(describe(entry), soft_wrap=True, markup=False)
         if entry.not_confirmed and entry.match is None:
-            console.print(f"    not confirmed fresh: {', '.join(entry.not_confirmed[:5])}", soft_wrap=True)
+            console.print(f"    not confirmed fresh: {', '.join(entry.not_confirmed[:5])}", soft_wrap=True,
+                          markup=False)
 
 
 @app.command()
@@ -348,7 +375,7 @@ def stats(
     if figures["most_purged"]:
         console.print("[bold]Most purged pages:[/bold]")
         for row in figures["most_purged"]:
-            console.print(f"  {row['requests']:>4}× {row['url']}", soft_wrap=True)
+            console.print(f"  {row['requests']:>4}× {row['url']}", soft_wrap=True, markup=False)
     if figures["problem_layers"]:
         console.print("[bold]Layers most often stale or failing:[/bold]")
         for row in figures["problem_layers"]:
@@ -417,7 +444,8 @@ def recover(
     if not done:
         console.print("Nothing to recover.")
     for item in done:
-        console.print(f"{item.thread_id}: {item.outcome}" + (f" ({item.error})" if item.error else ""), soft_wrap=True)
+        console.print(f"{item.thread_id}: {item.outcome}" + (f" ({item.error})" if item.error else ""), soft_wrap=True,
+                      markup=False)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -43,7 +44,11 @@ class LayerConfig(Strict):
 
 
 class DependencyRule(Strict):
-    """When a purged path matches ``match``, also purge ``add`` (templates filled from named groups)."""
+    """When a purged path matches ``match``, also purge ``add`` (templates filled from named groups).
+
+    Rules run with the ``regex`` package (``agent.mapping.dependents``), which takes a time limit per match; they
+    are compiled here with that same engine so a pattern that loads is one that runs.
+    """
 
     match: str
     add: list[str]
@@ -53,8 +58,8 @@ class DependencyRule(Strict):
     @classmethod
     def _compiles(cls, value: str) -> str:
         try:
-            re.compile(value)
-        except re.error as exc:
+            regex.compile(value)
+        except regex.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
 
@@ -112,7 +117,9 @@ class ApprovalConfig(Strict):
 
 class LimitsConfig(Strict):
     max_urls_per_request: int = Field(default=1000, ge=1, le=100_000)
-    deadline_seconds: float = Field(default=300, gt=0)
+    deadline_seconds: float = Field(
+        default=300, gt=0, description="one request's purges and their verification (or one check), start to end"
+    )
     # 65,536 is where the HTTP client gives up on a URL; browsers and CDNs stop well before.
     max_url_length: int = Field(default=8192, ge=256, le=65_536, description="longer URLs are refused, with a reason")
     max_message_chars: int = Field(
@@ -120,6 +127,23 @@ class LimitsConfig(Strict):
     )
     max_tags_per_page: int = Field(
         default=256, ge=1, le=10_000, description="a page advertising more cache tags is purged by URL, not by tag"
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, le=1024**3,
+        description="verify/check hash at most this much of a page; beyond it they compare the first "
+                    "max_body_bytes plus ETag/Last-Modified/Content-Length, and say so",
+    )
+    fetch_timeout_seconds: float = Field(
+        default=30, gt=0, le=3600,
+        description="one verify/check fetch, connect to last byte; never beyond what is left of deadline_seconds",
+    )
+    rule_timeout_seconds: float = Field(
+        default=0.1, gt=0, le=10,
+        description="one dependency rule on one path; a rule that takes longer is skipped for the request, said "
+                    "in the plan",
+    )
+    max_rule_path_chars: int = Field(
+        default=2048, ge=1, le=65_536, description="dependency rules are not run on longer paths (said in the plan)"
     )
 
 

@@ -2,15 +2,28 @@
 
 We always connect to a *configured* endpoint and send the page's host in the ``Host`` header; the URL's own
 host is never resolved or contacted, so a URL can never make cachebot fetch something outside its sites.
+
+Every look is bounded (``FetchLimits``): the body is streamed and hashed as it arrives, never held whole, and
+reading stops at ``max_body_bytes`` (the observation then says it was capped); the whole fetch, connect to last
+byte, has one time limit that never reaches past the request's deadline. The verify and check nodes set the
+limits for everything they run (``fetch_limits``); a per-read timeout alone would let an origin that drips a byte
+at a time hold a run forever.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import httpx
 
-from agent.layers.base import Observation, UnsafePath, body_hash, describe_transport_error, host_and_path
+from agent.layers.base import Observation, UnsafePath, describe_transport_error, host_and_path
 
 # Cache status words we recognise, in the spelling we report (Observation.cache_status).
 KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", "BYPASS", "PASS", "DYNAMIC")
@@ -42,18 +55,64 @@ def parse_tags(headers: httpx.Headers) -> tuple[str, ...]:
     return tuple(seen)
 
 
+# --- limits -------------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # agent.config.LimitsConfig's defaults
+DEFAULT_FETCH_SECONDS = 30.0
 
 
-def observation_from_response(response: httpx.Response, cache_status_header: str | None) -> Observation:
-    return Observation(
-        reachable=True,
-        status_code=response.status_code,
-        cache_status=normalise_cache_status(response.headers.get(cache_status_header)) if cache_status_header else None,
-        etag=response.headers.get("etag"),
-        last_modified=response.headers.get("last-modified"),
-        body_hash=body_hash(response.content) if response.request.method != "HEAD" else None,
-        tags=parse_tags(response.headers),
-    )
+@dataclass(frozen=True)
+class FetchLimits:
+    """How much one look may read and how long it may take. ``deadline`` is a ``time.time()`` by which the whole
+    request must be done (None: no request deadline, only ``seconds`` per fetch)."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    seconds: float = DEFAULT_FETCH_SECONDS
+    deadline: float | None = None
+
+    @classmethod
+    def from_config(cls, limits, deadline: float | None) -> FetchLimits:
+        """From ``agent.config.LimitsConfig`` and the request's deadline."""
+        return cls(max_body_bytes=limits.max_body_bytes, seconds=limits.fetch_timeout_seconds, deadline=deadline)
+
+    def budget(self) -> tuple[float, str]:
+        """(seconds this fetch may take from now, what sets that bound: said when it runs out)."""
+        if self.deadline is not None and self.deadline - time.time() < self.seconds:
+            return self.deadline - time.time(), "the request's deadline (limits.deadline_seconds)"
+        return self.seconds, "limits.fetch_timeout_seconds"
+
+
+_limits: ContextVar[FetchLimits] = ContextVar("cachebot_fetch_limits", default=FetchLimits())
+
+
+@contextmanager
+def fetch_limits(limits: FetchLimits) -> Iterator[FetchLimits]:
+    """Every ``observe_http`` in this context (and in the tasks it starts) keeps to ``limits``."""
+    token = _limits.set(limits)
+    try:
+        yield limits
+    finally:
+        _limits.reset(token)
+
+
+def current_fetch_limits() -> FetchLimits:
+    return _limits.get()
+
+
+def seconds_left(limits: FetchLimits | None = None) -> float | None:
+    """Time left before the request's deadline (None: no deadline set)."""
+    deadline = (limits or current_fetch_limits()).deadline
+    return None if deadline is None else deadline - time.time()
+
+
+def size_words(count: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
+
+
+# --- one look -----------------------------------------------------------------------------------------------
 
 
 async def observe_http(
@@ -64,22 +123,60 @@ async def observe_http(
     cache_status_header: str | None = None,
     method: str = "GET",
 ) -> Observation:
-    """``method`` ``url``'s path at ``base_url`` with the page's Host header.
-
-    Never raises: a network error, or a URL that cannot be fetched safely (``host_and_path`` refuses it, or the
-    HTTP client finds it invalid — too long, say), is an unreachable Observation saying why."""
+    """``method`` ``url``'s path at ``base_url`` with the page's Host header, within the current
+    ``FetchLimits``. Never raises for network errors, time running out, or a request that cannot be built."""
     try:
         host, path = host_and_path(url)
     except UnsafePath as exc:
         return Observation(reachable=False, error=f"not fetched: {exc}")
+    limits = current_fetch_limits()
+    seconds, bound = limits.budget()
+    if seconds <= 0:
+        return Observation(reachable=False, error=f"timed out: {bound} had passed before this look")
     try:
-        response = await client.request(
-            method, base_url.rstrip("/") + path, headers={"Host": host, "Accept-Encoding": "identity"}
-        )
+        async with asyncio.timeout(seconds):
+            async with client.stream(
+                method, base_url.rstrip("/") + path, headers={"Host": host, "Accept-Encoding": "identity"}
+            ) as response:
+                return await read_observation(response, cache_status_header, limits.max_body_bytes)
+    except TimeoutError:
+        return Observation(reachable=False, error=f"timed out: no complete answer within {seconds:.3g} s ({bound})")
     except (httpx.TransportError, httpx.TimeoutException) as exc:
         return Observation(reachable=False, error=describe_transport_error(exc))
     except httpx.HTTPError as exc:
         return Observation(reachable=False, error=type(exc).__name__)
-    except (httpx.InvalidURL, UnsafePath) as exc:
+    except UnsafePath as exc:
         return Observation(reachable=False, error=f"not fetched: {exc}")
-    return observation_from_response(response, cache_status_header)
+    except (httpx.InvalidURL, httpx.StreamError, ValueError) as exc:
+        # e.g. "URL too long", a header that cannot be encoded: this page cannot be looked at, the run goes on
+        return Observation(reachable=False, error=f"could not send the request: {str(exc)[:200] or type(exc).__name__}")
+
+
+async def read_observation(
+    response: httpx.Response, cache_status_header: str | None, max_body_bytes: int
+) -> Observation:
+    """Headers, and the body hashed as it streams in: at most ``max_body_bytes`` are read (raw, as sent: a
+    compressed body is never inflated here), so memory stays bounded whatever the server sends."""
+    body_hash, read, capped = None, None, False
+    if response.request.method != "HEAD":
+        digest, read = hashlib.sha256(), 0
+        async for chunk in response.aiter_raw():
+            room = max_body_bytes - read
+            digest.update(chunk[:room])
+            read += min(len(chunk), room)
+            if len(chunk) > room:
+                capped = True  # stop here: leaving the block closes the connection, the rest is never read
+                break
+        body_hash = digest.hexdigest()[:16]  # agent.layers.base.body_hash of the same bytes
+    return Observation(
+        reachable=True,
+        status_code=response.status_code,
+        cache_status=normalise_cache_status(response.headers.get(cache_status_header)) if cache_status_header else None,
+        etag=response.headers.get("etag"),
+        last_modified=response.headers.get("last-modified"),
+        body_hash=body_hash,
+        tags=parse_tags(response.headers),
+        body_bytes=read,
+        body_capped=capped,
+        content_length=response.headers.get("content-length"),
+    )

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.config import AppConfig, SiteConfig
+import regex
+
+from agent.config import AppConfig, LimitsConfig, SiteConfig
 from agent.layers.base import CacheLayer, Capability, prefix_parts
 from agent.models import Operation, PlanItem
 
@@ -136,12 +138,36 @@ def purge_all_items(site: SiteConfig, layers: Mapping[str, CacheLayer], why: str
 # --- pages ------------------------------------------------------------------------------------------------
 
 
-def dependents(url: str, site: SiteConfig) -> list[tuple[str, str]]:
-    """Pages the site's rules say also show ``url``'s content: (page URL, why)."""
+def dependents(url: str, site: SiteConfig, limits: LimitsConfig | None = None,
+               slow_rules: set[str] | None = None) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pages the site's rules say also show ``url``'s content: ([(page URL, why)], [why a rule was not run]).
+
+    Rules are written by operators but run on paths anyone in the channel can type, so each match has a time
+    limit (``limits.rule_timeout_seconds``, the ``regex`` package's ``timeout``) and only paths up to
+    ``limits.max_rule_path_chars`` are tried. A rule that runs out of time is skipped, said in the plan, and put
+    in ``slow_rules`` so the rest of the request does not wait for it again. ``concurrent=True`` lets other
+    threads (Slack acks) run while a rule matches.
+    """
+    limits = limits or LimitsConfig()
+    slow_rules = set() if slow_rules is None else slow_rules
     path = urlsplit(url).path or "/"
+    if site.dependencies and len(path) > limits.max_rule_path_chars:
+        return [], [f"dependency rules not applied: the path is longer than {limits.max_rule_path_chars} "
+                    "characters (limits.max_rule_path_chars)"]
     added: list[tuple[str, str]] = []
+    skipped: list[str] = []
     for rule in site.dependencies:
-        match = re.search(rule.match, path)
+        if rule.match in slow_rules:
+            skipped.append(f"dependency rule '{rule.match}' skipped: it ran out of time earlier in this request")
+            continue
+        try:
+            match = regex.search(rule.match, path, timeout=limits.rule_timeout_seconds, concurrent=True)
+        except TimeoutError:
+            slow_rules.add(rule.match)
+            skipped.append(f"dependency rule '{rule.match}' skipped: it took longer than "
+                           f"{limits.rule_timeout_seconds:g} s on this path (limits.rule_timeout_seconds), so the "
+                           "pages it would add are not in this plan")
+            continue
         if not match:
             continue
         groups = {k: v for k, v in match.groupdict().items() if v is not None}
@@ -152,14 +178,19 @@ def dependents(url: str, site: SiteConfig) -> list[tuple[str, str]]:
                 continue  # the rule names a group this match did not capture
             if dependent != url:
                 added.append((dependent, rule.why or f"rule {rule.match} adds {template}"))
-    return added
+    return added, skipped
 
 
 def expand_pages(urls: Sequence[str], config: AppConfig) -> dict[str, tuple[bool, str]]:
-    """Requested URLs first, then their dependents: page -> (requested?, reason). Each page appears once."""
+    """Requested URLs first, then their dependents: page -> (requested?, reason). Each page appears once.
+    A rule that could not run is named in the reason of the page it was tried on."""
     pages: dict[str, tuple[bool, str]] = {url: (True, "requested") for url in urls}
+    slow_rules: set[str] = set()
     for url in urls:
-        for dependent, why in dependents(url, site_of(url, config)):
+        found, skipped = dependents(url, site_of(url, config), config.limits, slow_rules)
+        if skipped:
+            pages[url] = (True, "; ".join(["requested", *skipped]))
+        for dependent, why in found:
             if dependent not in pages:
                 pages[dependent] = (False, f"depends on {urlsplit(url).path or '/'}: {why}")
     return pages

@@ -133,3 +133,4 @@ class RunResult(BaseModel):
     notice: str | None = Field(default=None, description="a message for the person who just acted (e.g. refused)")
     understood_by: str = Field(default="rules", description="rules, model, or rules_fallback (the model failed)")
     token_usage: dict | None = Field(default=None, description="the language model's token usage for this request")
+    error: str | None = Field(default=None, description="the run stopped with this error; reply says what was sent")

@@ -3,7 +3,10 @@
 Every front end (terminal, Slack) goes through ``Agent`` so they all get the same policy and the same
 checkpointed state; a pending approval survives a restart because it lives in the checkpoint (SQLite, or
 PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/checkpointing.py``).
-Every request, plan, decision and result is also written to the audit trail (``agent/audit.py``).
+Every request, plan, decision and result is also written to the audit trail (``agent/audit.py``): the plan as
+soon as it is made and each purge answer as soon as its layer gives it (``ProgressRecorder``), so a run that fails
+later still leaves the record of what was sent. A run that fails with an error does not raise: the result says
+what happened and what was sent (``RunResult.error``), and the audit row is marked "error".
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from agent.claims import ThreadLocks
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
+from agent.nodes.verify import unverified_results
 from agent.recovery import RunTracker
 from agent.state import AgentContext, PurgeState
 from agent.storage import resolve_database_url
@@ -35,8 +39,9 @@ EventHandler = Callable[[dict[str, Any]], None]
 # checkpointed state otherwise carries the previous request's plan and results forward.
 FRESH_REQUEST: PurgeState = {
     "intent": "", "target_sites": [], "urls": [], "rejected": [], "plan": {}, "approval": {},
-    "purge_outcomes": [], "repair": [], "results": [], "checks": [], "reply": "",
+    "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "",
 }
+ERROR_TEXT_CHARS = 200  # of an error's message shown to the user: enough to act on, never a page of it
 
 
 class NothingPending(Exception):
@@ -102,8 +107,10 @@ class Agent:
                 thread_id=thread_id, user=user, interface=interface or ("slack" if channel else "cli"),
                 channel=channel, text=message, dry_run=dry_run, at=self.context.now(),
             )
-            self._run_recorded(request, thread_id, on_event, request_id, interface=interface or (
+            failure = self._run_recorded(request, thread_id, on_event, request_id, interface=interface or (
                 "slack" if channel else "cli"), channel=channel)
+            if failure is not None:
+                return failure
             result = self.result(thread_id)
             self._record_result(request_id, thread_id, result)
             return result
@@ -131,10 +138,16 @@ class Agent:
             refusals_before = len(snapshot.values.get("approval", {}).get("refusals", []))
             request = self.audit.latest_request(thread_id)
             request_id = request["id"] if request else None
-            self._run_recorded(Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id,
-                               on_event, request_id, interface=request["interface"] if request else interface,
-                               channel=request["channel"] if request else None)
-            result = self.result(thread_id)
+            failure = self._run_recorded(
+                Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id, on_event, request_id,
+                interface=request["interface"] if request else interface,
+                channel=request["channel"] if request else None)
+            result = failure or self.result(thread_id)
+            if failure is not None:
+                if request_id is not None:
+                    self._record_decision(request_id, thread_id, decision, user, interface or request["interface"],
+                                          result)
+                return result
             if len(result.approval.refusals) > refusals_before:
                 result.notice = result.approval.refusals[-1]
             if request_id is not None:
@@ -147,9 +160,10 @@ class Agent:
 
     def result(self, thread_id: str) -> RunResult:
         snapshot = self.graph.get_state(self._config(thread_id))
-        values = snapshot.values
+        return self._result_from(thread_id, snapshot.values, snapshot.interrupts[0] if snapshot.interrupts else None)
+
+    def _result_from(self, thread_id: str, values: dict[str, Any], pending: Any = None) -> RunResult:
         plan = values.get("plan") or {}
-        pending = snapshot.interrupts[0] if snapshot.interrupts else None
         return RunResult(
             thread_id=thread_id,
             intent=Intent(values.get("intent") or Intent.UNKNOWN),
@@ -177,16 +191,52 @@ class Agent:
     # --- audit ---------------------------------------------------------------------------------------
 
     def _run_recorded(self, graph_input: Any, thread_id: str, on_event: EventHandler | None,
-                      request_id: str | None, *, interface: str | None = None, channel: str | None = None) -> None:
+                      request_id: str | None, *, interface: str | None = None,
+                      channel: str | None = None) -> RunResult | None:
+        """Run the graph; None when it ran to its end or to an approval. When it fails with an error, the audit
+        row gets what was planned and sent before it and is marked "error", and the result for the user says
+        what happened (never a traceback). A ``BaseException`` (the process is stopping) is recorded and raised."""
+        recorder = ProgressRecorder(self, thread_id, request_id)
         try:
-            self._run(graph_input, thread_id, on_event, request_id=request_id, interface=interface, channel=channel)
+            self._run(graph_input, thread_id, on_event, request_id=request_id, interface=interface, channel=channel,
+                      recorder=recorder)
+            return None
+        except Exception as exc:
+            log.exception("run %s failed", thread_id)
+            result = self._failed_result(thread_id, exc, recorder)
+            self._record_failure(request_id, exc, result, recorder)
+            return result
         except BaseException as exc:
-            if request_id is not None:
-                try:
-                    self.audit.request_failed(request_id, exc, at=self.context.now())
-                except Exception:  # the run's own error is the one to report
-                    log.exception("could not record the failure of request %s", request_id)
+            self._record_failure(request_id, exc, None, recorder)
             raise
+
+    def _record_failure(self, request_id: str | None, exc: BaseException, result: RunResult | None,
+                        recorder: ProgressRecorder) -> None:
+        if request_id is None:
+            return
+        try:
+            self.audit.request_failed(request_id, exc, at=self.context.now(), result=result,
+                                      purge_outcomes=recorder.outcomes())
+        except Exception:  # the run's own error is the one to report
+            log.exception("could not record the failure of request %s", request_id)
+
+    def _failed_result(self, thread_id: str, exc: Exception, recorder: ProgressRecorder) -> RunResult:
+        """The result of a run that stopped with an error: what it planned, what it sent (unverified), and a
+        reply that says so. Built from the last checkpoint and what the recorder saw since."""
+        try:
+            result = self._result_from(thread_id, recorder.values())
+        except Exception:  # the state itself cannot be read: say what we know
+            log.exception("could not read the state of failed run %s", thread_id)
+            result = RunResult(thread_id=thread_id, intent=Intent.UNKNOWN, reply="")
+        outcomes = recorder.outcomes()
+        if outcomes and result.plan and not result.results:  # results from a finished verify pass are kept
+            why = "not verified: the run stopped with an error before checking"
+            result.results = unverified_results(result.plan, outcomes, why, unanswered=(
+                "no answer was recorded before the run stopped: this purge may or may not have been sent"))
+        result.pending = None
+        result.error = self.audit.redact(f"{type(exc).__name__}: {exc}")[:ERROR_TEXT_CHARS]
+        result.reply = failure_reply(result, sent=bool(outcomes))
+        return result
 
     def _record_result(self, request_id: str, thread_id: str, result: RunResult) -> None:
         # the purges already happened: a failing audit write is logged, never turned into a failed request
@@ -209,7 +259,8 @@ class Agent:
     # --- internals -----------------------------------------------------------------------------------
 
     def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
-             request_id: str | None = None, interface: str | None = None, channel: str | None = None) -> None:
+             request_id: str | None = None, interface: str | None = None, channel: str | None = None,
+             recorder: ProgressRecorder | None = None) -> None:
         """Stream the graph. From the moment its next step is ``execute`` until it stops, the thread is
         recorded as executing (``cachebot_runs``), so a process dying meanwhile leaves a row that crash
         recovery (``agent/recovery.py``) finishes. ``graph_input=None`` continues from the last checkpoint."""
@@ -223,8 +274,10 @@ class Agent:
             stream_mode=["custom", "updates"],
             durability="sync",  # a crash must not lose the record that a purge was sent
         )
+        recorder = recorder or ProgressRecorder(self, thread_id, request_id)
         try:
             for mode, chunk in stream:
+                recorder.saw(mode, chunk)
                 if mode == "updates" and not executing and _execute_is_next(chunk, dry_run):
                     # the stream is paused here: execute has not started yet
                     self.runs.executing(thread_id, request_id=request_id, interface=interface, channel=channel,
@@ -258,6 +311,78 @@ class Agent:
         This lock holds across threads, processes and replicas (``agent.claims.ThreadLocks``)."""
         with self.locks.hold(thread_id):
             yield
+
+
+class ProgressRecorder:
+    """Writes a run into the audit trail while it goes: the plan as soon as it is made, each batch of purge
+    answers as soon as its layer gives it (``sent`` in execute's progress events), verification results when they
+    come. Until the run ends the row stays "received"; purges not yet verified are "purged, NOT verified". A
+    failing audit write is logged and never stops the purges."""
+
+    def __init__(self, agent: Agent, thread_id: str, request_id: str | None):
+        self.agent = agent
+        self.thread_id = thread_id
+        self.request_id = request_id
+        self._values: dict[str, Any] | None = None
+        self._sent: dict[tuple[str, str], dict[str, Any]] = {}
+        self._verified = False
+
+    def values(self) -> dict[str, Any]:
+        """The run's state as far as we know it: the last checkpoint, then every update seen since."""
+        if self._values is None:
+            self._values = dict(self.agent._values(self.thread_id))
+        return self._values
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        """Every purge answer so far: execute's full list once it finished, else the batches reported."""
+        try:
+            known = self.values().get("purge_outcomes") or []
+        except Exception:
+            known = []
+        merged = {(o["layer"], o["target"]): o for o in known}
+        if not self._verified:  # a repair pass's batches would otherwise hide the verified first pass
+            merged.update(self._sent)
+        return list(merged.values())
+
+    def saw(self, mode: str, chunk: Any) -> None:
+        try:
+            if mode == "custom" and isinstance(chunk, dict) and chunk.get("sent") and not self._verified:
+                self._sent.update({(o["layer"], o["target"]): o for o in chunk["sent"]})
+                self._write()
+            elif mode == "updates" and isinstance(chunk, dict):
+                for node, update in chunk.items():
+                    if node == "__interrupt__" or not isinstance(update, dict):
+                        continue
+                    self.values().update(update)
+                    self._verified = self._verified or node == "verify"
+                    if node in ("execute", "verify") or (node == "plan" and update.get("plan", {}).get("items")):
+                        self._write()
+        except Exception:
+            log.exception("could not record the progress of run %s in the audit trail", self.thread_id)
+
+    def _write(self) -> None:
+        if self.request_id is None:
+            return
+        result = self.agent._result_from(self.thread_id, self.values())
+        outcomes = self.outcomes()
+        if not result.results and outcomes:
+            result.results = unverified_results(result.plan, outcomes, "not verified yet")
+        self.agent.audit.request_updated(self.request_id, result, at=self.agent.context.now(),
+                                         purge_outcomes=outcomes, in_progress=True)
+
+
+def failure_reply(result: RunResult, *, sent: bool) -> str:
+    """What the person is told when a run stopped with an error: what happened, what was sent, what to do."""
+    from agent.nodes.report import result_lines
+
+    if sent:
+        return "\n".join([
+            f"Something went wrong on my side after the purges were sent ({result.error}). They are recorded, "
+            "but NOT verified: ask me to check the pages before relying on them.",
+            *result_lines([r.model_dump(mode="json") for r in result.results]),
+        ])
+    what = "nothing was purged" if result.plan or result.urls else "nothing was done"
+    return f"Something went wrong on my side ({result.error}); {what}. Please try again."
 
 
 def _execute_is_next(chunk: dict[str, Any], dry_run: bool) -> bool:

@@ -38,6 +38,7 @@ class PurgeState(TypedDict, total=False):
     approval: dict[str, Any]
     # outcomes
     purge_outcomes: list[dict[str, Any]]
+    deadline_at: float | None  # time.time() by which purges and verification must be done (set by execute)
     repair: list[dict[str, Any]]  # plan items to purge once more (stale after the first pass)
     results: list[dict[str, Any]]
     checks: list[dict[str, Any]]

@@ -278,7 +278,10 @@ class SlackFrontEnd:
 
     def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
         """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
-        if result.results:
+        if result.error and result.results:  # stopped after sending (agent.runner): say so, then what was sent
+            self._post(channel, thread_ts, result.reply.split("\n", 1)[0])
+            self._post_report(result, channel, thread_ts)
+        elif result.results:
             self._post_report(result, channel, thread_ts)
         elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
             self._post(channel, thread_ts, result.reply)  # denied, expired, dry run: the plan message stays

@@ -72,6 +72,11 @@ class Observation:
     body_hash: str | None = None
     tags: tuple[str, ...] = ()
     error: str | None = None
+    # a fetched body: how many bytes were read and hashed, and whether reading stopped at the byte cap
+    # (agent.fetch: then body_hash covers only the first body_bytes)
+    body_bytes: int | None = None
+    body_capped: bool = False
+    content_length: str | None = None
 
     @property
     def cached(self) -> bool | None:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from agent.config import LayerConfig
-from agent.fetch import normalise_cache_status, observe_http, parse_tags  # noqa: F401 (re-exported)
+from agent.fetch import normalise_cache_status, observe_http, parse_tags, size_words  # noqa: F401 (re-exported)
 from agent.layers.base import (
     CacheLayer,
     LayerUnavailable,
@@ -173,6 +173,8 @@ class HttpCacheLayer(CacheLayer):
 def judge(layer: str, seen: Observation, origin: Observation | None) -> Verification:
     """Compare what a layer serves with what the origin serves; the evidence is one short human line."""
     if not seen.reachable:
+        if (seen.error or "").startswith("timed out"):
+            return Verification(None, f"unverified: {layer} {seen.error}")
         return Verification(None, f"could not reach {layer}: {seen.error or 'no answer'}")
     if seen.status_code is None or not 200 <= seen.status_code < 300:
         return Verification(None, f"{layer} answered HTTP {seen.status_code}, cannot compare")
@@ -182,6 +184,8 @@ def judge(layer: str, seen: Observation, origin: Observation | None) -> Verifica
     )
     if usable_origin:
         assert origin is not None
+        if seen.body_capped or origin.body_capped:
+            return judge_capped(status, seen, origin)
         tag = strong_etag(seen.etag)
         etags_match = tag is not None and tag == strong_etag(origin.etag)
         if seen.body_hash is not None and seen.body_hash == origin.body_hash:
@@ -205,3 +209,24 @@ def judge(layer: str, seen: Observation, origin: Observation | None) -> Verifica
     if seen.cache_status in {"MISS", "EXPIRED", "BYPASS", "PASS", "DYNAMIC"}:
         return Verification(True, f"{status}→fetched from origin ({note})")
     return Verification(None, f"{status}, {note}: cannot tell if fresh")
+
+
+def judge_capped(status: str, seen: Observation, origin: Observation) -> Verification:
+    """A body over the byte cap (``limits.max_body_bytes``) was hashed only up to the cap: compare what is
+    known — the first bytes, ETag, Last-Modified, Content-Length — and say that the rest was not compared."""
+    cap = size_words(max(seen.body_bytes or 0, origin.body_bytes or 0))
+    caveat = f"only the first {cap} compared (limits.max_body_bytes)"
+    if seen.body_capped != origin.body_capped:
+        return Verification(False, f"still stale: {status}, body size differs from origin ({caveat})")
+    if seen.body_hash != origin.body_hash:
+        return Verification(False, f"still stale: {status}, the first {cap} differ from origin")
+    headers = (("ETag", seen.etag, origin.etag), ("Last-Modified", seen.last_modified, origin.last_modified),
+               ("Content-Length", seen.content_length, origin.content_length))
+    for header, mine, theirs in headers:
+        if mine and theirs and mine != theirs:
+            return Verification(False, f"still stale: {status}, {header} {mine}≠{theirs} ({caveat})")
+    agreeing = [header for header, mine, theirs in headers if mine and mine == theirs]
+    if not agreeing:
+        return Verification(None, f"{status}, the first {cap} match origin but no ETag, Last-Modified or "
+                                  f"Content-Length to compare the rest: cannot tell if fresh ({caveat})")
+    return Verification(True, f"{status}→fresh (the first {cap} and {', '.join(agreeing)} match origin; {caveat})")

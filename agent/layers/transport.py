@@ -38,24 +38,47 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._open()
         body = await request.aread()
         try:
-            async with session.request(
+            response = await session.request(
                 # encoded=True: httpx already encoded the URL; re-quoting would turn %3F in a query back into ?
                 request.method, URL(str(request.url), encoded=True), headers=list(request.headers.multi_items()),
                 data=body or None, allow_redirects=False,
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            ) as response:
-                content = await response.read()
-                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers]
+            )
         except TimeoutError as exc:
             raise httpx.TimeoutException(f"timed out: {exc}", request=request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request) from exc
-        # the body is already read (and never decoded by aiohttp), so httpx must not decode it again
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers]
+        # the body is never decoded by aiohttp, so httpx must not decode it either
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "transfer-encoding")]
-        return httpx.Response(response.status, headers=headers, content=content, request=request)
+        return httpx.Response(response.status, headers=headers, stream=_Body(response, request), request=request)
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body chunk by chunk as it arrives: ``client.request`` still reads it whole (purge answers
+    are small), while a caller that streams (agent.fetch: verify's byte cap) never holds more than it reads."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request):
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self):
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(f"timed out: {exc}", request=self._request) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=self._request) from exc
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # read to the end: the connection goes back to the pool
+        else:
+            self._response.close()  # stopped early: drop the connection rather than read the rest

@@ -4,11 +4,15 @@ Layers run at the same time (the run takes as long as the slowest layer, not the
 refetch a page from an inner one that was not purged yet; verification finds that, and the graph comes back
 here once to purge just those pages again (``repair``). Within a layer the backend batches and rate-limits.
 A layer that fails or raises never hides the others' results.
+
+The request's deadline (``limits.deadline_seconds``) starts when the first pass starts and is kept in the state
+(``deadline_at``): verification and the repair pass get only what is left of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -26,13 +30,21 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+    context = context_of(runtime)
     repair = state.get("repair") or []
     items = [PlanItem.model_validate(item) for item in (repair or state["plan"]["items"])]
     run_id = f"{thread_id()}:{'repair' if repair else 'first'}"
-    outcomes = asyncio.run(execute_plan(items, context_of(runtime), stream_writer(), run_id=run_id))
+    deadline_at = request_deadline(state, context) if repair else time.time() + context.config.limits.deadline_seconds
+    outcomes = asyncio.run(execute_plan(items, context, stream_writer(), run_id=run_id, deadline_at=deadline_at))
     if repair:
         outcomes = merge_repair(state.get("purge_outcomes", []), outcomes)
-    return {"purge_outcomes": outcomes}
+    return {"purge_outcomes": outcomes, "deadline_at": deadline_at}
+
+
+def request_deadline(state: PurgeState, context: AgentContext) -> float:
+    """When this request must be done (``time.time()``): set by the first execute pass; a state from before
+    that existed gets a full deadline from now."""
+    return state.get("deadline_at") or time.time() + context.config.limits.deadline_seconds
 
 
 def merge_repair(first: list[dict[str, Any]], again: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,8 +87,12 @@ def layer_tiers(items: list[PlanItem], context: AgentContext) -> list[list[str]]
 
 
 async def execute_plan(
-    items: list[PlanItem], context: AgentContext, progress: Progress, *, run_id: str | None = None
+    items: list[PlanItem], context: AgentContext, progress: Progress, *, run_id: str | None = None,
+    deadline_at: float | None = None,
 ) -> list[dict[str, Any]]:
+    """Send every purge; ``deadline_at`` (``time.time()``) ends the pass, default ``limits.deadline_seconds``
+    from now. Each answer batch goes to ``progress`` with what it said (``sent``) as soon as it is back, so the
+    audit trail holds it even if a later step fails."""
     # What the plan lists as skipped (a layer that cannot purge a scope, a '*' that is no wildcard) is never sent.
     results: list[dict[str, Any]] = [
         {"layer": i.layer, "operation": i.operation.value, "target": i.target, "status": "skipped", "detail": i.skip,
@@ -88,24 +104,34 @@ async def execute_plan(
 
     def record(layer: str, operation: Operation, outcomes: dict[str, Outcome]) -> None:
         nonlocal done
-        for target, outcome in outcomes.items():
-            results.append(
-                {"layer": layer, "operation": operation.value, "target": target, "status": outcome.status,
-                 "detail": outcome.detail, "attempts": outcome.attempts}
-            )
+        sent = [
+            {"layer": layer, "operation": operation.value, "target": target, "status": outcome.status,
+             "detail": outcome.detail, "attempts": outcome.attempts}
+            for target, outcome in outcomes.items()
+        ]
+        results.extend(sent)
         done += len(outcomes)
-        progress({"type": "progress", "phase": "purge", "layer": layer, "done": done, "total": total})
+        progress({"type": "progress", "phase": "purge", "layer": layer, "done": done, "total": total, "sent": sent})
 
-    deadline = context.config.limits.deadline_seconds
+    limit = context.config.limits.deadline_seconds
+    seconds = limit if deadline_at is None else max(0.0, deadline_at - time.time())
+    failures: dict[str, str] = {}
+
+    async def purge_guarded(layer: CacheLayer) -> None:
+        try:
+            await purge_layer(layer, targets, record)
+        except Exception as exc:  # a bug between batches must not lose the batches already answered
+            failures[layer.name] = f"{layer.name} failed unexpectedly: {type(exc).__name__}: {exc}"
+
     async with open_layers(context, {item.layer for item in items}) as layers:
         for layer in layers.values():
             layer.run_id = run_id
-        jobs = [purge_layer(layer, targets, record) for layer in layers.values()]
         try:
-            await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline)
+            await asyncio.wait_for(asyncio.gather(*(purge_guarded(layer) for layer in layers.values())), seconds)
         except TimeoutError:
             pass  # whatever did not report in time is recorded as failed below
-    return fill_missing(targets, results, f"no answer within the {deadline:g} s deadline")
+    return fill_missing(targets, results, f"no answer within the request's {limit:g} s deadline "
+                                          "(limits.deadline_seconds)", failures)
 
 
 def unique_targets(items: list[PlanItem]) -> dict[tuple[str, Operation], list[str]]:
@@ -154,12 +180,14 @@ async def purge_prefixes(layer: CacheLayer, targets: list[str]) -> dict[str, Out
 
 
 def fill_missing(
-    targets: dict[tuple[str, Operation], list[str]], results: list[dict[str, Any]], why: str
+    targets: dict[tuple[str, Operation], list[str]], results: list[dict[str, Any]], why: str,
+    failures: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Every target without an answer is failed: with its layer's error (``failures``), else ``why``."""
     seen = {(r["layer"], r["target"]) for r in results}
     for (layer, operation), values in targets.items():
         for target in values:
             if (layer, target) not in seen:
                 results.append({"layer": layer, "operation": operation.value, "target": target,
-                                "status": "failed", "detail": why, "attempts": 0})
+                                "status": "failed", "detail": (failures or {}).get(layer, why), "attempts": 0})
     return results

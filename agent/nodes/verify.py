@@ -3,25 +3,31 @@
 A purge is "done" only when the layer shows fresh content (or its keys are gone). Layers that keep their own
 storage (application caches) are checked before anything fetches the page again, because fetching through the
 origin refills them; HTTP caches are then compared with the origin's fresh answer.
+
+Everything here keeps to what is left of the request's deadline (``deadline_at``, set by execute) and to the
+fetch limits (``agent.fetch.FetchLimits``): a page that cannot be looked at in time is reported "unverified: timed
+out", never waited for past the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
 
 import httpx
 from langgraph.runtime import Runtime
 
-from agent.fetch import observe_http
+from agent.fetch import FetchLimits, current_fetch_limits, fetch_limits, observe_http, seconds_left
 from agent.layers.base import CacheLayer, Capability, Observation, Verification, map_bounded
 from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import ItemResult, ItemStatus, Operation, PlanItem
-from agent.nodes.execute import layer_tiers, stream_writer
+from agent.nodes.execute import layer_tiers, request_deadline, stream_writer
 from agent.state import AgentContext, PurgeState, context_of
 
 
+T = TypeVar("T")
 STILL_STALE = "but it still serves stale content"
 
 
@@ -29,7 +35,10 @@ def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState
     repairing = bool(state.get("repair"))
     items = [PlanItem.model_validate(item) for item in (state.get("repair") or state["plan"]["items"])]
     outcomes = {(o["layer"], o["target"]): o for o in state.get("purge_outcomes", [])}
-    results = [r.model_dump(mode="json") for r in asyncio.run(verify_items(items, outcomes, context_of(runtime)))]
+    context = context_of(runtime)
+    deadline_at = request_deadline(state, context)
+    found = asyncio.run(verify_items(items, outcomes, context, deadline_at=deadline_at))
+    results = [r.model_dump(mode="json") for r in found]
     if repairing:
         redone = {(r["url"], r["layer"]): r for r in results}
         results = [redone.get((r["url"], r["layer"]), r) for r in state.get("results", [])]
@@ -49,6 +58,14 @@ def route_after_verify(state: PurgeState) -> Literal["execute", "report"]:
 
 
 async def verify_items(
+    items: list[PlanItem], outcomes: dict[tuple[str, str], dict[str, Any]], context: AgentContext, *,
+    deadline_at: float | None = None,
+) -> list[ItemResult]:
+    with fetch_limits(FetchLimits.from_config(context.config.limits, deadline_at)):
+        return await verify_within_limits(items, outcomes, context)
+
+
+async def verify_within_limits(
     items: list[PlanItem], outcomes: dict[tuple[str, str], dict[str, Any]], context: AgentContext
 ) -> list[ItemResult]:
     progress = stream_writer()
@@ -76,11 +93,14 @@ async def verify_group(
             return Verification(None, f"{layer.kind} cannot be checked after a purge")
         try:
             if item.operation == Operation.PURGE_PREFIX and item.url == item.target:  # a scope, not one page
-                return await layer.verify_prefix(item.target)
-            verification = await layer.verify(item.url, origin.get(item.url))
+                return await within_deadline(layer.verify_prefix(item.target))
+            verification = await within_deadline(layer.verify(item.url, origin.get(item.url)))
             if item.operation == Operation.PURGE_ALL:  # the home page stands in for the whole site
                 verification.evidence = f"home page {verification.evidence}"
             return verification
+        except TimeoutError:
+            return Verification(None, f"unverified: timed out ({item.layer} had no answer before the request's "
+                                      f"{context.config.limits.deadline_seconds:g} s deadline)")
         except Exception as exc:  # never let one broken check turn into a reported success elsewhere
             return Verification(None, f"check failed: {type(exc).__name__}")
 
@@ -98,6 +118,16 @@ async def origin_observations(
         wanted, 16, lambda url: observe_http(client, site_of(url, context.config).origin, url)
     )
     return {url: obs for url, obs in zip(wanted, found) if obs.reachable and obs.status_code == 200}
+
+
+async def within_deadline(work: Awaitable[T]) -> T:
+    """``work``, cut off (``TimeoutError``) when the request's deadline passes: layers whose looks do not go
+    through ``observe_http`` (key stores, CDN APIs) are bounded too."""
+    left = seconds_left(current_fetch_limits())
+    if left is None:
+        return await work
+    async with asyncio.timeout(max(0.0, left)):
+        return await work
 
 
 def judge(item: PlanItem, outcome: dict[str, Any] | None, verification: Verification | None) -> ItemResult:
@@ -124,6 +154,23 @@ def judge(item: PlanItem, outcome: dict[str, Any] | None, verification: Verifica
                           evidence=verification.evidence, **base)
     return ItemResult(status=ItemStatus.PURGED_VERIFIED, detail=join("purged", how),
                       evidence=verification.evidence, **base)
+
+
+def unverified_results(
+    items: list[PlanItem], outcomes: list[dict[str, Any]], why: str, *, unanswered: str | None = None
+) -> list[ItemResult]:
+    """What was sent, without verification (before it, or because the run stopped): an accepted purge is
+    "purged, NOT verified" with ``why`` as its evidence. An item no layer answered for gets a FAILED row saying
+    ``unanswered``, or no row at all when ``unanswered`` is None (still in flight)."""
+    answered = {(o["layer"], o["target"]): o for o in outcomes}
+    results = []
+    for item in items:
+        outcome = answered.get((item.layer, item.target))
+        if outcome is not None:
+            results.append(judge(item, outcome, Verification(None, why)))
+        elif unanswered is not None:
+            results.append(ItemResult(url=item.url, layer=item.layer, status=ItemStatus.FAILED, detail=unanswered))
+    return results
 
 
 def join(*parts: str) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import yaml
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli import app, terminal_logging
 from tests.agent.conftest import through_edge, warm
 
 runner = CliRunner()
@@ -88,3 +89,26 @@ def test_graph_command_writes_drawings(tmp_path):
     outcome = runner.invoke(app, ["graph", "--out", str(tmp_path)])
     assert outcome.exit_code == 0
     assert (tmp_path / "cache_purge.mmd").exists() and (tmp_path / "cache_purge.png").exists()
+
+
+def test_a_failed_run_logs_one_line_at_the_terminal_never_a_traceback(capsys):
+    terminal_logging()
+    terminal_logging()  # once per process, however many commands run
+    try:
+        raise RuntimeError("the layer registry is unavailable")
+    except RuntimeError:
+        logging.getLogger("agent.runner").exception("run %s failed", "t-1")
+    assert capsys.readouterr().err == "error: run t-1 failed\n"
+
+
+def test_brackets_in_what_people_type_are_shown_as_typed_not_as_markup(fresh_stack, tmp_path):
+    """rich reads "[/x]" as a closing tag: echoed from a URL it raised MarkupError, a traceback at the terminal."""
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["ask", "purge https://evil.example/[/x] and https://shop.example/[/y]",
+                                  "--dry-run", "--config", config, "--as", "bob"])
+    assert outcome.exception is None or isinstance(outcome.exception, SystemExit), outcome.exception
+    # the refused one as typed; the accepted one as it will be purged (brackets percent-encoded by screening)
+    assert "evil.example/[/x]" in outcome.output and "shop.example/%5B/y%5D" in outcome.output
+    history = runner.invoke(app, ["history", "--config", config])
+    assert history.exception is None or isinstance(history.exception, SystemExit), history.exception
+    assert "shop.example/[/y]" in history.output

@@ -21,6 +21,8 @@ def test_minimal_config_gets_safe_defaults():
     assert config.approval.threshold == 20
     assert config.approval.allow_self_approval is False
     assert config.limits.max_urls_per_request == 1000
+    assert config.limits.max_body_bytes == 8 * 1024 * 1024  # verify/check never hold more of a page
+    assert config.limits.fetch_timeout_seconds == 30 and config.limits.rule_timeout_seconds == 0.1
     assert config.site_for_host("shop.example").name == "shop"
 
 
@@ -59,6 +61,9 @@ def test_env_default_is_used(monkeypatch):
                      "dependencies": [{"match": "([", "add": ["/"]}]}]},
          r"sites\[0\]\.dependencies\[0\]\.match: not a valid regular expression"),
         ({"approval": {"threshold": -1}}, r"approval\.threshold: Input should be greater than or equal to 0"),
+        ({"limits": {"max_body_bytes": 10}}, r"limits\.max_body_bytes: Input should be greater than or equal to 1024"),
+        ({"limits": {"fetch_timeout_seconds": 0}}, r"limits\.fetch_timeout_seconds: Input should be greater than 0"),
+        ({"limits": {"rule_timeout_seconds": 60}}, r"limits\.rule_timeout_seconds: Input should be less than or equal"),
         ({"layers": [{"name": "varnish", "kind": "varnish"}]}, r"layers\[0\]\.endpoint: required"),
         ({"sites": []}, r"sites: List should have at least 1 item"),
     ],

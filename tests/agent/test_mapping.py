@@ -20,11 +20,11 @@ NGINX = {"name": "edge", "kind": "nginx", "endpoint": "http://127.0.0.1:2"}
 SHOP = "https://shop.example"
 
 
-def config(*layers, site=None, sites=(), limits=None):
+def config(*layers, site=None, sites=(), rules=RULES, limits=None):
     layers = layers or (VARNISH, NGINX)
     data = {
         "sites": [{"name": "shop", "hosts": ["shop.example"], "origin": "http://127.0.0.1:3",
-                   "layers": [layer["name"] for layer in layers], "dependencies": RULES, **(site or {})}, *sites],
+                   "layers": [layer["name"] for layer in layers], "dependencies": rules, **(site or {})}, *sites],
         "layers": list(layers),
     }
     if limits:
@@ -227,3 +227,40 @@ def test_cloudfront_collapse_is_planned_as_a_prefix_scope():
     hat = next(i for i in items if "/hats/" in i.url)
     assert (hat.operation, hat.target) == (Operation.PURGE_URL, f"{SHOP}/products/hats/h1")
     assert count_purges(items) == 2  # the wildcard once, the hat once
+
+
+# A rule that backtracks exponentially in the regex engine too: each more "a" costs about 1.6 times as long.
+SLOW_RULE = {"match": "^/(a|aa)+$", "add": ["/"], "why": "never finishes on a long run of a's"}
+
+
+def test_a_rule_that_runs_out_of_time_is_skipped_and_named_and_the_others_still_apply():
+    settings = config(rules=[SLOW_RULE, *RULES])
+    slow = "https://shop.example/" + "a" * 60 + "b"
+    product = "https://shop.example/products/shoes/runner"
+    pages = expand_pages([slow, product, "https://shop.example/" + "a" * 61 + "b"], settings)
+
+    requested, why = pages[slow]
+    assert requested and why.startswith("requested; dependency rule '^/(a|aa)+$' skipped: it took longer than 0.1 s")
+    assert "limits.rule_timeout_seconds" in why
+    # tried once per request: the pages after it say so instead of waiting for it again
+    assert "ran out of time earlier in this request" in pages["https://shop.example/" + "a" * 61 + "b"][1]
+    assert "ran out of time earlier in this request" in pages[product][1]
+    assert pages["https://shop.example/products/shoes"][1].endswith("listing, home and sitemap show products")
+
+
+def test_the_rule_from_the_report_finishes_on_a_long_path():
+    """``/(\\w+\\s?)*$`` took 15.8 s on a 27-character path with Python's re; the regex engine matches it at once."""
+    settings = config(rules=[{"match": r"/(\w+\s?)*$", "add": ["/"], "why": "home"}])
+    hostile = "https://shop.example/" + "a" * 40 + "!"
+    pages = expand_pages([hostile], settings)
+    assert pages == {hostile: (True, "requested")}  # no match, no dependent, no hang
+
+
+def test_rules_do_not_run_on_paths_over_the_limit_and_the_plan_says_so():
+    settings = config(limits={"max_rule_path_chars": 30})
+    long_product = "https://shop.example/products/shoes/" + "r" * 40
+    pages = expand_pages([long_product, "https://shop.example/products/hats/beanie"], settings)
+    assert pages[long_product] == (True, "requested; dependency rules not applied: the path is longer than 30 "
+                                         "characters (limits.max_rule_path_chars)")
+    assert "https://shop.example/products/hats" in pages  # a short path still gets its dependents
+    assert "https://shop.example/products/shoes" not in pages

@@ -6,6 +6,7 @@ import csv
 import io
 import threading
 
+from agent.layers import build_layer
 from tests.agent.conftest import through_edge, warm
 from tests.fakes.slack import BOT_ID, BOT_USER_ID, message
 from tests.slack_app.conftest import BIG, CHANNEL, SMALL, all_text, buttons, new_ts
@@ -56,6 +57,25 @@ def test_failures_come_first_in_the_report(slack, fresh_stack):
     assert page_sections[0].startswith(":x:")
     first_layer_line = page_sections[0].splitlines()[1]
     assert "`edge`" in first_layer_line and "FAILED" in first_layer_line
+
+
+def test_a_run_that_fails_after_sending_says_so_and_reports_what_was_sent(slack, fresh_stack):
+    h = slack(approval={"threshold": 20})
+    audit = h.front.agent.audit
+
+    def layers_until_purges_were_recorded(config):
+        # the verify step opens the layers after execute recorded its answers: make that fail
+        if audit.dump()["audit_results"]:
+            raise RuntimeError("the layer registry is unavailable")
+        return build_layer(config)
+
+    h.front.agent.context.layer_factory = layers_until_purges_were_recorded
+    thread_ts = h.mention(SMALL)
+
+    said = [m["text"] for m in h.thread(thread_ts)]
+    assert any(t.startswith("Something went wrong on my side after the purges were sent") for t in said)
+    report = h.reports(thread_ts)[0]
+    assert "NOT confirmed fresh" in report["text"] and "https://shop.example/pricing" in all_text(report)
 
 
 def test_help_in_a_dm_is_answered_in_place(slack):
