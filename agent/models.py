@@ -18,7 +18,10 @@ class Intent(StrEnum):
     PURGE_ALL = "purge_all"
     CHECK = "check"
     HELP = "help"
-    HISTORY = "history"  # "what was purged yesterday?" (not available yet)
+    HISTORY = "history"  # "what was purged yesterday?" (answered from the audit trail)
+    ASK = "ask"  # a question or hypothetical about purging: plan, purge nothing, offer to purge or check
+    DRY_RUN = "dry_run"  # "dry run: <url>": plan, purge nothing
+    CANCEL = "cancel"  # "never mind" / "wait, cancel that": purge nothing, say so
     UNKNOWN = "unknown"
 
 

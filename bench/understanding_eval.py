@@ -9,8 +9,8 @@ Prints the model's intent accuracy (answers that fell back to the rules are coun
 rules' accuracy on the same set, and the tokens used. Exits 2 with a clear message when the endpoint is unreachable.
 
 Rows may carry ``kind`` (question, hypothetical, dry_run, cancel, polite, ...), ``lang`` and ``written``
-("before_tuning": written and committed before the rules were tuned on them); the report breaks accuracy down by
-those, and counts the dangerous mistakes: a row that does not ask for a purge, understood as one.
+("before_tuning": written and committed before the rules were tuned on them; "held_out": written at the same time
+and left out while tuning, with ``--skip-written held_out``); the report breaks accuracy down by those, and counts the dangerous mistakes: a row that does not ask for a purge, understood as one.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def reachable(base_url: str, api_key: str, timeout: float) -> str | None:
 PURGING = {"purge", "purge_all"}
 
 
-def load_rows(limit: int = 0) -> list[dict]:
+def load_rows(limit: int = 0, skip_written: str | None = None) -> list[dict]:
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if skip_written:
+        rows = [row for row in rows if row.get("written") != skip_written]
     return rows[:limit] if limit else rows
 
 
@@ -76,8 +78,8 @@ def score(name: str, rows: list[dict], got: list[str]) -> None:
         print(f"    ! expected {expected}, got {answer}: {text[:120]!r}")
 
 
-def rules_only(limit: int) -> int:
-    rows = load_rows(limit)
+def rules_only(limit: int, skip_written: str | None) -> int:
+    rows = load_rows(limit, skip_written)
     rules = RuleUnderstander()
     got = [rules.understand_request(row["text"], ["shop"]).intent.value for row in rows]
     score("rules", rows, got)
@@ -95,10 +97,12 @@ def main() -> int:
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "not-needed"))
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--limit", type=int, default=0, help="only the first N rows")
+    parser.add_argument("--skip-written", metavar="GROUP",
+                        help="leave out rows whose `written` is GROUP (e.g. held_out while tuning the rules)")
     parser.add_argument("--sites", default="shop", help="comma-separated site names shown to the model")
     args = parser.parse_args()
     if args.rules:
-        return rules_only(args.limit)
+        return rules_only(args.limit, args.skip_written)
     if not args.base_url or not args.model:
         parser.error("--base-url (or $OPENAI_BASE_URL) and --model are needed, or --rules for the rules alone")
 
@@ -108,7 +112,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    rows = load_rows(args.limit)
+    rows = load_rows(args.limit, args.skip_written)
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     settings = LLMConfig(model=args.model, base_url=args.base_url, api_key=args.api_key,
                          timeout_seconds=args.timeout, max_retries=1)
