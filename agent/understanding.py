@@ -135,15 +135,16 @@ CANCEL = re.compile(
     r"^\W*(wait\W+)?cancel\b|\bcancel (that|it|this|the (purge|request|last one))\b|\bnever ?mind\b|\bnvm\b"
     r"|\bforget (it|that|about it)\b|\bscratch that\b|\babort\b|\bdisregard (that|this|my last)\b"
     r"|\bignore (that|this|my last (message|request))\b|\bdon'?t do (it|that)\b|\bno (purge|need)( is)? needed\b"
+    r"|\bactually,? no\b|\bno,? wait\b|\bbelay (that|it)\b|\bhold off\b|\bdon'?t bother\b|\bleave\b.{0,60}\balone\b"
     # de
     r"|\babbrechen\b|\babbruch\b|\bvergiss (es|das)\b|\bdoch nicht\b|\blass (es|das) (sein|bleiben)\b"
-    r"|\b(ist )?nicht (mehr )?n[öo]tig\b|\bstornier\w*"
+    r"|\b(ist )?nicht (mehr )?n[öo]tig\b|\bstornier\w*|^\W*lass (es|das|mal)\b"
     # fr
     r"|\bannule[rz]?\b|\blaisse tomber\b|\boublie[rz]?\b|\bpas la peine\b|\bplus besoin\b"
     # es
     r"|\bcancela\w*|\bolv[ií]dalo\b|\bolvida (eso|lo que)\b|\bd[ée]jalo\b|\b(ya )?no hace falta\b"
     # nl
-    r"|\bannuleer\w*|\blaat maar\b|\bvergeet (het|dat|maar)\b|\btoch (maar )?niet\b|\bniet (meer )?nodig\b"
+    r"|\bannuleer\w*|\blaat\b.{0,60}\bmaar (zitten|zo)\b|\blaat maar\b|\bvergeet (het|dat|maar)\b|\btoch (maar )?niet\b|\bniet (meer )?nodig\b"
     r"|\bafbreken\b",
     re.IGNORECASE,
 )
@@ -152,7 +153,8 @@ DRY_RUN = re.compile(
     r"\bdry[- ]?run\b|\btest (only|run)\b|\bonly (a )?test\b|\bsimulat\w*|\bpreview\b|\bplan only\b"
     r"|\bdon'?t actually\b|\bwithout (actually )?(purging|clearing|sending|flushing|doing)\b"
     r"|\bdon'?t (send|run|execute) (anything|it)\b|\bshow me the plan\b"
-    r"|\bwhat would you (purge|clear|flush|invalidate|send)\b|\bwhich (caches|pages|layers) would you\b"
+    r"|\bwhat (would you|you'?d|you would) (purge|clear|flush|invalidate|send)\b|\bwhich (caches|pages|layers) would you\b"
+    r"|\bpretend\w*|\bno-?op\b"
     # de
     r"|\b(probe|trocken|test)lauf\w*|\bnur (testen|simulieren|planen|ein test)\b|\bsimulier\w*"
     r"|\bnicht wirklich (leeren|l[öo]schen|purgen|senden)\b|\bwas w[üu]rdest du\b.{0,60}\b(leeren|l[öo]schen|purgen)\b"
@@ -176,7 +178,10 @@ PURGE_VERB = re.compile(
 # A question or hypothetical about purging, whatever the sentence form: answered, never executed.
 ASK_FRAME = re.compile(
     r"\bis it (safe|ok|okay|alright|fine|risky|dangerous|wise|a (good|bad) idea|worth)\b|\bis it worth\b"
-    r"|\bwhat (would|will) happen\b|\bwhat happens (if|when)\b|\bhypothetic\w*"
+    r"|\bwhat (would|will) happen\b|\bwhat happens (if|when)\b|\bwhat if\b|\bhypothetic\w*"
+    r"|\bany (risk|danger|downside)\b|\brecommend\w*|\ballowed to\b|\bgoing to (break|cause|affect|hurt|slow)\b"
+    r"|\b(could|will|might) (purging|clearing|flushing|a purge|it)\b.{0,40}\b(break|cause|affect|hurt|slow)\w*"
+    r"|\bis (a|the) (purge|flush)\b"
     r"|\bwould (it|that|this)\b(?! be (possible|great|nice|awesome|cool|good))"
     r"|\bwould (purging|clearing|flushing|invalidating|a purge)\b|\bis (purging|clearing|flushing)\b"
     r"|\bif (i|we) (purged?|cleared?|flushed?|invalidated?|wiped?)\b|\bhow (bad|risky|dangerous)\b"
@@ -199,7 +204,7 @@ ASK_FRAME = re.compile(
 # "should I…", "do I need to…", "can I…": a question when the message asks (a "?", or starts with it); "we should
 # purge X" is a request.
 ASK_MODAL = re.compile(
-    r"\b(should|shall|may|can|must) (i|we)\b|\bdo (i|we) (need|have) to\b"
+    r"\b(should|shall|may|must) (i|we)\b|\bcan i\b|\bdo (i|we) (need|have) to\b"
     r"|\bsoll(en|te|ten)? (ich|wir|man)\b|\bm[üu]ss(en|te)? (ich|wir|man)\b|\bdarf (ich|man)\b|\bkann (ich|man)\b"
     r"|\best-ce que (je|j'|on|nous) (peux|peut|pouvons|dois|doit|devons|devrais|devrait)\b"
     r"|\b(puis|dois|devrais)-je\b|\bfaut-il\b|\bfaudrait-il\b"
