@@ -135,7 +135,8 @@ CANCEL = re.compile(
     r"^\W*(wait\W+)?cancel\b|\bcancel (that|it|this|the (purge|request|last one))\b|\bnever ?mind\b|\bnvm\b"
     r"|\bforget (it|that|about it)\b|\bscratch that\b|\babort\b|\bdisregard (that|this|my last)\b"
     r"|\bignore (that|this|my last (message|request))\b|\bdon'?t do (it|that)\b|\bno (purge|need)( is)? needed\b"
-    r"|\bactually,? no\b|\bno,? wait\b|\bbelay (that|it)\b|\bhold off\b|\bdon'?t bother\b|\bleave\b.{0,60}\balone\b"
+    r"|\bactually,? no\b|\bcall (it|that) off\b|\bskip (it|that)\b|\b(that was|pasted|posted|sent) the wrong\b"
+    r"|\bno,? wait\b|\bbelay (that|it)\b|\bhold off\b|\bdon'?t bother\b|\bleave\b.{0,60}\balone\b"
     # de
     r"|\babbrechen\b|\babbruch\b|\bvergiss (es|das)\b|\bdoch nicht\b|\blass (es|das) (sein|bleiben)\b"
     r"|\b(ist )?nicht (mehr )?n[öo]tig\b|\bstornier\w*|^\W*lass (es|das|mal)\b"
@@ -144,7 +145,8 @@ CANCEL = re.compile(
     # es
     r"|\bcancela\w*|\bolv[ií]dalo\b|\bolvida (eso|lo que)\b|\bd[ée]jalo\b|\b(ya )?no hace falta\b"
     # nl
-    r"|\bannuleer\w*|\blaat\b.{0,60}\bmaar (zitten|zo)\b|\blaat maar\b|\bvergeet (het|dat|maar)\b|\btoch (maar )?niet\b|\bniet (meer )?nodig\b"
+    r"|\bannuleer\w*|\blaat\b.{0,60}\bmaar (zitten|zo)\b|\blaat maar\b(?! zien)|\bhoeft niet\b"
+    r"|\bvergeet (het|dat|maar)\b|\btoch (maar )?niet\b|\bniet (meer )?nodig\b"
     r"|\bafbreken\b",
     re.IGNORECASE,
 )
@@ -153,8 +155,12 @@ DRY_RUN = re.compile(
     r"\bdry[- ]?run\b|\btest (only|run)\b|\bonly (a )?test\b|\bsimulat\w*|\bpreview\b|\bplan only\b"
     r"|\bdon'?t actually\b|\bwithout (actually )?(purging|clearing|sending|flushing|doing)\b"
     r"|\bdon'?t (send|run|execute) (anything|it)\b|\bshow me the plan\b"
-    r"|\bwhat (would you|you'?d|you would) (purge|clear|flush|invalidate|send)\b|\bwhich (caches|pages|layers) would you\b"
-    r"|\bpretend\w*|\bno-?op\b"
+    r"|\bwhat (would you|you'?d|you would) (purge|clear|flush|invalidate|send)\b"
+    r"|\bwhich (caches|pages|layers) would you\b"
+    r"|\bpretend\w*|\bno-?op\b|\brehears\w*"
+    # "send nothing", "no real requests", "don't execute", "nichts senden", "sans rien envoyer"
+    r"|\b(don'?t|do not|no|without|nothing|nichts|rien|nada|niets)\b.{0,15}"
+    r"\b(send\w*|execut\w*|real|senden|schicken|envoy\w*|envoi|enviar|versturen|uitvoeren)\b"
     # de
     r"|\b(probe|trocken|test)lauf\w*|\bnur (testen|simulieren|planen|ein test)\b|\bsimulier\w*"
     r"|\bnicht wirklich (leeren|l[öo]schen|purgen|senden)\b|\bwas w[üu]rdest du\b.{0,60}\b(leeren|l[öo]schen|purgen)\b"
@@ -166,7 +172,8 @@ DRY_RUN = re.compile(
     r"|\bno\b.{0,30}\bde verdad\b|\b(borrar|purgar|limpiar|vaciar)[ií]as\b"
     # nl
     r"|\bproef(draai\w*|run)\b|\btestrun\b|\balleen (testen|proberen|een test)\b"
-    r"|\bniet echt (legen|leegmaken|wissen|purgen|verwijderen)\b|\bwat zou je\b.{0,60}\b(legen|wissen|purgen)\b",
+    r"|\bniet echt (legen|leegmaken|wissen|purgen|verwijderen)\b"
+    r"|\bwat (zou je|je zou)\b.{0,60}\b(legen|wissen|purgen)\b",
     re.IGNORECASE,
 )
 # Verbs of purging, in every form a question or hypothetical uses ("should I purge", "would purging", "si je vidais").
@@ -201,6 +208,23 @@ ASK_FRAME = re.compile(
     r"|\bwat (zou|zal) er gebeuren\b|\bwat gebeurt er (als|wanneer)\b|\b(kan|zou) het kwaad\b",
     re.IGNORECASE,
 )
+# Purging as an action (not the noun "cache"): what a question about purging must mention.
+PURGE_ACTION = re.compile(
+    r"\b(purg|clear|flush|invalidat|bust|wip|evict|nuk|refresh|delet|remov|leer|l[öo]sch|vid|effac|supprim|borr|limpi"
+    r"|vac[ií]|leeg|leg|wis|ververs|verwijder)\w*",
+    re.IGNORECASE,
+)
+# Words that address the bot or ask nicely: "can you purge X?", "kannst du…?", "peux-tu…?", "¿puedes…?", "kun je…?"
+# make a question a request. A question about purging without them is asked, not ordered.
+REQUEST_MARKER = re.compile(
+    r"\b(you|u|ya|your|please|pls|plz|thx|thanks)\b"
+    r"|\b(du|ihr|bitte|kannst|k[öo]nntest|w[üu]rdest|magst)\b"
+    r"|\b(can|could) we\b"
+    r"|\b(tu|vous|stp|svp|merci)\b|-(tu|vous)\b|\bs'il (te|vous) pla[iî]t\b"
+    r"|\b(puedes|podr[ií]as?|quieres|t[uú]|usted|por favor|porfa|gracias)\b"
+    r"|\b(je|jij|jullie|kun|kunt|wil|graag|aub|alsjeblieft|alstublieft|bedankt|dank)\b",
+    re.IGNORECASE,
+)
 # "should I…", "do I need to…", "can I…": a question when the message asks (a "?", or starts with it); "we should
 # purge X" is a request.
 ASK_MODAL = re.compile(
@@ -208,7 +232,7 @@ ASK_MODAL = re.compile(
     r"|\bsoll(en|te|ten)? (ich|wir|man)\b|\bm[üu]ss(en|te)? (ich|wir|man)\b|\bdarf (ich|man)\b|\bkann (ich|man)\b"
     r"|\best-ce que (je|j'|on|nous) (peux|peut|pouvons|dois|doit|devons|devrais|devrait)\b"
     r"|\b(puis|dois|devrais)-je\b|\bfaut-il\b|\bfaudrait-il\b"
-    r"|\bdeber[ií](a|amos)\b|\b(debo|debemos|puedo|podemos)\b|\b(tengo|tenemos) que\b"
+    r"|\bdeber[ií](a|amos)\b|\b(debo|debemos|puedo)\b|\b(tengo|tenemos) que\b"
     r"|\bmoet(en)? (ik|we|wij)\b|\bzou(den)? (ik|we|wij)\b|\b(mag|kan) (ik|we)\b",
     re.IGNORECASE,
 )
@@ -287,7 +311,18 @@ def holding_back(message: str, words: str, has_urls: bool) -> Understanding | No
     asked = QUESTION.search(SLACK_TOKEN.sub(" ", message)) or ASK_MODAL.match(words.lstrip(" \t\n,.!¡¿-"))
     if (ASK_FRAME.search(words) or (ASK_MODAL.search(words) and asked)) and (PURGE_VERB.search(words) or has_urls):
         return Understanding(intent=Intent.ASK, scope=everything)
+    if question_about_purging(words):
+        return Understanding(intent=Intent.ASK, scope=everything)
     return None
+
+
+def question_about_purging(words: str) -> bool:
+    """Structural, not a keyword list: a question ("?") that mentions purging, is not about the state of a page
+    or the history, and neither addresses the bot nor says please. "is X safe to purge at peak time?", "ça risque
+    quoi si on vide X ?" are questions; "can you purge X?", "kun je X legen?" are requests."""
+    if "?" not in words or not PURGE_ACTION.search(words) or REQUEST_MARKER.search(words):
+        return False
+    return not (CHECK_QUESTION.search(words) or CHECK_VERB.search(words) or HISTORY.search(words))
 
 
 CANCEL_REPLY = "Cancelled: I did not purge anything for this message."
