@@ -251,7 +251,8 @@ class Understanding(BaseModel):
     reply: str = ""
     scope: Scope = "urls"
     selected: list[int] = []
-    understood_by: Literal["rules", "model", "rules_fallback"] = "rules"
+    # rules_fallback: the model failed; choice: the person picked it from an offer (a button, a terminal prompt)
+    understood_by: Literal["rules", "model", "rules_fallback", "choice"] = "rules"
     note: str = ""  # shown before the report: the model's short reply, or the fallback note
     token_usage: dict[str, Any] | None = None
 
@@ -326,6 +327,22 @@ def question_about_purging(words: str) -> bool:
 
 
 CANCEL_REPLY = "Cancelled: I did not purge anything for this message."
+PLAN_ONLY = (Intent.ASK, Intent.DRY_RUN)  # planned and shown, never executed
+PURGING = (Intent.PURGE, Intent.PURGE_ALL)
+
+
+def guard(understood: Understanding, message: str) -> Understanding:
+    """The rules' last word on any understanding (a language model's included): when the words hold a purge back
+    (a question, a dry run, a cancellation, "don't purge"), a purge is never what comes out. Only ever narrows:
+    an answer that does not purge is returned as it is."""
+    if understood.intent not in PURGING:
+        return understood
+    held_back = holding_back(message, words_only(message), bool(mask_urls(message).urls))
+    if held_back is None:
+        return understood
+    # the model's own sentence would promise a purge that is not coming: the reply explains instead
+    return held_back.model_copy(update={"understood_by": understood.understood_by, "selected": understood.selected,
+                                        "token_usage": understood.token_usage})
 
 
 HISTORY_REPLY = "The purge history is not available yet; I can purge or check pages now."
