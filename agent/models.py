@@ -112,6 +112,7 @@ class RunResult(BaseModel):
     plan: list[PlanItem] = []
     pages: list[str] = []
     needs_approval: bool = False
+    approval_reason: str = Field(default="", description="why the plan needs (or, planned only, would need) approval")
     approval: ApprovalRecord = ApprovalRecord()
     results: list[ItemResult] = []
     checks: list[CheckResult] = []

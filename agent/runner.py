@@ -198,6 +198,7 @@ class Agent:
             plan=[PlanItem.model_validate(i) for i in plan.get("items", [])],
             pages=plan.get("pages", []),
             needs_approval=bool(plan.get("needs_approval")),
+            approval_reason=plan.get("approval_reason") or "",
             approval=ApprovalRecord.model_validate(values.get("approval") or {}),
             results=[ItemResult.model_validate(r) for r in values.get("results", [])],
             checks=[CheckResult.model_validate(c) for c in values.get("checks", [])],
