@@ -14,6 +14,7 @@ HELP_TEXT = (
     "• Paste one or more URLs (\"these still show the old price: …\") and I purge every cache layer that holds "
     "them, plus the pages that show them (listings, home page, feeds).\n"
     "• Ask \"is <url> cached?\" or \"why is <url> stale?\" and I look without purging.\n"
+    "• Ask \"should I purge <url>?\" or say \"dry run: <url>\" and I show what I would purge, purging nothing.\n"
     "• Big batches and purging a whole site need approval from: {approvers}.\n"
     "Sites I manage: {sites}."
 )
