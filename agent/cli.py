@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.config import AppConfig, ConfigError, load_config
-from agent.models import Plan, RunResult
+from agent.models import Intent, Plan, RunResult
 from agent.runner import Agent, NothingPending
 
 app = typer.Typer(help="cachebot: purge web caches by asking in plain language, and verify they are fresh.",
@@ -131,8 +131,16 @@ def decide(thread_id: str, choice: str, config: Path | None, as_user: str | None
         except NothingPending as exc:
             console.print(f"[yellow]Nothing to {choice}:[/yellow] {escape(str(exc))}")
             raise typer.Exit(1) from None
+    if result.approval.status == "expired":  # the decision came too late: it was not applied
+        if json_output:
+            emit(result, json_output)
+        else:
+            console.print(f"[red]Expired:[/red] this approval request expired before it was decided, so your "
+                          f"{choice} was not applied and nothing was purged. Ask again if it is still needed.")
+        raise typer.Exit(1)
     if result.notice and not json_output:
-        console.print(f"[red]Refused:[/red] {escape(result.notice)}")
+        console.print("[red]Refused:[/red] ", end="")
+        console.print(result.notice, markup=False)
     emit(result, json_output)
     raise typer.Exit(1 if result.notice else exit_code(result))
 
@@ -159,6 +167,27 @@ def chat(config: ConfigOption = None, as_user: UserOption = None) -> None:
             render(result)
             while result.pending:
                 result = prompt_for_decision(agent, result)
+            if result.intent == Intent.ASK:
+                result = prompt_for_offer(agent, result, user)
+                while result.pending:
+                    result = prompt_for_decision(agent, result)
+
+
+def prompt_for_offer(agent: Agent, result: RunResult, user: str) -> RunResult:
+    """After a question about purging: purge exactly those pages, check them, or leave it (the default)."""
+    offer = agent.offer(result.thread_id)
+    if offer is None:
+        return result
+    pages = "this page" if offer.pages == 1 else f"these {offer.pages} pages"
+    answer = console.input(f"[bold]Purge {pages}?[/bold] (yes / check / no, the default) ").strip().lower()
+    if answer not in ("y", "yes", "c", "check"):
+        console.print("Nothing was purged.")
+        return result
+    with progress_events(True) as on_event:
+        taken = agent.take_offer(result.thread_id, offer.id, "purge" if answer.startswith("y") else "check",
+                                 user=user, on_event=on_event)
+    render(taken)
+    return taken
 
 
 def prompt_for_decision(agent: Agent, result: RunResult) -> RunResult:
@@ -176,7 +205,8 @@ def prompt_for_decision(agent: Agent, result: RunResult) -> RunResult:
             console.print(f"[yellow]{escape(str(exc))}[/yellow]")
             return result.model_copy(update={"pending": None})
     if decided.notice:
-        console.print(f"[red]Refused:[/red] {escape(decided.notice)}")
+        console.print("[red]Refused:[/red] ", end="")
+        console.print(decided.notice, markup=False)
     else:
         render(decided)
     return decided
@@ -251,11 +281,12 @@ def show_step(node: str, update: dict) -> None:
 
 
 def render(result: RunResult) -> None:
+    """The reply as written: it quotes what people typed, so it is never read as Rich markup."""
     if result.pending:
-        console.print(f"[yellow]Waiting for approval[/yellow] (request id [cyan]{result.thread_id}[/cyan]): "
-                      f"{escape(result.pending['reason'])}. Approvers: {escape(result.pending['approvers'])}.")
+        console.print(f"[yellow]Waiting for approval[/yellow] (request id [cyan]{result.thread_id}[/cyan]): ", end="")
+        console.print(f"{result.pending['reason']}. Approvers: {result.pending['approvers']}.", markup=False)
         return
-    console.print(result.reply, markup=False)  # user text: "[/x]" in a URL is not markup
+    console.print(result.reply, markup=False)
 
 
 def plan_table(plan: Plan) -> Table:
@@ -263,10 +294,10 @@ def plan_table(plan: Plan) -> Table:
     table = Table(title=title, show_lines=False)
     for column in ("page", "layer", "operation", "why"):
         table.add_column(column)
-    for item in plan.items[:200]:
-        target = item.target if item.target != item.url else ""
-        # Text, not markup: URLs, tags and reasons carry what people typed
-        table.add_row(Text(item.url), Text(item.layer), Text(f"{item.operation.value} {target}"), Text(item.reason))
+    for item in plan.items[:200]:  # Text, not markup: URLs, tags and reasons come from people and origins
+        table.add_row(Text(item.url), Text(item.layer),
+                      Text(f"{item.operation.value} {item.target if item.target != item.url else ''}"),
+                      Text(item.reason))
     if len(plan.items) > 200:
         table.caption = f"… {len(plan.items) - 200} more rows (use --json for all)"
     return table

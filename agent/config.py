@@ -6,8 +6,10 @@ without reading code.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -284,18 +286,62 @@ def interpolate_env(value: Any, path: str = "") -> Any:
 
 
 def format_validation_error(error: ValidationError) -> str:
+    return "invalid configuration:\n  " + "\n  ".join(validation_problems(error, AppConfig))
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per problem, each naming where it is (``sites[0].hostz``) and what is wrong in words; an unknown
+    key says which known key it most likely meant. ``prefix`` is where ``model`` sits in the file."""
     lines = []
     for item in error.errors():
-        location = ""
+        location = prefix
         for part in item["loc"]:
             location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling)"
+            message = unknown_key_message(str(item["loc"][-1]), _model_at(model, item["loc"][:-1]))
         elif item["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"{location or '(top level)'}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+        if not location and message and re.match(r"^[\w.\[\]]+: ", message):
+            lines.extend(message.splitlines())  # a check across keys that already says where (layers[1].options…)
+        else:
+            lines.append(f"{location or '(top level)'}: {message}")
+    return lines
+
+
+def unknown_key_message(key: str, model: type[BaseModel] | None) -> str:
+    """"unknown key; did you mean hosts?" (or the keys that are allowed there, when none is close)."""
+    if model is None:
+        return "unknown key (check the spelling)"
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    return f"unknown key; known keys here: {', '.join(known)}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model found at ``loc`` inside ``model`` (through lists and optional fields), or None."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list index: the item's model is the list's argument, found below
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        current = _unwrap(fields[part].annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """list[X] / X | None / Optional[X] -> X, when X is a model."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        for inner in typing.get_args(arg):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return annotation
 
 
 def parse_config(data: Any) -> AppConfig:

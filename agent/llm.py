@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from agent.config import AppConfig, LLMConfig
 from agent.models import Intent
 from agent.understanding import (
+    CANCEL_REPLY,
     FALLBACK_NOTE,
     HISTORY_REPLY,
     MAX_LISTED_URLS,
@@ -45,9 +46,11 @@ MAX_REPLY_CHARS = 300
 class ModelAnswer(BaseModel):
     """What the model must return (a strict JSON schema: every field required, nothing else allowed)."""
 
-    intent: Literal["purge", "check", "history", "help", "other"] = Field(
-        description="purge: clear cached pages; check: only look whether pages are cached/stale; history: past "
-        "purges; help: what the bot can do; other: anything else, small talk, unclear requests"
+    intent: Literal["purge", "check", "ask", "dry_run", "cancel", "history", "help", "other"] = Field(
+        description="purge: clear cached pages; check: only look whether pages are cached/stale; ask: a question "
+        "or hypothetical about purging (should I, is it safe to, what would happen if); dry_run: show what would "
+        "be purged without purging; cancel: call a request off (never mind, cancel that); history: past purges; "
+        "help: what the bot can do; other: anything else, small talk, unclear requests"
     )
     scope: Literal["listed_urls", "prefix", "tag", "site"] = Field(
         description="listed_urls: only the URL placeholders in the message; prefix: every page under a path "
@@ -70,10 +73,14 @@ Long lists are shown as a single marker such as [120 URLs]; those cannot be sele
 URLs and you must never write one.
 
 Answer with:
-- intent: "purge" (clear / refresh / "still shows the old price" / "these are stale: ..."), "check" (is it \
-cached, is it stale, which layer, why is it old: look only, do not purge; also when the person says not to \
-purge), "history" (what was purged before, by whom, when), "help" (what can you do, how does this work), \
-"other" (greetings, thanks, unrelated or unclear requests).
+- intent: "purge" (clear / refresh / "still shows the old price" / "these are stale: ..."; a polite request \
+such as "can you purge [URL1]?" is a purge), "check" (is it cached, is it stale, which layer, why is it old: \
+look only, do not purge; also when the person says not to purge but wants to know something), "ask" (a question \
+or hypothetical about purging: "should I purge [URL1]?", "is it safe to purge...", "what would happen if I \
+purged..."), "dry_run" ("dry run", "test only, don't actually purge", "what would you purge for..."), "cancel" \
+("never mind", "wait, cancel that", "don't purge [URL1]"), "history" (what was purged before, by whom, when), \
+"help" (what can you do, how does this work), "other" (greetings, thanks, unrelated or unclear requests). When \
+unsure between purging and not purging, do not choose "purge".
 - scope: "listed_urls" unless the person clearly asks for more than the listed pages: "prefix" (all pages \
 under a path, e.g. "all product pages"), "tag" (a category / cache tag), "site" (everything, the whole cache, \
 a whole site).
@@ -155,6 +162,11 @@ def to_understanding(answer: ModelAnswer, masked: MaskedMessage, usage: dict[str
         return Understanding(intent=Intent.PURGE, selected=selected, note=reply, **common)
     if answer.intent == "check":
         return Understanding(intent=Intent.CHECK, selected=selected, note=reply, **common)
+    if answer.intent in ("ask", "dry_run"):  # planned, never executed; a scope beyond the URLs is answered in words
+        scope = "urls" if answer.scope == "listed_urls" else answer.scope
+        return Understanding(intent=Intent(answer.intent), scope=scope, selected=selected, note=reply, **common)
+    if answer.intent == "cancel":
+        return Understanding(intent=Intent.CANCEL, reply=CANCEL_REPLY, **common)
     if answer.intent == "history":
         return Understanding(intent=Intent.HISTORY, reply=HISTORY_REPLY, **common)
     if answer.intent == "help":

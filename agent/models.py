@@ -18,7 +18,10 @@ class Intent(StrEnum):
     PURGE_ALL = "purge_all"
     CHECK = "check"
     HELP = "help"
-    HISTORY = "history"  # "what was purged yesterday?" (not available yet)
+    HISTORY = "history"  # "what was purged yesterday?" (answered from the audit trail)
+    ASK = "ask"  # a question or hypothetical about purging: plan, purge nothing, offer to purge or check
+    DRY_RUN = "dry_run"  # "dry run: <url>": plan, purge nothing
+    CANCEL = "cancel"  # "never mind" / "wait, cancel that": purge nothing, say so
     UNKNOWN = "unknown"
 
 
@@ -125,6 +128,7 @@ class RunResult(BaseModel):
     plan: list[PlanItem] = []
     pages: list[str] = []
     needs_approval: bool = False
+    approval_reason: str = Field(default="", description="why the plan needs (or, planned only, would need) approval")
     approval: ApprovalRecord = ApprovalRecord()
     results: list[ItemResult] = []
     checks: list[CheckResult] = []

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,13 +40,25 @@ EventHandler = Callable[[dict[str, Any]], None]
 # checkpointed state otherwise carries the previous request's plan and results forward.
 FRESH_REQUEST: PurgeState = {
     "intent": "", "target_sites": [], "urls": [], "rejected": [], "plan": {}, "approval": {},
-    "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "",
+    "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "", "chosen_intent": None,
 }
 ERROR_TEXT_CHARS = 200  # of an error's message shown to the user: enough to act on, never a page of it
 
 
 class NothingPending(Exception):
     """There is no approval waiting on this thread (it was decided, expired, or never existed)."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a question about purging left open: purge exactly these URLs, or just check them.
+
+    ``id`` is the thread's checkpoint when the question was answered: any later request on the thread moves it,
+    so an old offer's buttons cannot act on a newer request. The URLs are the screened ones from the stored run."""
+
+    id: str
+    urls: list[str]
+    pages: int
 
 
 class Agent:
@@ -96,12 +109,14 @@ class Agent:
         thread_id: str | None = None,
         on_event: EventHandler | None = None,
         interface: str | None = None,
+        chosen_intent: Intent | None = None,
     ) -> RunResult:
         """``interface`` is recorded in the audit ("cli", "slack"); by default "slack" when a channel is
-        given, else "cli"."""
+        given, else "cli". ``chosen_intent`` (purge or check) is what the person picked from an offer
+        (``take_offer``); the message is then not interpreted, but screened and planned like any other."""
         thread_id = thread_id or uuid.uuid4().hex
         request: PurgeState = {**FRESH_REQUEST, "message": message, "user": user, "channel": channel,
-                               "dry_run": dry_run}
+                               "dry_run": dry_run, "chosen_intent": chosen_intent.value if chosen_intent else None}
         with self._serialised(thread_id):
             request_id = self.audit.request_received(
                 thread_id=thread_id, user=user, interface=interface or ("slack" if channel else "cli"),
@@ -156,6 +171,30 @@ class Agent:
                 self._record_result(request_id, thread_id, result)
             return result
 
+    # --- offers: "Purge these N pages" / "Just check them" after a question --------------------------------
+
+    def offer(self, thread_id: str) -> Offer | None:
+        """The offer left open on a thread: its last request was a question about purging that planned pages."""
+        snapshot = self.graph.get_state(self._config(thread_id))
+        values = snapshot.values
+        if values.get("intent") != Intent.ASK or not values.get("urls") or snapshot.next:
+            return None
+        return Offer(id=str(snapshot.config["configurable"].get("checkpoint_id") or ""), urls=list(values["urls"]),
+                     pages=len((values.get("plan") or {}).get("pages") or values["urls"]))
+
+    def take_offer(self, thread_id: str, offer_id: str, choice: Literal["purge", "check"], *, user: str,
+                   on_event: EventHandler | None = None, interface: str | None = None,
+                   channel: str | None = None) -> RunResult:
+        """Answer an offer by ``user``: a new request on the same thread for exactly the offer's URLs (from the
+        stored run, never from the caller), under the same policy and approval rules as a typed request."""
+        offer = self.offer(thread_id)
+        if offer is None or offer.id != offer_id:
+            raise NothingPending("that question was already answered, or a newer request replaced it")
+        verb = "purge" if choice == "purge" else "check"
+        message = f"{verb} " + " ".join(offer.urls)
+        return self.ask(message, user=user, channel=channel, thread_id=thread_id, on_event=on_event,
+                        interface=interface, chosen_intent=Intent(choice))
+
     # --- reading state -------------------------------------------------------------------------------
 
     def result(self, thread_id: str) -> RunResult:
@@ -173,6 +212,7 @@ class Agent:
             plan=[PlanItem.model_validate(i) for i in plan.get("items", [])],
             pages=plan.get("pages", []),
             needs_approval=bool(plan.get("needs_approval")),
+            approval_reason=plan.get("approval_reason") or "",
             approval=ApprovalRecord.model_validate(values.get("approval") or {}),
             results=[ItemResult.model_validate(r) for r in values.get("results", [])],
             checks=[CheckResult.model_validate(c) for c in values.get("checks", [])],
@@ -278,6 +318,8 @@ class Agent:
         try:
             for mode, chunk in stream:
                 recorder.saw(mode, chunk)
+                if mode == "updates" and ((chunk.get("understand") or {}).get("dry_run")):
+                    dry_run = True  # the words asked for a plan only (a question, a dry run)
                 if mode == "updates" and not executing and _execute_is_next(chunk, dry_run):
                     # the stream is paused here: execute has not started yet
                     self.runs.executing(thread_id, request_id=request_id, interface=interface, channel=channel,

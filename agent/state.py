@@ -21,7 +21,8 @@ class PurgeState(TypedDict, total=False):
     message: str
     user: str
     channel: str | None
-    dry_run: bool
+    dry_run: bool  # plan only (asked for by the front end, or a question / dry run in the words)
+    chosen_intent: str | None  # "purge" / "check" picked from an offer (button, prompt), instead of the words
     # understanding
     intent: str
     target_sites: list[str]

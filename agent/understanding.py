@@ -118,8 +118,122 @@ NEGATION = re.compile(
     r"\b(don'?t|do not|never|no need to|please don'?t)\s+(purge|clear|flush|touch|delete|wipe)\b"
     r"|\bnicht\s+(leeren|l[öo]schen|purgen|anfassen)\b|\bnichts\s+(leeren|l[öo]schen)\b"
     r"|\bne\s+(vide|purge|supprime|touche)z?\s+pas\b|\bsans\s+(vider|purger)\b"
+    r"|\bne\s+pas\s+(vider|purger|effacer|supprimer|toucher)\b"
     r"|\bno\s+(borres|limpies|purgues|toques|vac[ií]es)\b|\bsin\s+(borrar|limpiar|purgar)\b"
+    r"|\bno\s+(borrar|limpiar|purgar|vaciar|tocar)\b"
     r"|\bniet\s+(legen|leegmaken|wissen|purgen|verwijderen)\b",
+    re.IGNORECASE,
+)
+# With a negation, these words say the person wants to know something (a check), not to call the purge off.
+CURIOUS = re.compile(
+    r"\b(curious|wondering|want(ed)? to know|just (looking|asking)|only (look|check)\w*)\b"
+    r"|\b(neugierig|will (nur )?wissen)\b|\b(curieux|curieuse|savoir)\b|\b(curiosidad|saber)\b|\b(benieuwd|weten)\b",
+    re.IGNORECASE,
+)
+# Calling a request off. Checked before anything else that could purge: a cancellation never purges.
+CANCEL = re.compile(
+    r"^\W*(wait\W+)?cancel\b|\bcancel (that|it|this|the (purge|request|last one))\b|\bnever ?mind\b|\bnvm\b"
+    r"|\bforget (it|that|about it)\b|\bscratch that\b|\babort\b|\bdisregard (that|this|my last)\b"
+    r"|\bignore (that|this|my last (message|request))\b|\bdon'?t do (it|that)\b|\bno (purge|need)( is)? needed\b"
+    r"|\bactually,? no\b|\bcall (it|that) off\b|\bskip (it|that)\b|\b(that was|pasted|posted|sent) the wrong\b"
+    r"|\bno,? wait\b|\bbelay (that|it)\b|\bhold off\b|\bdon'?t bother\b|\bleave\b.{0,60}\balone\b"
+    # de
+    r"|\babbrechen\b|\babbruch\b|\bvergiss (es|das)\b|\bdoch nicht\b|\blass (es|das) (sein|bleiben)\b"
+    r"|\b(ist )?nicht (mehr )?n[öo]tig\b|\bstornier\w*|^\W*lass (es|das|mal)\b"
+    # fr
+    r"|\bannule[rz]?\b|\blaisse tomber\b|\boublie[rz]?\b|\bpas la peine\b|\bplus besoin\b"
+    # es
+    r"|\bcancela\w*|\bolv[ií]dalo\b|\bolvida (eso|lo que)\b|\bd[ée]jalo\b|\b(ya )?no hace falta\b"
+    # nl
+    r"|\bannuleer\w*|\blaat\b.{0,60}\bmaar (zitten|zo)\b|\blaat maar\b(?! zien)|\bhoeft niet\b"
+    r"|\bvergeet (het|dat|maar)\b|\btoch (maar )?niet\b|\bniet (meer )?nodig\b"
+    r"|\bafbreken\b",
+    re.IGNORECASE,
+)
+# Plan only, purge nothing: "dry run: <url>", "test only, don't actually purge <url>", "what would you purge…".
+DRY_RUN = re.compile(
+    r"\bdry[- ]?run\b|\btest (only|run)\b|\bonly (a )?test\b|\bsimulat\w*|\bpreview\b|\bplan only\b"
+    r"|\bdon'?t actually\b|\bwithout (actually )?(purging|clearing|sending|flushing|doing)\b"
+    r"|\bdon'?t (send|run|execute) (anything|it)\b|\bshow me the plan\b"
+    r"|\bwhat (would you|you'?d|you would) (purge|clear|flush|invalidate|send)\b"
+    r"|\bwhich (caches|pages|layers) would you\b"
+    r"|\bpretend\w*|\bno-?op\b|\brehears\w*"
+    # "send nothing", "no real requests", "don't execute", "nichts senden", "sans rien envoyer"
+    r"|\b(don'?t|do not|no|without|nothing|nichts|rien|nada|niets)\b.{0,15}"
+    r"\b(send\w*|execut\w*|real|senden|schicken|envoy\w*|envoi|enviar|versturen|uitvoeren)\b"
+    # de
+    r"|\b(probe|trocken|test)lauf\w*|\bnur (testen|simulieren|planen|ein test)\b|\bsimulier\w*"
+    r"|\bnicht wirklich (leeren|l[öo]schen|purgen|senden)\b|\bwas w[üu]rdest du\b.{0,60}\b(leeren|l[öo]schen|purgen)\b"
+    # fr
+    r"|\bsimul\w*|\b(test|essai)s? seulement\b|\bseulement (un )?(test|essai)\b|\bpour de vrai\b|\b[àa] blanc\b"
+    r"|\btu (purgerais|viderais|effacerais|supprimerais)\b|\b(purgerais|viderais|effacerais)-tu\b"
+    # es
+    r"|\bsimulacro\b|\bsimula\w*|\b(s[oó]lo|solamente) (una )?prueba\b|\bprueba en seco\b"
+    r"|\bno\b.{0,30}\bde verdad\b|\b(borrar|purgar|limpiar|vaciar)[ií]as\b"
+    # nl
+    r"|\bproef(draai\w*|run)\b|\btestrun\b|\balleen (testen|proberen|een test)\b"
+    r"|\bniet echt (legen|leegmaken|wissen|purgen|verwijderen)\b"
+    r"|\bwat (zou je|je zou)\b.{0,60}\b(legen|wissen|purgen)\b",
+    re.IGNORECASE,
+)
+# Verbs of purging, in every form a question or hypothetical uses ("should I purge", "would purging", "si je vidais").
+PURGE_VERB = re.compile(
+    r"\b(purg|clear|flush|invalidat|bust|wip|evict|nuk|refresh|leer|l[öo]sch|vid|effac|borr|limpi|vac[ií]|leeg|leg"
+    r"|wis|ververs|verwijder|cach|chach)\w*",
+    re.IGNORECASE,
+)
+# A question or hypothetical about purging, whatever the sentence form: answered, never executed.
+ASK_FRAME = re.compile(
+    r"\bis it (safe|ok|okay|alright|fine|risky|dangerous|wise|a (good|bad) idea|worth)\b|\bis it worth\b"
+    r"|\bwhat (would|will) happen\b|\bwhat happens (if|when)\b|\bwhat if\b|\bhypothetic\w*"
+    r"|\bany (risk|danger|downside)\b|\brecommend\w*|\ballowed to\b|\bgoing to (break|cause|affect|hurt|slow)\b"
+    r"|\b(could|will|might) (purging|clearing|flushing|a purge|it)\b.{0,40}\b(break|cause|affect|hurt|slow)\w*"
+    r"|\bis (a|the) (purge|flush)\b"
+    r"|\bwould (it|that|this)\b(?! be (possible|great|nice|awesome|cool|good))"
+    r"|\bwould (purging|clearing|flushing|invalidating|a purge)\b|\bis (purging|clearing|flushing)\b"
+    r"|\bif (i|we) (purged?|cleared?|flushed?|invalidated?|wiped?)\b|\bhow (bad|risky|dangerous)\b"
+    # de
+    r"|\bist es (sicher|ok|okay|in ordnung|riskant|gef[äa]hrlich|sinnvoll|eine gute idee|problematisch)\b"
+    r"|\bwas (w[üu]rde|wird) passieren\b|\bwas passiert,? wenn\b|\blohnt es sich\b|\bhypothetisch\b"
+    # fr
+    r"|\best-(ce|il) (risqu[ée]|s[ûu]r|prudent|dangereux|grave|une bonne id[ée]e)\b|\bsans risque\b"
+    r"|\bque se passerait-il\b|\bque se passe-t-il\b|\bqu'arriverait-il\b|\bhypoth[ée]tique\w*"
+    r"|\bsi (je|j'|on|nous) (purgeais|vidais|effa[çc]ais|purgeait|vidait)\b"
+    # es
+    r"|\b(es|ser[ií]a|est[aá]) (seguro|peligroso|arriesgado|un problema|buena idea|mala idea|grave)\b"
+    r"|\bqu[eé] pasar[ií]a\b|\bqu[eé] pasa si\b|\bhipot[eé]tic\w*"
+    r"|\bsi (purgo|borro|limpio|vac[ií]o|purgara|borrara|limpiara|purgamos|borramos)\b"
+    # nl
+    r"|\bis het (veilig|ok|ok[eé]|okay|verstandig|riskant|gevaarlijk|erg|een goed idee)\b"
+    r"|\bwat (zou|zal) er gebeuren\b|\bwat gebeurt er (als|wanneer)\b|\b(kan|zou) het kwaad\b",
+    re.IGNORECASE,
+)
+# Purging as an action (not the noun "cache"): what a question about purging must mention.
+PURGE_ACTION = re.compile(
+    r"\b(purg|clear|flush|invalidat|bust|wip|evict|nuk|refresh|delet|remov|leer|l[öo]sch|vid|effac|supprim|borr|limpi"
+    r"|vac[ií]|leeg|leg|wis|ververs|verwijder)\w*",
+    re.IGNORECASE,
+)
+# Words that address the bot or ask nicely: "can you purge X?", "kannst du…?", "peux-tu…?", "¿puedes…?", "kun je…?"
+# make a question a request. A question about purging without them is asked, not ordered.
+REQUEST_MARKER = re.compile(
+    r"\b(you|u|ya|your|please|pls|plz|thx|thanks)\b"
+    r"|\b(du|ihr|bitte|kannst|k[öo]nntest|w[üu]rdest|magst)\b"
+    r"|\b(can|could) we\b"
+    r"|\b(tu|vous|stp|svp|merci)\b|-(tu|vous)\b|\bs'il (te|vous) pla[iî]t\b"
+    r"|\b(puedes|podr[ií]as?|quieres|t[uú]|usted|por favor|porfa|gracias)\b"
+    r"|\b(je|jij|jullie|kun|kunt|wil|graag|aub|alsjeblieft|alstublieft|bedankt|dank)\b",
+    re.IGNORECASE,
+)
+# "should I…", "do I need to…", "can I…": a question when the message asks (a "?", or starts with it); "we should
+# purge X" is a request.
+ASK_MODAL = re.compile(
+    r"\b(should|shall|may|must) (i|we)\b|\bcan i\b|\bdo (i|we) (need|have) to\b"
+    r"|\bsoll(en|te|ten)? (ich|wir|man)\b|\bm[üu]ss(en|te)? (ich|wir|man)\b|\bdarf (ich|man)\b|\bkann (ich|man)\b"
+    r"|\best-ce que (je|j'|on|nous) (peux|peut|pouvons|dois|doit|devons|devrais|devrait)\b"
+    r"|\b(puis|dois|devrais)-je\b|\bfaut-il\b|\bfaudrait-il\b"
+    r"|\bdeber[ií](a|amos)\b|\b(debo|debemos|puedo)\b|\b(tengo|tenemos) que\b"
+    r"|\bmoet(en)? (ik|we|wij)\b|\bzou(den)? (ik|we|wij)\b|\b(mag|kan) (ik|we)\b",
     re.IGNORECASE,
 )
 # The question words that make "X is stale" a question rather than a report, in every language above.
@@ -137,7 +251,8 @@ class Understanding(BaseModel):
     reply: str = ""
     scope: Scope = "urls"
     selected: list[int] = []
-    understood_by: Literal["rules", "model", "rules_fallback"] = "rules"
+    # rules_fallback: the model failed; choice: the person picked it from an offer (a button, a terminal prompt)
+    understood_by: Literal["rules", "model", "rules_fallback", "choice"] = "rules"
     note: str = ""  # shown before the report: the model's short reply, or the fallback note
     token_usage: dict[str, Any] | None = None
 
@@ -159,10 +274,9 @@ def understand(message: str, has_urls: bool) -> Understanding:
         return Understanding(intent=Intent.UNKNOWN, reply="Which page? Paste the URL(s) you want me to clear.")
     if HELP.search(words) and not has_urls:
         return Understanding(intent=Intent.HELP)
-    if NEGATION.search(words):
-        return Understanding(intent=Intent.CHECK if has_urls else Intent.UNKNOWN,
-                             reply="You asked me not to purge, so I only looked." if has_urls else
-                             "Understood, I won't purge anything.")
+    held_back = holding_back(message, words, has_urls)
+    if held_back is not None:
+        return held_back
     if HISTORY.search(words):
         return Understanding(intent=Intent.HISTORY, reply=HISTORY_REPLY)
     if PURGE_ALL.search(words):
@@ -176,6 +290,59 @@ def understand(message: str, has_urls: bool) -> Understanding:
         intent=Intent.UNKNOWN,
         reply="I can clear cached pages. Paste the URL(s) that show old content, or say 'help'.",
     )
+
+
+def holding_back(message: str, words: str, has_urls: bool) -> Understanding | None:
+    """The message calls a purge off, asks for a dry run, asks *about* purging, or says not to purge: what to do
+    instead (cancel, dry run, ask, check). None when nothing holds the request back.
+
+    Dry runs come first ("test only, don't actually purge" is a dry run, not a cancellation), then cancellations,
+    then questions, then plain negations. Each of these purges nothing, so a wrong pick among them is safe."""
+    everything = "site" if PURGE_ALL.search(words) else "urls"
+    if DRY_RUN.search(words):
+        return Understanding(intent=Intent.DRY_RUN, scope=everything)
+    if CANCEL.search(words):
+        return Understanding(intent=Intent.CANCEL, reply=CANCEL_REPLY)
+    if NEGATION.search(words):
+        if has_urls and (CHECK_VERB.search(words) or CURIOUS.search(words)):
+            return Understanding(intent=Intent.CHECK, reply="You asked me not to purge, so I only looked.")
+        if has_urls:
+            return Understanding(intent=Intent.CANCEL, reply=CANCEL_REPLY)
+        return Understanding(intent=Intent.UNKNOWN, reply="Understood, I won't purge anything.")
+    asked = QUESTION.search(SLACK_TOKEN.sub(" ", message)) or ASK_MODAL.match(words.lstrip(" \t\n,.!¡¿-"))
+    if (ASK_FRAME.search(words) or (ASK_MODAL.search(words) and asked)) and (PURGE_VERB.search(words) or has_urls):
+        return Understanding(intent=Intent.ASK, scope=everything)
+    if question_about_purging(words):
+        return Understanding(intent=Intent.ASK, scope=everything)
+    return None
+
+
+def question_about_purging(words: str) -> bool:
+    """Structural, not a keyword list: a question ("?") that mentions purging, is not about the state of a page
+    or the history, and neither addresses the bot nor says please. "is X safe to purge at peak time?", "ça risque
+    quoi si on vide X ?" are questions; "can you purge X?", "kun je X legen?" are requests."""
+    if "?" not in words or not PURGE_ACTION.search(words) or REQUEST_MARKER.search(words):
+        return False
+    return not (CHECK_QUESTION.search(words) or CHECK_VERB.search(words) or HISTORY.search(words))
+
+
+CANCEL_REPLY = "Cancelled: I did not purge anything for this message."
+PLAN_ONLY = (Intent.ASK, Intent.DRY_RUN)  # planned and shown, never executed
+PURGING = (Intent.PURGE, Intent.PURGE_ALL)
+
+
+def guard(understood: Understanding, message: str) -> Understanding:
+    """The rules' last word on any understanding (a language model's included): when the words hold a purge back
+    (a question, a dry run, a cancellation, "don't purge"), a purge is never what comes out. Only ever narrows:
+    an answer that does not purge is returned as it is."""
+    if understood.intent not in PURGING:
+        return understood
+    held_back = holding_back(message, words_only(message), bool(mask_urls(message).urls))
+    if held_back is None:
+        return understood
+    # the model's own sentence would promise a purge that is not coming: the reply explains instead
+    return held_back.model_copy(update={"understood_by": understood.understood_by, "selected": understood.selected,
+                                        "token_usage": understood.token_usage})
 
 
 HISTORY_REPLY = "The purge history is not available yet; I can purge or check pages now."

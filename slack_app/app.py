@@ -24,6 +24,10 @@ Trust
     Who clicked comes from the signed payload's ``user.id``; the button value only names the run and the
     interrupt, and ``Agent.decide`` checks both against the checkpoint (and the graph checks the approver).
     Whether a plan needs approval, who may approve, expiry: all decided in ``agent/``.
+    An offer's buttons ("Purge these N pages" / "Just check them", after a question about purging) name the run
+    and the offer; the URLs come from the stored run (``Agent.take_offer``), so a tampered value cannot widen
+    what is purged, and the click must come from the conversation the question was asked in.
+    Every user-supplied string reaches Slack through ``blocks.neutralise`` (mrkdwn-safe, verbatim).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +64,7 @@ Job = tuple[str, tuple]
 
 # What the app listens to. tests/slack_app/test_manifest.py keeps manifest.yml in step with these.
 EVENT_SUBSCRIPTIONS = {"app_mention": "app_mention", "message.im": "message", "message.channels": "message"}
-ACTION_IDS = kit.ACTION_IDS
+ACTION_IDS = kit.ACTION_IDS + kit.OFFER_ACTION_IDS
 
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
@@ -200,8 +205,10 @@ class SlackFrontEnd:
         app = self.app
         for event_type in sorted(set(EVENT_SUBSCRIPTIONS.values())):
             app.event(event_type)(self._on_event)
-        for action_id in ACTION_IDS:
+        for action_id in kit.ACTION_IDS:
             app.action(action_id)(self._on_action)
+        for action_id in kit.OFFER_ACTION_IDS:
+            app.action(action_id)(self._on_offer)
 
     # --- events: a new request ----------------------------------------------------------------------------
 
@@ -247,6 +254,13 @@ class SlackFrontEnd:
 
     def _run_request(self, channel: str, thread_ts: str, thread_id: str, user: str, message: str,
                      status_ts: str | None) -> None:
+        self._run_and_answer(channel, thread_ts, thread_id, status_ts, lambda on_event: self.agent.ask(
+            message, user=user, channel=channel, thread_id=thread_id, interface="slack", on_event=on_event))
+
+    def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
+                        run: Callable[[Callable[[dict], None]], RunResult]) -> None:
+        """Run one request with live progress (the plan replaces the status message as soon as it is known),
+        then post its answer: the approval request, the report, or the reply."""
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
         seen: dict[str, Any] = {}
 
@@ -263,8 +277,10 @@ class SlackFrontEnd:
                                      kit.plan_blocks(plan.items, plan.pages, rejected))
 
         try:
-            result = self.agent.ask(message, user=user, channel=channel, thread_id=thread_id, interface="slack",
-                                    on_event=on_event)
+            result = run(on_event)
+        except NothingPending as exc:  # an offer that was taken or replaced meanwhile
+            self._reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
+            return
         except Exception:
             log.exception("run %s failed", thread_id)
             self._reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing more "
@@ -283,10 +299,23 @@ class SlackFrontEnd:
             self._post_report(result, channel, thread_ts)
         elif result.results:
             self._post_report(result, channel, thread_ts)
+        elif result.plan and result.intent == Intent.ASK:
+            offer = self.agent.offer(result.thread_id)
+            blocks = kit.offer_blocks(result, offer.id) if offer else kit.dry_run_blocks(result)
+            self._show(channel, thread_ts, status_ts, result.reply, blocks)
+        elif result.plan and result.dry_run:
+            self._show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
         elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
-            self._post(channel, thread_ts, result.reply)  # denied, expired, dry run: the plan message stays
+            self._post(channel, thread_ts, result.reply)  # denied, expired: the plan message stays
         else:
             self._reply_in_place(channel, thread_ts, status_ts, result.reply)
+
+    def _show(self, channel: str, thread_ts: str, status_ts: str | None, text: str, blocks: list[dict]) -> None:
+        """Blocks in place of the status message (which showed the plan), or as a new message."""
+        if status_ts:
+            self._update(channel, status_ts, text, blocks)
+        else:
+            self._post(channel, thread_ts, text, blocks)
 
     def _post_report(self, result: RunResult, channel: str, thread_ts: str) -> None:
         blocks, text, csv_text = kit.report_blocks(result)
@@ -372,12 +401,59 @@ class SlackFrontEnd:
         result = self.agent.result(thread_id)
         status = result.approval.status
         if status in ("approved", "denied"):
-            return f"Nothing to do: this request was already {status} by <@{result.approval.by}>."
+            return f"Nothing to do: this request was already {status} by {kit.mention(result.approval.by)}."
         if status == "expired":
             return "Nothing to do: this approval request expired. Ask again if it is still needed."
         if result.pending and result.pending.get("interrupt_id") == interrupt_id:
             return "Someone is deciding on this request right now; see the thread in a moment."
         return "Nothing to do: that approval request is no longer current; use the latest message."
+
+    # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
+
+    def _on_offer(self, ack, body: dict, action: dict) -> None:
+        try:
+            self._take_in("_offer_click", body, action)
+        finally:
+            ack()
+            self._count_received()
+
+    def _offer_click(self, body: dict, action: dict) -> Job | None:
+        clicker = (body.get("user") or {}).get("id") or ""
+        container = body.get("container") or {}
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
+        message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+        choice = "purge" if action.get("action_id") == kit.OFFER_PURGE_ACTION else "check"
+        try:
+            value = json.loads(action.get("value") or "")
+            thread_id, offer_id = str(value["run"]), str(value["offer"])
+        except (ValueError, KeyError, TypeError):
+            self._ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+            return
+        run_channel, _, thread_ts = thread_id.partition(":")
+        clicked_in = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or thread_ts
+        if not clicker or run_channel != channel or not thread_ts or clicked_in != thread_ts:
+            self._ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
+            return
+        key = f"offer:{thread_id}:{offer_id}"
+        if not self.claims.claim(key):
+            self._ephemeral(channel, clicker, thread_ts, "Nothing to do: someone already answered this question.")
+            return
+        offer = self.agent.offer(thread_id)
+        if offer is None or offer.id != offer_id:
+            self._ephemeral(channel, clicker, thread_ts, "Nothing to do: a newer request in this thread replaced "
+                                                         "that question.")
+            return
+        if message_ts:
+            self._update(channel, message_ts, f"{choice} chosen",
+                         kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
+        status_ts = self._post(channel, thread_ts, kit.looking_at(len(offer.urls)))
+        return "_take_offer", (channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
+
+    def _take_offer(self, channel: str, thread_ts: str, thread_id: str, offer_id: str, choice: str, clicker: str,
+                    status_ts: str | None) -> None:
+        """A normal request by the clicker for exactly the offer's URLs: same policy, same approval rules."""
+        self._run_and_answer(channel, thread_ts, thread_id, status_ts, lambda on_event: self.agent.take_offer(
+            thread_id, offer_id, choice, user=clicker, channel=channel, interface="slack", on_event=on_event))
 
     # --- Slack calls --------------------------------------------------------------------------------------
 
@@ -427,7 +503,7 @@ class SlackFrontEnd:
     def _post(self, channel: str, thread_ts: str, text: str, blocks: list[dict] | None = None) -> str | None:
         try:
             response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                                    text=kit.clip(kit.escape(text), kit.MAX_TEXT_CHARS),
+                                                    text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
                                                     blocks=blocks or kit.text_blocks(text, self._keep))
             return response.get("ts")
         except SlackApiError as exc:
@@ -438,7 +514,7 @@ class SlackFrontEnd:
         if not ts:
             return
         try:
-            self.client.chat_update(channel=channel, ts=ts, text=kit.clip(kit.escape(text), kit.MAX_TEXT_CHARS),
+            self.client.chat_update(channel=channel, ts=ts, text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
                                    blocks=blocks)
         except SlackApiError as exc:
             log.warning("chat.update failed: %s", exc.response.get("error"))

@@ -2,7 +2,9 @@
 
 Pure functions from the agent's records (``RunResult``, ``PlanItem``, ``ItemResult``) to Slack JSON. They decide
 nothing: who may approve, what needs approval and what the outcome means all come from ``agent/``.
-Anything that came from a user (URLs, rejected input) is escaped: message text is data, never markup.
+Anything that came from a user (URLs, rejected input, reasons quoting it, report details, the model's sentence)
+goes through ``neutralise`` before it reaches mrkdwn: message text is data, never markup. Every mrkdwn text object
+is ``verbatim``, so Slack does not turn bare URLs in it into links either.
 Slack limits: 50 blocks per message, 3,000 characters per section text; a report that does not fit is cut
 down to a summary and the full table goes out as a CSV file.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -24,6 +27,10 @@ APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"
 ACTION_IDS = (APPROVE_ACTION, DENY_ACTION)
 APPROVAL_BLOCK_ID = "cachebot_approval"
+OFFER_PURGE_ACTION = "cachebot_offer_purge"  # after a question about purging: "Purge these N pages"
+OFFER_CHECK_ACTION = "cachebot_offer_check"  # … or "Just check them"
+OFFER_ACTION_IDS = (OFFER_PURGE_ACTION, OFFER_CHECK_ACTION)
+OFFER_BLOCK_ID = "cachebot_offer"
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
@@ -37,20 +44,57 @@ Block = dict[str, Any]
 # --- primitives --------------------------------------------------------------------------------------------
 
 def escape(text: str) -> str:
-    """Slack's control characters, so user text cannot become a mention, a link or a broadcast."""
+    """Slack's control characters, so text cannot become a mention, a link or a broadcast. For our own words that
+    use formatting on purpose; anything a user could have written goes through ``neutralise``."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# mrkdwn has no escape for its formatting characters; these look-alikes read the same and never format.
+LOOKALIKES = str.maketrans({"`": "\N{MODIFIER LETTER GRAVE ACCENT}", "*": "\N{ASTERISK OPERATOR}",
+                           "_": "\N{MODIFIER LETTER LOW MACRON}", "~": "\N{TILDE OPERATOR}"})
+
+
+def neutralise(text: object, *, in_code: bool = False) -> str:
+    """The one way user-supplied text enters mrkdwn. ``&``, ``<``, ``>`` are escaped (no mention, link or
+    broadcast); a backtick becomes a look-alike (nothing can close a code span and break out of it); outside a
+    code span ``*``, ``_`` and ``~`` become look-alikes too (no bold, italics or strike). Inside a code span they
+    do not format, so they stay as written and a URL can be copied exactly; line breaks would end the span, so
+    they become spaces there."""
+    escaped = escape(text)
+    if in_code:
+        return escaped.replace("`", "\N{MODIFIER LETTER GRAVE ACCENT}").replace("\r", " ").replace("\n", " ")
+    return escaped.translate(LOOKALIKES)
+
+
+def code(text: object) -> str:
+    """User text shown as inline code (URLs, layer names, tags): exact, never linked, never formatted."""
+    return f"`{neutralise(text, in_code=True) or ' '}`"
+
+
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+
+
+def mention(user: object) -> str:
+    """``<@U…>`` for a Slack user id; anyone else (a name typed in the terminal with ``--as``) as plain text."""
+    text = str(user or "")
+    return f"<@{text}>" if SLACK_USER_ID.fullmatch(text) else (neutralise(text) or "someone")
 
 
 def clip(text: str, limit: int = MAX_SECTION_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 2] + " …"
 
 
+def mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object; ``verbatim`` so Slack links nothing we did not write as a link."""
+    return {"type": "mrkdwn", "text": clip(text), "verbatim": True}
+
+
 def section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
+    return {"type": "section", "text": mrkdwn(text)}
 
 
 def context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text)}]}
+    return {"type": "context", "elements": [mrkdwn(text)]}
 
 
 def bounded_list(lines: list[str], *, head: str, limit: int = MAX_SECTION_CHARS) -> str:
@@ -65,13 +109,11 @@ def bounded_list(lines: list[str], *, head: str, limit: int = MAX_SECTION_CHARS)
 
 
 def text_blocks(text: str, keep: tuple[str, ...] = ()) -> list[Block]:
-    """Plain text (the agent's reply) as sections of at most 3,000 characters, escaped.
+    """Plain text (the agent's reply) as sections of at most 3,000 characters, neutralised.
 
     ``keep``: exact tokens of our own (``<@U…>`` of the configured approvers) that stay live mentions.
     """
-    escaped = escape(text)
-    for token in keep:
-        escaped = escaped.replace(escape(token), token)
+    escaped = plain(text, keep)
     blocks: list[Block] = []
     chunk = ""
     for line in escaped.splitlines() or [""]:
@@ -84,6 +126,15 @@ def text_blocks(text: str, keep: tuple[str, ...] = ()) -> list[Block]:
     if len(blocks) > MAX_BLOCKS:
         blocks = blocks[: MAX_BLOCKS - 1] + [context("… the rest did not fit in one message")]
     return blocks
+
+
+def plain(text: str, keep: tuple[str, ...] = ()) -> str:
+    """The agent's plain-text reply (which quotes users) as mrkdwn that shows it as written: neutralised, with
+    only our own ``keep`` tokens left live."""
+    escaped = neutralise(text)
+    for token in keep:
+        escaped = escaped.replace(neutralise(token), token)
+    return escaped
 
 
 # --- status and progress ------------------------------------------------------------------------------
@@ -119,21 +170,21 @@ def plan_blocks(items: list[PlanItem], pages: list[str], rejected: list[Rejectio
     purges = count_purges(items)
     blocks: list[Block] = [section(
         f"*Plan:* {len(pages) or len(requested) + len(added)} pages × {len(layers)} layers, {purges} purges\n"
-        f"*Layers* (from the origin outwards): {', '.join(f'`{escape(layer)}`' for layer in layers) or '—'}"
+        f"*Layers* (from the origin outwards): {', '.join(code(layer) for layer in layers) or '—'}"
     )]
     if requested:
-        blocks.append(section(bounded_list([f"• {escape(u)}" for u in requested],
+        blocks.append(section(bounded_list([f"• {code(u)}" for u in requested],
                                            head=f"*Requested pages ({len(requested)}):*")))
     if added:
-        blocks.append(section(bounded_list([f"• {escape(u)} — _{escape(why)}_" for u, why in added.items()],
+        blocks.append(section(bounded_list([f"• {code(u)} — _{neutralise(why)}_" for u, why in added.items()],
                                            head=f"*Dependent pages added ({len(added)}):*")))
     scopes = [line.removeprefix("Scope: ") for line in scope_lines(items)]
     if scopes:
-        blocks.append(section(bounded_list([f"• {escape(line)}" for line in scopes],
+        blocks.append(section(bounded_list([f"• {neutralise(line)}" for line in scopes],
                                            head=f"*Beyond single pages ({len(scopes)}):*")))
     notes = plan_notes(items)
     if notes:
-        blocks.append(context(bounded_list([f"• {escape(note)}" for note in notes], head="Notes:", limit=2000)))
+        blocks.append(context(bounded_list([f"• {neutralise(note)}" for note in notes], head="Notes:", limit=2000)))
     blocks += rejected_blocks(rejected)
     return blocks
 
@@ -141,7 +192,7 @@ def plan_blocks(items: list[PlanItem], pages: list[str], rejected: list[Rejectio
 def rejected_blocks(rejected: list[Rejection]) -> list[Block]:
     if not rejected:
         return []
-    lines = [f"• `{escape(r.input)}` — {escape(r.reason)}" for r in rejected]
+    lines = [f"• {code(r.input)} — {neutralise(r.reason)}" for r in rejected]
     return [section(bounded_list(lines, head=f"*Not touched ({len(rejected)}):*"))]
 
 
@@ -152,8 +203,8 @@ def approval_blocks(result: RunResult) -> list[Block]:
     expires = format_time(pending.get("expires_at"))
     blocks = plan_blocks(result.plan, result.pages, result.rejected)
     blocks.append(section(
-        f":raised_hand: *This needs approval:* {escape(pending.get('reason', ''))}.\n"
-        f"Requested by <@{pending.get('requester', '')}>. Who may approve: {pending.get('approvers', '')}.\n"
+        f":raised_hand: *This needs approval:* {neutralise(pending.get('reason', ''))}.\n"
+        f"Requested by {mention(pending.get('requester'))}. Who may approve: {pending.get('approvers', '')}.\n"
         f"Expires {expires}."
     ))
     blocks.append({
@@ -165,9 +216,8 @@ def approval_blocks(result: RunResult) -> list[Block]:
                 "text": {"type": "plain_text", "text": "Approve"}, "value": value,
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Purge these caches?"},
-                    "text": {"type": "mrkdwn",
-                             "text": f"{pending.get('purge_count', '?')} purges over {pending.get('pages', '?')} pages "
-                                     "will be sent now."},
+                    "text": mrkdwn(f"{pending.get('purge_count', '?')} purges over {pending.get('pages', '?')} "
+                                   "pages will be sent now."),
                     "confirm": {"type": "plain_text", "text": "Approve"},
                     "deny": {"type": "plain_text", "text": "Cancel"},
                 },
@@ -179,11 +229,48 @@ def approval_blocks(result: RunResult) -> list[Block]:
     return blocks
 
 
+def purge_offer_label(pages: int) -> str:
+    return "Purge this page" if pages == 1 else f"Purge these {pages} pages"
+
+
+def offer_blocks(result: RunResult, offer_id: str) -> list[Block]:
+    """The answer to a question about purging: the plan, that nothing was purged, and two buttons. The buttons'
+    value only names the run and the offer: the URLs come from the stored run when someone clicks."""
+    value = json.dumps({"run": result.thread_id, "offer": offer_id})
+    pages = len(result.pages)
+    note = f"\nA purge would need approval: {neutralise(result.approval_reason)}." if result.approval_reason else ""
+    return [
+        *plan_blocks(result.plan, result.pages, result.rejected),
+        section(f":information_source: You asked about purging, so *nothing was purged*.{note}\n"
+                f"Purge {'this page' if pages == 1 else f'these {pages} pages'}, or just check them?"),
+        {"type": "actions", "block_id": OFFER_BLOCK_ID, "elements": [
+            {"type": "button", "action_id": OFFER_PURGE_ACTION, "style": "primary",
+             "text": {"type": "plain_text", "text": purge_offer_label(pages)}, "value": value},
+            {"type": "button", "action_id": OFFER_CHECK_ACTION,
+             "text": {"type": "plain_text", "text": "Just check them"}, "value": value},
+        ]},
+    ]
+
+
+def offer_taken_blocks(result: RunResult, choice: str, by: str) -> list[Block]:
+    """The offer after a click: the plan, no buttons, and who chose what."""
+    chose = "asked to purge these pages" if choice == "purge" else "asked to check them"
+    return [*plan_blocks(result.plan, result.pages, result.rejected), section(f"{mention(by)} {chose}.")]
+
+
+def dry_run_blocks(result: RunResult) -> list[Block]:
+    """A dry run: the plan, and that nothing was purged."""
+    note = (f" A real purge would need approval: {neutralise(result.approval_reason)}."
+            if result.approval_reason else "")
+    return [*plan_blocks(result.plan, result.pages, result.rejected),
+            section(f":test_tube: *Dry run:* nothing was purged.{note}")]
+
+
 def decided_blocks(result: RunResult, status: str, by: str | None, at: str | None) -> list[Block]:
     """The approval message after the decision: the plan, no buttons, and who decided when."""
     words = {
-        "approved": f":white_check_mark: Approved by <@{by}> at {format_time(at)}",
-        "denied": f":no_entry_sign: Denied by <@{by}> at {format_time(at)}",
+        "approved": f":white_check_mark: Approved by {mention(by)} at {format_time(at)}",
+        "denied": f":no_entry_sign: Denied by {mention(by)} at {format_time(at)}",
         "expired": f":hourglass: The approval request expired (noticed at {format_time(at)}); nothing was purged",
     }
     return [*plan_blocks(result.plan, result.pages, result.rejected), section(words.get(status, status))]
@@ -211,9 +298,9 @@ def summary_line(results: list[ItemResult]) -> str:
 
 def page_section(url: str, results: list[ItemResult]) -> str:
     bad = any(r.status in BAD for r in results)
-    lines = [f"{':x:' if bad else ':white_check_mark:'} *{escape(url)}*"]
+    lines = [f"{':x:' if bad else ':white_check_mark:'} *{code(url)}*"]
     for r in sorted(results, key=lambda r: ORDER.index(r.status)):
-        lines.append(f"    `{escape(r.layer)}`: {escape(item_words(r.model_dump(mode='json')))}")
+        lines.append(f"    {code(r.layer)}: {neutralise(item_words(r.model_dump(mode='json')))}")
     return clip("\n".join(lines))
 
 
@@ -245,7 +332,7 @@ def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
     room = min(REPORT_PAGE_SECTIONS, MAX_BLOCKS - 2 - len(extra))
     too_long = any(len(s) >= MAX_SECTION_CHARS - 2 for s in sections)
     needs_csv = len(sections) > room or too_long
-    blocks = [section(f"*{escape(summary)}*")]
+    blocks = [section(f"*{neutralise(summary)}*")]
     blocks += [section(s) for s in sections[:room]]
     if needs_csv:
         left = len(sections) - min(len(sections), room)

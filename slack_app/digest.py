@@ -26,11 +26,31 @@ def digest_figures(audit: AuditStore, digest: DigestConfig, now: datetime | None
     return audit.stats(since=now - timedelta(days=digest.days))
 
 
+# What people asked to purge (paths, sections, URLs) is shown as code: exact and inert.
+AS_CODE = ("path", "section", "url")
+
+
+def slack_safe(figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures with every string that ends up in the digest's mrkdwn neutralised (``blocks.neutralise``)."""
+    from slack_app.blocks import code, neutralise
+
+    def shown(key: str, item: Any) -> Any:
+        if not isinstance(item, str):
+            return item
+        return code(item) if key in AS_CODE else neutralise(item)
+
+    def row(value: Any) -> Any:
+        return {key: shown(key, item) for key, item in value.items()} if isinstance(value, dict) else value
+
+    return {key: [row(item) for item in value] if isinstance(value, list) else value for key, value in figures.items()}
+
+
 def post_digest(audit: AuditStore, client: WebClient, digest: DigestConfig, now: datetime | None = None) -> str:
     """Post the digest to its channel; returns the text posted."""
-    text = digest_text(digest_figures(audit, digest, now), days=digest.days)
-    client.chat_postMessage(channel=digest.channel, text=text,
-                            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}])
+    from slack_app.blocks import section
+
+    text = digest_text(slack_safe(digest_figures(audit, digest, now)), days=digest.days)
+    client.chat_postMessage(channel=digest.channel, text=text, blocks=[section(text)])
     return text
 
 

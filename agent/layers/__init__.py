@@ -36,14 +36,13 @@ def layer_class(kind: str) -> type[CacheLayer]:
 
 def validate_layer_options(index: int, config: LayerConfig) -> None:
     """Check a layer's ``options`` against its backend's own model, naming the key on error."""
+    from agent.config import validation_problems
+
     cls = layer_class(config.kind)
     try:
         cls.Options.model_validate(config.options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"layers[{index}].options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(problems) from None
+        raise ValueError("\n".join(validation_problems(exc, cls.Options, f"layers[{index}].options"))) from None
     cls.check_config(index, config)
 
 

@@ -14,6 +14,7 @@ HELP_TEXT = (
     "• Paste one or more URLs (\"these still show the old price: …\") and I purge every cache layer that holds "
     "them, plus the pages that show them (listings, home page, feeds).\n"
     "• Ask \"is <url> cached?\" or \"why is <url> stale?\" and I look without purging.\n"
+    "• Ask \"should I purge <url>?\" or say \"dry run: <url>\" and I show what I would purge, purging nothing.\n"
     "• Big batches and purging a whole site need approval from: {approvers}.\n"
     "Sites I manage: {sites}."
 )
@@ -35,8 +36,10 @@ def compose_reply(state: PurgeState, context: AgentContext) -> str:
         return HELP_TEXT.format(approvers=approvers_description(config), sites=sites)
     if intent == Intent.HISTORY and context.audit is not None:
         return history_reply(state, context)
-    if intent in (Intent.UNKNOWN, Intent.HISTORY):
+    if intent in (Intent.UNKNOWN, Intent.HISTORY, Intent.CANCEL):
         return state.get("reply") or "I could not tell what you want. Say 'help' to see what I can do."
+    if intent in (Intent.ASK, Intent.DRY_RUN) and state.get("scope") not in (None, "", "urls"):
+        return whole_site_answer(config)
     lines = rejected_lines(state)
     if intent == Intent.PURGE_ALL and not state.get("target_sites"):
         names = ", ".join(s.name for s in config.sites)
@@ -46,7 +49,50 @@ def compose_reply(state: PurgeState, context: AgentContext) -> str:
         return "\n".join([head, *lines])
     if intent == Intent.CHECK:
         return "\n".join([*check_lines(state), *lines])
+    if intent == Intent.ASK:
+        return "\n".join([*offer_lines(state), *lines])
     return "\n".join([*purge_lines(state), *lines])
+
+
+def whole_site_answer(config) -> str:
+    names = ", ".join(s.name for s in config.sites)
+    return ("Nothing was purged. Purging more than the pages you list (a whole site, every page under a path) "
+            "clears every cached page it covers and always needs approval. If that is what you want, ask "
+            f"\"purge everything on <site>\" (sites: {names}), or list the pages.")
+
+
+MAX_LISTED_PAGES = 20
+
+
+def page_lines(plan: dict) -> list[str]:
+    """The plan's pages, the requested ones first, each dependent page with why it is in the plan."""
+    items = plan.get("items", [])
+    requested = list(dict.fromkeys(i["url"] for i in items if i.get("requested")))
+    added: dict[str, str] = {}
+    for item in items:
+        if not item.get("requested") and item["url"] not in requested:
+            added.setdefault(item["url"], item.get("reason", ""))
+    lines = [f"  • {url}" for url in requested] + [f"  • {url} ({why})" for url, why in added.items()]
+    more = [f"  … and {len(lines) - MAX_LISTED_PAGES} more"] if len(lines) > MAX_LISTED_PAGES else []
+    return lines[:MAX_LISTED_PAGES] + more
+
+
+def plan_summary(plan: dict) -> str:
+    layers = list(dict.fromkeys(i["layer"] for i in plan.get("items", [])))
+    return (f"{plan.get('purge_count', 0)} purges over {len(plan.get('pages', []))} pages on "
+            f"{len(layers)} layers ({', '.join(layers) or 'none'})")
+
+
+def offer_lines(state: PurgeState) -> list[str]:
+    """A question about purging: what a purge would do, that nothing was purged, and the offer."""
+    plan = state.get("plan", {})
+    pages = len(plan.get("pages", []))
+    lines = [f"You asked about purging, so nothing was purged. Purging would send {plan_summary(plan)}:",
+             *page_lines(plan)]
+    if plan.get("approval_reason"):
+        lines.append(f"It would need approval: {plan['approval_reason']}.")
+    lines.append(f"Purge these {pages} pages, or just check them?")
+    return lines
 
 
 def history_reply(state: PurgeState, context: AgentContext) -> str:
@@ -83,8 +129,10 @@ def purge_lines(state: PurgeState) -> list[str]:
     pages = plan.get("pages", [])
     scope = plan_scope_lines([PlanItem.model_validate(item) for item in plan.get("items", [])])
     if state.get("dry_run"):
-        head = f"Dry run: {plan.get('purge_count', 0)} purges over {len(pages)} pages planned; nothing was sent."
-        return [head, *scope]
+        lines = [f"Dry run: nothing was purged. The plan: {plan_summary(plan)}:", *page_lines(plan), *scope]
+        if plan.get("approval_reason"):
+            lines.append(f"A real purge would need approval: {plan['approval_reason']}.")
+        return lines
     if status == "denied":
         return [f"Not purged: {approval.get('by')} denied the request."]
     if status == "expired":

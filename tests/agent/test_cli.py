@@ -112,3 +112,62 @@ def test_brackets_in_what_people_type_are_shown_as_typed_not_as_markup(fresh_sta
     history = runner.invoke(app, ["history", "--config", config])
     assert history.exception is None or isinstance(history.exception, SystemExit), history.exception
     assert "shop.example/[/y]" in history.output
+# --- expired approvals, questions in the chat (issue 9, items 8 and 10) ------------------------------------
+
+def _waiting(fresh_stack, tmp_path, **approval):
+    config = write_config(fresh_stack, tmp_path, approval={"threshold": 1, "approvers": ["alice"], **approval})
+    asked = runner.invoke(app, ["ask", "purge https://shop.example/pricing", "--json", "--config", config,
+                                "--as", "bob"])
+    return config, json.loads(asked.output)["thread_id"]
+
+
+def test_approving_an_expired_request_fails_with_a_clear_message(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    # expires 6 ms after it is asked for: long gone when the next command starts
+    config, thread = _waiting(fresh_stack, tmp_path, expiry_minutes=0.0001)
+    late = runner.invoke(app, ["approve", thread, "--config", config, "--as", "alice"])
+    assert late.exit_code == 1, late.output
+    assert "Expired:" in late.output and "nothing was purged" in late.output
+    assert through_edge(fresh_stack, "/pricing").headers["X-Cache-Status"] == "HIT"
+    again = runner.invoke(app, ["approve", thread, "--config", config, "--as", "alice"])
+    assert again.exit_code == 1 and "expired" in again.output
+
+
+def test_denying_an_expired_request_says_so_too(fresh_stack, tmp_path):
+    config, thread = _waiting(fresh_stack, tmp_path, expiry_minutes=0.0001)
+    late = runner.invoke(app, ["deny", thread, "--config", config, "--as", "alice", "--json"])
+    assert late.exit_code == 1
+    assert json.loads(late.output)["approval"]["status"] == "expired"
+
+
+def test_a_question_in_the_chat_offers_to_purge_and_yes_purges_those_pages(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing", "/about")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["chat", "--config", config, "--as", "bob"],
+                            input="is it safe to purge https://shop.example/pricing?\nyes\n")
+    assert outcome.exit_code == 0, outcome.output
+    assert "nothing was purged" in outcome.output and "Purge these" in outcome.output
+    assert "Done" in outcome.output
+    assert "$12" in through_edge(fresh_stack, "/pricing").text
+    assert through_edge(fresh_stack, "/about").headers["X-Cache-Status"] == "HIT"
+
+
+def test_a_question_in_the_chat_left_unanswered_purges_nothing(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["chat", "--config", config, "--as", "bob"],
+                            input="should I purge https://shop.example/pricing?\n\n")
+    assert outcome.exit_code == 0, outcome.output
+    assert "Nothing was purged." in outcome.output
+    assert through_edge(fresh_stack, "/pricing").headers["X-Cache-Status"] == "HIT"
+
+
+def test_what_people_typed_is_never_read_as_terminal_markup(fresh_stack, tmp_path):
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["ask", "purge [link=https://phish.example/]click[/link] "
+                                  "https://shop.example/[bold]x[/bold]", "--dry-run", "--config", config])
+    assert outcome.exit_code == 0, outcome.output
+    assert "  • https://shop.example/[bold]x[/bold]\n" in outcome.output  # Rich would have eaten [bold]
+    assert "│ https://shop.example/[bold]x[/bold] │" in outcome.output  # the plan table too
+    assert "✗ https://phish.example/]click[/link:" in outcome.output

@@ -93,3 +93,40 @@ def test_config_path_from_environment(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(minimal()))
     monkeypatch.setenv("CACHEBOT_CONFIG", str(path))
     assert load_config().sites[0].name == "shop"
+
+
+# --- unknown keys are named, with where they are and what was probably meant (issue 9, item 10) ------------
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        ({"sites": [{"name": "shop", "hostz": ["shop.example"], "hosts": ["shop.example"], "layers": ["varnish"]}]},
+         "sites[0].hostz: unknown key; did you mean hosts?"),
+        ({"approval": {"treshold": 3}}, "approval.treshold: unknown key; did you mean threshold?"),
+        ({"llm": {"modle": "x"}}, "llm.modle: unknown key; did you mean model?"),
+        ({"layers": [{"name": "varnish", "kind": "varnish", "endpoint": "http://127.0.0.1:9",
+                      "options": {"purge_methd": "BAN"}}]},
+         "layers[0].options.purge_methd: unknown key; did you mean purge_method?"),
+        ({"sites": [{"name": "shop", "hosts": ["shop.example"], "layers": ["varnish"],
+                     "dependencies": [{"match": "/x", "add": ["/"], "resaon": "r"}]}]},
+         "sites[0].dependencies[0].resaon: unknown key; known keys here: match, add, why"),
+        ({"zzz": 1}, "zzz: unknown key; known keys here: sites, layers, approval, limits, storage, llm, digest"),
+    ],
+)
+def test_an_unknown_key_is_named_with_where_it_is_and_what_was_meant(change, line):
+    with pytest.raises(ConfigError) as error:
+        parse_config(minimal(**change))
+    message = str(error.value)
+    assert f"\n  {line}" in message, message
+    assert "Extra inputs are not permitted" not in message and "(top level)" not in message
+
+
+def test_every_layer_option_problem_gets_its_own_line():
+    data = minimal(layers=[{"name": "varnish", "kind": "varnish", "endpoint": "http://127.0.0.1:9",
+                            "options": {"purge_methd": "BAN", "xkey_headr": "xkey"}}])
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["layers[0].options.purge_methd",
+                                                                   "layers[0].options.xkey_headr"]

@@ -322,3 +322,29 @@ def test_understander_can_be_passed_in_the_context(tmp_path, fake):
     with Agent(config, context=context, checkpoint_path=str(tmp_path / "cp.sqlite")) as agent:
         result = agent.ask(f"purge <{SITE}/pricing>", user="U1", dry_run=True)
     assert result.understood_by == "model" and fake.requests[0]["model"] == "ctx-model"
+
+
+# ------------------------------------------------- questions, dry runs, cancellations (issue 9, item 8)
+
+
+@pytest.mark.parametrize(("answer", "intent"), [("ask", Intent.ASK), ("dry_run", Intent.DRY_RUN),
+                                                  ("cancel", Intent.CANCEL)])
+def test_the_model_can_say_it_is_not_a_purge(make, fake, answer, intent):
+    fake.push({"intent": answer, "scope": "listed_urls", "selected": [], "reply": "ok"})
+    result = make().ask(f"hmm, <{SITE}/pricing> — thoughts on clearing it", user="U1")
+    assert result.intent == intent and result.understood_by == "model"
+    assert result.results == [] and result.pending is None  # nothing was sent (the layer would have failed)
+
+
+@pytest.mark.parametrize(("message", "intent"), [
+    (f"dry run: <{SITE}/pricing>", Intent.DRY_RUN),
+    (f"is it safe to purge <{SITE}/pricing>?", Intent.ASK),
+    (f"wait, cancel that: <{SITE}/pricing>", Intent.CANCEL),
+    (f"ne pas purger <{SITE}/pricing>", Intent.CANCEL),
+])
+def test_a_model_that_says_purge_is_overruled_by_the_words(make, fake, message, intent):
+    fake.push({"intent": "purge", "scope": "listed_urls", "selected": [], "reply": "Purging it now!"})
+    result = make().ask(message, user="U1")
+    assert result.intent == intent
+    assert result.results == [] and result.pending is None
+    assert "Purging it now" not in result.reply  # the model's promise is not shown

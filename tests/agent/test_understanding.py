@@ -80,6 +80,26 @@ def test_rule_based_accuracy_on_the_labelled_set():
     assert accuracy >= 0.95, f"accuracy {accuracy:.1%}; wrong: {wrong}"
 
 
+def test_no_row_that_does_not_ask_for_a_purge_is_read_as_one():
+    """The costly mistake: a question, dry run, cancellation, check… understood as a purge (issue 9, item 8)."""
+    rules = RuleUnderstander()
+    purging = {Intent.PURGE, Intent.PURGE_ALL}
+    wrong = [row["text"] for row in labelled_set() if row["intent"] not in purging
+             and rules.understand_request(row["text"], ["shop"]).intent in purging]
+    assert wrong == []
+
+
+def test_the_guard_overrules_a_purge_only_when_the_words_hold_back():
+    from agent.understanding import Understanding, guard
+
+    model_says_purge = Understanding(intent=Intent.PURGE, understood_by="model", note="Purging now!")
+    held = guard(model_says_purge, f"dry run: {URL}")
+    assert (held.intent, held.understood_by, held.note) == (Intent.DRY_RUN, "model", "")
+    assert guard(model_says_purge, f"please purge {URL}") is model_says_purge
+    check = Understanding(intent=Intent.CHECK, understood_by="model")
+    assert guard(check, f"purge {URL} now") is check  # it only ever narrows
+
+
 @pytest.mark.parametrize(
     ("message", "intent"),
     [

@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import pytest
@@ -176,3 +178,58 @@ def slack(fresh_stack, fake_slack, tmp_path: Path) -> Iterator[Callable[..., Har
     yield start
     for harness in harnesses:
         harness.stop_all()
+
+
+# --- what Slack would render: links and formatting in mrkdwn (issue 9, item 9) --------------------------------
+
+_MARKUP_LINK = re.compile(r"<((?:https?|ftp|mailto):[^>|]*)(?:\|[^>]*)?>", re.IGNORECASE)
+_BARE_URL = re.compile(r"(?:https?|ftp)://[^\s<>`]+", re.IGNORECASE)
+OUR_TOKENS = re.compile(r"<@[UW][A-Z0-9]+>|<!subteam\^[A-Z0-9]+>")
+
+
+def mrkdwn_objects(message_or_blocks) -> list[dict]:
+    """Every mrkdwn text object in a message's blocks (section text and fields, context elements, confirms)."""
+    blocks = message_or_blocks.get("blocks") if isinstance(message_or_blocks, dict) else message_or_blocks
+    found: list[dict] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn" and "text" in node:
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(blocks or [])
+    return found
+
+
+def outside_code(text: str) -> str:
+    """The parts of a mrkdwn text that are not inside an inline code span (what Slack formats and links)."""
+    return "\n".join(part for index, part in enumerate(text.split("`")) if index % 2 == 0)
+
+
+def live_links(obj: dict, *, assume_autolink: bool = False) -> list[str]:
+    """The URLs Slack would make clickable in one mrkdwn object: ``<url|label>`` markup anywhere, and bare URLs
+    outside code spans unless the object is ``verbatim``. ``assume_autolink``: as if ``verbatim`` did nothing, to
+    check that the escaping alone keeps a link dead."""
+    text = obj["text"]
+    links = [m.group(1) for m in _MARKUP_LINK.finditer(text)]
+    if assume_autolink or not obj.get("verbatim"):
+        links += _BARE_URL.findall(outside_code(text))
+    return links
+
+
+def link_hosts(obj: dict, *, assume_autolink: bool = False) -> set[str]:
+    return {urlsplit(link).hostname or "" for link in live_links(obj, assume_autolink=assume_autolink)}
+
+
+def assert_inert(obj: dict) -> None:
+    """No markup of a user's in this mrkdwn object: ``<``/``>`` only in our own mention tokens, every ``&`` an
+    entity, backticks balanced (every code span closed)."""
+    text = OUR_TOKENS.sub("", obj["text"])
+    assert "<" not in text and ">" not in text, obj["text"]
+    assert not re.search(r"&(?!amp;|lt;|gt;)", text), obj["text"]
+    assert text.count("`") % 2 == 0, obj["text"]

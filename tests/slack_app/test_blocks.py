@@ -27,7 +27,7 @@ def test_small_report_fits_without_csv_and_failures_come_first():
     blocks, text, csv_text = kit.report_blocks(_result(5, failed={3}))
     assert csv_text is None
     assert text.startswith("1 of 5 pages NOT confirmed fresh")
-    assert _sections(blocks)[1].startswith(":x: *https://shop.example/p/3*")
+    assert _sections(blocks)[1].startswith(":x: *`https://shop.example/p/3`*")
     assert "`edge`: FAILED: connection refused" in _sections(blocks)[1].splitlines()[1]
 
 
@@ -104,3 +104,86 @@ def test_plan_shows_a_wildcard_as_a_scope_with_the_layers_that_skip_it_not_as_a_
         in text
     notes = [e["text"] for b in kit.plan_blocks(items, [], []) if b["type"] == "context" for e in b["elements"]]
     assert notes == ["Notes:\n• https://shop.example/pricing is purged by URL, not by tag: site (listed in broad_tags)"]
+# --- mrkdwn injection (issue 9, item 9): every user-supplied string, per character ---------------------------
+
+from datetime import datetime, timezone  # noqa: E402
+
+import pytest  # noqa: E402
+
+from slack_app.digest import slack_safe  # noqa: E402
+from tests.slack_app.conftest import assert_inert, link_hosts, mrkdwn_objects, outside_code  # noqa: E402
+
+ATTACK = "https://evil.example/`https://phish.example/login`"  # <https://evil.example/`https://phish…`|x> in Slack
+
+
+def hostile(text: str) -> list[list[dict]]:
+    """``text`` in every place a user's words reach a message: rejected input and its reason, requested and
+    dependent URLs, tags, report details, the plain reply, approval reason and requester, decider, offers."""
+    url = f"https://shop.example/{text}"
+    items = [PlanItem(url=url, site="shop", layer="varnish", operation=Operation.PURGE_TAG, target=text,
+                      reason="requested", requested=True),
+             PlanItem(url=url + "/dep", site="shop", layer="edge", operation=Operation.PURGE_URL, target=url + "/dep",
+                      reason=f"listed on {text}", requested=False)]
+    rejected = [Rejection(input=text, reason=f"{text} is not a configured site")]
+    results = [ItemResult(url=url, layer="edge", status=ItemStatus.FAILED, detail=text, evidence=text)]
+    run = RunResult(thread_id="C1:1.2", intent=Intent.ASK, reply=text, plan=items, pages=[url, url + "/dep"],
+                    rejected=rejected, results=results, approval_reason=text,
+                    pending={"interrupt_id": "i", "reason": text, "requester": text, "approvers": "<@UALICE>",
+                             "purge_count": 1, "pages": 1, "expires_at": "2026-11-25T13:00:00+00:00"})
+    figures = {"requests": 1, "verified_requests": 0, "failed_requests": 1, "median_seconds_to_verified": None,
+               "most_purged": [{"site": "shop", "url": url, "path": "/" + text, "requests": 3}],
+               "top_sections": [{"site": "shop", "section": "/" + text, "purged": 1}]}
+    from agent.audit import digest_text
+
+    return [
+        kit.plan_blocks(items, run.pages, rejected),
+        kit.report_blocks(run)[0],
+        kit.text_blocks(f"✗ {text}: not touched\n{text}", keep=("<@UALICE>",)),
+        kit.approval_blocks(run),
+        kit.decided_blocks(run, "approved", text, "2026-11-25T12:00:00+00:00"),
+        kit.offer_blocks(run, "o1"),
+        kit.offer_taken_blocks(run, "purge", text),
+        kit.dry_run_blocks(run),
+        [kit.section(digest_text(slack_safe(figures), days=7))],
+    ]
+
+
+@pytest.mark.parametrize("char", ["`", "<", ">", "&", "*", "_", "~"])
+def test_each_markup_character_from_a_user_stays_inert(char):
+    payload = f"Q{char}Q {char}word{char} <!here> <https://phish.example/x|click>"
+    for blocks in hostile(payload):
+        objects = mrkdwn_objects(blocks)
+        assert objects
+        for obj in objects:
+            text = obj["text"]
+            assert obj.get("verbatim") is True, obj
+            assert_inert(obj)
+            if char in "`<>&":  # never reaches Slack as written: escaped, or a look-alike
+                assert f"Q{char}Q" not in text, text
+            else:  # formats nothing: only ever inside a code span, where it is inert
+                assert f"Q{char}Q" not in outside_code(text) and f"{char}word{char}" not in outside_code(text), text
+            assert "phish.example" not in link_hosts(obj), text  # a bare URL in a reason is not linked: verbatim
+
+
+def test_neutralise_per_character():
+    assert kit.neutralise("<&>") == "&lt;&amp;&gt;"
+    for char in "`*_~":
+        shown = kit.neutralise(f"a{char}b")
+        assert char not in shown and len(shown) == 3  # a look-alike, same length, nothing formats
+    assert kit.neutralise("a*b_c~d`e", in_code=True) == "a*b_c~d\N{MODIFIER LETTER GRAVE ACCENT}e"  # exact in code
+    assert kit.code("https://shop.example/red_shoes~v2") == "`https://shop.example/red_shoes~v2`"  # copyable
+    assert kit.code("line\nbreak") == "`line break`"  # a line break would end the span
+
+
+def test_the_phishing_attack_makes_no_live_link_in_any_block():
+    for blocks in hostile(ATTACK):
+        for obj in mrkdwn_objects(blocks):
+            assert "phish.example" not in link_hosts(obj), obj["text"]
+            assert "phish.example" not in link_hosts(obj, assume_autolink=True), obj["text"]  # even without verbatim
+            assert_inert(obj)
+
+
+def test_only_slack_user_ids_become_mentions():
+    assert kit.mention("UALICE") == "<@UALICE>"
+    assert kit.mention("alice> <!channel") == "alice&gt; &lt;!channel"
+    assert kit.mention("") == "someone"

@@ -35,7 +35,9 @@ def test_every_button_we_render_has_a_registered_action():
     result = RunResult(thread_id=f"{CHANNEL}:1.2", intent=Intent.PURGE, reply="",
                        pending={"interrupt_id": "i1", "reason": "r", "requester": "UBOB", "approvers": "<@UALICE>",
                                 "expires_at": "2026-11-25T12:30:00+00:00", "purge_count": 30, "pages": 10})
-    rendered = {e["action_id"] for b in kit.approval_blocks(result) if b["type"] == "actions" for e in b["elements"]}
+    offer = RunResult(thread_id=f"{CHANNEL}:1.2", intent=Intent.ASK, reply="", pages=["https://shop.example/"])
+    rendered = {e["action_id"] for blocks in (kit.approval_blocks(result), kit.offer_blocks(offer, "o1"))
+                for b in blocks if b["type"] == "actions" for e in b["elements"]}
     assert rendered == set(ACTION_IDS)
 
 
@@ -58,7 +60,7 @@ def test_every_manifest_event_has_a_listener(slack, kind):
 @pytest.mark.parametrize("action_id", ACTION_IDS)
 def test_every_action_has_a_listener_and_unknown_ones_do_not(slack, action_id):
     h = slack()
-    value = json.dumps({"run": f"{CHANNEL}:1.2", "interrupt": "nope"})
+    value = json.dumps({"run": f"{CHANNEL}:1.2", "interrupt": "nope", "offer": "nope"})
     payload = block_actions(user="UALICE", channel=CHANNEL, message_ts="1.2", thread_ts="1.2", action_id=action_id,
                             value=value)
     assert h.sender.interaction(payload)[0] == 200

@@ -90,8 +90,8 @@ def test_cachebot_digest_post_sends_the_stats_summary(slack, fake_slack, fresh_s
     assert result.exit_code == 0, result.output
     [posted] = fake_slack.calls_to("chat.postMessage", channel="CDIGEST")
     text = posted.args["text"]
-    for part in ("1 requests", "Top sites", "shop: ", "Top sections", "shop /pricing", "Top layers",
-                 "shop/varnish", "Most purged paths", "1× shop /pricing", "Layers stale most often",
+    for part in ("1 requests", "Top sites", "shop: ", "Top sections", "shop `/pricing`", "Top layers",
+                 "shop/varnish", "Most purged paths", "1× shop `/pricing`", "Layers stale most often",
                  "Median request → verified"):
         assert part in text, (part, text)
     printed = CliRunner().invoke(app, ["digest", "--config", str(config)])  # without --post: printed only

@@ -320,7 +320,7 @@ def config_with(layer: dict) -> dict:
 def test_config_checks() -> None:
     ok = {"name": "cdn", "kind": "cloudfront", "options": {"distribution_id": "E2ABC"}}
     parse_config(config_with(ok))  # no endpoint, no credentials: boto3's default chain
-    with pytest.raises(ConfigError, match=r"layers\[0\]\.options\.distribution_id: Field required"):
+    with pytest.raises(ConfigError, match=r"layers\[0\]\.options\.distribution_id: required key is missing"):
         parse_config(config_with({**ok, "options": {}}))
     with pytest.raises(ConfigError, match=r"layers\[0\]\.credentials\.aws_secret_access_key: required"):
         parse_config(config_with({**ok, "credentials": {"aws_access_key_id": "AKIA"}}))
