@@ -111,7 +111,7 @@ def test_brackets_in_what_people_type_are_shown_as_typed_not_as_markup(fresh_sta
     assert "evil.example/[/x]" in outcome.output and "shop.example/%5B/y%5D" in outcome.output
     history = runner.invoke(app, ["history", "--config", config])
     assert history.exception is None or isinstance(history.exception, SystemExit), history.exception
-    assert "shop.example/[/y]" in history.output
+    assert "shop.example/%5B/y%5D" in history.output  # recorded as purged: normalised
 # --- expired approvals, questions in the chat (issue 9, items 8 and 10) ------------------------------------
 
 def _waiting(fresh_stack, tmp_path, **approval):
@@ -166,8 +166,10 @@ def test_a_question_in_the_chat_left_unanswered_purges_nothing(fresh_stack, tmp_
 def test_what_people_typed_is_never_read_as_terminal_markup(fresh_stack, tmp_path):
     config = write_config(fresh_stack, tmp_path)
     outcome = runner.invoke(app, ["ask", "purge [link=https://phish.example/]click[/link] "
-                                  "https://shop.example/[bold]x[/bold]", "--dry-run", "--config", config])
+                                  "https://evil.example/[bold]x[/bold] https://shop.example/[bold]x[/bold]",
+                                  "--dry-run", "--config", config])
     assert outcome.exit_code == 0, outcome.output
-    assert "  • https://shop.example/[bold]x[/bold]\n" in outcome.output  # Rich would have eaten [bold]
-    assert "│ https://shop.example/[bold]x[/bold] │" in outcome.output  # the plan table too
+    assert "✗ https://evil.example/[bold]x[/bold]:" in outcome.output  # Rich would have eaten [bold]
+    # an accepted URL is shown as it will be purged (brackets percent-encoded)
+    assert "  https://shop.example/%5Bbold%5Dx%5B/bold%5D\n" in outcome.output
     assert "✗ https://phish.example/]click[/link:" in outcome.output

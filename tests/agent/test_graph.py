@@ -138,5 +138,5 @@ def test_a_tag_purge_counts_the_pages_it_clears(fresh_stack, make_agent):
     result = make_agent().ask(f"<{PRICING}>", user="bob", dry_run=True)
     varnish = {item.url: item for item in result.plan if item.layer == "varnish"}
     assert varnish[PRICING].target == "pricing" and varnish[PRICING].clears == 2
-    assert result.reply.startswith("Dry run: 6 purges over 2 pages planned; nothing was sent.")
+    assert result.reply.startswith("Dry run: nothing was purged. The plan: 6 purges over 2 pages")
     assert "Scope: tag pricing: clears the 2 pages of this plan that carry it" in result.reply

@@ -97,13 +97,14 @@ def test_plan_shows_a_wildcard_as_a_scope_with_the_layers_that_skip_it_not_as_a_
     ]
     text = "\n".join(_sections(kit.plan_blocks(items, [prefix, "https://shop.example/pricing"], [])))
     assert "*Plan:* 2 pages × 2 layers, 2 purges" in text  # the scope once; the skipped layer sends nothing
-    assert "*Requested pages (1):*\n• https://shop.example/pricing" in text
-    assert ("• every page under https://shop.example/products/ (a wildcard: how many pages is not known) — on varnish; "
-            "skipped on edge (nginx's cache_purge has no wildcards)") in text
+    assert "*Requested pages (1):*\n• `https://shop.example/pricing`" in text  # URLs as code: copyable, inert
+    assert kit.neutralise("• every page under https://shop.example/products/ (a wildcard: how many pages is not "
+                          "known) — on varnish; skipped on edge (nginx's cache_purge has no wildcards)") in text
     assert "• tag pricing: clears the 2 pages of this plan that carry it, and any other cached page carrying it — on varnish" \
         in text
     notes = [e["text"] for b in kit.plan_blocks(items, [], []) if b["type"] == "context" for e in b["elements"]]
-    assert notes == ["Notes:\n• https://shop.example/pricing is purged by URL, not by tag: site (listed in broad_tags)"]
+    assert notes == ["Notes:\n" + kit.neutralise("• https://shop.example/pricing is purged by URL, not by tag: site "
+                                                  "(listed in broad_tags)")]
 # --- mrkdwn injection (issue 9, item 9): every user-supplied string, per character ---------------------------
 
 from datetime import datetime, timezone  # noqa: E402
