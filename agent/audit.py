@@ -1,6 +1,6 @@
 """The audit trail: who asked for what, from where, what was planned, who decided, what each layer did.
 
-``AuditStore`` records (called by ``agent.runner.Agent``) and answers questions (``history``, ``stats``) for
+``AuditStore`` records (called by ``agent.service.agent.Agent``) and answers questions (``history``, ``stats``) for
 the CLI, the Slack front end and the graph's ``history`` intent. Tables are created by Alembic
 (``agent/migrations``); the definitions below mirror the migrations for queries.
 
@@ -403,7 +403,7 @@ class AuditStore:
                 status="error", outcome="failed", finished_at=at))
 
     def request_interrupted(self, request_id: str, *, detail: str = "", at: datetime) -> None:
-        """The process sending this request's purges died and recovery could not finish it (agent/recovery.py)."""
+        """The process sending this request's purges died and recovery could not finish it (agent/service/recovery.py)."""
         with self.engine.begin() as db:
             db.execute(update(requests).where(requests.c.id == request_id).values(
                 status="interrupted", outcome="failed", finished_at=at))

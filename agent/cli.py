@@ -20,7 +20,9 @@ from rich.text import Text
 
 from agent.config import AppConfig, ConfigError, load_config
 from agent.models import Intent, Plan, RunResult
-from agent.runner import Agent, NothingPending
+from agent.service.agent import Agent, NothingPending
+from agent.service.events import PlanReady, ProgressEvent, StepDone, UrlsFound
+from agent.service.events import Progress as BatchProgress  # rich has a Progress too
 
 app = typer.Typer(help="cachebot: purge web caches by asking in plain language, and verify they are fresh.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -71,14 +73,13 @@ def progress_events(enabled: bool) -> Iterator:
                   transient=True) as bar:
         tasks: dict[str, int] = {}
 
-        def on_event(event: dict) -> None:
-            if event.get("type") == "step":
-                show_step(event["node"], event["update"])
-            elif event.get("type") == "progress":
-                phase = event["phase"]
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(f"{phase}ing", total=event["total"])
-                bar.update(tasks[phase], completed=event["done"], total=event["total"])
+        def on_event(event: ProgressEvent) -> None:
+            if isinstance(event, BatchProgress):
+                if event.phase not in tasks:
+                    tasks[event.phase] = bar.add_task(f"{event.phase}ing", total=event.total)
+                bar.update(tasks[event.phase], completed=event.done, total=event.total)
+            else:
+                show_step(event)
 
         yield on_event
 
@@ -264,20 +265,22 @@ def emit(result: RunResult, json_output: bool) -> None:
         render(result)
 
 
-def show_step(node: str, update: dict) -> None:
+STEP_WORDS = {"purged": "execute", "verified": "verify"}  # what the narration has always called the steps
+
+
+def show_step(event: ProgressEvent) -> None:
     """Live narration while the graph runs: what was understood, then the plan, before anything is purged."""
-    if node == "resolve" and update.get("urls"):
-        urls = update["urls"]
+    if isinstance(event, UrlsFound) and event.urls:
+        urls = event.urls
         console.print(f"[bold]Understood {len(urls)} URL(s):[/bold]")
         for url in urls[:50]:
             console.print(f"  {url}", markup=False)
         if len(urls) > 50:
             console.print(f"  … and {len(urls) - 50} more")
-    elif node == "plan" and update.get("plan"):
-        plan = Plan.model_validate(update["plan"])
-        console.print(plan_table(plan))
-    elif node in ("execute", "verify"):
-        console.print(f"[dim]· {node} done[/dim]")
+    elif isinstance(event, PlanReady):
+        console.print(plan_table(event.plan))
+    elif isinstance(event, StepDone):
+        console.print(f"[dim]· {STEP_WORDS[event.step]} done[/dim]")
 
 
 def render(result: RunResult) -> None:
@@ -454,7 +457,7 @@ def recover(
 ) -> None:
     """Finish (or mark interrupted) the purges a process was sending when it died. `cachebot slack` does this on
     start; Slack threads are told when SLACK_BOT_TOKEN is set. Pending approvals stay pending."""
-    from agent.recovery import recover as recover_runs
+    from agent.service.recovery import recover as recover_runs
 
     settings = config_or_exit(config)
     notify, front = None, None

@@ -46,6 +46,24 @@ class PurgeState(TypedDict, total=False):
     reply: str
 
 
+# Every per-request field and its value at the start of a request: the one place they are listed. A new message on
+# a thread starts a new request, and checkpointed state would otherwise carry the previous request's plan and
+# results forward.
+REQUEST_DEFAULTS: PurgeState = {
+    "intent": "", "scope": "urls", "selected": [], "understood_by": "", "understanding_note": "",
+    "token_usage": None, "target_sites": [], "urls": [], "rejected": [], "plan": {}, "approval": {},
+    "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "",
+    "chosen_intent": None,
+}
+
+
+def new_request(message: str, *, user: str, channel: str | None, dry_run: bool,
+                chosen_intent: str | None = None) -> PurgeState:
+    """The graph input for a new message on a thread: the message, who sent it, and every other field reset."""
+    return {**REQUEST_DEFAULTS, "message": message, "user": user, "channel": channel, "dry_run": dry_run,
+            "chosen_intent": chosen_intent}
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 

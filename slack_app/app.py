@@ -45,11 +45,12 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from agent import recovery
+from agent.service import recovery
 from agent.claims import ClaimStore
 from agent.config import AppConfig
-from agent.models import Intent, Plan, Rejection, RunResult
-from agent.runner import Agent, NothingPending
+from agent.models import Intent, RunResult
+from agent.service.agent import Agent, NothingPending
+from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
 from agent.state import AgentContext
 from slack_app import blocks as kit
 from slack_app.progress import ProgressMessage
@@ -262,19 +263,12 @@ class SlackFrontEnd:
         """Run one request with live progress (the plan replaces the status message as soon as it is known),
         then post its answer: the approval request, the report, or the reply."""
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
-        seen: dict[str, Any] = {}
 
-        def on_event(event: dict) -> None:
-            if event.get("type") == "progress":
-                progress.event(event)
-            elif event.get("type") == "step":
-                seen.update(event["update"] if event["node"] in ("resolve", "plan") else {})
-                if event["node"] == "plan" and (seen.get("plan") or {}).get("items"):
-                    plan = Plan.model_validate(seen["plan"])
-                    if not plan.needs_approval and status_ts:
-                        rejected = [Rejection.model_validate(r) for r in seen.get("rejected", [])]
-                        self._update(channel, status_ts, "The plan",
-                                     kit.plan_blocks(plan.items, plan.pages, rejected))
+        def on_event(event: ProgressEvent) -> None:
+            progress.event(event)
+            if isinstance(event, PlanReady) and event.plan.items and not event.plan.needs_approval and status_ts:
+                self._update(channel, status_ts, "The plan",
+                             kit.plan_blocks(event.plan.items, event.plan.pages, event.rejected))
 
         try:
             result = run(on_event)
@@ -294,7 +288,7 @@ class SlackFrontEnd:
 
     def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
         """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
-        if result.error and result.results:  # stopped after sending (agent.runner): say so, then what was sent
+        if result.error and result.results:  # stopped after sending (agent.service.agent): say so, then what was sent
             self._post(channel, thread_ts, result.reply.split("\n", 1)[0])
             self._post_report(result, channel, thread_ts)
         elif result.results:
@@ -366,15 +360,13 @@ class SlackFrontEnd:
                 clicker: str, message_ts: str | None, key: str) -> None:
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
 
-        def on_event(event: dict) -> None:
-            if event.get("type") == "progress":
-                progress.event(event)
-            elif event.get("type") == "step" and event["node"] == "approval":
-                record = event["update"].get("approval") or {}
-                if record.get("status") in ("approved", "denied", "expired") and message_ts:
-                    self._update(channel, message_ts, f"Request {record['status']}",
-                                 kit.decided_blocks(self.agent.result(thread_id), record["status"],
-                                                    record.get("by"), record.get("at")))
+        def on_event(event: ProgressEvent) -> None:
+            progress.event(event)
+            if isinstance(event, ApprovalDecided) and message_ts:
+                record = event.approval
+                self._update(channel, message_ts, f"Request {record.status}",
+                             kit.decided_blocks(self.agent.result(thread_id), record.status, record.by,
+                                                record.at))
 
         try:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,

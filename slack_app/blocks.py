@@ -266,7 +266,7 @@ def dry_run_blocks(result: RunResult) -> list[Block]:
             section(f":test_tube: *Dry run:* nothing was purged.{note}")]
 
 
-def decided_blocks(result: RunResult, status: str, by: str | None, at: str | None) -> list[Block]:
+def decided_blocks(result: RunResult, status: str, by: str | None, at: datetime | str | None) -> list[Block]:
     """The approval message after the decision: the plan, no buttons, and who decided when."""
     words = {
         "approved": f":white_check_mark: Approved by {mention(by)} at {format_time(at)}",

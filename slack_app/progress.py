@@ -1,6 +1,6 @@
 """One live progress message per run, edited in place and throttled to Slack's rate limits.
 
-The agent reports ``{"type": "progress", "phase", "done", "total"}`` for every batch; posting each one would be
+The agent reports a ``Progress`` event (phase, done, total) for every batch; posting each one would be
 a message per URL and would hit ``chat.update``'s limit (about one a second per message). The first event posts
 the message; later ones update it at most once per ``interval`` seconds; ``finish()`` writes the final state,
 waiting out the rest of the interval if it has to. No timer thread: a skipped update is carried by the next
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from agent.service.events import Progress, ProgressEvent
 from slack_app.blocks import progress_text, section
 
 log = logging.getLogger("cachebot.slack")
@@ -37,11 +38,11 @@ class ProgressMessage:
         self._dirty = False
         self._lock = threading.Lock()
 
-    def event(self, event: dict) -> None:
-        if event.get("type") != "progress":
+    def event(self, event: ProgressEvent) -> None:
+        if not isinstance(event, Progress):
             return
         with self._lock:
-            self.phases[str(event.get("phase"))] = (int(event.get("done", 0)), int(event.get("total", 0)))
+            self.phases[event.phase] = (event.done, event.total)
             self._dirty = True
             if self.ts is None or self.clock() - self._last_sent >= self.interval:
                 self._send(finished=False)

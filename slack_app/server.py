@@ -24,7 +24,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from agent.config import AppConfig
-from agent.runner import Agent
+from agent.service.agent import Agent
 from slack_app.app import SlackFrontEnd, slack_context
 
 log = logging.getLogger("cachebot.slack")

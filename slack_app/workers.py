@@ -55,7 +55,7 @@ def _init(spec: WorkerSpec) -> None:
             pass
     if spec.log_level is not None:
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    from agent.runner import Agent
+    from agent.service.agent import Agent
     from slack_app.app import SlackFrontEnd, slack_context
     from slack_app.server import make_client
 

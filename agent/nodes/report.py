@@ -6,7 +6,7 @@ from collections import Counter
 
 from langgraph.runtime import Runtime
 
-from agent.models import Intent, ItemStatus, Operation, PlanItem
+from agent.models import Intent, ItemStatus, Operation, PlanItem, RunResult
 from agent.state import AgentContext, PurgeState, context_of
 
 HELP_TEXT = (
@@ -216,3 +216,23 @@ def item_words(result: dict) -> str:
     if result.get("evidence"):
         text += f" ({result['evidence']})"
     return text
+
+
+def waiting_reply(request: dict) -> str:
+    """What the person is told while a run waits for approval (``request`` is the approval interrupt's value)."""
+    return (
+        f"This needs approval: {request['reason']}. Approvers: {request['approvers']}. "
+        f"The request expires at {request['expires_at']}."
+    )
+
+
+def failure_reply(result: RunResult, *, sent: bool) -> str:
+    """What the person is told when a run stopped with an error: what happened, what was sent, what to do."""
+    if sent:
+        return "\n".join([
+            f"Something went wrong on my side after the purges were sent ({result.error}). They are recorded, "
+            "but NOT verified: ask me to check the pages before relying on them.",
+            *result_lines([r.model_dump(mode="json") for r in result.results]),
+        ])
+    what = "nothing was purged" if result.plan or result.urls else "nothing was done"
+    return f"Something went wrong on my side ({result.error}); {what}. Please try again."

@@ -10,7 +10,7 @@ import pytest
 
 from agent.config import AppConfig, parse_config
 from agent.devstack.stack import Stack
-from agent.runner import Agent
+from agent.service.agent import Agent
 from agent.state import AgentContext
 
 

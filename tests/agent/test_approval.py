@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from agent.models import ItemStatus
-from agent.runner import NothingPending
+from agent.service.agent import NothingPending
 from tests.agent.conftest import through_edge, warm
 
 BIG = "purge " + " ".join(f"<https://shop.example/products/{c}/{p}>" for c, p in

@@ -97,7 +97,7 @@ def test_a_failed_run_logs_one_line_at_the_terminal_never_a_traceback(capsys):
     try:
         raise RuntimeError("the layer registry is unavailable")
     except RuntimeError:
-        logging.getLogger("agent.runner").exception("run %s failed", "t-1")
+        logging.getLogger("agent.service.agent").exception("run %s failed", "t-1")
     assert capsys.readouterr().err == "error: run t-1 failed\n"
 
 

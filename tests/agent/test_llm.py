@@ -13,7 +13,7 @@ import pytest
 from agent.config import parse_config
 from agent.llm import ModelUnderstander, build_chat_model, llm_settings, understander_for
 from agent.models import Intent
-from agent.runner import Agent
+from agent.service.agent import Agent
 from agent.understanding import FALLBACK_NOTE, RuleUnderstander
 from tests.fakes.openai import FakeOpenAI, Malformed, Slow, Status, prompt_text
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from agent.cli import exit_code
 from agent.layers import build_layer
 from agent.models import Intent, ItemStatus
+from agent.service.events import StepDone
 from tests.agent.conftest import through_edge, warm
 from tests.fakes.hostile_origin import HostileOrigin
 
@@ -68,7 +69,7 @@ def test_a_step_failing_after_the_purges_were_sent_leaves_the_record_and_a_plain
     in_flight = []
 
     def on_event(event):
-        if event.get("type") == "step" and event["node"] == "execute":
+        if event == StepDone(step="purged"):
             factory.broken = True
             in_flight.extend(agent.audit.history())  # what the trail says while verification has not happened
 
@@ -103,7 +104,7 @@ def test_a_failure_after_approval_keeps_the_decision_and_what_was_sent(fresh_sta
     assert waiting.pending
 
     def on_event(event):
-        if event.get("type") == "step" and event["node"] == "execute":
+        if event == StepDone(step="purged"):
             factory.broken = True
 
     result = agent.decide(waiting.thread_id, "approve", user="alice", on_event=on_event)

@@ -19,7 +19,7 @@ import pytest
 
 from agent.config import parse_config
 from agent.models import Operation
-from agent.runner import Agent
+from agent.service.agent import Agent
 from agent.state import AgentContext
 from tests.agent.conftest import Clock, clock, make_agent  # noqa: F401 (fixtures)
 from tests.agent.conftest import warm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slack_app.progress import ProgressMessage
+from agent.service.events import Progress, StepDone
 
 
 class FakeClient:
@@ -33,7 +34,7 @@ def test_throttled_to_one_update_per_interval_and_flushed_at_the_end():
     client, clock = FakeClient(), Clock()
     progress = ProgressMessage(client, "C1", "1.2", interval=1.0, clock=clock, sleep=clock.sleep)
     for done in range(1, 101):  # 100 batches over 2.5 seconds
-        progress.event({"type": "progress", "phase": "purge", "done": done, "total": 100})
+        progress.event(Progress(phase="purge", done=done, total=100))
         clock.t += 0.025
     progress.finish()
     kinds = [kind for kind, _ in client.calls]
@@ -46,6 +47,6 @@ def test_throttled_to_one_update_per_interval_and_flushed_at_the_end():
 def test_no_progress_events_means_no_message():
     client = FakeClient()
     progress = ProgressMessage(client, "C1", "1.2")
-    progress.event({"type": "step", "node": "plan"})
+    progress.event(StepDone(step="purged"))
     progress.finish()
     assert client.calls == []

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from agent.claims import ClaimStore
 from agent.config import DigestConfig, parse_config
-from agent.recovery import RESTARTED
+from agent.service.recovery import RESTARTED
+from agent.service.events import Progress, ProgressEvent
 from slack_app.digest import DigestScheduler, due_key
 from slack_app.server import make_client
 from tests.slack_app.conftest import CHANNEL, SMALL, new_ts
@@ -24,8 +25,8 @@ class Died(BaseException):
     pass
 
 
-def die_in_execute(event: dict) -> None:
-    if event.get("type") == "progress" and event.get("phase") == "purge":
+def die_in_execute(event: ProgressEvent) -> None:
+    if isinstance(event, Progress) and event.phase == "purge":
         raise Died()
 
 

@@ -5,7 +5,7 @@
   (With SQLite the Slack app keeps its claims in ``claims.sqlite`` next to the checkpoints; the table is
   created here too so the schema is the same everywhere.)
 - ``cachebot_runs``: a row per thread whose purges are being sent right now (status ``executing``), removed
-  when the run finishes. A row left behind by a dead process is what ``agent/recovery.py`` finishes or
+  when the run finishes. A row left behind by a dead process is what ``agent/service/recovery.py`` finishes or
   reports as interrupted.
 
 Revision ID: 0002_claims

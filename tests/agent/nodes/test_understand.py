@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from agent.models import Intent
-from agent.runner import NothingPending
+from agent.service.agent import NothingPending
 from tests.agent.conftest import through_edge, warm
 
 PRICING = "https://shop.example/pricing"

@@ -9,7 +9,7 @@ from agent.layers import build_layer
 from agent.layers.nginx import NginxLayer
 from agent.layers.varnish import VarnishLayer
 from agent.models import ItemStatus
-from agent.runner import Agent
+from agent.service.agent import Agent
 from agent.state import AgentContext
 from tests.agent.conftest import through_edge, warm
 

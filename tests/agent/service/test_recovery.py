@@ -1,4 +1,4 @@
-"""Crash recovery (agent/recovery.py) on SQLite and PostgreSQL, with the real cache stack.
+"""Crash recovery (agent/service/recovery.py) on SQLite and PostgreSQL, with the real cache stack.
 
 A process "dies" mid-execute here by a BaseException thrown from the event callback while the execute node is
 sending purges: the stream is abandoned, no checkpoint is written for execute, the ``cachebot_runs`` row stays,
@@ -13,9 +13,10 @@ import threading
 import pytest
 
 from agent.config import parse_config
-from agent.recovery import EXECUTING, RESTARTED, interrupted_message, recover
-from agent.runner import Agent
+from agent.service.recovery import EXECUTING, RESTARTED, interrupted_message, recover
+from agent.service.agent import Agent
 from agent.state import AgentContext
+from agent.service.events import Progress, ProgressEvent
 from tests.agent.conftest import Clock, warm
 
 BIG = "purge " + " ".join(f"https://shop.example/products/{c}/{p}" for c, p in
@@ -27,8 +28,8 @@ class Died(BaseException):
     """Not an Exception: nothing in the agent catches it, as nothing runs after a kill -9."""
 
 
-def die_in_execute(event: dict) -> None:
-    if event.get("type") == "progress" and event.get("phase") == "purge":
+def die_in_execute(event: ProgressEvent) -> None:
+    if isinstance(event, Progress) and event.phase == "purge":
         raise Died()
 
 
@@ -69,7 +70,7 @@ def test_a_run_that_died_in_execute_is_finished_from_its_last_checkpoint(agents,
         first.ask(SMALL, user="bob", thread_id="t-died", on_event=die_in_execute)
     [row] = first.runs.all()
     assert row["thread_id"] == "t-died" and row["status"] == EXECUTING and row["interface"] == "cli"
-    snapshot = first.graph.get_state(first._config("t-died"))
+    snapshot = first.snapshot("t-died")
     # the last checkpoint is the plan's: execute is its task (in this simulation the abandoned task may still
     # have finished in the background and saved its writes; after a kill -9 it has none)
     assert [t.name for t in snapshot.tasks] == ["execute"]
@@ -83,7 +84,7 @@ def test_a_run_that_died_in_execute_is_finished_from_its_last_checkpoint(agents,
     assert result.results and {r.status.value for r in result.results} == {"purged_verified"}
     assert {(r.url, r.layer) for r in result.results} == {(i.url, i.layer) for i in result.plan}
     assert restarted.runs.all() == []
-    assert not restarted.graph.get_state(restarted._config("t-died")).next  # finished
+    assert not restarted.snapshot("t-died").next  # finished
     [entry] = restarted.audit.history()
     assert entry.status == "done" and entry.worked is True and entry.finished_at is not None
     assert recover(restarted) == []  # nothing left; a second recovery is a no-op

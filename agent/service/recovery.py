@@ -10,7 +10,7 @@ lock (without waiting: a live replica's run is skipped) and looks at its last ch
 
 - nothing left to run (it finished just before dying): the row is cleared and the audit record brought up to date;
 - waiting for approval: left waiting (a pending approval is never decided by recovery);
-- otherwise the graph continues from its last checkpoint (``stream(None, config)``: the interrupted step runs
+- otherwise the graph continues from its last checkpoint (``Agent.continue_run``: the interrupted step runs
   again; purges are idempotent) and the report goes where the request came from (``notify``);
 - if continuing is impossible (``resume=False``, or it raises), the request is marked ``interrupted`` in the audit
   and its thread is told: "cachebot restarted during this purge; …".
@@ -31,7 +31,7 @@ from agent.audit import UTCDateTime, utc_now
 
 if TYPE_CHECKING:
     from agent.models import RunResult
-    from agent.runner import Agent
+    from agent.service.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -124,24 +124,21 @@ def recover(agent: Agent, *, resume: bool = True, notify: Notify | None = None) 
 def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovered:
     thread_id, request_id = row["thread_id"], row.get("request_id")
     base = {"interface": row.get("interface"), "channel": row.get("channel")}
-    snapshot = agent.graph.get_state(agent._config(thread_id))
+    snapshot = agent.snapshot(thread_id)
     if snapshot.interrupts:
         agent.runs.finished(thread_id)
         return Recovered(thread_id, "waiting_approval", **base, result=agent.result(thread_id))
     if not snapshot.next and not snapshot.tasks:  # (a task whose writes were saved is not in .next, but in .tasks)
         result = agent.result(thread_id)
         if request_id:
-            agent._record_result(request_id, thread_id, result)
+            agent.record_result(request_id, thread_id, result)
         agent.runs.finished(thread_id)
         return Recovered(thread_id, "already_done", **base, result=result)
     if resume:
         log.info("recovering run %s from its last checkpoint (next: %s)", thread_id, ", ".join(snapshot.next))
         try:
-            agent._run(None, thread_id, None, request_id=request_id, interface=row.get("interface"),
-                       channel=row.get("channel"))
-            result = agent.result(thread_id)
-            if request_id:
-                agent._record_result(request_id, thread_id, result)
+            result = agent.continue_run(thread_id, request_id=request_id, interface=row.get("interface"),
+                                        channel=row.get("channel"))
             return Recovered(thread_id, "finished", **base, result=result)
         except Exception as exc:
             log.exception("could not finish run %s after a restart", thread_id)
@@ -150,7 +147,7 @@ def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovere
         error = "recovery was asked not to resume runs"
     if request_id:
         try:
-            agent._record_result(request_id, thread_id, agent.result(thread_id))  # the plan and intent, at least
+            agent.record_result(request_id, thread_id, agent.result(thread_id))  # the plan and intent, at least
             agent.audit.request_interrupted(request_id, detail=error, at=agent.context.now())
         except Exception:
             log.exception("could not record run %s as interrupted", thread_id)

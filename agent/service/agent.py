@@ -3,6 +3,7 @@
 Every front end (terminal, Slack) goes through ``Agent`` so they all get the same policy and the same
 checkpointed state; a pending approval survives a restart because it lives in the checkpoint (SQLite, or
 PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/checkpointing.py``).
+While a run goes, ``on_event`` hears typed progress events (``agent/service/events.py``), never node names.
 Every request, plan, decision and result is also written to the audit trail (``agent/audit.py``): the plan as
 soon as it is made and each purge answer as soon as its layer gives it (``ProgressRecorder``), so a run that fails
 later still leaves the record of what was sent. A run that fails with an error does not raise: the result says
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,21 +27,15 @@ from agent.claims import ThreadLocks
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
+from agent.nodes.report import failure_reply, waiting_reply
 from agent.nodes.verify import unverified_results
-from agent.recovery import RunTracker
-from agent.state import AgentContext, PurgeState
+from agent.service.events import EventHandler, EventReader, Executing
+from agent.service.recovery import RunTracker
+from agent.state import AgentContext, new_request
 from agent.storage import resolve_database_url
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[dict[str, Any]], None]
-
-# A new message on a thread starts a new request: every per-request field is reset explicitly, because
-# checkpointed state otherwise carries the previous request's plan and results forward.
-FRESH_REQUEST: PurgeState = {
-    "intent": "", "target_sites": [], "urls": [], "rejected": [], "plan": {}, "approval": {},
-    "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "", "chosen_intent": None,
-}
 ERROR_TEXT_CHARS = 200  # of an error's message shown to the user: enough to act on, never a page of it
 
 
@@ -115,8 +109,8 @@ class Agent:
         given, else "cli". ``chosen_intent`` (purge or check) is what the person picked from an offer
         (``take_offer``); the message is then not interpreted, but screened and planned like any other."""
         thread_id = thread_id or uuid.uuid4().hex
-        request: PurgeState = {**FRESH_REQUEST, "message": message, "user": user, "channel": channel,
-                               "dry_run": dry_run, "chosen_intent": chosen_intent.value if chosen_intent else None}
+        request = new_request(message, user=user, channel=channel, dry_run=dry_run,
+                              chosen_intent=chosen_intent.value if chosen_intent else None)
         with self._serialised(thread_id):
             request_id = self.audit.request_received(
                 thread_id=thread_id, user=user, interface=interface or ("slack" if channel else "cli"),
@@ -127,7 +121,7 @@ class Agent:
             if failure is not None:
                 return failure
             result = self.result(thread_id)
-            self._record_result(request_id, thread_id, result)
+            self.record_result(request_id, thread_id, result)
             return result
 
     def decide(
@@ -144,7 +138,7 @@ class Agent:
 
         ``interface`` is recorded in the audit; by default the interface the request came from."""
         with self._serialised(thread_id):
-            snapshot = self.graph.get_state(self._config(thread_id))  # one read for every check below
+            snapshot = self.snapshot(thread_id)  # one read for every check below
             pending = snapshot.interrupts[0] if snapshot.interrupts else None
             if pending is None:
                 raise NothingPending(nothing_pending_reason(snapshot.values))
@@ -168,14 +162,14 @@ class Agent:
             if request_id is not None:
                 self._record_decision(request_id, thread_id, decision, user,
                                       interface or request["interface"], result)
-                self._record_result(request_id, thread_id, result)
+                self.record_result(request_id, thread_id, result)
             return result
 
     # --- offers: "Purge these N pages" / "Just check them" after a question --------------------------------
 
     def offer(self, thread_id: str) -> Offer | None:
         """The offer left open on a thread: its last request was a question about purging that planned pages."""
-        snapshot = self.graph.get_state(self._config(thread_id))
+        snapshot = self.snapshot(thread_id)
         values = snapshot.values
         if values.get("intent") != Intent.ASK or not values.get("urls") or snapshot.next:
             return None
@@ -198,7 +192,7 @@ class Agent:
     # --- reading state -------------------------------------------------------------------------------
 
     def result(self, thread_id: str) -> RunResult:
-        snapshot = self.graph.get_state(self._config(thread_id))
+        snapshot = self.snapshot(thread_id)
         return self._result_from(thread_id, snapshot.values, snapshot.interrupts[0] if snapshot.interrupts else None)
 
     def _result_from(self, thread_id: str, values: dict[str, Any], pending: Any = None) -> RunResult:
@@ -206,7 +200,7 @@ class Agent:
         return RunResult(
             thread_id=thread_id,
             intent=Intent(values.get("intent") or Intent.UNKNOWN),
-            reply=values.get("reply") or (self._waiting_reply(pending.value) if pending else ""),
+            reply=values.get("reply") or (waiting_reply(pending.value) if pending else ""),
             urls=values.get("urls", []),
             rejected=[Rejection.model_validate(r) for r in values.get("rejected", [])],
             plan=[PlanItem.model_validate(i) for i in plan.get("items", [])],
@@ -222,11 +216,9 @@ class Agent:
             token_usage=values.get("token_usage"),
         )
 
-    def _waiting_reply(self, request: dict[str, Any]) -> str:
-        return (
-            f"This needs approval: {request['reason']}. Approvers: {request['approvers']}. "
-            f"The request expires at {request['expires_at']}."
-        )
+    def snapshot(self, thread_id: str) -> Any:
+        """The thread's last checkpoint (LangGraph ``StateSnapshot``): values, what runs next, open interrupts."""
+        return self.graph.get_state(self._config(thread_id))
 
     # --- audit ---------------------------------------------------------------------------------------
 
@@ -278,7 +270,8 @@ class Agent:
         result.reply = failure_reply(result, sent=bool(outcomes))
         return result
 
-    def _record_result(self, request_id: str, thread_id: str, result: RunResult) -> None:
+    def record_result(self, request_id: str, thread_id: str, result: RunResult) -> None:
+        """Bring the request's audit row up to date with its result."""
         # the purges already happened: a failing audit write is logged, never turned into a failed request
         try:
             outcomes = self._values(thread_id).get("purge_outcomes") or []
@@ -298,41 +291,45 @@ class Agent:
 
     # --- internals -----------------------------------------------------------------------------------
 
+    def continue_run(self, thread_id: str, *, request_id: str | None, interface: str | None,
+                     channel: str | None) -> RunResult:
+        """Continue a run from its last checkpoint (crash recovery: the interrupted step runs again; purges are
+        idempotent) and record its result. The caller holds the thread's lock (recovery takes it without
+        waiting, so a live replica's run is never continued twice)."""
+        self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel)
+        result = self.result(thread_id)
+        if request_id:
+            self.record_result(request_id, thread_id, result)
+        return result
+
     def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
              request_id: str | None = None, interface: str | None = None, channel: str | None = None,
              recorder: ProgressRecorder | None = None) -> None:
-        """Stream the graph. From the moment its next step is ``execute`` until it stops, the thread is
-        recorded as executing (``cachebot_runs``), so a process dying meanwhile leaves a row that crash
-        recovery (``agent/recovery.py``) finishes. ``graph_input=None`` continues from the last checkpoint."""
-        dry_run = bool(self._values(thread_id).get("dry_run")) if not isinstance(graph_input, dict) \
-            else bool(graph_input.get("dry_run"))
+        """Stream the graph. From the moment the graph says its next step is ``execute`` (a checkpoint's
+        ``next``) until it stops, the thread is recorded as executing (``cachebot_runs``), so a process dying
+        meanwhile leaves a row that crash recovery (``agent/service/recovery.py``) finishes.
+        ``graph_input=None`` continues from the last checkpoint."""
         executing = graph_input is None and self.runs.get(thread_id) is not None  # recovery: already marked
         stream = self.graph.stream(
             graph_input,
             self._config(thread_id),
             context=self.context,
-            stream_mode=["custom", "updates"],
+            stream_mode=["custom", "updates", "checkpoints"],
             durability="sync",  # a crash must not lose the record that a purge was sent
         )
         recorder = recorder or ProgressRecorder(self, thread_id, request_id)
+        reader = EventReader()
         try:
             for mode, chunk in stream:
                 recorder.saw(mode, chunk)
-                if mode == "updates" and ((chunk.get("understand") or {}).get("dry_run")):
-                    dry_run = True  # the words asked for a plan only (a question, a dry run)
-                if mode == "updates" and not executing and _execute_is_next(chunk, dry_run):
-                    # the stream is paused here: execute has not started yet
-                    self.runs.executing(thread_id, request_id=request_id, interface=interface, channel=channel,
-                                        at=self.context.now())
-                    executing = True
-                if on_event is None:
-                    continue
-                if mode == "custom":
-                    on_event(chunk)
-                elif mode == "updates":
-                    for node, update in chunk.items():
-                        if node != "__interrupt__":
-                            on_event({"type": "step", "node": node, "update": update or {}})
+                for event in reader.events(mode, chunk):
+                    if isinstance(event, Executing) and not executing:
+                        # the stream is paused here: execute has not started yet
+                        self.runs.executing(thread_id, request_id=request_id, interface=interface,
+                                            channel=channel, at=self.context.now())
+                        executing = True
+                    if on_event is not None:
+                        on_event(event)
         except Exception:
             if executing:  # the run failed (it did not die): it is recorded as failed, nothing to recover
                 self.runs.finished(thread_id)
@@ -411,31 +408,6 @@ class ProgressRecorder:
             result.results = unverified_results(result.plan, outcomes, "not verified yet")
         self.agent.audit.request_updated(self.request_id, result, at=self.agent.context.now(),
                                          purge_outcomes=outcomes, in_progress=True)
-
-
-def failure_reply(result: RunResult, *, sent: bool) -> str:
-    """What the person is told when a run stopped with an error: what happened, what was sent, what to do."""
-    from agent.nodes.report import result_lines
-
-    if sent:
-        return "\n".join([
-            f"Something went wrong on my side after the purges were sent ({result.error}). They are recorded, "
-            "but NOT verified: ask me to check the pages before relying on them.",
-            *result_lines([r.model_dump(mode="json") for r in result.results]),
-        ])
-    what = "nothing was purged" if result.plan or result.urls else "nothing was done"
-    return f"Something went wrong on my side ({result.error}); {what}. Please try again."
-
-
-def _execute_is_next(chunk: dict[str, Any], dry_run: bool) -> bool:
-    """Whether the step that just finished routes to ``execute`` (agent/nodes/plan.py, approval.py)."""
-    for node, update in chunk.items():
-        update = update or {}
-        if node == "plan" and update.get("plan") and not dry_run and not update["plan"].get("needs_approval"):
-            return True
-        if node == "approval" and (update.get("approval") or {}).get("status") == "approved":
-            return True
-    return False
 
 
 def nothing_pending_reason(values: dict[str, Any]) -> str:
