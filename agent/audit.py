@@ -319,7 +319,8 @@ class AuditStore:
 
     @classmethod
     def open(cls, url: str, *, config: Any = None, migrate: bool = True) -> AuditStore:
-        from agent.storage import make_engine, upgrade
+        from agent.storage.database import make_engine
+        from agent.storage.migrations import upgrade
 
         engine = make_engine(url)
         if migrate:

@@ -71,7 +71,7 @@ class ClaimStore:
     def open(cls, database_url: str | None, sqlite_path: str | os.PathLike[str], *, engine: Any = None) -> Claims:
         """PostgreSQL claims when ``database_url`` is PostgreSQL (``engine``: reuse one), else SQLite next to
         ``sqlite_path`` (the checkpoint file)."""
-        from agent.storage import is_postgres
+        from agent.storage.database import is_postgres
 
         if database_url and is_postgres(database_url):
             return PostgresClaimStore(database_url, engine=engine)
@@ -79,7 +79,7 @@ class ClaimStore:
 
     @classmethod
     def for_config(cls, config: AppConfig, database_url: str | None = None) -> Claims:
-        from agent.storage import resolve_database_url
+        from agent.storage.database import resolve_database_url
 
         url = database_url or resolve_database_url(config.storage)
         return cls.open(url, config.storage.sqlite_path)
@@ -113,7 +113,8 @@ class PostgresClaimStore:
     kind = "postgres"
 
     def __init__(self, database_url: str, *, engine: Any = None):
-        from agent.storage import make_engine, upgrade
+        from agent.storage.database import make_engine
+        from agent.storage.migrations import upgrade
 
         self._own = engine is None
         self.engine = engine or make_engine(database_url)
@@ -183,7 +184,7 @@ class ThreadLocks:
 
     @classmethod
     def open(cls, database_url: str | None, sqlite_path: str | os.PathLike[str]) -> ThreadLocks:
-        from agent.storage import is_postgres
+        from agent.storage.database import is_postgres
 
         if database_url and is_postgres(database_url):
             return PostgresThreadLocks(database_url)
@@ -257,7 +258,7 @@ class PostgresThreadLocks(ThreadLocks):
         super().__init__()
         from sqlalchemy import create_engine
 
-        from agent.storage import sqlalchemy_url
+        from agent.storage.database import sqlalchemy_url
 
         self.engine = create_engine(sqlalchemy_url(database_url), pool_pre_ping=True, pool_size=pool_size,
                                     max_overflow=pool_size, connect_args={"prepare_threshold": None})

@@ -313,7 +313,7 @@ SinceOption = Annotated[Optional[str], typer.Option("--since", help="24h, 7d, 30
 def storage_or_exit(path: Path | None):
     """(config or None, database URL). Without a config file, $CACHEBOT_DATABASE_URL alone is enough."""
     from agent.config import StorageConfig
-    from agent.storage import ENV_VAR, resolve_database_url
+    from agent.storage.database import ENV_VAR, resolve_database_url
 
     try:
         settings = load_config(path)
@@ -417,8 +417,9 @@ def stats(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the schema (audit tables via Alembic; PostgreSQL checkpoint tables). Idempotent."""
-    from agent.checkpointing import open_checkpointer
-    from agent.storage import display_url, head_revision, is_postgres, upgrade
+    from agent.storage.checkpoints import open_checkpointer
+    from agent.storage.database import display_url, is_postgres
+    from agent.storage.migrations import head_revision, upgrade
 
     settings, url = storage_or_exit(config)
     upgrade(url)

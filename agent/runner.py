@@ -22,7 +22,7 @@ from typing import Any, Literal
 from langgraph.types import Command
 
 from agent.audit import AuditStore
-from agent.checkpointing import open_checkpointer
+from agent.storage.checkpoints import open_checkpointer
 from agent.claims import ThreadLocks
 from agent.config import AppConfig
 from agent.graph import build_graph
@@ -30,7 +30,7 @@ from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanIt
 from agent.nodes.verify import unverified_results
 from agent.recovery import RunTracker
 from agent.state import AgentContext, PurgeState
-from agent.storage import resolve_database_url
+from agent.storage.database import resolve_database_url
 
 log = logging.getLogger(__name__)
 

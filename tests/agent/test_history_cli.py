@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from agent.audit import AuditStore
 from agent.cli import app
-from agent.storage import ENV_VAR
+from agent.storage.database import ENV_VAR
 from tests.agent.test_audit import HOME, STALE, F, V, seed
 
 runner = CliRunner()

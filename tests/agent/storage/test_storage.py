@@ -9,10 +9,8 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.config import StorageConfig
-from agent.storage import (
-    ENV_VAR, VERSION_TABLE, current_revision, display_url, head_revision, is_postgres, libpq_url, make_engine,
-    resolve_database_url, upgrade,
-)
+from agent.storage.database import ENV_VAR, display_url, is_postgres, libpq_url, make_engine, resolve_database_url
+from agent.storage.migrations import VERSION_TABLE, current_revision, head_revision, upgrade
 from tests.agent.test_approval import BIG
 
 AUDIT_TABLES = {"audit_requests", "audit_plan_items", "audit_decisions", "audit_results"}

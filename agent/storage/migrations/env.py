@@ -1,6 +1,6 @@
 """Alembic environment for cachebot's audit tables.
 
-``agent.storage.upgrade`` passes an open connection (holding the PostgreSQL advisory lock) in
+``agent.storage.migrations.upgrade`` passes an open connection (holding the PostgreSQL advisory lock) in
 ``config.attributes["connection"]``; run by hand, the URL comes from ``-x url=...``, then
 ``$CACHEBOT_DATABASE_URL``, then the ini's ``sqlalchemy.url``.
 """
@@ -12,7 +12,8 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from agent.storage import VERSION_TABLE, sqlalchemy_url
+from agent.storage.database import sqlalchemy_url
+from agent.storage.migrations import VERSION_TABLE
 
 config = context.config
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from agent.storage import is_postgres, libpq_url
+from agent.storage.database import is_postgres, libpq_url
 
 SETUP_LOCK = 7_240_517_302  # pg_advisory_lock key for PostgresSaver.setup()
 

@@ -12,28 +12,22 @@ in ``storage.sqlite_path`` (``SqliteSaver``, its own connection and tables) and 
 two files so the checkpointer's connection and SQLAlchemy's never wait on SQLite's single writer lock, and the
 audit file can be copied, pruned or vacuumed on its own.
 
-The audit schema is created and migrated by Alembic (``agent/migrations``) — ``upgrade()`` runs on every
-Agent start (a no-op when current) and from ``cachebot db upgrade``.
+The schema is created and migrated by Alembic (``agent/storage/migrations``): ``upgrade()`` there runs on
+every Agent start (a no-op when current) and from ``cachebot db upgrade``.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
-from sqlalchemy.engine import URL, Connection
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
 
 from agent.config import StorageConfig
 
 ENV_VAR = "CACHEBOT_DATABASE_URL"
 AUDIT_FILE = "audit.sqlite"
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "cachebot_alembic_version"  # not "alembic_version": the database may be shared with other apps
-MIGRATION_LOCK = 7_240_517_301  # pg_advisory_lock key: replicas starting together migrate one at a time
 
 
 def resolve_database_url(storage: StorageConfig, checkpoint_path: str | os.PathLike[str] | None = None) -> str:
@@ -101,65 +95,3 @@ def make_engine(url: str) -> Engine:
     # prepare_threshold=None: no server-side prepared statements, so PgBouncer in transaction mode works.
     return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5,
                          connect_args={"prepare_threshold": None})
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def alembic_config(url: str, connection: Connection | None = None):
-    """Alembic's configuration, built from the package (``agent/migrations/alembic.ini``): works from any cwd."""
-    from alembic.config import Config
-
-    config = Config(str(MIGRATIONS / "alembic.ini"))
-    config.set_main_option("script_location", str(MIGRATIONS))
-    # '%' must be doubled for configparser; the URL is only used when no connection is passed in.
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).render_as_string(hide_password=False).replace("%", "%%"))
-    config.attributes["connection"] = connection
-    config.attributes["version_table"] = VERSION_TABLE
-    return config
-
-
-@contextmanager
-def migration_lock(engine: Engine) -> Iterator[Connection]:
-    """One connection to migrate on; on PostgreSQL it holds an advisory lock so replicas take turns."""
-    with engine.connect() as connection:
-        postgres = engine.dialect.name == "postgresql"
-        if postgres:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
-            connection.commit()
-        try:
-            yield connection
-        finally:
-            if postgres:
-                connection.rollback()
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
-                connection.commit()
-
-
-def upgrade(url: str, engine: Engine | None = None, revision: str = "head") -> None:
-    """Create or migrate the audit schema to ``revision``; idempotent, safe with several replicas starting."""
-    from alembic import command
-
-    own = engine is None
-    engine = engine or make_engine(url)
-    try:
-        with migration_lock(engine) as connection:
-            command.upgrade(alembic_config(url, connection), revision)
-            connection.commit()
-    finally:
-        if own:
-            engine.dispose()
-
-
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
-
-
-def head_revision() -> str | None:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
