@@ -303,7 +303,7 @@ def plan_table(plan: Plan) -> Table:
     return table
 
 
-# --- the audit trail: history, stats, and the database (agent/audit.py, agent/storage.py) ---------------------
+# --- the audit trail: history, stats, and the database (agent/storage/) -----------------------------------------
 
 db_app = typer.Typer(help="The database: create/migrate the schema, prune old audit rows.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -326,14 +326,14 @@ def storage_or_exit(path: Path | None):
 
 
 def audit_or_exit(path: Path | None):
-    from agent.audit import AuditStore
+    from agent.storage.audit import AuditStore
 
     settings, url = storage_or_exit(path)
     return AuditStore.open(url, config=settings)
 
 
 def since_or_exit(value: str | None):
-    from agent.audit import parse_since
+    from agent.periods import parse_since
 
     try:
         return parse_since(value)
@@ -352,7 +352,7 @@ def history(
     config: ConfigOption = None,
 ) -> None:
     """Past purge requests, newest first: who asked, from where, what, whether every layer was verified fresh."""
-    from agent.audit import describe
+    from agent.words import describe
 
     since_at = since_or_exit(since)
     store = audit_or_exit(config)
@@ -486,7 +486,7 @@ def digest(
     post: Annotated[bool, typer.Option("--post", help="post it to the digest channel (SLACK_BOT_TOKEN, SLACK_API_URL)")] = False,
 ) -> None:
     """The weekly usage digest (config `digest`): printed, or posted to Slack with --post."""
-    from agent.audit import digest_text
+    from agent.words import digest_text
     from agent.config import DigestConfig
     from slack_app.digest import digest_figures, post_digest
 

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import Column, Engine, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
-from agent.audit import UTCDateTime, utc_now
+from agent.periods import utc_now
+from agent.storage.tables import runs
 
 if TYPE_CHECKING:
     from agent.models import RunResult
@@ -37,19 +38,6 @@ log = logging.getLogger(__name__)
 
 EXECUTING = "executing"
 RESTARTED = "cachebot restarted during this purge"
-
-_metadata = MetaData()
-runs = Table(
-    "cachebot_runs", _metadata,
-    Column("thread_id", String(128), primary_key=True),
-    Column("request_id", String(32)),
-    Column("status", String(20), nullable=False),
-    Column("interface", String(20)),
-    Column("channel", String(200)),
-    Column("owner", String(200), nullable=False),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-)
 
 
 def process_owner() -> str:

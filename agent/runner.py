@@ -2,8 +2,8 @@
 
 Every front end (terminal, Slack) goes through ``Agent`` so they all get the same policy and the same
 checkpointed state; a pending approval survives a restart because it lives in the checkpoint (SQLite, or
-PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/checkpointing.py``).
-Every request, plan, decision and result is also written to the audit trail (``agent/audit.py``): the plan as
+PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/storage/``).
+Every request, plan, decision and result is also written to the audit trail (``agent/storage/audit.py``): the plan as
 soon as it is made and each purge answer as soon as its layer gives it (``ProgressRecorder``), so a run that fails
 later still leaves the record of what was sent. A run that fails with an error does not raise: the result says
 what happened and what was sent (``RunResult.error``), and the audit row is marked "error".
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from langgraph.types import Command
 
-from agent.audit import AuditStore
+from agent.storage.audit import AuditStore
 from agent.storage.checkpoints import open_checkpointer
 from agent.claims import ThreadLocks
 from agent.config import AppConfig
