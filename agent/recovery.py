@@ -2,7 +2,7 @@
 
 While a run sends purges (from the moment the graph's next step is ``execute`` until the run stops), the Agent
 keeps a row in ``cachebot_runs`` (status ``executing``; migration ``0002_claims``, in the audit database) and
-holds the thread's lock (``agent.claims.ThreadLocks``). A finished or failed run deletes its row. So a row whose
+holds the thread's lock (``agent.storage.locks.ThreadLocks``). A finished or failed run deletes its row. So a row whose
 thread lock can be taken belongs to a process that died mid-run.
 
 ``recover(agent)`` — run when ``cachebot slack`` starts and by ``cachebot recover`` — takes each such thread's

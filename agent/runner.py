@@ -23,14 +23,14 @@ from langgraph.types import Command
 
 from agent.storage.audit import AuditStore
 from agent.storage.checkpoints import open_checkpointer
-from agent.claims import ThreadLocks
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.nodes.verify import unverified_results
 from agent.recovery import RunTracker
 from agent.state import AgentContext, PurgeState
-from agent.storage.database import resolve_database_url
+from agent.storage.database import Database, resolve_database_url
+from agent.storage.locks import ThreadLocks
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Agent:
         self._checkpointer = open_checkpointer(self.database_url, path)
         self.graph = build_graph().compile(checkpointer=self._checkpointer.saver)
         # one lock per thread across processes (PostgreSQL advisory lock / flock next to the SQLite files)
-        self.locks = ThreadLocks.open(self.database_url, path)
+        self.locks = ThreadLocks.open(Database(self.database_url, path))
         # which threads are sending purges right now (cachebot_runs): what crash recovery looks at
         self.runs = RunTracker(self.audit.engine)
 
@@ -350,7 +350,7 @@ class Agent:
     @contextmanager
     def _serialised(self, thread_id: str):
         """LangGraph has no per-thread lock: two resumes of one thread would both run and fork its history.
-        This lock holds across threads, processes and replicas (``agent.claims.ThreadLocks``)."""
+        This lock holds across threads, processes and replicas (``agent.storage.locks.ThreadLocks``)."""
         with self.locks.hold(thread_id):
             yield
 

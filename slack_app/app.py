@@ -46,11 +46,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from agent import recovery
-from agent.claims import ClaimStore
 from agent.config import AppConfig
 from agent.models import Intent, Plan, Rejection, RunResult
 from agent.runner import Agent, NothingPending
 from agent.state import AgentContext
+from agent.storage.claims import ClaimStore
+from agent.storage.database import Database
 from slack_app import blocks as kit
 from slack_app.progress import ProgressMessage
 
@@ -128,8 +129,7 @@ class SlackFrontEnd:
         self.agent = agent
         self.client = client
         # on PostgreSQL the claims share the audit's database (and engine) with every replica
-        self.claims = claims or ClaimStore.open(agent.database_url, agent.config.storage.sqlite_path,
-                                                engine=agent.audit.engine)
+        self.claims = claims or ClaimStore.open(Database.choose(agent.config.storage, database_url=agent.database_url))
         self.progress_interval = progress_interval
         rules = agent.config.approval  # our own mentions (approvers, groups) stay live when a reply is escaped
         self._keep = tuple(f"<@{u}>" for u in rules.approvers) + tuple(f"<!subteam^{g}>" for g in rules.approver_groups)
