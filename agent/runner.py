@@ -27,10 +27,10 @@ from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.nodes.verify import unverified_results
-from agent.recovery import RunTracker
 from agent.state import AgentContext, PurgeState
 from agent.storage.database import Database, resolve_database_url
 from agent.storage.locks import ThreadLocks
+from agent.storage.runs import RunTracker
 
 log = logging.getLogger(__name__)
 

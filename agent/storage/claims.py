@@ -107,5 +107,6 @@ def _adopt_legacy_claims(db: Connection) -> None:
     stays posted; an event already run is not run again after the upgrade)."""
     if not inspect(db).has_table(LEGACY_TABLE):
         return
-    db.execute(text(f"INSERT OR IGNORE INTO {claims.name} (key, claimed_at) SELECT key, claimed_at FROM {LEGACY_TABLE}"))
+    db.execute(text(f"INSERT OR IGNORE INTO {claims.name} (key, claimed_at) "
+                    f"SELECT key, claimed_at FROM {LEGACY_TABLE}"))
     db.execute(text(f"DROP TABLE {LEGACY_TABLE}"))

@@ -13,9 +13,10 @@ import threading
 import pytest
 
 from agent.config import parse_config
-from agent.recovery import EXECUTING, RESTARTED, interrupted_message, recover
+from agent.recovery import RESTARTED, interrupted_message, recover
 from agent.runner import Agent
 from agent.state import AgentContext
+from agent.storage.runs import EXECUTING
 from tests.agent.conftest import Clock, warm
 
 BIG = "purge " + " ".join(f"https://shop.example/products/{c}/{p}" for c, p in
