@@ -313,7 +313,7 @@ SinceOption = Annotated[Optional[str], typer.Option("--since", help="24h, 7d, 30
 def storage_or_exit(path: Path | None):
     """(config or None, database URL). Without a config file, $CACHEBOT_DATABASE_URL alone is enough."""
     from agent.config import StorageConfig
-    from agent.storage.database import ENV_VAR, resolve_database_url
+    from agent.storage.database import ENV_VAR, Database
 
     try:
         settings = load_config(path)
@@ -322,7 +322,7 @@ def storage_or_exit(path: Path | None):
             return None, os.environ[ENV_VAR]
         console.print(f"[red]Cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    return settings, resolve_database_url(settings.storage or StorageConfig())
+    return settings, Database.choose(settings.storage or StorageConfig()).url
 
 
 def audit_or_exit(path: Path | None):
@@ -417,14 +417,14 @@ def stats(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the schema (audit tables via Alembic; PostgreSQL checkpoint tables). Idempotent."""
-    from agent.storage.checkpoints import open_checkpointer
+    from agent.storage.checkpoints import prepare_postgres
     from agent.storage.database import display_url, is_postgres
     from agent.storage.migrations import head_revision, upgrade
 
     settings, url = storage_or_exit(config)
     upgrade(url)
     if is_postgres(url):
-        open_checkpointer(url, "").close()  # PostgresSaver.setup()
+        prepare_postgres(url)  # PostgresSaver.setup()
     console.print(f"{display_url(url)}: schema at revision {head_revision()}", soft_wrap=True)
 
 

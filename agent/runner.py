@@ -16,21 +16,16 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.types import Command
 
-from agent.storage.audit import AuditStore
-from agent.storage.checkpoints import open_checkpointer
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.nodes.verify import unverified_results
 from agent.state import AgentContext, PurgeState
-from agent.storage.database import Database, resolve_database_url
-from agent.storage.locks import ThreadLocks
-from agent.storage.runs import RunTracker
+from agent.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +67,21 @@ class Agent:
     ):
         self.config = config
         self.context = context or AgentContext(config=config)
-        path = Path(checkpoint_path or config.storage.sqlite_path)
-        # one URL picks the store (agent/storage.py): the audit's database, and the checkpoints' when PostgreSQL
-        self.database_url = database_url or resolve_database_url(config.storage, path)
-        self.audit = AuditStore.open(self.database_url, config=config)  # migrates (Alembic) when behind
+        # one decision places every store (agent/storage): SQLite files next to the checkpoints, or PostgreSQL
+        self.storage = Storage.open(config, checkpoint_path=checkpoint_path, database_url=database_url)
+        self.database_url = self.storage.url
+        self.audit = self.storage.audit
         self.audit.prune(older_than_days=config.storage.retention_days, now=self.context.now())
         if self.context.audit is None:
             self.context.audit = self.audit  # the report node answers "history" questions from it
-        self._checkpointer = open_checkpointer(self.database_url, path)
-        self.graph = build_graph().compile(checkpointer=self._checkpointer.saver)
+        self.graph = build_graph().compile(checkpointer=self.storage.checkpointer)
         # one lock per thread across processes (PostgreSQL advisory lock / flock next to the SQLite files)
-        self.locks = ThreadLocks.open(Database(self.database_url, path))
+        self.locks = self.storage.locks
         # which threads are sending purges right now (cachebot_runs): what crash recovery looks at
-        self.runs = RunTracker(self.audit.engine)
+        self.runs = self.storage.runs
 
     def close(self) -> None:
-        self._checkpointer.close()
-        self.locks.close()
-        self.audit.close()
+        self.storage.close()
 
     def __enter__(self) -> Agent:
         return self

@@ -45,13 +45,16 @@ class ClaimStore:
         return "postgres" if self.engine.dialect.name == "postgresql" else "sqlite"
 
     @classmethod
-    def open(cls, database: Database) -> ClaimStore:
-        """A store of its own for ``database``. (``Storage`` shares the audit's engine on PostgreSQL instead.)"""
-        if database.postgres:
-            engine = make_engine(database.url)
-            upgrade(database.url, engine)  # the table comes from migration 0002_claims
-            return cls(engine, owns_engine=True)
-        return cls.in_file(database.claims_file)
+    def open(cls, database: Database, *, engine: Engine | None = None) -> ClaimStore:
+        """The claims for ``database``. PostgreSQL: in the shared database, on ``engine`` (the audit's, already
+        migrated) when given. SQLite: in the claims file, whatever ``engine`` is."""
+        if not database.postgres:
+            return cls.in_file(database.claims_file)
+        if engine is not None:
+            return cls(engine)
+        engine = make_engine(database.url)
+        upgrade(database.url, engine)  # the table comes from migration 0002_claims
+        return cls(engine, owns_engine=True)
 
     @classmethod
     def in_file(cls, path: str | os.PathLike[str]) -> ClaimStore:
