@@ -306,7 +306,7 @@ def plan_table(plan: Plan) -> Table:
     return table
 
 
-# --- the audit trail: history, stats, and the database (agent/audit.py, agent/storage.py) ---------------------
+# --- the audit trail: history, stats, and the database (agent/storage/) -----------------------------------------
 
 db_app = typer.Typer(help="The database: create/migrate the schema, prune old audit rows.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -316,7 +316,7 @@ SinceOption = Annotated[Optional[str], typer.Option("--since", help="24h, 7d, 30
 def storage_or_exit(path: Path | None):
     """(config or None, database URL). Without a config file, $CACHEBOT_DATABASE_URL alone is enough."""
     from agent.config import StorageConfig
-    from agent.storage import ENV_VAR, resolve_database_url
+    from agent.storage.database import ENV_VAR, Database
 
     try:
         settings = load_config(path)
@@ -325,18 +325,18 @@ def storage_or_exit(path: Path | None):
             return None, os.environ[ENV_VAR]
         console.print(f"[red]Cannot start:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    return settings, resolve_database_url(settings.storage or StorageConfig())
+    return settings, Database.choose(settings.storage or StorageConfig()).url
 
 
 def audit_or_exit(path: Path | None):
-    from agent.audit import AuditStore
+    from agent.storage.audit import AuditStore
 
     settings, url = storage_or_exit(path)
     return AuditStore.open(url, config=settings)
 
 
 def since_or_exit(value: str | None):
-    from agent.audit import parse_since
+    from agent.periods import parse_since
 
     try:
         return parse_since(value)
@@ -355,7 +355,7 @@ def history(
     config: ConfigOption = None,
 ) -> None:
     """Past purge requests, newest first: who asked, from where, what, whether every layer was verified fresh."""
-    from agent.audit import describe
+    from agent.words import describe
 
     since_at = since_or_exit(since)
     store = audit_or_exit(config)
@@ -420,13 +420,14 @@ def stats(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the schema (audit tables via Alembic; PostgreSQL checkpoint tables). Idempotent."""
-    from agent.checkpointing import open_checkpointer
-    from agent.storage import display_url, head_revision, is_postgres, upgrade
+    from agent.storage.checkpoints import prepare_postgres
+    from agent.storage.database import display_url, is_postgres
+    from agent.storage.migrations import head_revision, upgrade
 
     settings, url = storage_or_exit(config)
     upgrade(url)
     if is_postgres(url):
-        open_checkpointer(url, "").close()  # PostgresSaver.setup()
+        prepare_postgres(url)  # PostgresSaver.setup()
     console.print(f"{display_url(url)}: schema at revision {head_revision()}", soft_wrap=True)
 
 
@@ -488,7 +489,7 @@ def digest(
     post: Annotated[bool, typer.Option("--post", help="post it to the digest channel (SLACK_BOT_TOKEN, SLACK_API_URL)")] = False,
 ) -> None:
     """The weekly usage digest (config `digest`): printed, or posted to Slack with --post."""
-    from agent.audit import digest_text
+    from agent.words import digest_text
     from agent.config import DigestConfig
     from slack_app.digest import digest_figures, post_digest
 

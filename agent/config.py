@@ -153,7 +153,7 @@ class StorageConfig(Strict):
     sqlite_path: str = ".cachebot/state.sqlite"
     database_url: str | None = Field(
         default=None,
-        description="sqlite:///FILE or postgresql://...; $CACHEBOT_DATABASE_URL wins (agent/storage.py)",
+        description="sqlite:///FILE or postgresql://...; $CACHEBOT_DATABASE_URL wins (agent/storage/database.py)",
     )
     retention_days: float = Field(default=90, gt=0, description="audit rows older than this are deleted on start")
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypedDict
 
 from agent.config import AppConfig, LayerConfig
 from agent.layers import build_layer
 from agent.layers.base import CacheLayer
+from agent.periods import utc_now
 
 
 class PurgeState(TypedDict, total=False):
@@ -64,10 +65,6 @@ def new_request(message: str, *, user: str, channel: str | None, dry_run: bool,
             "chosen_intent": chosen_intent}
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @dataclass
 class AgentContext:
     """What nodes need at run time but must not be checkpointed (config holds secrets)."""
@@ -78,7 +75,7 @@ class AgentContext:
     user_groups: Callable[[str], set[str]] = field(default=lambda user: set())
     # Overrides how requests are understood (an ``agent.understanding.Understander``); None = from config/env.
     understander: Any = None
-    # The audit trail (``agent.audit.AuditStore``) the report node answers "history" questions from; Agent sets it.
+    # The audit trail (``agent.storage.audit.AuditStore``) the report node answers "history" questions from; Agent sets it.
     audit: Any = None
 
 

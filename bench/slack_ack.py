@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from agent.audit import requests as audit_requests  # noqa: E402
+from agent.storage.tables import requests as audit_requests  # noqa: E402
 from agent.config import parse_config  # noqa: E402
 from slack_app.server import SlackHTTPServer, SlackSettings, build_front_end  # noqa: E402
 from tests.fakes.slack import FakeSlackProcess, SlackSender, event_payload, mention  # noqa: E402

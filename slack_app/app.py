@@ -17,7 +17,7 @@ Threading model
 Exactly once
     Slack retries (``X-Slack-Retry-Num``) and redelivers (same ``event_id``); a channel mention arrives both as
     ``app_mention`` and as ``message``; people double-click; two app instances may share the files. Every
-    run starts only after winning a claim in ``agent.claims`` (``event:<event_id>``, then
+    run starts only after winning a claim in ``agent.storage.claims`` (``event:<event_id>``, then
     ``message:<channel>:<ts>``), and every decision only after winning ``decision:<thread>:<interrupt>``.
 
 Trust
@@ -46,12 +46,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from agent.service import recovery
-from agent.claims import ClaimStore
 from agent.config import AppConfig
 from agent.models import Intent, RunResult
 from agent.service.agent import Agent, NothingPending
 from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
 from agent.state import AgentContext
+from agent.storage.claims import ClaimStore
 from slack_app import blocks as kit
 from slack_app.progress import ProgressMessage
 
@@ -128,9 +128,8 @@ class SlackFrontEnd:
         (plus ``intake_processes`` for intake); 0 keeps them on thread pools in this process."""
         self.agent = agent
         self.client = client
-        # on PostgreSQL the claims share the audit's database (and engine) with every replica
-        self.claims = claims or ClaimStore.open(agent.database_url, agent.config.storage.sqlite_path,
-                                                engine=agent.audit.engine)
+        # the Agent's storage decided where claims live (the same database / files as its checkpoints)
+        self.claims = claims or agent.storage.claims
         self.progress_interval = progress_interval
         rules = agent.config.approval  # our own mentions (approvers, groups) stay live when a reply is escaped
         self._keep = tuple(f"<@{u}>" for u in rules.approvers) + tuple(f"<!subteam^{g}>" for g in rules.approver_groups)

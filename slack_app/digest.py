@@ -1,6 +1,6 @@
 """The weekly usage digest in Slack (config ``digest: {channel: C123, weekday: mon, hour: 9}``).
 
-``post_digest`` posts ``agent.audit.digest_text`` for the last ``digest.days`` days to ``digest.channel``
+``post_digest`` posts ``agent.words.digest_text`` for the last ``digest.days`` days to ``digest.channel``
 (``cachebot digest --post`` does it by hand). ``DigestScheduler`` runs in ``cachebot slack``: once a minute it
 checks whether it is the configured weekday and hour (UTC); the replica that wins the claim
 ``digest:<ISO year>-W<week>`` posts, so N replicas post one digest a week.
@@ -15,8 +15,9 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from agent.audit import AuditStore, digest_text
 from agent.config import WEEKDAYS, DigestConfig
+from agent.storage.audit import AuditStore
+from agent.words import digest_text
 
 log = logging.getLogger("cachebot.slack")
 

@@ -9,7 +9,7 @@ Each worker builds its own ``Agent``, Web API client and claims connection from 
 Slack settings) in the pool's initializer, and holds a ``SlackFrontEnd`` without a Bolt app. A job is the
 name of a ``SlackFrontEnd`` method and picklable arguments; an intake job returns the run to start, which the
 app process hands to the runs pool. Exactly-once does not depend on the process: claims and thread locks are
-cross-process (``agent/claims.py``). Workers run at ``nice`` (lower CPU priority than the app process by
+cross-process (``agent/storage/``). Workers run at ``nice`` (lower CPU priority than the app process by
 default) because an ack has a deadline and a run does not.
 """
 

@@ -96,8 +96,8 @@ def offer_lines(state: PurgeState) -> list[str]:
 
 
 def history_reply(state: PurgeState, context: AgentContext) -> str:
-    """"what was purged today?" / "who cleared <url>?": answered from the audit trail (agent/audit.py)."""
-    from agent.audit import answer_history
+    """"what was purged today?" / "who cleared <url>?": answered from the audit trail (agent/words.py)."""
+    from agent.words import answer_history
     from agent.urls import screen_urls
 
     message = state.get("message", "")

@@ -2,9 +2,9 @@
 
 Every front end (terminal, Slack) goes through ``Agent`` so they all get the same policy and the same
 checkpointed state; a pending approval survives a restart because it lives in the checkpoint (SQLite, or
-PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/checkpointing.py``).
+PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/storage/``).
 While a run goes, ``on_event`` hears typed progress events (``agent/service/events.py``), never node names.
-Every request, plan, decision and result is also written to the audit trail (``agent/audit.py``): the plan as
+Every request, plan, decision and result is also written to the audit trail (``agent/storage/audit.py``): the plan as
 soon as it is made and each purge answer as soon as its layer gives it (``ProgressRecorder``), so a run that fails
 later still leaves the record of what was sent. A run that fails with an error does not raise: the result says
 what happened and what was sent (``RunResult.error``), and the audit row is marked "error".
@@ -16,23 +16,18 @@ import logging
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.types import Command
 
-from agent.audit import AuditStore
-from agent.checkpointing import open_checkpointer
-from agent.claims import ThreadLocks
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.nodes.report import failure_reply, waiting_reply
 from agent.nodes.verify import unverified_results
 from agent.service.events import EventHandler, EventReader, Executing
-from agent.service.recovery import RunTracker
 from agent.state import AgentContext, new_request
-from agent.storage import resolve_database_url
+from agent.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +61,21 @@ class Agent:
     ):
         self.config = config
         self.context = context or AgentContext(config=config)
-        path = Path(checkpoint_path or config.storage.sqlite_path)
-        # one URL picks the store (agent/storage.py): the audit's database, and the checkpoints' when PostgreSQL
-        self.database_url = database_url or resolve_database_url(config.storage, path)
-        self.audit = AuditStore.open(self.database_url, config=config)  # migrates (Alembic) when behind
+        # one decision places every store (agent/storage): SQLite files next to the checkpoints, or PostgreSQL
+        self.storage = Storage.open(config, checkpoint_path=checkpoint_path, database_url=database_url)
+        self.database_url = self.storage.url
+        self.audit = self.storage.audit
         self.audit.prune(older_than_days=config.storage.retention_days, now=self.context.now())
         if self.context.audit is None:
             self.context.audit = self.audit  # the report node answers "history" questions from it
-        self._checkpointer = open_checkpointer(self.database_url, path)
-        self.graph = build_graph().compile(checkpointer=self._checkpointer.saver)
+        self.graph = build_graph().compile(checkpointer=self.storage.checkpointer)
         # one lock per thread across processes (PostgreSQL advisory lock / flock next to the SQLite files)
-        self.locks = ThreadLocks.open(self.database_url, path)
+        self.locks = self.storage.locks
         # which threads are sending purges right now (cachebot_runs): what crash recovery looks at
-        self.runs = RunTracker(self.audit.engine)
+        self.runs = self.storage.runs
 
     def close(self) -> None:
-        self._checkpointer.close()
-        self.locks.close()
-        self.audit.close()
+        self.storage.close()
 
     def __enter__(self) -> Agent:
         return self
@@ -347,7 +339,7 @@ class Agent:
     @contextmanager
     def _serialised(self, thread_id: str):
         """LangGraph has no per-thread lock: two resumes of one thread would both run and fork its history.
-        This lock holds across threads, processes and replicas (``agent.claims.ThreadLocks``)."""
+        This lock holds across threads, processes and replicas (``agent.storage.locks.ThreadLocks``)."""
         with self.locks.hold(thread_id):
             yield
 

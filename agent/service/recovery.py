@@ -1,8 +1,8 @@
 """Crash recovery: finish (or report) the purges a process was sending when it died.
 
 While a run sends purges (from the moment the graph's next step is ``execute`` until the run stops), the Agent
-keeps a row in ``cachebot_runs`` (status ``executing``; migration ``0002_claims``, in the audit database) and
-holds the thread's lock (``agent.claims.ThreadLocks``). A finished or failed run deletes its row. So a row whose
+keeps a row in ``cachebot_runs`` (``agent.storage.runs``: status ``executing``, in the audit database) and
+holds the thread's lock (``agent.storage.locks``). A finished or failed run deletes its row. So a row whose
 thread lock can be taken belongs to a process that died mid-run.
 
 ``recover(agent)`` — run when ``cachebot slack`` starts and by ``cachebot recover`` — takes each such thread's
@@ -19,15 +19,8 @@ lock (without waiting: a live replica's run is skipped) and looks at its last ch
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
-
-from sqlalchemy import Column, Engine, MetaData, String, Table, delete, insert, select, update
-
-from agent.audit import UTCDateTime, utc_now
 
 if TYPE_CHECKING:
     from agent.models import RunResult
@@ -35,55 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXECUTING = "executing"
 RESTARTED = "cachebot restarted during this purge"
-
-_metadata = MetaData()
-runs = Table(
-    "cachebot_runs", _metadata,
-    Column("thread_id", String(128), primary_key=True),
-    Column("request_id", String(32)),
-    Column("status", String(20), nullable=False),
-    Column("interface", String(20)),
-    Column("channel", String(200)),
-    Column("owner", String(200), nullable=False),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-)
-
-
-def process_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class RunTracker:
-    """The ``cachebot_runs`` rows: which threads are sending purges right now."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def executing(self, thread_id: str, *, request_id: str | None, interface: str | None, channel: str | None,
-                  at: datetime | None = None) -> None:
-        at = at or utc_now()
-        row = {"request_id": request_id, "status": EXECUTING, "interface": interface, "channel": channel,
-               "owner": process_owner(), "updated_at": at}
-        with self.engine.begin() as db:
-            # the thread lock is held, so nobody else writes this thread's row meanwhile
-            if db.execute(update(runs).where(runs.c.thread_id == thread_id).values(**row)).rowcount == 0:
-                db.execute(insert(runs).values(thread_id=thread_id, started_at=at, **row))
-
-    def finished(self, thread_id: str) -> None:
-        with self.engine.begin() as db:
-            db.execute(delete(runs).where(runs.c.thread_id == thread_id))
-
-    def get(self, thread_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as db:
-            row = db.execute(select(runs).where(runs.c.thread_id == thread_id)).mappings().first()
-        return dict(row) if row else None
-
-    def all(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as db:
-            return [dict(r) for r in db.execute(select(runs).order_by(runs.c.started_at)).mappings()]
 
 
 @dataclass

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agent.audit import AuditStore
 from agent.cli import app
-from agent.storage import ENV_VAR
-from tests.agent.test_audit import HOME, STALE, F, V, seed
+from agent.storage.audit import AuditStore
+from agent.storage.database import ENV_VAR
+from tests.agent.storage.test_audit import HOME, STALE, F, V, seed
 
 runner = CliRunner()
 

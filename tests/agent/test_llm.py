@@ -249,7 +249,7 @@ def test_model_reply_is_shown_without_urls_or_mentions(make, fake):
 def test_history_is_answered_from_the_audit_trail(make, fake):
     result = make().ask("who purged the pricing page yesterday? show me the history", user="U1")
     assert result.intent == Intent.HISTORY
-    assert result.reply == "Nothing was purged yesterday."  # agent/audit.py answer_history; the trail is empty
+    assert result.reply == "Nothing was purged yesterday."  # agent/words.py answer_history; the trail is empty
     assert result.urls == [] and result.plan == []
 
 

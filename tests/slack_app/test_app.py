@@ -6,7 +6,11 @@ import csv
 import io
 import threading
 
+from agent.config import parse_config
 from agent.layers import build_layer
+from agent.service.agent import Agent
+from slack_app.app import SlackFrontEnd
+from slack_app.server import make_client
 from tests.agent.conftest import through_edge, warm
 from tests.fakes.slack import BOT_ID, BOT_USER_ID, message
 from tests.slack_app.conftest import BIG, CHANNEL, SMALL, all_text, buttons, new_ts
@@ -330,3 +334,19 @@ def test_retried_and_repeated_events_start_one_run(slack):
     h.idle()
     assert len(h.fake.calls_to("chat.postMessage")) == 1
     assert len(h.thread(ts)) == 1
+
+
+def test_the_front_end_claims_where_its_agent_keeps_its_records(fresh_stack, fake_slack, tmp_path, monkeypatch):
+    """One storage decision: the claims move with the Agent's checkpoints (they once followed sqlite_path)."""
+    monkeypatch.delenv("CACHEBOT_DATABASE_URL", raising=False)
+    config = parse_config({**fresh_stack.config_dict(),
+                           "storage": {"sqlite_path": str(tmp_path / "configured" / "state.sqlite")}})
+    agent = Agent(config, checkpoint_path=str(tmp_path / "moved" / "state.sqlite"))
+    front = SlackFrontEnd(agent, make_client("xoxb-test-token", fake_slack.api_url), signing_secret=None)
+    try:
+        assert front.claims is agent.storage.claims
+        assert front.claims.claim("event:Ev1") and (tmp_path / "moved" / "claims.sqlite").is_file()
+        assert not (tmp_path / "configured").exists()
+    finally:
+        front.close()
+        agent.close()

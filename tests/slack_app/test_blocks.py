@@ -134,7 +134,7 @@ def hostile(text: str) -> list[list[dict]]:
     figures = {"requests": 1, "verified_requests": 0, "failed_requests": 1, "median_seconds_to_verified": None,
                "most_purged": [{"site": "shop", "url": url, "path": "/" + text, "requests": 3}],
                "top_sections": [{"site": "shop", "section": "/" + text, "purged": 1}]}
-    from agent.audit import digest_text
+    from agent.words import digest_text
 
     return [
         kit.plan_blocks(items, run.pages, rejected),

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agent.claims import ClaimStore
 from agent.config import DigestConfig, parse_config
-from agent.service.recovery import RESTARTED
 from agent.service.events import Progress, ProgressEvent
+from agent.service.recovery import RESTARTED
+from agent.storage.claims import ClaimStore
 from slack_app.digest import DigestScheduler, due_key
 from slack_app.server import make_client
 from tests.slack_app.conftest import CHANNEL, SMALL, new_ts
@@ -65,7 +65,7 @@ def test_digest_is_due_once_a_week_at_its_hour_and_posted_by_one_replica(slack, 
     assert due_key(digest, monday_9) == "digest:CDIGEST:2026-W49"
     assert due_key(digest, monday_9.replace(hour=10)) is None
     assert due_key(digest, datetime(2026, 12, 1, 9, 5, tzinfo=timezone.utc)) is None  # a Tuesday
-    claims = ClaimStore(tmp_path / "digest-claims.sqlite")
+    claims = ClaimStore.in_file(tmp_path / "digest-claims.sqlite")
     replicas = [DigestScheduler(h.front.agent.audit, make_client("xoxb-t", fake_slack.api_url), digest, claims,
                                 clock=lambda: monday_9) for _ in range(2)]
     assert [r.tick() for r in replicas] == [True, False]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from agent.audit import requests as audit_requests
 from agent.config import parse_config
+from agent.storage.tables import requests as audit_requests
 from slack_app.server import SlackHTTPServer, SlackSettings, build_front_end
 from tests.fakes.slack import SlackSender, event_payload, mention
 

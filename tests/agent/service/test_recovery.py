@@ -13,10 +13,11 @@ import threading
 import pytest
 
 from agent.config import parse_config
-from agent.service.recovery import EXECUTING, RESTARTED, interrupted_message, recover
 from agent.service.agent import Agent
-from agent.state import AgentContext
 from agent.service.events import Progress, ProgressEvent
+from agent.service.recovery import RESTARTED, interrupted_message, recover
+from agent.state import AgentContext
+from agent.storage.runs import EXECUTING
 from tests.agent.conftest import Clock, warm
 
 BIG = "purge " + " ".join(f"https://shop.example/products/{c}/{p}" for c, p in

@@ -1,6 +1,6 @@
-"""Alembic environment for cachebot's audit tables.
+"""Alembic environment for cachebot's tables (``agent/storage/tables.py``).
 
-``agent.storage.upgrade`` passes an open connection (holding the PostgreSQL advisory lock) in
+``agent.storage.migrations.upgrade`` passes an open connection (holding the PostgreSQL advisory lock) in
 ``config.attributes["connection"]``; run by hand, the URL comes from ``-x url=...``, then
 ``$CACHEBOT_DATABASE_URL``, then the ini's ``sqlalchemy.url``.
 """
@@ -12,7 +12,9 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from agent.storage import VERSION_TABLE, sqlalchemy_url
+from agent.storage.database import sqlalchemy_url
+from agent.storage.migrations import VERSION_TABLE
+from agent.storage.tables import metadata
 
 config = context.config
 
@@ -28,7 +30,7 @@ def database_url() -> str:
 def run(connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=None,
+        target_metadata=metadata,  # what `alembic revision --autogenerate` compares the database with
         version_table=config.attributes.get("version_table", VERSION_TABLE),
         render_as_batch=connection.dialect.name == "sqlite",  # ALTER TABLE on SQLite goes through batch mode
     )

@@ -8,11 +8,10 @@ from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.config import StorageConfig
-from agent.storage import (
-    ENV_VAR, VERSION_TABLE, current_revision, display_url, head_revision, is_postgres, libpq_url, make_engine,
-    resolve_database_url, upgrade,
-)
+from agent.config import StorageConfig, parse_config
+from agent.storage import Storage
+from agent.storage.database import ENV_VAR, display_url, is_postgres, libpq_url, make_engine, resolve_database_url
+from agent.storage.migrations import VERSION_TABLE, current_revision, head_revision, upgrade
 from tests.agent.test_approval import BIG
 
 AUDIT_TABLES = {"audit_requests", "audit_plan_items", "audit_decisions", "audit_results"}
@@ -74,7 +73,9 @@ def test_cachebot_db_upgrade_works_from_any_directory(empty_database_url, tmp_pa
 def test_an_agent_migrates_on_start_and_picks_the_checkpointer_from_the_url(make_agent, empty_database_url):
     agent = make_agent(storage={"database_url": empty_database_url})
     assert agent.database_url == empty_database_url
-    assert agent._checkpointer.kind == ("postgres" if is_postgres(empty_database_url) else "sqlite")
+    assert agent.storage.kind == ("postgres" if is_postgres(empty_database_url) else "sqlite")
+    assert type(agent.graph.checkpointer).__name__ == ("PostgresSaver" if is_postgres(empty_database_url)
+                                                       else "SqliteSaver")
     assert current_revision(agent.audit.engine) == head_revision()
 
 
@@ -97,3 +98,38 @@ def test_a_pending_approval_survives_an_agent_restart(make_agent, database_url, 
         assert not Path(tmp_path / "other.sqlite").exists()  # nothing went to SQLite
     [entry] = restarted.audit.history(user="bob")
     assert entry.thread_id == waiting.thread_id and entry.approved_by == "alice" and entry.status == "done"
+
+
+def config_in(directory: Path, **storage) -> object:
+    return parse_config({
+        "sites": [{"name": "s", "hosts": ["s.example"], "layers": ["v"]}],
+        "layers": [{"name": "v", "kind": "varnish", "endpoint": "http://127.0.0.1:9"}],
+        "storage": {"sqlite_path": str(directory / "state.sqlite"), **storage},
+    })
+
+
+def test_one_decision_places_every_sqlite_file_next_to_the_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    storage = Storage.open(config_in(tmp_path / "configured"), checkpoint_path=tmp_path / "elsewhere" / "cp.sqlite")
+    try:
+        assert storage.kind == "sqlite" and storage.url == f"sqlite:///{tmp_path / 'elsewhere' / 'audit.sqlite'}"
+        assert storage.claims.claim("event:Ev1") and (tmp_path / "elsewhere" / "claims.sqlite").is_file()
+        assert storage.locks.directory == tmp_path / "elsewhere" / "locks"
+        assert (tmp_path / "elsewhere" / "cp.sqlite").is_file()
+        assert not (tmp_path / "configured").exists()  # nothing follows storage.sqlite_path when told otherwise
+    finally:
+        storage.close()
+
+
+def test_on_postgresql_every_store_shares_the_database(database_url, tmp_path):
+    storage = Storage.open(config_in(tmp_path, database_url=database_url))
+    try:
+        assert storage.url == database_url
+        if storage.kind == "postgres":
+            assert storage.claims.engine is storage.audit.engine is storage.runs.engine
+            assert type(storage.locks).__name__ == "PostgresThreadLocks"
+            assert not (tmp_path / "claims.sqlite").exists() and not (tmp_path / "state.sqlite").exists()
+        else:
+            assert storage.claims.engine is not storage.audit.engine  # its own file: no wait behind audit writes
+    finally:
+        storage.close()

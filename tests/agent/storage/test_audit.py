@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent.audit import AuditStore, parse_since
 from agent.models import Intent, ItemResult, ItemStatus, Operation, PlanItem, RunResult
+from agent.storage.audit import AuditStore
 from tests.agent.conftest import warm
 from tests.agent.test_approval import BIG
 
@@ -85,15 +85,6 @@ def test_history_by_user_and_since(known):
     assert [e.user for e in known.history(since=T0 + timedelta(minutes=30))] == ["bob", "carol"]
     assert known.history(user="bob", since=T0 + timedelta(minutes=30), url=f"{SHOP}/pricing") == []
     assert known.history(user="nobody") == []
-
-
-def test_parse_since():
-    now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
-    assert parse_since("24h", now) == now - timedelta(hours=24)
-    assert parse_since("7d", now) == now - timedelta(days=7)
-    assert parse_since("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=timezone.utc)
-    with pytest.raises(ValueError, match="not a time"):
-        parse_since("last tuesday", now)
 
 
 def test_stats_from_known_data(known):

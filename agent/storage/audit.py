@@ -1,236 +1,41 @@
-"""The audit trail: who asked for what, from where, what was planned, who decided, what each layer did.
+"""The audit trail's store: who asked for what, from where, what was planned, who decided, what each layer did.
 
 ``AuditStore`` records (called by ``agent.service.agent.Agent``) and answers questions (``history``, ``stats``) for
-the CLI, the Slack front end and the graph's ``history`` intent. Tables are created by Alembic
-(``agent/migrations``); the definitions below mirror the migrations for queries.
+the CLI, the Slack front end and the graph's ``history`` intent; the sentences people read from those answers
+are in ``agent/words.py``. The tables are in ``agent/storage/tables.py``.
 
 Never stored: configuration secrets. Every text written (the message, reasons, details, evidence) passes
-through ``Redactor``, which replaces each secret value found in the config (layer credentials, secret-looking
-options and headers, passwords in endpoints and the database URL, the LLM API key) and any password in a URL's
-userinfo with ``[redacted]``.
+through a ``Redactor`` (``agent/storage/redaction.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import re
 import statistics
 import uuid
 from collections import Counter, defaultdict
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
-from sqlalchemy import (
-    Boolean, Column, DateTime, Engine, ForeignKey, Integer, MetaData, String, Table, Text, TypeDecorator, and_,
-    cast, delete, func, insert, or_, select, true, update,
-)
+from pydantic import BaseModel
+from sqlalchemy import Engine, Integer, Table, and_, cast, delete, func, insert, or_, select, true, update
 
 from agent.models import ItemStatus, RunResult
+from agent.periods import utc_now
+from agent.storage.database import make_engine
+from agent.storage.migrations import upgrade
+from agent.storage.redaction import Redactor, secrets_of
+from agent.storage.tables import AUDIT_CHILD_TABLES, AUDIT_TABLES, decisions, plan_items, requests, results
+from agent.urls import normalise
 
-log = logging.getLogger(__name__)
-
-REDACTED = "[redacted]"
-MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words; such "secrets" protect nothing anyway
 PURGE_INTENTS = ("purge", "purge_all")
 NOT_CONFIRMED = (ItemStatus.FAILED.value, ItemStatus.PURGED_UNVERIFIED.value)
 STILL_STALE = "still serves stale content"  # agent.nodes.verify.STILL_STALE
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """Aware UTC datetimes in and out, on SQLite (no time zones) as on PostgreSQL (timestamptz)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-metadata = MetaData()
-
-requests = Table(
-    "audit_requests", metadata,
-    Column("id", String(32), primary_key=True),
-    Column("thread_id", String(128), nullable=False),
-    Column("requested_by", String(200), nullable=False),
-    Column("interface", String(20), nullable=False),
-    Column("channel", String(200)),
-    Column("text", Text, nullable=False),
-    Column("intent", String(20)),
-    Column("understood_by", String(20)),
-    Column("dry_run", Boolean, nullable=False, default=False),
-    Column("status", String(20), nullable=False),
-    Column("outcome", String(20)),
-    Column("page_count", Integer, nullable=False, default=0),
-    Column("purge_count", Integer, nullable=False, default=0),
-    Column("llm_model", String(100)),
-    Column("input_tokens", Integer),
-    Column("output_tokens", Integer),
-    Column("total_tokens", Integer),
-    Column("received_at", UTCDateTime, nullable=False),
-    Column("finished_at", UTCDateTime),
-)
-
-plan_items = Table(
-    "audit_plan_items", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(32), ForeignKey("audit_requests.id", ondelete="CASCADE"), nullable=False),
-    Column("url", Text, nullable=False),
-    Column("url_hash", String(64), nullable=False),
-    Column("site", String(100), nullable=False),
-    Column("layer", String(100), nullable=False),
-    Column("operation", String(20), nullable=False),
-    Column("target", Text, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("requested", Boolean, nullable=False),
-)
-
-decisions = Table(
-    "audit_decisions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(32), ForeignKey("audit_requests.id", ondelete="CASCADE"), nullable=False),
-    Column("thread_id", String(128), nullable=False),
-    Column("decided_by", String(200), nullable=False),
-    Column("interface", String(20), nullable=False),
-    Column("decision", String(20), nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-    Column("decided_at", UTCDateTime, nullable=False),
-)
-
-results = Table(
-    "audit_results", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(32), ForeignKey("audit_requests.id", ondelete="CASCADE"), nullable=False),
-    Column("url", Text, nullable=False),
-    Column("url_hash", String(64), nullable=False),
-    Column("site", String(100), nullable=False),
-    Column("path", Text, nullable=False),
-    Column("layer", String(100), nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-    Column("evidence", Text, nullable=False, default=""),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("found_stale", Boolean, nullable=False, default=False),
-    Column("recorded_at", UTCDateTime, nullable=False),
-)
-
-CHILD_TABLES = (results, decisions, plan_items)
-ALL_TABLES = (requests, plan_items, decisions, results)
-
-
 def url_hash(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
-
-
-# ------------------------------------------------------------------------------------------------- secrets
-
-_SECRETISH = re.compile(r"(token|secret|password|passwd|key|auth|credential|signature|cookie)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)([^\s@/]+)@", re.IGNORECASE)
-
-
-def secrets_of(config: Any) -> set[str]:
-    """Every secret value the configuration holds (``AppConfig``), plus the database URL's password."""
-    found: set[str] = set()
-    if config is None:
-        return found
-
-    def reveal(value: Any) -> str | None:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value()
-        return value if isinstance(value, str) else None
-
-    def secretish(values: Any, named: bool = False) -> None:
-        if isinstance(values, dict):
-            for key, value in values.items():
-                secretish(value, named or bool(_SECRETISH.search(str(key))))
-        elif isinstance(values, (list, tuple)):
-            for value in values:
-                secretish(value, named)
-        elif (text := reveal(values)) and (named or isinstance(values, SecretStr)):
-            # "Bearer abc…": the credential part too, so it is caught wherever it shows up alone
-            found.add(text)
-            found.update(part for part in text.split() if len(part) >= 8)
-
-    for layer in getattr(config, "layers", []):
-        for value in layer.credentials.values():
-            found.add(value.get_secret_value())
-        secretish(layer.options)
-        if layer.endpoint and (password := _password_in(layer.endpoint)):
-            found.add(password)
-    llm = getattr(config, "llm", None)
-    if llm is not None and llm.api_key is not None:
-        found.add(llm.api_key.get_secret_value())
-    if os.environ.get("OPENAI_API_KEY"):
-        found.add(os.environ["OPENAI_API_KEY"])
-    storage = getattr(config, "storage", None)
-    for url in (os.environ.get("CACHEBOT_DATABASE_URL"), getattr(storage, "database_url", None)):
-        if url and (password := _password_in(url)):
-            found.add(password)
-    return {secret for secret in found if secret and len(secret) >= MIN_SECRET_LENGTH}
-
-
-def _password_in(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
-
-
-class Redactor:
-    def __init__(self, secrets: Iterable[str] = ()):
-        # longest first, so a secret that contains another is replaced whole
-        self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
-
-    def __call__(self, text: str | None) -> str:
-        if not text:
-            return text or ""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-
-
-# ------------------------------------------------------------------------------------------------- since
-
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
-    """``24h``, ``7d``, ``30m``, ``2w``, a date (``2026-11-01``, midnight UTC) or an ISO datetime."""
-    if not value:
-        return None
-    now = now or utc_now()
-    if match := _RELATIVE.match(value):
-        return now - timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
-    if value.strip().lower() == "today":
-        return datetime.combine(now.date(), time(), timezone.utc)
-    if value.strip().lower() == "yesterday":
-        return datetime.combine(now.date() - timedelta(days=1), time(), timezone.utc)
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-            return datetime.combine(date.fromisoformat(value.strip()), time(), timezone.utc)
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a time: use 24h, 7d, 30m, 2w, or a date like 2026-11-01") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 # ------------------------------------------------------------------------------------------------- answers
@@ -310,7 +115,7 @@ def outcome_of(rows: list[dict[str, Any]] | list[Any]) -> str | None:
 
 
 class AuditStore:
-    """Records and queries on one database (``agent.storage.make_engine``)."""
+    """Records and queries on one database (``agent.storage.database.make_engine``)."""
 
     def __init__(self, engine: Engine, *, config: Any = None, secrets: Iterable[str] | None = None):
         self.engine = engine
@@ -319,8 +124,6 @@ class AuditStore:
 
     @classmethod
     def open(cls, url: str, *, config: Any = None, migrate: bool = True) -> AuditStore:
-        from agent.storage import make_engine, upgrade
-
         engine = make_engine(url)
         if migrate:
             upgrade(url, engine)
@@ -431,7 +234,7 @@ class AuditStore:
         cutoff = (now or utc_now()) - timedelta(days=older_than_days)
         old = select(requests.c.id).where(requests.c.received_at < cutoff)
         with self.engine.begin() as db:
-            for table in CHILD_TABLES:  # explicit: SQLite enforces ON DELETE CASCADE only with a pragma
+            for table in AUDIT_CHILD_TABLES:  # explicit: SQLite enforces ON DELETE CASCADE only with a pragma
                 db.execute(delete(table).where(table.c.request_id.in_(old)))
             return db.execute(delete(requests).where(requests.c.received_at < cutoff)).rowcount or 0
 
@@ -549,7 +352,7 @@ class AuditStore:
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every row of every audit table (backups by hand, and the tests' "no secret anywhere" check)."""
         with self.engine.connect() as db:
-            return {t.name: [dict(r) for r in db.execute(select(t)).mappings()] for t in ALL_TABLES}
+            return {t.name: [dict(r) for r in db.execute(select(t)).mappings()] for t in AUDIT_TABLES}
 
     # --- helpers ------------------------------------------------------------------------------------------
 
@@ -618,103 +421,9 @@ def section_of(path: str) -> str:
     return f"/{first}"
 
 
-def digest_text(figures: dict[str, Any], *, days: float | None = None) -> str:
-    """The weekly digest (Slack mrkdwn): volume, top sites/sections/layers, most purged paths, layers most
-    often stale, median request → verified. Built from ``AuditStore.stats``."""
-    median = figures.get("median_seconds_to_verified")
-    period = f"the last {days:g} days" if days else "all time"
-    lines = [f"*cachebot weekly digest* — {period}",
-             f"{figures['requests']} requests: {figures['verified_requests']} verified fresh, "
-             f"{figures['failed_requests']} not confirmed. Median request → verified: "
-             + ("n/a" if median is None else f"{median:.1f} s")]
-
-    def listing(title: str, rows: list[str]) -> None:
-        lines.append(f"*{title}*")
-        lines.extend(f"• {row}" for row in rows[:5]) if rows else lines.append("• none")
-
-    listing("Top sites", [f"{r['site']}: {r['purged']} purges" for r in figures.get("top_sites", [])])
-    listing("Top sections", [f"{r['site']} {r['section']}: {r['purged']} requests"
-                             for r in figures.get("top_sections", [])])
-    listing("Top layers", [f"{r['site']}/{r['layer']}: {r['purged']} purges" for r in figures.get("top_layers", [])])
-    listing("Most purged paths", [f"{r['requests']}× {r['site']} {r['path']}" for r in figures.get("most_purged", [])])
-    listing("Layers stale most often", [
-        f"{r['site']}/{r['layer']}: {r['stale']} stale after purge, {r['failed']} failed, {r['unverified']} unverified"
-        for r in figures.get("problem_layers", [])])
-    return "\n".join(lines)
-
-
 def normalised(url: str) -> str:
     """The URL as the agent records it (``agent.urls.normalise``); Slack's ``<url|label>`` is unwrapped."""
-    from agent.urls import normalise
-
     text = url.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].split("|", 1)[0]
     return normalise(text.replace("&amp;", "&"))
-
-
-# ------------------------------------------------------------------------------------------------- words
-
-
-def describe(entry: HistoryEntry) -> str:
-    """One line for people: when, who, from where, what, and whether it worked."""
-    when = entry.received_at.strftime("%Y-%m-%d %H:%M UTC")
-    where = entry.interface + (f" #{entry.channel}" if entry.channel else "")
-    if entry.match is not None:
-        what = entry.match.url + ("" if entry.match.requested else f" (added: {entry.match.reason})")
-        worked = entry.match.worked
-    else:
-        first = entry.urls[:2]
-        what = ", ".join(first) + (f" and {len(entry.urls) - 2} more" if len(entry.urls) > 2 else "")
-        what = what or f"{entry.page_count} pages"
-        worked = entry.worked
-    verdict = {
-        "waiting_approval": "waiting for approval", "denied": "denied", "expired": "approval expired",
-        "dry_run": "dry run, nothing sent", "error": "error", "received": "in progress",
-    }.get(entry.status) or ("verified fresh" if worked else "NOT confirmed fresh" if worked is False else entry.status)
-    approved = f", approved by {entry.approved_by}" if entry.approved_by else ""
-    return f"{when} — {entry.user} ({where}): {what} → {verdict}{approved}"
-
-
-_LAST_N = re.compile(r"\b(?:last|past|previous)\s+(\d+)\s*(hours?|days?|weeks?)\b", re.IGNORECASE)
-
-
-def window_in(message: str, now: datetime) -> tuple[datetime | None, datetime | None, str]:
-    """The time window a history question names: (since, until, how to say it). Default: the last 7 days."""
-    words = message.lower()
-    midnight = datetime.combine(now.astimezone(timezone.utc).date(), time(), timezone.utc)
-    if match := _LAST_N.search(words):
-        n, unit = int(match.group(1)), match.group(2).rstrip("s") + "s"
-        return now - timedelta(**{unit: n}), None, f"in the last {n} {unit if n != 1 else unit[:-1]}"
-    if re.search(r"\b(today|heute|aujourd'hui|hoy|vandaag)\b", words):
-        return midnight, None, "today"
-    if re.search(r"\b(yesterday|gestern|hier|ayer|gisteren)\b", words):
-        return midnight - timedelta(days=1), midnight, "yesterday"
-    if re.search(r"\b(this|last|past) week\b", words):
-        return now - timedelta(days=7), None, "in the last 7 days"
-    if re.search(r"\b(this|last|past) month\b", words):
-        return now - timedelta(days=30), None, "in the last 30 days"
-    return now - timedelta(days=7), None, "in the last 7 days"
-
-
-def answer_history(store: AuditStore, message: str, urls: list[str], now: datetime, limit: int = 10) -> str:
-    """The graph's answer to "what was purged today?" / "who cleared <url>?"."""
-    if urls:
-        lines = []
-        for url in urls[:5]:
-            entries = store.history(url=url, limit=limit)
-            if not entries:
-                lines.append(f"I have no record of {url} being purged.")
-                continue
-            lines.append(f"{url} — {len(entries)} request(s), newest first:")
-            lines += [f"  • {describe(entry)}" for entry in entries]
-        return "\n".join(lines)
-    since, until, said = window_in(message, now)
-    entries = store.history(since=since, until=until, limit=limit + 1)
-    if not entries:
-        return f"Nothing was purged {said}."
-    shown = entries[:limit]
-    more = " (the newest ones; `cachebot history` lists all)" if len(entries) > limit else ""
-    lines = [f"Purges {said}{more}:"]
-    lines += [f"  • {describe(entry)}" for entry in shown]
-    return "\n".join(lines)

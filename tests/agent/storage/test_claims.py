@@ -5,13 +5,15 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from pathlib import Path
 
-from agent.claims import CLAIMS_FILE, ClaimStore, claims_path
 from agent.config import parse_config
+from agent.storage.claims import ClaimStore
+from agent.storage.database import CLAIMS_FILE, Database
 
 
 def test_first_claim_wins_and_release_frees_it(tmp_path):
-    store = ClaimStore(tmp_path / "c.sqlite")
+    store = ClaimStore.in_file(tmp_path / "c.sqlite")
     assert store.claim("event:Ev1") is True
     assert store.claim("event:Ev1") is False
     assert store.claim("event:Ev2") is True
@@ -20,12 +22,12 @@ def test_first_claim_wins_and_release_frees_it(tmp_path):
 
 
 def test_a_second_store_on_the_same_file_sees_the_claims(tmp_path):
-    ClaimStore(tmp_path / "c.sqlite").claim("decision:C1:1.2:abc")
-    assert ClaimStore(tmp_path / "c.sqlite").claim("decision:C1:1.2:abc") is False
+    ClaimStore.in_file(tmp_path / "c.sqlite").claim("decision:C1:1.2:abc")
+    assert ClaimStore.in_file(tmp_path / "c.sqlite").claim("decision:C1:1.2:abc") is False
 
 
 def test_exactly_one_of_many_threads_wins(tmp_path):
-    store = ClaimStore(tmp_path / "c.sqlite")
+    store = ClaimStore.in_file(tmp_path / "c.sqlite")
     wins: list[bool] = []
     barrier = threading.Barrier(16)
 
@@ -44,12 +46,12 @@ def test_exactly_one_of_many_threads_wins(tmp_path):
 def _claim_in_process(path: str, key: str, start: float, queue) -> None:
     while time.time() < start:
         time.sleep(0.001)
-    queue.put(ClaimStore(path).claim(key))
+    queue.put(ClaimStore.in_file(path).claim(key))
 
 
 def test_exactly_one_of_many_processes_wins(tmp_path):
     path = str(tmp_path / "c.sqlite")
-    ClaimStore(path)  # create the table before the race
+    ClaimStore.in_file(path)  # create the table before the race
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     start = time.time() + 2.0
@@ -68,12 +70,12 @@ def test_path_is_next_to_the_checkpoint_database(tmp_path):
         "layers": [{"name": "v", "kind": "varnish", "endpoint": "http://127.0.0.1:9"}],
         "storage": {"sqlite_path": str(tmp_path / "db" / "state.sqlite")},
     })
-    assert claims_path(config) == tmp_path / "db" / CLAIMS_FILE
-    assert ClaimStore.for_config(config).claim("x") and (tmp_path / "db" / CLAIMS_FILE).is_file()
+    assert Database.choose(config.storage).claims_file == tmp_path / "db" / CLAIMS_FILE
+    assert ClaimStore.open(Database.choose(config.storage)).claim("x") and (tmp_path / "db" / CLAIMS_FILE).is_file()
 
 
 def test_forget_older_than(tmp_path):
-    store = ClaimStore(tmp_path / "c.sqlite")
+    store = ClaimStore.in_file(tmp_path / "c.sqlite")
     store.claim("old")
     time.sleep(0.05)
     assert store.forget_older_than(0.01) == 1
@@ -82,12 +84,10 @@ def test_forget_older_than(tmp_path):
 
 # --- on the configured database: PostgreSQL table or SQLite file (ClaimStore.open) --------------------------
 
-from agent.claims import PostgresClaimStore, ThreadLocks  # noqa: E402
-
 
 def _fresh_claims(database_url: str, tmp_path):
-    store = ClaimStore.open(database_url, tmp_path / "state.sqlite")
-    if isinstance(store, PostgresClaimStore):
+    store = ClaimStore.open(Database(database_url, tmp_path / "state.sqlite"))
+    if store.kind == "postgres":
         store.forget_older_than(-1e9)  # the session's PostgreSQL database is shared between tests
     return store
 
@@ -106,7 +106,7 @@ def test_open_picks_the_store_for_the_database(database_url, tmp_path):
 
 
 def _claim_on(url: str, sqlite_path: str, key: str, start: float, queue) -> None:
-    store = ClaimStore.open(url, sqlite_path)
+    store = ClaimStore.open(Database(url, Path(sqlite_path)))
     while time.time() < start:
         time.sleep(0.001)
     queue.put(store.claim(key))
@@ -128,42 +128,14 @@ def test_exactly_one_process_wins_on_the_configured_database(database_url, tmp_p
     assert results.count(True) == 1
 
 
-HOLDER = """
-import sys, time
-from agent.claims import ThreadLocks
-locks = ThreadLocks.open(sys.argv[1], sys.argv[2])
-with locks.hold(sys.argv[3]):
-    print("held", flush=True)
-    time.sleep(120)
-"""
+def test_a_claims_file_from_before_keeps_its_claims(tmp_path):
+    import sqlite3
 
-
-def test_a_thread_lock_holds_across_processes_and_dies_with_its_holder(database_url, tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    locks = ThreadLocks.open(database_url, tmp_path / "state.sqlite")
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, database_url, str(tmp_path / "state.sqlite"), "C1:1.2"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with locks.try_hold("C1:1.2") as got:
-            assert got is False  # another process runs this thread
-        with locks.try_hold("C1:9.9") as got:
-            assert got is True  # other threads are free
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
-        deadline = time.monotonic() + 10
-        while True:  # PostgreSQL notices the closed connection at once; allow it a moment
-            with locks.try_hold("C1:1.2") as got:
-                if got or time.monotonic() > deadline:
-                    break
-            time.sleep(0.05)
-        assert got is True
-        with locks.hold("C1:1.2"):
-            pass
-    finally:
-        holder.kill()
-        holder.wait(10)
-        locks.close()
+    path = tmp_path / "claims.sqlite"
+    with sqlite3.connect(path) as db:  # the table as claims.sqlite held it before it had the shared name
+        db.execute("CREATE TABLE claims (key TEXT PRIMARY KEY, claimed_at REAL NOT NULL)")
+        db.execute("INSERT INTO claims VALUES ('digest:C1:2026-W48', 1.0)")
+    db.close()
+    store = ClaimStore.in_file(path)
+    assert store.claim("digest:C1:2026-W48") is False
+    assert store.claim("event:Ev1") is True

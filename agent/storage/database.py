@@ -1,5 +1,8 @@
 """Where cachebot keeps its records: one database URL picks SQLite (one machine) or PostgreSQL (a team).
 
+``Database.choose`` makes that decision once (``agent.storage.Storage.open`` calls it); every store is then
+built from the ``Database`` it returns, so no two parts of cachebot can pick different places.
+
 The rule (``resolve_database_url``):
 
 1. ``$CACHEBOT_DATABASE_URL`` when set, else
@@ -10,30 +13,62 @@ With a ``postgresql://`` URL the same database holds the LangGraph checkpoints (
 audit tables, so every replica sees every pending approval and every record. With SQLite the checkpoints stay
 in ``storage.sqlite_path`` (``SqliteSaver``, its own connection and tables) and the audit goes to its own file:
 two files so the checkpointer's connection and SQLAlchemy's never wait on SQLite's single writer lock, and the
-audit file can be copied, pruned or vacuumed on its own.
+audit file can be copied, pruned or vacuumed on its own. On SQLite the claims (``claims.sqlite``) and the
+thread-lock files (``locks/``) are next to the checkpoint file too; on PostgreSQL both live in the database.
 
-The audit schema is created and migrated by Alembic (``agent/migrations``) — ``upgrade()`` runs on every
-Agent start (a no-op when current) and from ``cachebot db upgrade``.
+The schema is created and migrated by Alembic (``agent/storage/migrations``): ``upgrade()`` there runs on
+every Agent start (a no-op when current) and from ``cachebot db upgrade``.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
-from sqlalchemy.engine import URL, Connection
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
 
 from agent.config import StorageConfig
 
 ENV_VAR = "CACHEBOT_DATABASE_URL"
 AUDIT_FILE = "audit.sqlite"
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "cachebot_alembic_version"  # not "alembic_version": the database may be shared with other apps
-MIGRATION_LOCK = 7_240_517_301  # pg_advisory_lock key: replicas starting together migrate one at a time
+CLAIMS_FILE = "claims.sqlite"
+LOCKS_DIR = "locks"
+
+
+@dataclass(frozen=True)
+class Database:
+    """The decision: the database URL (audit and runs; checkpoints, claims and locks too on PostgreSQL) and,
+    for SQLite, the checkpoint file whose directory holds the other files."""
+
+    url: str
+    checkpoint_file: Path
+
+    @classmethod
+    def choose(cls, storage: StorageConfig, *, checkpoint_path: str | os.PathLike[str] | None = None,
+               database_url: str | None = None) -> Database:
+        """``database_url`` (given by the caller) wins, then the rule of ``resolve_database_url``."""
+        checkpoint = Path(checkpoint_path or storage.sqlite_path)
+        return cls(database_url or resolve_database_url(storage, checkpoint), checkpoint)
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres(self.url)
+
+    @property
+    def kind(self) -> str:
+        return "postgres" if self.postgres else "sqlite"
+
+    @property
+    def claims_file(self) -> Path:
+        """On SQLite: the claims' own file, so the Slack ack path never waits behind the audit's writes."""
+        return self.checkpoint_file.parent / CLAIMS_FILE
+
+    @property
+    def locks_dir(self) -> Path:
+        """On SQLite: the directory of the thread-lock files (``flock``)."""
+        return self.checkpoint_file.parent / LOCKS_DIR
 
 
 def resolve_database_url(storage: StorageConfig, checkpoint_path: str | os.PathLike[str] | None = None) -> str:
@@ -79,8 +114,8 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the audit database; SQLite files get their directory, WAL, a busy timeout and FKs."""
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for ``url``; SQLite files get their directory, WAL, a busy timeout and FKs."""
     parsed = sqlalchemy_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_file(url)
@@ -99,67 +134,5 @@ def make_engine(url: str) -> Engine:
         return engine
     # pool_pre_ping: a restarted Postgres (or a PgBouncer recycle) costs one retry, not a failed request.
     # prepare_threshold=None: no server-side prepared statements, so PgBouncer in transaction mode works.
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5,
+    return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
                          connect_args={"prepare_threshold": None})
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def alembic_config(url: str, connection: Connection | None = None):
-    """Alembic's configuration, built from the package (``agent/migrations/alembic.ini``): works from any cwd."""
-    from alembic.config import Config
-
-    config = Config(str(MIGRATIONS / "alembic.ini"))
-    config.set_main_option("script_location", str(MIGRATIONS))
-    # '%' must be doubled for configparser; the URL is only used when no connection is passed in.
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).render_as_string(hide_password=False).replace("%", "%%"))
-    config.attributes["connection"] = connection
-    config.attributes["version_table"] = VERSION_TABLE
-    return config
-
-
-@contextmanager
-def migration_lock(engine: Engine) -> Iterator[Connection]:
-    """One connection to migrate on; on PostgreSQL it holds an advisory lock so replicas take turns."""
-    with engine.connect() as connection:
-        postgres = engine.dialect.name == "postgresql"
-        if postgres:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
-            connection.commit()
-        try:
-            yield connection
-        finally:
-            if postgres:
-                connection.rollback()
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
-                connection.commit()
-
-
-def upgrade(url: str, engine: Engine | None = None, revision: str = "head") -> None:
-    """Create or migrate the audit schema to ``revision``; idempotent, safe with several replicas starting."""
-    from alembic import command
-
-    own = engine is None
-    engine = engine or make_engine(url)
-    try:
-        with migration_lock(engine) as connection:
-            command.upgrade(alembic_config(url, connection), revision)
-            connection.commit()
-    finally:
-        if own:
-            engine.dispose()
-
-
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
-
-
-def head_revision() -> str | None:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

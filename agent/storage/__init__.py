@@ -1,0 +1,90 @@
+"""Where cachebot keeps its records, decided once.
+
+``Storage.open(config)`` picks SQLite (one machine) or PostgreSQL (a team) through ``Database.choose``
+(``$CACHEBOT_DATABASE_URL``, then ``storage.database_url``, then SQLite files next to the checkpoint file) and
+hands out every store built from that one decision:
+
+- ``checkpointer``: LangGraph's saver for the compiled graph (``SqliteSaver`` / ``PostgresSaver``);
+- ``async_checkpointer()``: ``async with`` it for ``AsyncSqliteSaver`` / ``AsyncPostgresSaver`` on the same
+  checkpoints, for async code;
+- ``audit``: the audit trail (``AuditStore``);
+- ``claims``: exactly-once claims (``ClaimStore``);
+- ``locks``: per-thread locks across processes (``ThreadLocks``);
+- ``runs``: the runs sending purges right now, for crash recovery (``RunTracker``).
+
+The Agent opens one Storage; the Slack front end takes its claims from the Agent's, so the two always agree
+on where they are. The rooms: ``database.py`` (URL, engine, placement), ``tables.py`` (every table),
+``migrations/`` (Alembic), ``checkpoints.py``, ``audit.py``, ``redaction.py``, ``claims.py``, ``locks.py``,
+``runs.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractAsyncContextManager, ExitStack, closing
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy import Engine
+
+from agent.config import AppConfig
+from agent.storage.audit import AuditStore
+from agent.storage.checkpoints import Checkpointer, open_async_checkpointer, open_checkpointer
+from agent.storage.claims import ClaimStore
+from agent.storage.database import Database, make_engine
+from agent.storage.locks import ThreadLocks
+from agent.storage.migrations import upgrade
+from agent.storage.runs import RunTracker
+
+
+class Storage:
+    """Every store on one decision (``database``); ``close()`` closes them all."""
+
+    def __init__(self, database: Database, engine: Engine, checkpoints: Checkpointer, audit: AuditStore,
+                 claims: ClaimStore, locks: ThreadLocks, runs: RunTracker, on_close: ExitStack):
+        self.database = database
+        self.engine = engine  # the audit database's: audit, runs, and the claims on PostgreSQL
+        self._checkpoints = checkpoints
+        self.audit = audit
+        self.claims = claims
+        self.locks = locks
+        self.runs = runs
+        self._on_close = on_close
+
+    @classmethod
+    def open(cls, config: AppConfig, *, checkpoint_path: str | os.PathLike[str] | None = None,
+             database_url: str | None = None) -> Storage:
+        """Decide where the records go, migrate the schema (a no-op when current) and open every store.
+        ``checkpoint_path`` / ``database_url`` override the config (tests, a second Agent on other files)."""
+        database = Database.choose(config.storage, checkpoint_path=checkpoint_path, database_url=database_url)
+        with ExitStack() as opened:  # a store that fails to open closes the ones opened before it
+            engine = make_engine(database.url)
+            opened.callback(engine.dispose)
+            upgrade(database.url, engine)
+            checkpoints = opened.enter_context(closing(open_checkpointer(database)))
+            claims = opened.enter_context(closing(ClaimStore.open(database, engine=engine)))
+            locks = opened.enter_context(closing(ThreadLocks.open(database)))
+            storage = cls(database, engine, checkpoints, AuditStore(engine, config=config), claims, locks,
+                          RunTracker(engine), opened.pop_all())
+        return storage
+
+    @property
+    def url(self) -> str:
+        return self.database.url
+
+    @property
+    def kind(self) -> str:
+        """``"sqlite"`` or ``"postgres"``."""
+        return self.database.kind
+
+    @property
+    def checkpointer(self) -> BaseCheckpointSaver:
+        """The synchronous saver to compile the graph with."""
+        return self._checkpoints.saver
+
+    def async_checkpointer(self) -> AbstractAsyncContextManager[BaseCheckpointSaver]:
+        """``async with storage.async_checkpointer() as saver:`` an async saver on the same checkpoints, open
+        for the block (its connections belong to the running event loop)."""
+        return open_async_checkpointer(self.database)
+
+    def close(self) -> None:
+        self._on_close.close()
