@@ -513,7 +513,7 @@ def digest(
         store.close()
 
 
-from agent.demo import demo_app  # noqa: E402  (registered last: the demo is an add-on of the CLI)
+from agent.demo.commands import demo_app  # noqa: E402  (registered last: the demo is an add-on of the CLI)
 
 app.add_typer(demo_app, name="demo")
 

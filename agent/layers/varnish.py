@@ -1,6 +1,6 @@
 """Varnish: PURGE one URL, PURGEKEYS (vmod_xkey) by tag, BAN by regex; hit/miss from ``X-Cache``.
 
-The VCL conventions are FOSHttpCache's (see ``agent/devstack/varnish.vcl.tmpl``): ``PURGE <path>`` with the
+The VCL conventions are FOSHttpCache's (see ``agent/demo/varnish.vcl.tmpl``): ``PURGE <path>`` with the
 page's Host, ``PURGEKEYS`` with ``xkey-purge: t1 t2`` (or ``xkey-softpurge``) answering ``X-Purged-Count``,
 ``BAN`` with ``X-Ban-Url`` / ``X-Ban-Host`` answering 400 (``X-Ban-Error``) for a bad expression.
 """

@@ -152,7 +152,7 @@ def test_unreachable_redis_fails_quickly_and_hides_the_password() -> None:
 
 
 def test_stopped_redis_then_back(tmp_path) -> None:
-    from agent.devstack.procs import start_redis
+    from agent.demo.procs import start_redis
 
     daemon = start_redis(tmp_path)
     try:

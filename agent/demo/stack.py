@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.devstack.origin import APP_CACHE_META_PREFIX, APP_CACHE_PREFIX, ContentStore, OriginServer, serve_in_thread
-from agent.devstack.procs import Daemon, DaemonError, start_nginx, start_origin, start_redis, start_varnish
+from agent.demo.origin import APP_CACHE_META_PREFIX, APP_CACHE_PREFIX, ContentStore, OriginServer, serve_in_thread
+from agent.demo.procs import Daemon, DaemonError, start_nginx, start_origin, start_redis, start_varnish
 
-STATE_FILE = "devstack.json"
+STATE_FILE = "devstack.json"  # the name from before the move, so `demo down` finds a stack an older cachebot started
 DEFAULT_HOSTS = ("shop.example", "www.shop.example")
 APP_CACHE_KEY_TEMPLATE = APP_CACHE_PREFIX + "{host}{path}"
 
@@ -195,7 +195,7 @@ def load_stack(path: str | os.PathLike[str]) -> Stack:
     """The stack described by a state file (or a workdir holding ``devstack.json``), for another process."""
     state_path = _state_path(path)
     if not state_path.exists():
-        raise FileNotFoundError(f"no devstack state at {state_path} (start one with `cachebot demo up`)")
+        raise FileNotFoundError(f"no demo stack state at {state_path} (start one with `cachebot demo up`)")
     state = json.loads(state_path.read_text())
     return Stack(
         origin_url=state["origin_url"], varnish_url=state["varnish_url"], nginx_url=state["nginx_url"],
@@ -228,7 +228,7 @@ def start_stack(
 ) -> Stack:
     """Start Redis (unless ``redis_url``), the origin, Varnish -> origin and nginx -> Varnish under ``workdir``.
 
-    The origin runs as ``python -m agent.devstack.origin`` (a separate process, like a real server) unless
+    The origin runs as ``python -m agent.demo.origin`` (a separate process, like a real server) unless
     ``in_thread``. The content file ``<workdir>/content.json`` is (re)seeded unless ``reset_content`` is false.
     If any part fails to start, the parts already running are stopped and the error is raised.
     """
