@@ -38,21 +38,11 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from agent.config import LayerConfig
-from agent.layers.base import (
-    CacheLayer,
-    Capability,
-    Observation,
-    Outcome,
-    Verification,
-    UnsafePath,
-    backoff_delay,
-    batches,
-    host_and_path,
-    map_bounded,
-    prefix_parts,
-    purge_refusal,
-    refused,
-)
+from agent.layers.base import CacheLayer, Capability, Observation, Outcome, Verification, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.retry import backoff_delay
+from agent.layers.wire import host_and_path, prefix_parts, purge_refusal
+from agent.urls import UnsafePath
 
 T = TypeVar("T")
 DEFAULT_PATHS_PER_INVALIDATION = 1_000
