@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import redis
+import yaml
+
 from agent.demo.origin import APP_CACHE_META_PREFIX, APP_CACHE_PREFIX, ContentStore, OriginServer, serve_in_thread
 from agent.demo.procs import Daemon, DaemonError, start_nginx, start_origin, start_redis, start_varnish
 
@@ -65,9 +69,7 @@ class Stack:
         return APP_CACHE_KEY_TEMPLATE.format(host=(host or self.host).lower(), path=path)
 
     # -- cache control for tests and demos -----------------------------------------------------------------
-    def redis_client(self):  # -> redis.Redis
-        import redis
-
+    def redis_client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     def flush_app_cache(self) -> int:
@@ -91,8 +93,6 @@ class Stack:
 
     def ban_everything(self) -> None:
         """Invalidate every object in Varnish with ``BAN`` + ``X-Ban-Url: .`` (what a restart does, instantly)."""
-        import httpx
-
         response = httpx.request("BAN", self.varnish_url + "/", headers={"X-Ban-Url": "."}, timeout=5)
         if response.status_code != 200:
             raise DaemonError(f"varnish refused to ban everything: {response.status_code} {response.text.strip()}")
@@ -158,8 +158,6 @@ class Stack:
 
     def write_config(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write ``config_dict()`` as YAML (default ``<workdir>/cachebot.yaml``)."""
-        import yaml
-
         target = Path(path) if path else self.workdir / "cachebot.yaml"
         target.write_text(yaml.safe_dump(self.config_dict(), sort_keys=False))
         return target

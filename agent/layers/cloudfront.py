@@ -137,7 +137,7 @@ class CloudFrontLayer(CacheLayer):
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
+            import boto3  # heavy (~0.5 s): loaded only when a CloudFront layer is used, like every backend's client
             from botocore.config import Config
 
             creds = {k: v.get_secret_value() for k, v in self.config.credentials.items()}
@@ -162,7 +162,7 @@ class CloudFrontLayer(CacheLayer):
     async def _call(self, fn: Callable[[], T], what: str) -> tuple[T, int]:
         """``fn`` in a thread; transient errors retried ``config.retries`` times, ``TooManyInvalidationsInProgress``
         ``busy_retries`` times. Raises ``_Failed`` with a message safe to show and the attempts made."""
-        from botocore.exceptions import (
+        from botocore.exceptions import (  # botocore loads with boto3, on first use (see client)
             BotoCoreError,
             ClientError,
             ConnectionClosedError,

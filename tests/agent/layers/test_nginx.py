@@ -13,8 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from agent.config import LayerConfig
-from agent.layers import validate_layer_options
+from agent.config import LayerConfig, validate_layer_options
 from agent.layers.base import Capability
 from agent.layers.nginx import NginxLayer
 from tests.agent.layers.helpers import run

@@ -8,8 +8,7 @@ import httpx
 import pytest
 import redis
 
-from agent.config import LayerConfig
-from agent.layers import validate_layer_options
+from agent.config import LayerConfig, validate_layer_options
 from agent.layers.base import Capability
 from agent.layers.redis import RedisLayer, redact
 from tests.agent.layers.helpers import run
