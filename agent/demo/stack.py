@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 import yaml
 
 from agent.demo.origin import APP_CACHE_META_PREFIX, APP_CACHE_PREFIX, ContentStore, OriginServer, serve_in_thread
@@ -69,7 +68,9 @@ class Stack:
         return APP_CACHE_KEY_TEMPLATE.format(host=(host or self.host).lower(), path=path)
 
     # -- cache control for tests and demos -----------------------------------------------------------------
-    def redis_client(self) -> redis.Redis:
+    def redis_client(self):  # -> redis.Redis
+        import redis  # ~0.2 s, and every `cachebot` command loads this module (for `demo`): only when used
+
         return redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     def flush_app_cache(self) -> int:
