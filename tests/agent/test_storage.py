@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 from agent.config import StorageConfig
 from agent.storage import (
     ENV_VAR, VERSION_TABLE, current_revision, display_url, head_revision, is_postgres, libpq_url, make_engine,

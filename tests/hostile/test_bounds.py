@@ -11,7 +11,7 @@ Real Redis, Varnish and nginx (the demo stack), and a loopback origin that misbe
 
 from __future__ import annotations
 
-from agent.cli import exit_code
+from agent.cli.output import exit_code
 from agent.layers import build_layer
 from agent.models import Intent, ItemStatus
 from tests.agent.conftest import through_edge, warm

@@ -1,4 +1,4 @@
-"""`cachebot history`, `cachebot stats` and `cachebot db prune` on SQLite and PostgreSQL."""
+"""`cachebot history`, `cachebot stats` (and `cachebot db prune`, on the same records) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from agent.audit import AuditStore
-from agent.cli import app
+from agent.cli.main import app
 from agent.storage import ENV_VAR
 from tests.agent.test_audit import HOME, STALE, F, V, seed
 
