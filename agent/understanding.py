@@ -346,7 +346,10 @@ def guard(understood: Understanding, message: str) -> Understanding:
                                         "token_usage": understood.token_usage})
 
 
-HISTORY_REPLY = "The purge history is not available yet; I can purge or check pages now."
+# Said only where no audit trail is attached (the graph run on its own, e.g. under `langgraph dev`): with an
+# Agent, the report node answers history questions from the audit trail instead.
+HISTORY_REPLY = ("The purge history is not connected here (ask me in Slack, or run `cachebot history`); "
+                 "I can purge or check pages now.")
 
 
 class RuleUnderstander:
