@@ -50,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     Tests that need empty caches or the seed content use ``fresh_stack``.
     """
     _require(*STACK_PROGRAMS)
-    running = _start("the demo stack", start_stack, tmp_path_factory.mktemp("devstack"))
+    running = _start("the demo stack", start_stack, tmp_path_factory.mktemp("demo-stack"))
     try:
         yield running
     finally:
