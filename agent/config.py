@@ -2,6 +2,11 @@
 
 Errors name the key and say what is wrong (``layers[1].endpoint: ...``) so an operator can fix the file
 without reading code.
+
+A layer's ``options`` are checked against its backend's own ``Options`` model, looked up by kind in the registry
+(``agent.layers``). That registry imports nothing of cachebot's and no backend until a kind is looked up, so this
+import is the one place the configuration reaches up to the layers: the backends import ``LayerConfig`` from
+here, and ``pyproject.toml``'s import contracts name this import as the deliberate exception.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from agent.layers import layer_class, layer_kinds
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 HOST_PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -206,8 +213,6 @@ class AppConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> AppConfig:
-        from agent.layers import layer_kinds, validate_layer_options
-
         layer_names = [layer.name for layer in self.layers]
         _no_duplicates("layers", layer_names)
         _no_duplicates("sites", [site.name for site in self.sites])
@@ -287,6 +292,16 @@ def interpolate_env(value: Any, path: str = "") -> Any:
 
 def format_validation_error(error: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(validation_problems(error, AppConfig))
+
+
+def validate_layer_options(index: int, config: LayerConfig) -> None:
+    """Check a layer's ``options`` against its backend's own model, naming the key on error."""
+    backend = layer_class(config.kind)
+    try:
+        backend.Options.model_validate(config.options)
+    except ValidationError as exc:
+        raise ValueError("\n".join(validation_problems(exc, backend.Options, f"layers[{index}].options"))) from None
+    backend.check_config(index, config)
 
 
 def validation_problems(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:

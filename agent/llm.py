@@ -36,6 +36,7 @@ from agent.understanding import (
     Understanding,
     mask_urls,
 )
+from agent.urls import extract_candidates
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,6 @@ def selection_numbers(selected: list[str], masked: MaskedMessage) -> list[int]:
 
 def clean_reply(reply: str) -> str:
     """The model's sentence as we show it: no URLs, no @-mentions or @here, placeholders in words, short."""
-    from agent.urls import extract_candidates
-
     text = _SLACK_SPECIAL.sub("", reply or "")
     for candidate in sorted(set(extract_candidates(text)), key=len, reverse=True):
         text = text.replace(candidate, "[link]")
@@ -193,7 +192,7 @@ def usage_of(message: Any, model: str) -> dict[str, Any] | None:
 
 
 def failure_reason(exc: BaseException) -> str:
-    import openai
+    import openai  # heavy (~1 s): loaded only after a model call failed, never for rules-only runs
 
     if isinstance(exc, openai.APITimeoutError):
         return "the model did not answer in time"
@@ -255,7 +254,7 @@ def llm_settings(config: AppConfig, env: Mapping[str, str] | None = None) -> LLM
 
 def build_chat_model(settings: LLMConfig, env: Mapping[str, str] | None = None):
     """A ``ChatOpenAI`` on the Chat Completions API of any OpenAI-compatible server."""
-    from langchain_openai import ChatOpenAI
+    from langchain_openai import ChatOpenAI  # heavy (~3 s): loaded only when a model is configured
 
     env = os.environ if env is None else env
     key = settings.api_key.get_secret_value() if settings.api_key else env.get("OPENAI_API_KEY")

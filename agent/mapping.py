@@ -19,7 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import regex
 
 from agent.config import AppConfig, LimitsConfig, SiteConfig
-from agent.layers.base import CacheLayer, Capability, prefix_parts
+from agent.layers.base import CacheLayer, Capability
+from agent.layers.wire import prefix_parts
 from agent.models import Operation, PlanItem
 
 # A tag longer than this is not used (Fastly's limit for one surrogate key; xkey and Cache-Tag allow less).

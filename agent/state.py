@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
 
-from agent.config import AppConfig, LayerConfig
+from agent.config import AppConfig, LayerConfig, load_config
 from agent.layers import build_layer
 from agent.layers.base import CacheLayer
 from agent.periods import utc_now
@@ -89,7 +89,5 @@ def context_of(runtime: Any) -> AgentContext:
     if runtime.context is not None:
         return runtime.context
     if _studio_context is None:
-        from agent.config import load_config
-
         _studio_context = AgentContext(config=load_config())
     return _studio_context

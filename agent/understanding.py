@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from agent.models import Intent
+from agent.urls import extract_candidates
 
 SLACK_TOKEN = re.compile(r"<[@#!][^>]*>")
 LINK = re.compile(r"<[^>\s]+>|\b(?:https?|ftp|file|javascript|data|mailto):\S+|\bwww\.\S+", re.IGNORECASE)
@@ -345,7 +346,10 @@ def guard(understood: Understanding, message: str) -> Understanding:
                                         "token_usage": understood.token_usage})
 
 
-HISTORY_REPLY = "The purge history is not available yet; I can purge or check pages now."
+# Said only where no audit trail is attached (the graph run on its own, e.g. under `langgraph dev`): with an
+# Agent, the report node answers history questions from the audit trail instead.
+HISTORY_REPLY = ("The purge history is not connected here (ask me in Slack, or run `cachebot history`); "
+                 "I can purge or check pages now.")
 
 
 class RuleUnderstander:
@@ -382,8 +386,6 @@ def mask_urls(message: str, max_listed: int = MAX_LISTED_URLS) -> MaskedMessage:
     replaced as a whole, so labels and punctuation glued to a link are not shown either. The same URL gets
     the same placeholder. With more than ``max_listed`` URLs, one ``[N URLs]`` marker stands for all of them.
     """
-    from agent.urls import extract_candidates
-
     urls: list[str] = []
     index: dict[str, int] = {}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config import AppConfig, parse_config  # noqa: E402
-from agent.devstack.stack import start_stack  # noqa: E402
+from agent.demo.stack import start_stack  # noqa: E402
 from agent.layers import build_layer  # noqa: E402
 from agent.mapping import plan_items  # noqa: E402
 from agent.models import PlanItem  # noqa: E402

@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from agent.config import WEEKDAYS, DigestConfig
 from agent.storage.audit import AuditStore
 from agent.words import digest_text
+from slack_app.blocks import code, neutralise, section
 
 log = logging.getLogger("cachebot.slack")
 
@@ -33,8 +34,6 @@ AS_CODE = ("path", "section", "url")
 
 def slack_safe(figures: dict[str, Any]) -> dict[str, Any]:
     """The figures with every string that ends up in the digest's mrkdwn neutralised (``blocks.neutralise``)."""
-    from slack_app.blocks import code, neutralise
-
     def shown(key: str, item: Any) -> Any:
         if not isinstance(item, str):
             return item
@@ -48,8 +47,6 @@ def slack_safe(figures: dict[str, Any]) -> dict[str, Any]:
 
 def post_digest(audit: AuditStore, client: WebClient, digest: DigestConfig, now: datetime | None = None) -> str:
     """Post the digest to its channel; returns the text posted."""
-    from slack_app.blocks import section
-
     text = digest_text(slack_safe(digest_figures(audit, digest, now)), days=digest.days)
     client.chat_postMessage(channel=digest.channel, text=text, blocks=[section(text)])
     return text

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.devstack.procs import Daemon, DaemonError, MissingBinary, find_binary, start_memcached, start_redis
-from agent.devstack.stack import Stack, start_stack
+from agent.demo.procs import Daemon, DaemonError, MissingBinary, find_binary, start_memcached, start_redis
+from agent.demo.stack import Stack, start_stack
 
 STACK_PROGRAMS = ("varnishd", "nginx", "redis-server")
 # Settings from the developer's shell that would send tests to a real model or another database.
@@ -50,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     Tests that need empty caches or the seed content use ``fresh_stack``.
     """
     _require(*STACK_PROGRAMS)
-    running = _start("the devstack", start_stack, tmp_path_factory.mktemp("devstack"))
+    running = _start("the demo stack", start_stack, tmp_path_factory.mktemp("demo-stack"))
     try:
         yield running
     finally:

@@ -1,13 +1,16 @@
-"""Cache backends as plug-ins. Adding one is adding a module here and a line to ``_MODULES``."""
+"""Cache backends as plug-ins, found by kind. Adding one is adding a module here and a line to ``_MODULES``.
+
+This is the registry and nothing more: it imports no backend (each loads its client library only when a config
+names it) and nothing else of cachebot's, so ``agent.config`` can look kinds and their ``Options`` models up
+here while it validates a file, and the backends can import ``agent.config`` without an import cycle.
+"""
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: importing these here would import agent.config back while it loads
     from agent.config import LayerConfig
     from agent.layers.base import CacheLayer
 
@@ -32,18 +35,6 @@ def layer_kinds() -> list[str]:
 def layer_class(kind: str) -> type[CacheLayer]:
     module_name, class_name = _MODULES[kind].split(":")
     return getattr(import_module(module_name), class_name)
-
-
-def validate_layer_options(index: int, config: LayerConfig) -> None:
-    """Check a layer's ``options`` against its backend's own model, naming the key on error."""
-    from agent.config import validation_problems
-
-    cls = layer_class(config.kind)
-    try:
-        cls.Options.model_validate(config.options)
-    except ValidationError as exc:
-        raise ValueError("\n".join(validation_problems(exc, cls.Options, f"layers[{index}].options"))) from None
-    cls.check_config(index, config)
 
 
 def build_layer(config: LayerConfig) -> CacheLayer:

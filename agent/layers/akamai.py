@@ -32,24 +32,14 @@ from akamai.edgegrid.edgegrid import EdgeGridAuthHeaders, eg_timestamp, new_nonc
 from pydantic import Field, field_validator
 
 from agent.config import LayerConfig
-from agent.fetch import observe_http
 from agent.layers.api import validate_verify_endpoint
-from agent.layers.base import (
-    Capability,
-    LayerUnavailable,
-    Observation,
-    Outcome,
-    RetryableStatus,
-    UnsafePath,
-    Verification,
-    map_bounded,
-    parse_retry_after,
-    purge_refusal,
-    refused,
-    wire_url,
-    with_retries,
-)
+from agent.layers.base import Capability, LayerUnavailable, Observation, Outcome, Verification, refused
+from agent.layers.batching import map_bounded
 from agent.layers.http import HttpCacheLayer, judge
+from agent.layers.probe import observe_http
+from agent.layers.retry import RetryableStatus, parse_retry_after, with_retries
+from agent.layers.wire import purge_refusal, wire_url
+from agent.urls import UnsafePath
 
 MAX_BODY_BYTES = 50_000  # Fast Purge refuses a body of 50,000 bytes or more
 CREDENTIALS = ("client_token", "client_secret", "access_token")

@@ -10,8 +10,10 @@ from urllib.parse import urlsplit
 from pydantic import field_validator
 
 from agent.config import LayerConfig
-from agent.layers.base import LayerUnavailable, Observation, Outcome, UnsafePath, Verification, refused
-from agent.layers.http import HttpCacheLayer, observe_http
+from agent.layers.base import LayerUnavailable, Observation, Outcome, Verification, refused
+from agent.layers.http import HttpCacheLayer
+from agent.layers.probe import observe_http
+from agent.urls import UnsafePath
 
 
 def scrub(text: str, secrets: list[str]) -> str:

@@ -19,17 +19,10 @@ from pydantic import Field
 
 from agent.config import LayerConfig
 from agent.layers.api import ApiCacheLayer, scrub
-from agent.layers.base import (
-    Capability,
-    Outcome,
-    batches,
-    map_bounded,
-    prefix_parts,
-    purge_refusal,
-    refused,
-    wire_url,
-    with_retries,
-)
+from agent.layers.base import Capability, Outcome, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.retry import with_retries
+from agent.layers.wire import prefix_parts, purge_refusal, wire_url
 
 DEFAULT_ENDPOINT = "https://api.cloudflare.com"
 AUTH_CODES = {9103, 9106, 9109, 10000, 10001}

@@ -38,21 +38,11 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from agent.config import LayerConfig
-from agent.layers.base import (
-    CacheLayer,
-    Capability,
-    Observation,
-    Outcome,
-    Verification,
-    UnsafePath,
-    backoff_delay,
-    batches,
-    host_and_path,
-    map_bounded,
-    prefix_parts,
-    purge_refusal,
-    refused,
-)
+from agent.layers.base import CacheLayer, Capability, Observation, Outcome, Verification, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.retry import backoff_delay
+from agent.layers.wire import host_and_path, prefix_parts, purge_refusal
+from agent.urls import UnsafePath
 
 T = TypeVar("T")
 DEFAULT_PATHS_PER_INVALIDATION = 1_000
@@ -147,7 +137,7 @@ class CloudFrontLayer(CacheLayer):
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
+            import boto3  # heavy (~0.5 s): loaded only when a CloudFront layer is used, like every backend's client
             from botocore.config import Config
 
             creds = {k: v.get_secret_value() for k, v in self.config.credentials.items()}
@@ -172,7 +162,7 @@ class CloudFrontLayer(CacheLayer):
     async def _call(self, fn: Callable[[], T], what: str) -> tuple[T, int]:
         """``fn`` in a thread; transient errors retried ``config.retries`` times, ``TooManyInvalidationsInProgress``
         ``busy_retries`` times. Raises ``_Failed`` with a message safe to show and the attempts made."""
-        from botocore.exceptions import (
+        from botocore.exceptions import (  # botocore loads with boto3, on first use (see client)
             BotoCoreError,
             ClientError,
             ConnectionClosedError,

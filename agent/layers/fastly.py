@@ -20,18 +20,10 @@ from pydantic import Field
 
 from agent.config import LayerConfig
 from agent.layers.api import ApiCacheLayer, scrub
-from agent.layers.base import (
-    Capability,
-    Observation,
-    Outcome,
-    Verification,
-    batches,
-    host_and_path,
-    map_bounded,
-    purge_refusal,
-    refused,
-    with_retries,
-)
+from agent.layers.base import Capability, Observation, Outcome, Verification, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.retry import with_retries
+from agent.layers.wire import host_and_path, purge_refusal
 
 DEFAULT_ENDPOINT = "https://api.fastly.com"
 MAX_KEYS_PER_REQUEST = 256

@@ -13,19 +13,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from agent.config import LayerConfig
-from agent.fetch import normalise_cache_status, observe_http, parse_tags, size_words  # noqa: F401 (re-exported)
-from agent.layers.base import (
-    CacheLayer,
-    LayerUnavailable,
-    Observation,
-    Outcome,
-    UnsafePath,
-    Verification,
-    check_request_path,
-    refused,
-    with_retries,
-)
+from agent.layers.base import CacheLayer, LayerUnavailable, Observation, Outcome, Verification, refused
+from agent.layers.probe import normalise_cache_status, observe_http, size_words
+from agent.layers.retry import with_retries
 from agent.layers.transport import AiohttpTransport
+from agent.layers.wire import check_request_path
+from agent.urls import UnsafePath
 
 
 def refuse_userinfo(key: str, address: str) -> None:

@@ -22,22 +22,13 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheError, MemcacheIllegalInputError
 
 from agent.config import LayerConfig
-from agent.layers.base import (
-    CacheLayer,
-    Capability,
-    LayerUnavailable,
-    Observation,
-    Outcome,
-    Verification,
-    UnsafePath,
-    backoff_delay,
-    batches,
-    body_hash,
-    map_bounded,
-    purge_refusal,
-    refused,
-)
+from agent.layers.base import CacheLayer, Capability, LayerUnavailable, Observation, Outcome, Verification, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.probe import body_hash
 from agent.layers.redis import PLACEHOLDERS, check_template, url_values
+from agent.layers.retry import backoff_delay
+from agent.layers.wire import purge_refusal
+from agent.urls import UnsafePath
 
 T = TypeVar("T")
 MAX_KEY_BYTES = 250  # memcached's limit; longer keys cannot exist, so they cannot be purged either

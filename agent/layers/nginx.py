@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 from pydantic import field_validator
 
-from agent.layers.base import Capability, Outcome, host_and_path, map_bounded, purge_refusal, refused
+from agent.layers.base import Capability, Outcome, refused
+from agent.layers.batching import map_bounded
 from agent.layers.http import HttpCacheLayer
+from agent.layers.wire import host_and_path, purge_refusal
 
 
 class NginxLayer(HttpCacheLayer):

@@ -24,24 +24,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from agent.config import LayerConfig
-from agent.layers.base import (
-    CacheLayer,
-    Capability,
-    LayerUnavailable,
-    Observation,
-    Outcome,
-    Verification,
-    UnsafePath,
-    backoff_delay,
-    batches,
-    body_hash,
-    host_and_path,
-    map_bounded,
-    prefix_parts,
-    purge_refusal,
-    refused,
-    wire_url,
-)
+from agent.layers.base import CacheLayer, Capability, LayerUnavailable, Observation, Outcome, Verification, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.probe import body_hash
+from agent.layers.retry import backoff_delay
+from agent.layers.wire import host_and_path, prefix_parts, purge_refusal, wire_url
+from agent.urls import UnsafePath
 
 T = TypeVar("T")
 PLACEHOLDERS = ("host", "path", "url", "path_only")

@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from agent.layers.base import check_request_path
+from agent.layers.wire import check_request_path
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -62,7 +62,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 class _Body(httpx.AsyncByteStream):
     """The response body chunk by chunk as it arrives: ``client.request`` still reads it whole (purge answers
-    are small), while a caller that streams (agent.fetch: verify's byte cap) never holds more than it reads."""
+    are small), while a caller that streams (agent.layers.probe: verify's byte cap) never holds more than it reads."""
 
     def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request):
         self._response = response

@@ -1,6 +1,6 @@
 """Varnish: PURGE one URL, PURGEKEYS (vmod_xkey) by tag, BAN by regex; hit/miss from ``X-Cache``.
 
-The VCL conventions are FOSHttpCache's (see ``agent/devstack/varnish.vcl.tmpl``): ``PURGE <path>`` with the
+The VCL conventions are FOSHttpCache's (see ``agent/demo/varnish.vcl.tmpl``): ``PURGE <path>`` with the
 page's Host, ``PURGEKEYS`` with ``xkey-purge: t1 t2`` (or ``xkey-softpurge``) answering ``X-Purged-Count``,
 ``BAN`` with ``X-Ban-Url`` / ``X-Ban-Host`` answering 400 (``X-Ban-Error``) for a bad expression.
 """
@@ -15,10 +15,11 @@ from urllib.parse import quote
 import httpx
 
 from agent.config import LayerConfig
-from agent.layers.base import (
-    Capability, Outcome, batches, host_and_path, map_bounded, prefix_parts, purge_refusal, refused,
-)
-from agent.layers.http import HttpCacheLayer, normalise_cache_status
+from agent.layers.base import Capability, Outcome, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.http import HttpCacheLayer
+from agent.layers.probe import normalise_cache_status
+from agent.layers.wire import host_and_path, prefix_parts, purge_refusal
 
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _NOT_CACHED_REASON = re.compile(r"not (in )?cache|not cached|not found in cache", re.IGNORECASE)

@@ -22,19 +22,11 @@ from pydantic import Field, field_validator
 
 from agent.config import LayerConfig
 from agent.layers.api import ApiCacheLayer, scrub
-from agent.layers.base import (
-    Capability,
-    Outcome,
-    UnsafePath,
-    batches,
-    check_request_path,
-    host_and_path,
-    map_bounded,
-    purge_refusal,
-    refused,
-    wire_url,
-    with_retries,
-)
+from agent.layers.base import Capability, Outcome, refused
+from agent.layers.batching import batches, map_bounded
+from agent.layers.retry import with_retries
+from agent.layers.wire import check_request_path, host_and_path, purge_refusal, wire_url
+from agent.urls import UnsafePath
 
 _PLACEHOLDER = re.compile(r"\{(endpoint|url|urls|host|path|credentials\.([A-Za-z0-9_-]+))\}")
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")

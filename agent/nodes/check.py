@@ -1,7 +1,7 @@
 """check: is this page cached, and is it stale, on which layer? Looks only; never purges.
 
 A check has its own deadline (``limits.deadline_seconds`` from when it starts) and keeps to the fetch limits
-(``agent.fetch.FetchLimits``): a look that runs out of time says so instead of holding the answer.
+(``agent.layers.probe.FetchLimits``): a look that runs out of time says so instead of holding the answer.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import time
 import httpx
 from langgraph.runtime import Runtime
 
-from agent.fetch import FetchLimits, fetch_limits
-from agent.layers.base import CacheLayer, Observation, map_bounded
+from agent.layers.base import CacheLayer, Observation
+from agent.layers.batching import map_bounded
 from agent.layers.http import judge_capped
+from agent.layers.probe import FetchLimits, fetch_limits
 from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import CheckResult

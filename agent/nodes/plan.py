@@ -10,8 +10,8 @@ import httpx
 from langgraph.runtime import Runtime
 
 from agent.config import AppConfig
-from agent.fetch import observe_http
-from agent.layers.base import map_bounded
+from agent.layers.batching import map_bounded
+from agent.layers.probe import observe_http
 from agent.layerset import open_layers
 from agent.mapping import (
     count_purges,

@@ -5,7 +5,7 @@ storage (application caches) are checked before anything fetches the page again,
 origin refills them; HTTP caches are then compared with the origin's fresh answer.
 
 Everything here keeps to what is left of the request's deadline (``deadline_at``, set by execute) and to the
-fetch limits (``agent.fetch.FetchLimits``): a page that cannot be looked at in time is reported "unverified: timed
+fetch limits (``agent.layers.probe.FetchLimits``): a page that cannot be looked at in time is reported "unverified: timed
 out", never waited for past the deadline.
 """
 
@@ -18,8 +18,9 @@ from typing import Any, Literal, TypeVar
 import httpx
 from langgraph.runtime import Runtime
 
-from agent.fetch import FetchLimits, current_fetch_limits, fetch_limits, observe_http, seconds_left
-from agent.layers.base import CacheLayer, Capability, Observation, Verification, map_bounded
+from agent.layers.base import CacheLayer, Capability, Observation, Verification
+from agent.layers.batching import map_bounded
+from agent.layers.probe import FetchLimits, current_fetch_limits, fetch_limits, observe_http, seconds_left
 from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import ItemResult, ItemStatus, Operation, PlanItem

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from agent.config import AppConfig, parse_config
-from agent.devstack.stack import Stack
+from agent.demo.stack import Stack
 from agent.service.agent import Agent
 from agent.state import AgentContext
 

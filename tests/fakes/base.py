@@ -271,7 +271,8 @@ class FakeEdge(FakeServer):
 
     def origin_observation(self, url: str):  # -> agent.layers.base.Observation
         """What the origin serves for ``url`` now, as cachebot's origin fetch would observe it."""
-        from agent.layers.base import Observation, body_hash
+        from agent.layers.base import Observation
+        from agent.layers.probe import body_hash
 
         with self._lock:
             page = self.pages[self.key(url)]

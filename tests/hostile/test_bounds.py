@@ -6,12 +6,12 @@
 - verify and check cannot be held by a huge or dripping page: bodies are capped, fetches end by the request's
   deadline, and the outcome says so (item 7).
 
-Real Redis, Varnish and nginx (the devstack), and a loopback origin that misbehaves (tests/fakes/hostile_origin.py).
+Real Redis, Varnish and nginx (the demo stack), and a loopback origin that misbehaves (tests/fakes/hostile_origin.py).
 """
 
 from __future__ import annotations
 
-from agent.cli import exit_code
+from agent.cli.output import exit_code
 from agent.layers import build_layer
 from agent.models import Intent, ItemStatus
 from agent.service.events import StepDone

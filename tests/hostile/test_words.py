@@ -20,7 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 from agent.config import ConfigError, parse_config
 from agent.models import Intent
 from tests.agent.conftest import clock, make_agent, through_edge, warm  # noqa: F401 (fixtures)

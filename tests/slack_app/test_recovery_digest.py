@@ -7,10 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from agent.config import DigestConfig, parse_config
+from agent.config import DigestConfig
 from agent.service.events import Progress, ProgressEvent
 from agent.service.recovery import RESTARTED
 from agent.storage.claims import ClaimStore
@@ -72,32 +70,6 @@ def test_digest_is_due_once_a_week_at_its_hour_and_posted_by_one_replica(slack, 
     assert replicas[0].tick() is False  # the same week again
     [posted] = fake_slack.calls_to("chat.postMessage", channel="CDIGEST")
     assert "weekly digest" in posted.args["text"] and "/pricing" in posted.args["text"]
-
-
-def test_cachebot_digest_post_sends_the_stats_summary(slack, fake_slack, fresh_stack, tmp_path, monkeypatch):
-    h = slack(approval={"threshold": 20})
-    h.mention(SMALL)
-    data = fresh_stack.config_dict()
-    data["storage"] = {"sqlite_path": str(h.config.storage.sqlite_path)}
-    data["digest"] = {"channel": "CDIGEST", "weekday": "mon", "hour": 9}
-    config = tmp_path / "digest.yaml"
-    config.write_text(yaml.safe_dump(data))
-    assert parse_config(data).digest.weekday == "mon"
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-digest")
-    monkeypatch.setenv("SLACK_API_URL", fake_slack.api_url)
-    from agent.cli import app
-
-    result = CliRunner().invoke(app, ["digest", "--post", "--config", str(config)])
-    assert result.exit_code == 0, result.output
-    [posted] = fake_slack.calls_to("chat.postMessage", channel="CDIGEST")
-    text = posted.args["text"]
-    for part in ("1 requests", "Top sites", "shop: ", "Top sections", "shop `/pricing`", "Top layers",
-                 "shop/varnish", "Most purged paths", "1× shop `/pricing`", "Layers stale most often",
-                 "Median request → verified"):
-        assert part in text, (part, text)
-    printed = CliRunner().invoke(app, ["digest", "--config", str(config)])  # without --post: printed only
-    assert printed.exit_code == 0 and "Top sections" in printed.output
-    assert len(fake_slack.calls_to("chat.postMessage", channel="CDIGEST")) == 1
 
 
 def test_digest_config_is_validated():

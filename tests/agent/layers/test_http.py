@@ -1,8 +1,11 @@
-"""What every HTTP cache shares (agent/layers/http.py): judging a layer's answer against the origin's when a
-body was bigger than the byte cap, or a look ran out of time. (Plain judging is in test_base.py.)"""
+"""What every HTTP cache shares (agent/layers/http.py): judging a layer's answer against the origin's (also when a
+body was bigger than the byte cap, or a look ran out of time), and refusing a password in an endpoint."""
 
 from __future__ import annotations
 
+import pytest
+
+from agent.config import ConfigError, parse_config
 from agent.layers.base import Observation
 from agent.layers.http import judge
 
@@ -49,3 +52,34 @@ def test_a_look_that_ran_out_of_time_is_unverified_not_unreachable():
                                     "(limits.deadline_seconds))")
     found = judge("edge", seen, capped())
     assert found.verified is None and found.evidence.startswith("unverified: edge timed out")
+
+
+def test_judge() -> None:
+    origin = Observation(True, 200, None, '"new"', None, "h-new")
+    stale = judge("varnish", Observation(True, 200, "HIT", '"old"', None, "h-old"), origin)
+    assert stale.verified is False and stale.evidence == 'still stale: HIT, ETag "old"≠"new"'
+    fresh = judge("varnish", Observation(True, 200, "MISS", '"new"', None, "h-new"), origin)
+    assert fresh.verified is True and fresh.evidence == 'MISS→fresh (ETag "new" matches origin)'
+    assert judge("varnish", Observation(False, error="timed out"), origin).verified is None
+    assert judge("varnish", Observation(True, 503, "MISS"), origin).verified is None
+    assert judge("varnish", Observation(True, 200, "MISS"), None).verified is True
+    assert judge("varnish", Observation(True, 200, "HIT"), None).verified is None
+
+
+HTTP_LAYERS = [
+    {"kind": "varnish"},
+    {"kind": "nginx"},
+    {"kind": "webhook", "options": {"url_template": "{endpoint}/purge{path}"}},
+    {"kind": "fastly", "credentials": {"api_key": "k"}, "options": {"service_id": "S1"}},
+    {"kind": "cloudflare", "credentials": {"api_token": "t"}, "options": {"zone_id": "Z1"}},
+]
+
+
+@pytest.mark.parametrize("layer", HTTP_LAYERS, ids=lambda layer: layer["kind"])
+def test_a_password_in_an_http_layers_endpoint_is_a_config_error(layer: dict) -> None:
+    # httpx turned user:pw@ into Basic auth, aiohttp then refused the request: every purge failed at run time
+    config = {"sites": [{"name": "shop", "hosts": ["shop.example"], "layers": ["l"]}],
+              "layers": [{"name": "l", "endpoint": "http://hookuser:s3cret@127.0.0.1:9", **layer}]}
+    with pytest.raises(ConfigError, match=r"layers\[0\]\.endpoint: must not contain a user name or password") as caught:
+        parse_config(config)
+    assert "s3cret" not in str(caught.value)

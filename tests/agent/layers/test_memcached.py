@@ -8,8 +8,7 @@ import socket
 import pytest
 from pymemcache.client.base import Client
 
-from agent.config import AppConfig, ConfigError, LayerConfig, parse_config
-from agent.layers import validate_layer_options
+from agent.config import AppConfig, ConfigError, LayerConfig, parse_config, validate_layer_options
 from agent.layers.base import Capability
 from agent.layers.memcached import MemcachedLayer
 

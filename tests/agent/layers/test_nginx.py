@@ -13,18 +13,11 @@ import uuid
 import httpx
 import pytest
 
-from agent.config import LayerConfig
-from agent.layers import validate_layer_options
+from agent.config import LayerConfig, validate_layer_options
 from agent.layers.base import Capability
 from agent.layers.nginx import NginxLayer
 from tests.agent.layers.helpers import run
-from tests.agent.layers.test_varnish import (
-    HOST,
-    closed_port,
-    fresh_origin,
-    new_page,
-    origin_observation,
-)
+from tests.agent.layers.test_varnish import HOST, closed_port, fresh_origin, new_page, origin_observation
 
 
 def make_layer(endpoint: str, **options) -> NginxLayer:

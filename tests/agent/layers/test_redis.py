@@ -8,17 +8,11 @@ import httpx
 import pytest
 import redis
 
-from agent.config import LayerConfig
-from agent.layers import validate_layer_options
+from agent.config import LayerConfig, validate_layer_options
 from agent.layers.base import Capability
 from agent.layers.redis import RedisLayer, redact
 from tests.agent.layers.helpers import run
-from tests.agent.layers.test_varnish import (
-    HOST,
-    closed_port,
-    new_page,
-    origin_observation,
-)
+from tests.agent.layers.test_varnish import HOST, closed_port, new_page, origin_observation
 
 
 def make_layer(endpoint: str, templates: list[str], **extra) -> RedisLayer:
@@ -152,7 +146,7 @@ def test_unreachable_redis_fails_quickly_and_hides_the_password() -> None:
 
 
 def test_stopped_redis_then_back(tmp_path) -> None:
-    from agent.devstack.procs import start_redis
+    from agent.demo.procs import start_redis
 
     daemon = start_redis(tmp_path)
     try:

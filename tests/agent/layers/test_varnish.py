@@ -15,11 +15,11 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from agent.config import LayerConfig
-from agent.layers import validate_layer_options
-from agent.layers.base import Capability, Observation, body_hash
-from agent.urls import wire_path
+from agent.config import LayerConfig, validate_layer_options
+from agent.layers.base import Capability, Observation
+from agent.layers.probe import body_hash
 from agent.layers.varnish import VarnishLayer
+from agent.urls import wire_path
 from tests.agent.layers.helpers import run
 
 T = TypeVar("T")

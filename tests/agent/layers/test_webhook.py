@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agent.config import LayerConfig
-from agent.layers import build_layer, validate_layer_options
+from agent.config import LayerConfig, validate_layer_options
+from agent.layers import build_layer
 from agent.layers.base import Capability, Outcome
 from agent.layers.webhook import WebhookLayer
 from tests.agent.layers.helpers import run

@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 from agent.config import StorageConfig, parse_config
 from agent.storage import Storage
 from agent.storage.database import ENV_VAR, display_url, is_postgres, libpq_url, make_engine, resolve_database_url

@@ -1,26 +1,12 @@
-"""The terminal front end through typer's runner, on the real stack."""
+"""`cachebot ask`, `approve` and `deny` through typer's runner, on the real stack."""
 
 from __future__ import annotations
 
 import json
-import logging
 
-import yaml
-from typer.testing import CliRunner
-
-from agent.cli import app, terminal_logging
+from agent.cli.main import app
+from tests.agent.cli.helpers import waiting_request, runner, write_config
 from tests.agent.conftest import through_edge, warm
-
-runner = CliRunner()
-
-
-def write_config(stack, tmp_path, **sections):
-    data = stack.config_dict()
-    data["storage"] = {"sqlite_path": str(tmp_path / "cli.sqlite")}
-    data.update(sections)
-    path = tmp_path / "cachebot.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
 
 
 def test_ask_json_gives_the_whole_structure(fresh_stack, tmp_path):
@@ -76,31 +62,6 @@ def test_broken_config_is_a_clear_message(tmp_path):
     assert "invalid configuration" in outcome.output and "sites" in outcome.output
 
 
-def test_chat_conversation(fresh_stack, tmp_path):
-    config = write_config(fresh_stack, tmp_path)
-    outcome = runner.invoke(app, ["chat", "--config", config, "--as", "bob"],
-                            input="help\nis https://shop.example/pricing cached?\n")
-    assert outcome.exit_code == 0, outcome.output
-    assert "Sites I manage" in outcome.output
-    assert "varnish:" in outcome.output and "edge:" in outcome.output
-
-
-def test_graph_command_writes_drawings(tmp_path):
-    outcome = runner.invoke(app, ["graph", "--out", str(tmp_path)])
-    assert outcome.exit_code == 0
-    assert (tmp_path / "cache_purge.mmd").exists() and (tmp_path / "cache_purge.png").exists()
-
-
-def test_a_failed_run_logs_one_line_at_the_terminal_never_a_traceback(capsys):
-    terminal_logging()
-    terminal_logging()  # once per process, however many commands run
-    try:
-        raise RuntimeError("the layer registry is unavailable")
-    except RuntimeError:
-        logging.getLogger("agent.service.agent").exception("run %s failed", "t-1")
-    assert capsys.readouterr().err == "error: run t-1 failed\n"
-
-
 def test_brackets_in_what_people_type_are_shown_as_typed_not_as_markup(fresh_stack, tmp_path):
     """rich reads "[/x]" as a closing tag: echoed from a URL it raised MarkupError, a traceback at the terminal."""
     config = write_config(fresh_stack, tmp_path)
@@ -112,19 +73,15 @@ def test_brackets_in_what_people_type_are_shown_as_typed_not_as_markup(fresh_sta
     history = runner.invoke(app, ["history", "--config", config])
     assert history.exception is None or isinstance(history.exception, SystemExit), history.exception
     assert "shop.example/%5B/y%5D" in history.output  # recorded as purged: normalised
-# --- expired approvals, questions in the chat (issue 9, items 8 and 10) ------------------------------------
 
-def _waiting(fresh_stack, tmp_path, **approval):
-    config = write_config(fresh_stack, tmp_path, approval={"threshold": 1, "approvers": ["alice"], **approval})
-    asked = runner.invoke(app, ["ask", "purge https://shop.example/pricing", "--json", "--config", config,
-                                "--as", "bob"])
-    return config, json.loads(asked.output)["thread_id"]
+
+# --- expired approvals (issue 9, item 8) ----------------------------------------------------------------
 
 
 def test_approving_an_expired_request_fails_with_a_clear_message(fresh_stack, tmp_path):
     warm(fresh_stack, "/pricing")
     # expires 6 ms after it is asked for: long gone when the next command starts
-    config, thread = _waiting(fresh_stack, tmp_path, expiry_minutes=0.0001)
+    config, thread = waiting_request(fresh_stack, tmp_path, expiry_minutes=0.0001)
     late = runner.invoke(app, ["approve", thread, "--config", config, "--as", "alice"])
     assert late.exit_code == 1, late.output
     assert "Expired:" in late.output and "nothing was purged" in late.output
@@ -134,33 +91,10 @@ def test_approving_an_expired_request_fails_with_a_clear_message(fresh_stack, tm
 
 
 def test_denying_an_expired_request_says_so_too(fresh_stack, tmp_path):
-    config, thread = _waiting(fresh_stack, tmp_path, expiry_minutes=0.0001)
+    config, thread = waiting_request(fresh_stack, tmp_path, expiry_minutes=0.0001)
     late = runner.invoke(app, ["deny", thread, "--config", config, "--as", "alice", "--json"])
     assert late.exit_code == 1
     assert json.loads(late.output)["approval"]["status"] == "expired"
-
-
-def test_a_question_in_the_chat_offers_to_purge_and_yes_purges_those_pages(fresh_stack, tmp_path):
-    warm(fresh_stack, "/pricing", "/about")
-    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
-    config = write_config(fresh_stack, tmp_path)
-    outcome = runner.invoke(app, ["chat", "--config", config, "--as", "bob"],
-                            input="is it safe to purge https://shop.example/pricing?\nyes\n")
-    assert outcome.exit_code == 0, outcome.output
-    assert "nothing was purged" in outcome.output and "Purge these" in outcome.output
-    assert "Done" in outcome.output
-    assert "$12" in through_edge(fresh_stack, "/pricing").text
-    assert through_edge(fresh_stack, "/about").headers["X-Cache-Status"] == "HIT"
-
-
-def test_a_question_in_the_chat_left_unanswered_purges_nothing(fresh_stack, tmp_path):
-    warm(fresh_stack, "/pricing")
-    config = write_config(fresh_stack, tmp_path)
-    outcome = runner.invoke(app, ["chat", "--config", config, "--as", "bob"],
-                            input="should I purge https://shop.example/pricing?\n\n")
-    assert outcome.exit_code == 0, outcome.output
-    assert "Nothing was purged." in outcome.output
-    assert through_edge(fresh_stack, "/pricing").headers["X-Cache-Status"] == "HIT"
 
 
 def test_what_people_typed_is_never_read_as_terminal_markup(fresh_stack, tmp_path):

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.devstack.origin import APP_CACHE_META_PREFIX, APP_CACHE_PREFIX, ContentStore, OriginServer, serve_in_thread
-from agent.devstack.procs import Daemon, DaemonError, start_nginx, start_origin, start_redis, start_varnish
+import httpx
+import yaml
 
-STATE_FILE = "devstack.json"
+from agent.demo.origin import APP_CACHE_META_PREFIX, APP_CACHE_PREFIX, ContentStore, OriginServer, serve_in_thread
+from agent.demo.procs import Daemon, DaemonError, start_nginx, start_origin, start_redis, start_varnish
+
+STATE_FILE = "devstack.json"  # the name from before the move, so `demo down` finds a stack an older cachebot started
 DEFAULT_HOSTS = ("shop.example", "www.shop.example")
 APP_CACHE_KEY_TEMPLATE = APP_CACHE_PREFIX + "{host}{path}"
 
@@ -66,7 +69,7 @@ class Stack:
 
     # -- cache control for tests and demos -----------------------------------------------------------------
     def redis_client(self):  # -> redis.Redis
-        import redis
+        import redis  # ~0.2 s, and every `cachebot` command loads this module (for `demo`): only when used
 
         return redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
@@ -91,8 +94,6 @@ class Stack:
 
     def ban_everything(self) -> None:
         """Invalidate every object in Varnish with ``BAN`` + ``X-Ban-Url: .`` (what a restart does, instantly)."""
-        import httpx
-
         response = httpx.request("BAN", self.varnish_url + "/", headers={"X-Ban-Url": "."}, timeout=5)
         if response.status_code != 200:
             raise DaemonError(f"varnish refused to ban everything: {response.status_code} {response.text.strip()}")
@@ -158,8 +159,6 @@ class Stack:
 
     def write_config(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write ``config_dict()`` as YAML (default ``<workdir>/cachebot.yaml``)."""
-        import yaml
-
         target = Path(path) if path else self.workdir / "cachebot.yaml"
         target.write_text(yaml.safe_dump(self.config_dict(), sort_keys=False))
         return target
@@ -195,7 +194,7 @@ def load_stack(path: str | os.PathLike[str]) -> Stack:
     """The stack described by a state file (or a workdir holding ``devstack.json``), for another process."""
     state_path = _state_path(path)
     if not state_path.exists():
-        raise FileNotFoundError(f"no devstack state at {state_path} (start one with `cachebot demo up`)")
+        raise FileNotFoundError(f"no demo stack state at {state_path} (start one with `cachebot demo up`)")
     state = json.loads(state_path.read_text())
     return Stack(
         origin_url=state["origin_url"], varnish_url=state["varnish_url"], nginx_url=state["nginx_url"],
@@ -228,7 +227,7 @@ def start_stack(
 ) -> Stack:
     """Start Redis (unless ``redis_url``), the origin, Varnish -> origin and nginx -> Varnish under ``workdir``.
 
-    The origin runs as ``python -m agent.devstack.origin`` (a separate process, like a real server) unless
+    The origin runs as ``python -m agent.demo.origin`` (a separate process, like a real server) unless
     ``in_thread``. The content file ``<workdir>/content.json`` is (re)seeded unless ``reset_content`` is false.
     If any part fails to start, the parts already running are stopped and the error is raised.
     """

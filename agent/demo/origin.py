@@ -1,6 +1,6 @@
 """A small demo shop, the origin behind the local cache stack.
 
-Run it as a server (``python -m agent.devstack.origin --port N --content FILE [--redis URL]``) or in a thread
+Run it as a server (``python -m agent.demo.origin --port N --content FILE [--redis URL]``) or in a thread
 (:func:`serve_in_thread`). Content lives in a JSON file (:class:`ContentStore`) so another process can edit it.
 
 Every 200 answer carries what a real CMS would send to its caches: ``Cache-Control: public, max-age=3600``, a

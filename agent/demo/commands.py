@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.devstack.stack import Stack, load_stack, start_stack, stop_saved_stack
+from agent.demo.stack import Stack, load_stack, start_stack, stop_saved_stack
 
 DEMO_DIR = Path(".demo")
 demo_app = typer.Typer(help="A local demo site behind real caches.", no_args_is_help=True)

@@ -1,4 +1,4 @@
-"""`cachebot history`, `cachebot stats` and `cachebot db prune` on SQLite and PostgreSQL."""
+"""`cachebot history`, `cachebot stats` (and `cachebot db prune`, on the same records) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 from agent.storage.audit import AuditStore
 from agent.storage.database import ENV_VAR
 from tests.agent.storage.test_audit import HOME, STALE, F, V, seed

@@ -303,7 +303,7 @@ def _dir(path: Path) -> Path:
 
 def start_varnish(workdir: Path, backend_port: int, *, port: int | None = None, backend_host: str = LOOPBACK,
                   vcl_template: str = "varnish.vcl.tmpl", storage: str = "malloc,64m") -> Daemon:
-    """varnishd in the foreground with the devstack VCL (PURGE, PURGEKEYS/xkey, BAN), backend = the origin."""
+    """varnishd in the foreground with the demo VCL (PURGE, PURGEKEYS/xkey, BAN), backend = the origin."""
     binary = find_binary("varnishd")
     workdir = _dir(Path(workdir) / "varnish")
     port = port or free_port()
@@ -380,10 +380,10 @@ def start_memcached(workdir: Path, *, port: int | None = None) -> Daemon:
 
 def start_origin(workdir: Path, content_path: Path, *, port: int | None = None,
                  redis_url: str | None = None, python: str | None = None) -> Daemon:
-    """The demo origin (``python -m agent.devstack.origin``) as its own process."""
+    """The demo origin (``python -m agent.demo.origin``) as its own process."""
     workdir = _dir(Path(workdir) / "origin")
     port = port or free_port()
-    argv = [python or sys.executable, "-m", "agent.devstack.origin", "--port", str(port),
+    argv = [python or sys.executable, "-m", "agent.demo.origin", "--port", str(port),
             "--content", str(Path(content_path).resolve())]
     if redis_url:
         argv += ["--redis", redis_url]

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
-from agent.devstack.origin import ContentStore, serve_in_thread
-from agent.devstack.procs import Daemon, DaemonError, port_open
-from agent.devstack.stack import Stack, load_stack, start_stack
+from agent.demo.origin import ContentStore, serve_in_thread
+from agent.demo.procs import Daemon, DaemonError, port_open
+from agent.demo.stack import Stack, load_stack, start_stack
 
 HOST = "shop.example"
 
@@ -231,7 +231,7 @@ def test_state_file_lets_another_process_find_and_stop_the_stack(tmp_path: Path)
         assert json.loads(state.read_text())["nginx_url"] == stack.nginx_url
         code = (
             "import sys, httpx\n"
-            "from agent.devstack.stack import load_stack, stop_saved_stack\n"
+            "from agent.demo.stack import load_stack, stop_saved_stack\n"
             "s = load_stack(sys.argv[1])\n"
             "s.content.edit('/about', 'Edited from another process')\n"
             "print(httpx.get(s.origin_url + '/about', headers={'Host': 'other.example'}).text)\n"

@@ -1,4 +1,4 @@
-"""Looking at a page (agent/fetch.py): bodies are streamed and capped, every look has one time limit, and a
+"""Probing a page (agent/layers/probe.py): bodies are streamed and capped, every look has one time limit, and a
 look that cannot be made is an observation, never an exception. Against a real loopback server that misbehaves,
 through both clients cachebot uses (httpx's own pool for the origin, aiohttp's for the layers)."""
 
@@ -11,8 +11,7 @@ import time
 import httpx
 import pytest
 
-from agent.fetch import FetchLimits, fetch_limits, observe_http
-from agent.layers.base import body_hash
+from agent.layers.probe import FetchLimits, body_hash, fetch_limits, normalise_cache_status, observe_http, parse_tags
 from agent.layers.transport import AiohttpTransport
 from tests.fakes.hostile_origin import BIG_BODY_BYTES, HostileOrigin, pattern_bytes
 
@@ -95,3 +94,17 @@ def test_a_url_the_client_cannot_send_is_an_observation_not_a_crash(origin, kind
 def test_head_reads_no_body(origin):
     seen = look("httpx", origin.url, "https://shop.example/endless", FetchLimits(max_body_bytes=CAP), method="HEAD")
     assert seen.reachable and seen.body_hash is None and seen.body_bytes is None and not seen.body_capped
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("HIT", "HIT"), ("miss", "MISS"), ("TCP_HIT", "HIT"), ("MISS, HIT", "HIT"), ("HIT from edge-1", "HIT"),
+     (None, None), ("", None), ("weird", "WEIRD")],
+)
+def test_normalise_cache_status(raw: str | None, expected: str | None) -> None:
+    assert normalise_cache_status(raw) == expected
+
+
+def test_parse_tags_from_all_three_headers() -> None:
+    headers = httpx.Headers([("xkey", "a b"), ("Surrogate-Key", "b c"), ("Cache-Tag", "c,d, e")])
+    assert parse_tags(headers) == ("a", "b", "c", "d", "e")

@@ -1,4 +1,5 @@
-"""Looking at what a server answers for a page: the origin (to learn tags and the fresh content) or a cache.
+"""Probing a page over HTTP: what a server answers for it, the origin (to learn tags and the fresh content) or a
+cache.
 
 We always connect to a *configured* endpoint and send the page's host in the ``Host`` header; the URL's own
 host is never resolved or contacted, so a URL can never make cachebot fetch something outside its sites.
@@ -23,13 +24,21 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent.layers.base import Observation, UnsafePath, describe_transport_error, host_and_path
+from agent.layers.base import Observation
+from agent.layers.retry import describe_transport_error
+from agent.layers.wire import host_and_path
+from agent.urls import UnsafePath
 
 # Cache status words we recognise, in the spelling we report (Observation.cache_status).
 KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", "BYPASS", "PASS", "DYNAMIC")
 _STATUS_WORD = re.compile(r"(?<![A-Z])(" + "|".join(KNOWN_STATUSES) + r")(?![A-Z])")
 TAG_HEADERS = ("xkey", "Surrogate-Key", "Cache-Tag", "X-Magento-Tags")
 _TAG_SPLIT = re.compile(r"[\s,]+")
+
+
+def body_hash(content: bytes) -> str:
+    """A page's body in short: what observations compare (``Observation.body_hash``)."""
+    return hashlib.sha256(content).hexdigest()[:16]
 
 
 def normalise_cache_status(value: str | None) -> str | None:
@@ -157,7 +166,7 @@ async def read_observation(
 ) -> Observation:
     """Headers, and the body hashed as it streams in: at most ``max_body_bytes`` are read (raw, as sent: a
     compressed body is never inflated here), so memory stays bounded whatever the server sends."""
-    body_hash, read, capped = None, None, False
+    hashed, read, capped = None, None, False
     if response.request.method != "HEAD":
         digest, read = hashlib.sha256(), 0
         async for chunk in response.aiter_raw():
@@ -167,14 +176,14 @@ async def read_observation(
             if len(chunk) > room:
                 capped = True  # stop here: leaving the block closes the connection, the rest is never read
                 break
-        body_hash = digest.hexdigest()[:16]  # agent.layers.base.body_hash of the same bytes
+        hashed = digest.hexdigest()[:16]  # what body_hash() gives for the same bytes
     return Observation(
         reachable=True,
         status_code=response.status_code,
         cache_status=normalise_cache_status(response.headers.get(cache_status_header)) if cache_status_header else None,
         etag=response.headers.get("etag"),
         last_modified=response.headers.get("last-modified"),
-        body_hash=body_hash,
+        body_hash=hashed,
         tags=parse_tags(response.headers),
         body_bytes=read,
         body_capped=capped,

@@ -1,0 +1,5 @@
+"""``python -m agent.cli …``: the ``cachebot`` command."""
+
+from agent.cli.main import app
+
+app()

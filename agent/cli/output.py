@@ -1,0 +1,115 @@
+"""What a person at the terminal sees: replies, the plan as a table, a progress bar while the graph runs,
+the agent's warnings as one line each, and the exit code (1 when any page was not confirmed fresh)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from agent.models import Plan, RunResult
+from agent.service.events import PlanReady, ProgressEvent, StepDone, UrlsFound
+from agent.service.events import Progress as BatchProgress  # rich has a Progress too
+
+console = Console(highlight=False)
+
+
+class TerminalLog(logging.Handler):
+    """The agent's warnings for a person at a terminal: one line each on stderr, never a traceback (the reply
+    already says what failed; ``cachebot slack`` logs in full for operators)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")  # stderr of the moment
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def terminal_logging() -> None:
+    """Send the agent's warnings to ``TerminalLog`` (once per process) instead of Python's last-resort handler,
+    which prints tracebacks."""
+    logger = logging.getLogger("agent")
+    if not any(isinstance(handler, TerminalLog) for handler in logger.handlers):
+        logger.addHandler(TerminalLog(logging.WARNING))
+
+
+@contextmanager
+def progress_events(enabled: bool) -> Iterator:
+    """A rich progress bar fed by the graph's progress events; silent for machine output."""
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_event(event: ProgressEvent) -> None:
+            if isinstance(event, BatchProgress):
+                if event.phase not in tasks:
+                    tasks[event.phase] = bar.add_task(f"{event.phase}ing", total=event.total)
+                bar.update(tasks[event.phase], completed=event.done, total=event.total)
+            else:
+                show_step(event)
+
+        yield on_event
+
+
+def exit_code(result: RunResult) -> int:
+    failed = result.error is not None or any(r.status in ("failed", "purged_unverified") for r in result.results)
+    return 1 if failed else 0
+
+
+def emit(result: RunResult, json_output: bool) -> None:
+    if json_output:
+        typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        render(result)
+
+
+STEP_WORDS = {"purged": "execute", "verified": "verify"}  # what the narration has always called the steps
+
+
+def show_step(event: ProgressEvent) -> None:
+    """Live narration while the graph runs: what was understood, then the plan, before anything is purged."""
+    if isinstance(event, UrlsFound) and event.urls:
+        urls = event.urls
+        console.print(f"[bold]Understood {len(urls)} URL(s):[/bold]")
+        for url in urls[:50]:
+            console.print(f"  {url}", markup=False)
+        if len(urls) > 50:
+            console.print(f"  … and {len(urls) - 50} more")
+    elif isinstance(event, PlanReady):
+        console.print(plan_table(event.plan))
+    elif isinstance(event, StepDone):
+        console.print(f"[dim]· {STEP_WORDS[event.step]} done[/dim]")
+
+
+def render(result: RunResult) -> None:
+    """The reply as written: it quotes what people typed, so it is never read as Rich markup."""
+    if result.pending:
+        console.print(f"[yellow]Waiting for approval[/yellow] (request id [cyan]{result.thread_id}[/cyan]): ", end="")
+        console.print(f"{result.pending['reason']}. Approvers: {result.pending['approvers']}.", markup=False)
+        return
+    console.print(result.reply, markup=False)
+
+
+def plan_table(plan: Plan) -> Table:
+    title = f"Plan: {len(plan.pages)} pages × layers, {plan.purge_count} purges"
+    table = Table(title=title, show_lines=False)
+    for column in ("page", "layer", "operation", "why"):
+        table.add_column(column)
+    for item in plan.items[:200]:  # Text, not markup: URLs, tags and reasons come from people and origins
+        table.add_row(Text(item.url), Text(item.layer),
+                      Text(f"{item.operation.value} {item.target if item.target != item.url else ''}"),
+                      Text(item.reason))
+    if len(plan.items) > 200:
+        table.caption = f"… {len(plan.items) - 200} more rows (use --json for all)"
+    return table
