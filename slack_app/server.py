@@ -25,7 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 from agent.config import AppConfig
 from agent.runner import Agent
-from slack_app.app import SlackFrontEnd, slack_context
+from slack_app.handlers import SlackFrontEnd, slack_context
 
 log = logging.getLogger("cachebot.slack")
 

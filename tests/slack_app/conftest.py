@@ -20,7 +20,7 @@ import pytest
 
 from agent.config import AppConfig, parse_config
 from agent.runner import Agent
-from slack_app.app import SlackFrontEnd, slack_context
+from slack_app.handlers import SlackFrontEnd, slack_context
 from slack_app.blocks import APPROVE_ACTION, DENY_ACTION
 from slack_app.server import SlackHTTPServer, make_client
 from tests.agent.conftest import Clock
