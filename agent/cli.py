@@ -461,7 +461,7 @@ def recover(
     with Agent(settings) as agent:
         if os.environ.get("SLACK_BOT_TOKEN"):
             from slack_app.handlers import SlackFrontEnd
-            from slack_app.server import make_client
+            from slack_app.slack_api import make_client
 
             front = SlackFrontEnd(agent, make_client(os.environ["SLACK_BOT_TOKEN"], os.environ.get("SLACK_API_URL")),
                                   signing_secret=os.environ.get("SLACK_SIGNING_SECRET", "unused"),
@@ -500,7 +500,7 @@ def digest(
             if not os.environ.get("SLACK_BOT_TOKEN"):
                 console.print("[red]Cannot post:[/red] set SLACK_BOT_TOKEN")
                 raise typer.Exit(2)
-            from slack_app.server import make_client
+            from slack_app.slack_api import make_client
 
             client = make_client(os.environ["SLACK_BOT_TOKEN"], os.environ.get("SLACK_API_URL"))
             text = post_digest(store, client, wanted)

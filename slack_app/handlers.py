@@ -43,16 +43,14 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from agent import recovery
 from agent.claims import ClaimStore
-from agent.config import AppConfig
 from agent.models import Intent, Plan, Rejection, RunResult
 from agent.runner import Agent, NothingPending
-from agent.state import AgentContext
 from slack_app import blocks as kit
 from slack_app.progress import ProgressMessage
+from slack_app.slack_api import SlackApi, approver_mentions
 
 if TYPE_CHECKING:
     from slack_app.workers import WorkerSpec
@@ -67,40 +65,6 @@ EVENT_SUBSCRIPTIONS = {"app_mention": "app_mention", "message.im": "message", "m
 ACTION_IDS = kit.ACTION_IDS + kit.OFFER_ACTION_IDS
 
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
-
-
-class SlackUserGroups:
-    """``AgentContext.user_groups`` for Slack: which configured approver groups a user is in (cached briefly)."""
-
-    def __init__(self, client: WebClient, groups: list[str], ttl: float = 60.0):
-        self.client = client
-        self.groups = list(groups)
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, set[str]]] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, user: str) -> set[str]:
-        return {group for group in self.groups if user in self._members(group)}
-
-    def _members(self, group: str) -> set[str]:
-        with self._lock:
-            cached = self._cache.get(group)
-            if cached and time.monotonic() - cached[0] < self.ttl:
-                return cached[1]
-        try:
-            users = set(self.client.usergroups_users_list(usergroup=group).get("users") or [])
-        except SlackApiError as exc:
-            log.warning("usergroups.users.list %s failed: %s", group, exc.response.get("error"))
-            return set()
-        with self._lock:
-            self._cache[group] = (time.monotonic(), users)
-        return users
-
-
-def slack_context(config: AppConfig, client: WebClient, **overrides: Any) -> AgentContext:
-    """The agent's run-time context with Slack user groups as approver groups."""
-    return AgentContext(config=config, user_groups=SlackUserGroups(client, config.approval.approver_groups),
-                        **overrides)
 
 
 class SlackFrontEnd:
@@ -131,8 +95,7 @@ class SlackFrontEnd:
         self.claims = claims or ClaimStore.open(agent.database_url, agent.config.storage.sqlite_path,
                                                 engine=agent.audit.engine)
         self.progress_interval = progress_interval
-        rules = agent.config.approval  # our own mentions (approvers, groups) stay live when a reply is escaped
-        self._keep = tuple(f"<@{u}>" for u in rules.approvers) + tuple(f"<!subteam^{g}>" for g in rules.approver_groups)
+        self.slack = SlackApi(client, keep=approver_mentions(agent.config.approval))
         self.runs = ThreadPoolExecutor(max_workers=run_workers, thread_name_prefix="cachebot-run")
         self.intake = ThreadPoolExecutor(max_workers=intake_workers, thread_name_prefix="cachebot-intake")
         self._listeners = ThreadPoolExecutor(max_workers=listener_workers, thread_name_prefix="cachebot-ack")
@@ -194,10 +157,10 @@ class SlackFrontEnd:
         if item.interface != "slack" or not channel or not thread_ts:
             return
         if item.outcome == "finished" and item.result is not None:
-            self._post(channel, thread_ts, recovery.finished_message(item))
+            self.slack.post(channel, thread_ts, recovery.finished_message(item))
             self._finish(item.result, channel, thread_ts, None)
         else:
-            self._post(channel, thread_ts, recovery.interrupted_message(item))
+            self.slack.post(channel, thread_ts, recovery.interrupted_message(item))
 
     # --- registration ------------------------------------------------------------------------------------
 
@@ -242,10 +205,10 @@ class SlackFrontEnd:
         message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
         pending = self.agent.result(thread_id).pending
         if pending:
-            self._post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny it "
+            self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny it "
                                            "first, or start a new thread for a new request.")
             return
-        status_ts = self._post(channel, thread_ts, kit.looking_at(_url_count(message)))
+        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(_url_count(message)))
         return "_run_request", (channel, thread_ts, thread_id, event["user"], message, status_ts)
 
     def _known_thread(self, thread_id: str) -> bool:
@@ -273,64 +236,53 @@ class SlackFrontEnd:
                     plan = Plan.model_validate(seen["plan"])
                     if not plan.needs_approval and status_ts:
                         rejected = [Rejection.model_validate(r) for r in seen.get("rejected", [])]
-                        self._update(channel, status_ts, "The plan",
+                        self.slack.update(channel, status_ts, "The plan",
                                      kit.plan_blocks(plan.items, plan.pages, rejected))
 
         try:
             result = run(on_event)
         except NothingPending as exc:  # an offer that was taken or replaced meanwhile
-            self._reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
+            self.slack.reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
             return
         except Exception:
             log.exception("run %s failed", thread_id)
-            self._reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing more "
+            self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing more "
                                                                  "will happen for this request. Please try again.")
             return
         progress.finish()
         if result.pending:
-            self._update(channel, status_ts, result.reply, kit.approval_blocks(result))
+            self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
         else:
             self._finish(result, channel, thread_ts, status_ts)
 
     def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
         """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
         if result.error and result.results:  # stopped after sending (agent.runner): say so, then what was sent
-            self._post(channel, thread_ts, result.reply.split("\n", 1)[0])
+            self.slack.post(channel, thread_ts, result.reply.split("\n", 1)[0])
             self._post_report(result, channel, thread_ts)
         elif result.results:
             self._post_report(result, channel, thread_ts)
         elif result.plan and result.intent == Intent.ASK:
             offer = self.agent.offer(result.thread_id)
             blocks = kit.offer_blocks(result, offer.id) if offer else kit.dry_run_blocks(result)
-            self._show(channel, thread_ts, status_ts, result.reply, blocks)
+            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
         elif result.plan and result.dry_run:
-            self._show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
+            self.slack.show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
         elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
-            self._post(channel, thread_ts, result.reply)  # denied, expired: the plan message stays
+            self.slack.post(channel, thread_ts, result.reply)  # denied, expired: the plan message stays
         else:
-            self._reply_in_place(channel, thread_ts, status_ts, result.reply)
-
-    def _show(self, channel: str, thread_ts: str, status_ts: str | None, text: str, blocks: list[dict]) -> None:
-        """Blocks in place of the status message (which showed the plan), or as a new message."""
-        if status_ts:
-            self._update(channel, status_ts, text, blocks)
-        else:
-            self._post(channel, thread_ts, text, blocks)
+            self.slack.reply_in_place(channel, thread_ts, status_ts, result.reply)
 
     def _post_report(self, result: RunResult, channel: str, thread_ts: str) -> None:
         blocks, text, csv_text = kit.report_blocks(result)
-        self._post(channel, thread_ts, text, blocks)
-        if csv_text is not None:
-            try:
-                self.client.files_upload_v2(
-                    channel=channel, thread_ts=thread_ts, content=csv_text,
-                    filename=f"cachebot-report-{thread_ts}.csv", title="cachebot report (every page × layer)",
-                    initial_comment="The full report, failures first.",
-                )
-            except SlackApiError as exc:
-                log.warning("CSV upload failed: %s", exc.response.get("error"))
-                self._post(channel, thread_ts, "I could not attach the full report as a CSV file "
-                                               f"({exc.response.get('error')}).")
+        self.slack.post(channel, thread_ts, text, blocks)
+        if csv_text is None:
+            return
+        error = self.slack.upload_csv(channel, thread_ts, csv_text, filename=f"cachebot-report-{thread_ts}.csv",
+                                      title="cachebot report (every page × layer)",
+                                      comment="The full report, failures first.")
+        if error:
+            self.slack.post(channel, thread_ts, f"I could not attach the full report as a CSV file ({error}).")
 
     # --- actions: approve / deny --------------------------------------------------------------------------
 
@@ -350,15 +302,15 @@ class SlackFrontEnd:
             value = json.loads(action.get("value") or "")
             thread_id, interrupt_id = str(value["run"]), str(value["interrupt"])
         except (ValueError, KeyError, TypeError):
-            self._ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+            self.slack.ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
             return
         run_channel, _, thread_ts = thread_id.partition(":")
         if not clicker or run_channel != channel or not thread_ts:
-            self._ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
+            self.slack.ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
             return
         key = f"decision:{thread_id}:{interrupt_id}"
         if not self.claims.claim(key):
-            self._ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
+            self.slack.ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
             return
         return "_decide", (channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
 
@@ -372,7 +324,7 @@ class SlackFrontEnd:
             elif event.get("type") == "step" and event["node"] == "approval":
                 record = event["update"].get("approval") or {}
                 if record.get("status") in ("approved", "denied", "expired") and message_ts:
-                    self._update(channel, message_ts, f"Request {record['status']}",
+                    self.slack.update(channel, message_ts, f"Request {record['status']}",
                                  kit.decided_blocks(self.agent.result(thread_id), record["status"],
                                                     record.get("by"), record.get("at")))
 
@@ -380,20 +332,20 @@ class SlackFrontEnd:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
                                        interface="slack", on_event=on_event)
         except NothingPending as exc:
-            self._ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
+            self.slack.ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
             return
         except Exception:
             log.exception("decision on %s failed", thread_id)
             current = self.agent.result(thread_id).pending
             if current and current.get("interrupt_id") == interrupt_id:
                 self.claims.release(key)  # the decision never reached the graph: let a new click try again
-            self._ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
+            self.slack.ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
             return
         progress.finish()
         if result.notice:
-            self._ephemeral(channel, clicker, thread_ts, f"You cannot {decision} this: {_refusal(result.notice)}.")
+            self.slack.ephemeral(channel, clicker, thread_ts, f"You cannot {decision} this: {_refusal(result.notice)}.")
             if result.pending and message_ts:  # a refusal opens a fresh interrupt: give the buttons its id
-                self._update(channel, message_ts, result.reply, kit.approval_blocks(result))
+                self.slack.update(channel, message_ts, result.reply, kit.approval_blocks(result))
             return
         self._finish(result, channel, thread_ts, None)
 
@@ -427,26 +379,26 @@ class SlackFrontEnd:
             value = json.loads(action.get("value") or "")
             thread_id, offer_id = str(value["run"]), str(value["offer"])
         except (ValueError, KeyError, TypeError):
-            self._ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+            self.slack.ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
             return
         run_channel, _, thread_ts = thread_id.partition(":")
         clicked_in = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or thread_ts
         if not clicker or run_channel != channel or not thread_ts or clicked_in != thread_ts:
-            self._ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
+            self.slack.ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
             return
         key = f"offer:{thread_id}:{offer_id}"
         if not self.claims.claim(key):
-            self._ephemeral(channel, clicker, thread_ts, "Nothing to do: someone already answered this question.")
+            self.slack.ephemeral(channel, clicker, thread_ts, "Nothing to do: someone already answered this question.")
             return
         offer = self.agent.offer(thread_id)
         if offer is None or offer.id != offer_id:
-            self._ephemeral(channel, clicker, thread_ts, "Nothing to do: a newer request in this thread replaced "
+            self.slack.ephemeral(channel, clicker, thread_ts, "Nothing to do: a newer request in this thread replaced "
                                                          "that question.")
             return
         if message_ts:
-            self._update(channel, message_ts, f"{choice} chosen",
+            self.slack.update(channel, message_ts, f"{choice} chosen",
                          kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
-        status_ts = self._post(channel, thread_ts, kit.looking_at(len(offer.urls)))
+        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(offer.urls)))
         return "_take_offer", (channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
 
     def _take_offer(self, channel: str, thread_ts: str, thread_id: str, offer_id: str, choice: str, clicker: str,
@@ -500,40 +452,6 @@ class SlackFrontEnd:
         if not future.cancelled() and future.exception():  # never let one bad event or click go silently
             log.error("background job failed", exc_info=future.exception())
 
-    def _post(self, channel: str, thread_ts: str, text: str, blocks: list[dict] | None = None) -> str | None:
-        try:
-            response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                                    text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
-                                                    blocks=blocks or kit.text_blocks(text, self._keep))
-            return response.get("ts")
-        except SlackApiError as exc:
-            log.warning("chat.postMessage failed: %s", exc.response.get("error"))
-            return None
-
-    def _update(self, channel: str, ts: str | None, text: str, blocks: list[dict]) -> None:
-        if not ts:
-            return
-        try:
-            self.client.chat_update(channel=channel, ts=ts, text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
-                                   blocks=blocks)
-        except SlackApiError as exc:
-            log.warning("chat.update failed: %s", exc.response.get("error"))
-
-    def _reply_in_place(self, channel: str, thread_ts: str, status_ts: str | None, text: str) -> None:
-        if status_ts:
-            self._update(channel, status_ts, text, kit.text_blocks(text, self._keep))
-        else:
-            self._post(channel, thread_ts, text)
-
-    def _ephemeral(self, channel: str, user: str, thread_ts: str | None, text: str) -> None:
-        if not channel or not user:
-            return
-        try:
-            # composed here from our own words and stored state (ids, reasons), so sent as markup
-            self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts,
-                                           blocks=[kit.section(text)])
-        except SlackApiError as exc:
-            log.warning("chat.postEphemeral failed: %s", exc.response.get("error"))
 
 
 def _url_count(message: str) -> int:

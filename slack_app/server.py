@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from agent.config import AppConfig
 from agent.runner import Agent
-from slack_app.handlers import SlackFrontEnd, slack_context
+from slack_app.handlers import SlackFrontEnd
+from slack_app.slack_api import make_client, slack_context
 
 log = logging.getLogger("cachebot.slack")
 
@@ -56,15 +56,6 @@ class SlackSettings:
         return cls(bot_token=env["SLACK_BOT_TOKEN"], signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
                    app_token=env.get("SLACK_APP_TOKEN"), api_url=env.get("SLACK_API_URL") or WebClient.BASE_URL)
 
-
-def make_client(token: str, api_url: str | None = None, *, rate_limit_retries: int = 3) -> WebClient:
-    """A Web API client that waits out ``ratelimited`` (429 + Retry-After) and retries dropped connections."""
-    base_url = (api_url or WebClient.BASE_URL).rstrip("/") + "/"
-    return WebClient(
-        token=token, base_url=base_url, timeout=15,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
-                        ConnectionErrorRetryHandler(max_retry_count=2)],
-    )
 
 
 def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int = 0, intake_processes: int = 1,

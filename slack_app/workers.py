@@ -56,8 +56,8 @@ def _init(spec: WorkerSpec) -> None:
     if spec.log_level is not None:
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     from agent.runner import Agent
-    from slack_app.handlers import SlackFrontEnd, slack_context
-    from slack_app.server import make_client
+    from slack_app.handlers import SlackFrontEnd
+    from slack_app.slack_api import make_client, slack_context
 
     client = make_client(spec.bot_token, spec.api_url)
     agent = Agent(spec.config, context=slack_context(spec.config, client))

@@ -14,7 +14,7 @@ from agent.claims import ClaimStore
 from agent.config import DigestConfig, parse_config
 from agent.recovery import RESTARTED
 from slack_app.digest import DigestScheduler, due_key
-from slack_app.server import make_client
+from slack_app.slack_api import make_client
 from tests.slack_app.conftest import CHANNEL, SMALL, new_ts
 
 ROOT = Path(__file__).resolve().parents[2]
