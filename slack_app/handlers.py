@@ -9,7 +9,7 @@ Threading model
     threads (``workers=0``, the default; tests)
         ``self.intake`` and ``self.runs`` are thread pools in this process.
     processes (``workers=N``; ``cachebot slack --workers N``)
-        Intake and runs go to pools of worker processes (``slack_app/workers.py``), each with its own Agent,
+        Intake and runs go to pools of worker processes (``slack_app/dispatch.py``), each with its own Agent,
         Web API client and claims connection, optionally at a lower CPU priority. The agent's work (graph,
         checkpoints, audit: tens of milliseconds of CPU per run) then never holds this process's GIL, so a
         backlog of runs cannot slow the ack path. Jobs carry only picklable arguments.
@@ -53,7 +53,7 @@ from slack_app.progress import ProgressMessage
 from slack_app.slack_api import SlackApi, approver_mentions
 
 if TYPE_CHECKING:
-    from slack_app.workers import WorkerSpec
+    from slack_app.dispatch import WorkerSpec
 
 log = logging.getLogger("cachebot.slack")
 
@@ -106,7 +106,7 @@ class SlackFrontEnd:
         if workers:
             if worker_spec is None:
                 raise ValueError("workers > 0 needs a worker_spec (config and Slack settings for the workers)")
-            from slack_app.workers import WorkerPools
+            from slack_app.dispatch import WorkerPools
 
             self.processes = WorkerPools(worker_spec, runs=workers, intake=max(1, intake_processes))
         self.app: App | None = None

@@ -60,12 +60,12 @@ class SlackSettings:
 
 def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int = 0, intake_processes: int = 1,
                     worker_nice: int | None = None, **options) -> SlackFrontEnd:
-    """``workers``: intake and agent runs in worker processes (``slack_app/workers.py``); 0: threads here."""
+    """``workers``: intake and agent runs in worker processes (``slack_app/dispatch.py``); 0: threads here."""
     client = make_client(settings.bot_token, settings.api_url)
     agent = Agent(config, context=slack_context(config, client))
     spec = None
     if workers:
-        from slack_app.workers import DEFAULT_NICE, WorkerSpec
+        from slack_app.dispatch import DEFAULT_NICE, WorkerSpec
 
         spec = WorkerSpec(config=config, bot_token=settings.bot_token, api_url=settings.api_url,
                           progress_interval=options.get("progress_interval", 1.0),

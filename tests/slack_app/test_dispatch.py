@@ -52,7 +52,7 @@ def test_a_dead_worker_is_replaced_and_events_keep_working(fake_slack, tmp_path:
     import os
     import signal
 
-    from slack_app.workers import _ping
+    from slack_app.dispatch import _ping
 
     config = parse_config({
         "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
