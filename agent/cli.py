@@ -460,7 +460,7 @@ def recover(
     notify, front = None, None
     with Agent(settings) as agent:
         if os.environ.get("SLACK_BOT_TOKEN"):
-            from slack_app.handlers import SlackFrontEnd
+            from slack_app.app import SlackFrontEnd
             from slack_app.slack_api import make_client
 
             front = SlackFrontEnd(agent, make_client(os.environ["SLACK_BOT_TOKEN"], os.environ.get("SLACK_API_URL")),

@@ -1,16 +1,25 @@
-"""Worker processes for the Slack front end's intake and agent runs (``SlackFrontEnd(workers=N)``).
+"""Where the Slack front end's jobs run: thread pools in this process, or worker processes.
 
-Why: the ack path (HTTP, signature check, Bolt's dispatch) and the agent's work (graph, checkpoints, audit:
-tens of milliseconds of CPU per run) share one GIL when they share a process, so a backlog of runs turns into
-slow acks, and Slack retries anything not acked within 3 s. In worker mode the app process only acks and
-queues; intake (claims, the "Looking at…" reply) and runs happen in ``concurrent.futures`` process pools.
+Threading model
+    Our listeners do nothing but hand a typed job (``slack_app/jobs.py``) to ``Dispatcher.take_in`` and
+    ``ack()`` (microseconds), so Bolt runs them inline on the HTTP request's thread and answers Slack as soon
+    as they return. The intake job (filters, claims, the "Looking at…" reply) runs on the intake pool and
+    returns the run to start, which goes to the runs pool. Two ways to run them:
 
-Each worker builds its own ``Agent``, Web API client and claims connection from a ``WorkerSpec`` (config and
-Slack settings) in the pool's initializer, and holds a ``SlackFrontEnd`` without a Bolt app. A job is the
-name of a ``SlackFrontEnd`` method and picklable arguments; an intake job returns the run to start, which the
-app process hands to the runs pool. Exactly-once does not depend on the process: claims and thread locks are
-cross-process (``agent/claims.py``). Workers run at ``nice`` (lower CPU priority than the app process by
-default) because an ack has a deadline and a run does not.
+    threads (``workers=0``, the default; tests)
+        ``Dispatcher.intake`` and ``Dispatcher.runs`` are thread pools in this process, sharing its ``Handlers``.
+    processes (``workers=N``; ``cachebot slack --workers N``)
+        Intake and runs go to pools of worker processes, each with its own ``Handlers`` (Agent, Web API client,
+        claims connection), optionally at a lower CPU priority.
+
+Why processes: the ack path (HTTP, signature check, Bolt's dispatch) and the agent's work (graph, checkpoints,
+audit: tens of milliseconds of CPU per run) share one GIL when they share a process, so a backlog of runs turns
+into slow acks, and Slack retries anything not acked within 3 s. In worker mode the app process only acks and
+queues. Each worker builds its ``Handlers`` from a ``WorkerSpec`` (config and Slack settings) in the pool's
+initializer; jobs are picklable dataclasses, and an intake job returns the run to start, which the app process
+hands to the runs pool. Exactly-once does not depend on the process: claims and thread locks are cross-process
+(``agent/claims.py``). Workers run at ``nice`` (lower CPU priority than the app process by default) because an
+ack has a deadline and a run does not.
 """
 
 from __future__ import annotations
@@ -19,16 +28,114 @@ import logging
 import multiprocessing
 import os
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import AppConfig
+from agent.runner import Agent
+from slack_app.handlers import Handlers
+from slack_app.jobs import IntakeJob, Job, RunJob
+from slack_app.slack_api import make_client, slack_context
 
 log = logging.getLogger("cachebot.slack")
 
 DEFAULT_NICE = 19  # the lowest priority: an ack has a 3 s deadline, a run has none
+
+
+class Dispatcher:
+    """Runs each intake job, then the run it asks for, on threads or worker processes; counts what is still
+    pending so ``wait_idle`` can wait for it. Listeners hand their jobs to ``take_in``."""
+
+    def __init__(self, handlers: Handlers, *, run_workers: int = 8, intake_workers: int = 16, workers: int = 0,
+                 intake_processes: int = 1, worker_spec: WorkerSpec | None = None):
+        """``workers``: run intake and agent runs in that many worker processes built from ``worker_spec``
+        (plus ``intake_processes`` for intake); 0 keeps them on thread pools in this process."""
+        self.handlers = handlers
+        self.runs = ThreadPoolExecutor(max_workers=run_workers, thread_name_prefix="cachebot-run")
+        self.intake = ThreadPoolExecutor(max_workers=intake_workers, thread_name_prefix="cachebot-intake")
+        self.processes: WorkerPools | None = None
+        if workers:
+            if worker_spec is None:
+                raise ValueError("workers > 0 needs a worker_spec (config and Slack settings for the workers)")
+            self.processes = WorkerPools(worker_spec, runs=workers, intake=max(1, intake_processes))
+        self.received = 0  # requests that reached a listener (tests and benchmarks wait on it)
+        self._pending: set[Future] = set()
+        self._pending_lock = threading.Lock()
+
+    def take_in(self, job: IntakeJob) -> None:
+        """Queue an intake job; the run it returns, if any, goes to the runs pool."""
+        if self.processes is not None:
+            self._submit(self.processes.intake, _handle, job, then=self._hand_on)
+        else:
+            self._submit(self.intake, self._intake_then_run, job)
+
+    def start(self, job: RunJob) -> None:
+        """Queue a run that no intake asked for (crash recovery on start)."""
+        if self.processes is not None:
+            self._submit(self.processes.runs, _handle, job)
+        else:
+            self._submit(self.runs, self.handlers.handle, job)
+
+    def count_received(self) -> None:
+        with self._pending_lock:
+            self.received += 1
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until every job handed on has finished (tests, benchmarks, graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._pending_lock:
+                if not self._pending:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        if self.processes is not None:
+            self.wait_idle(60)  # the pools' done callbacks may still be handing runs on
+            self.processes.close()
+        self.intake.shutdown(wait=True)
+        self.runs.shutdown(wait=True)
+
+    def _intake_then_run(self, job: IntakeJob) -> None:
+        run = self.handlers.handle(job)
+        if run is not None:
+            self._submit(self.runs, self.handlers.handle, run)
+
+    def _hand_on(self, future: Future) -> None:
+        """An intake job finished in a worker process: start the run it asked for (before it stops counting
+        as pending, so ``wait_idle`` never sees a gap)."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        run = future.result()
+        if run is not None and self.processes is not None:
+            self._submit(self.processes.runs, _handle, run)
+
+    def _submit(self, pool: Executor | HealingPool, fn: Callable[..., Any], job: Job,
+                then: Callable[[Future], None] | None = None) -> None:
+        future = pool.submit(fn, job)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(lambda f: self._done(f, then))
+
+    def _done(self, future: Future, then: Callable[[Future], None] | None = None) -> None:
+        try:
+            if then is not None:
+                then(future)
+        except Exception:
+            log.exception("handing on a background job failed")
+        finally:
+            with self._pending_lock:
+                self._pending.discard(future)
+        if not future.cancelled() and future.exception():  # never let one bad event or click go silently
+            log.error("background job failed", exc_info=future.exception())
+
+
+# --- worker processes ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -43,11 +150,11 @@ class WorkerSpec:
     log_level: int | None = None
 
 
-_front: Any = None  # this worker's SlackFrontEnd (set by _init)
+_handlers: Handlers | None = None  # this worker's Handlers (set by _init)
 
 
 def _init(spec: WorkerSpec) -> None:
-    global _front
+    global _handlers
     if spec.nice:
         try:
             os.nice(spec.nice)
@@ -55,20 +162,16 @@ def _init(spec: WorkerSpec) -> None:
             pass
     if spec.log_level is not None:
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    from agent.runner import Agent
-    from slack_app.handlers import SlackFrontEnd
-    from slack_app.slack_api import make_client, slack_context
-
     client = make_client(spec.bot_token, spec.api_url)
     agent = Agent(spec.config, context=slack_context(spec.config, client))
-    _front = SlackFrontEnd(agent, client, signing_secret=None, run_workers=1, intake_workers=1, listener_workers=1,
-                           progress_interval=spec.progress_interval)
+    _handlers = Handlers(agent, client, progress_interval=spec.progress_interval)
 
 
-def _call(name: str, args: tuple) -> Any:
-    """Run ``SlackFrontEnd.<name>(*args)`` in this worker; returns what it returns when that is a Job."""
-    result = getattr(_front, name)(*args)
-    return result if isinstance(result, tuple) else None
+def _handle(job: Job) -> RunJob | None:
+    """Do one job in this worker; an intake job returns the run to start, which goes back to the app process."""
+    if _handlers is None:
+        raise RuntimeError("no Handlers in this process: jobs run only in pools started with _init")
+    return _handlers.handle(job)
 
 
 def _ping() -> int:
@@ -139,8 +242,6 @@ class WorkerPools:
         self.intake = HealingPool(intake, spec)
         self.runs = HealingPool(runs, spec)
         self.sizes = {"intake": intake, "runs": runs}
-
-    call = staticmethod(_call)
 
     def warm_up(self, timeout: float = 120.0) -> None:
         """Start every worker now (each builds its Agent: about a second) rather than on the first events."""

@@ -1,18 +1,8 @@
-"""The Slack front end: translates Slack events and button clicks into ``Agent`` calls, and results into messages.
+"""The work behind the Slack listeners: intake (filters, exactly-once claims, the first reply) and runs (the
+agent with live progress, then its answer rendered with ``blocks.py``).
 
-Threading model
-    Our listeners do nothing but queue the request and ``ack()`` (microseconds), so Bolt runs them inline on
-    the HTTP request's thread (``process_before_response``: no hop through a listener pool) and answers Slack
-    as soon as they return. The queued work is the intake (filters, claims, the "Looking at…" reply), which
-    hands the agent run on. Two ways to run that work:
-
-    threads (``workers=0``, the default; tests)
-        ``self.intake`` and ``self.runs`` are thread pools in this process.
-    processes (``workers=N``; ``cachebot slack --workers N``)
-        Intake and runs go to pools of worker processes (``slack_app/dispatch.py``), each with its own Agent,
-        Web API client and claims connection, optionally at a lower CPU priority. The agent's work (graph,
-        checkpoints, audit: tens of milliseconds of CPU per run) then never holds this process's GIL, so a
-        backlog of runs cannot slow the ack path. Jobs carry only picklable arguments.
+``Handlers.handle`` takes one typed job (``slack_app/jobs.py``); an intake job returns the run it asks for, which
+``dispatch.py`` starts on the runs pool (threads here, or a worker process that builds its own ``Handlers``).
 
 Exactly once
     Slack retries (``X-Slack-Retry-Num``) and redelivers (same ``event_id``); a channel mention arrives both as
@@ -35,60 +25,41 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from slack_bolt import App
 from slack_sdk import WebClient
 
 from agent import recovery
 from agent.claims import ClaimStore
 from agent.models import Intent, Plan, Rejection, RunResult
 from agent.runner import Agent, NothingPending
+from agent.urls import extract_candidates
 from slack_app import blocks as kit
+from slack_app.jobs import (
+    AnswerRequest,
+    ApplyDecision,
+    ApprovalClick,
+    Job,
+    NewEvent,
+    OfferClick,
+    RecoverRuns,
+    RunJob,
+    TakeOffer,
+)
 from slack_app.progress import ProgressMessage
 from slack_app.slack_api import SlackApi, approver_mentions
 
-if TYPE_CHECKING:
-    from slack_app.dispatch import WorkerSpec
-
 log = logging.getLogger("cachebot.slack")
-
-# what a listener hands on: the name of a SlackFrontEnd method and its (picklable) arguments
-Job = tuple[str, tuple]
-
-# What the app listens to. tests/slack_app/test_manifest.py keeps manifest.yml in step with these.
-EVENT_SUBSCRIPTIONS = {"app_mention": "app_mention", "message.im": "message", "message.channels": "message"}
-ACTION_IDS = kit.ACTION_IDS + kit.OFFER_ACTION_IDS
 
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
-class SlackFrontEnd:
-    """A Bolt ``App`` wired to an ``Agent``. ``.app`` is what the HTTP server or Socket Mode handler drives."""
+class Handlers:
+    """Intake and runs for one ``Agent``, talking to Slack through ``SlackApi``."""
 
-    def __init__(
-        self,
-        agent: Agent,
-        client: WebClient,
-        *,
-        signing_secret: str | None,
-        claims: ClaimStore | None = None,
-        run_workers: int = 8,
-        intake_workers: int = 16,
-        listener_workers: int = 16,
-        progress_interval: float = 1.0,
-        token_verification: bool = True,
-        workers: int = 0,
-        intake_processes: int = 1,
-        worker_spec: WorkerSpec | None = None,
-    ):
-        """``signing_secret=None``: no Bolt app (a worker process's copy, which only does intake and runs).
-        ``workers``: run intake and agent runs in that many worker processes built from ``worker_spec``
-        (plus ``intake_processes`` for intake); 0 keeps them on thread pools in this process."""
+    def __init__(self, agent: Agent, client: WebClient, *, claims: ClaimStore | None = None,
+                 progress_interval: float = 1.0):
         self.agent = agent
         self.client = client
         # on PostgreSQL the claims share the audit's database (and engine) with every replica
@@ -96,48 +67,27 @@ class SlackFrontEnd:
                                                 engine=agent.audit.engine)
         self.progress_interval = progress_interval
         self.slack = SlackApi(client, keep=approver_mentions(agent.config.approval))
-        self.runs = ThreadPoolExecutor(max_workers=run_workers, thread_name_prefix="cachebot-run")
-        self.intake = ThreadPoolExecutor(max_workers=intake_workers, thread_name_prefix="cachebot-intake")
-        self._listeners = ThreadPoolExecutor(max_workers=listener_workers, thread_name_prefix="cachebot-ack")
-        self._pending: set[Future] = set()
-        self.received = 0  # requests that reached a listener (tests and benchmarks wait on it)
-        self._pending_lock = threading.Lock()
-        self.processes = None
-        if workers:
-            if worker_spec is None:
-                raise ValueError("workers > 0 needs a worker_spec (config and Slack settings for the workers)")
-            from slack_app.dispatch import WorkerPools
 
-            self.processes = WorkerPools(worker_spec, runs=workers, intake=max(1, intake_processes))
-        self.app: App | None = None
-        if signing_secret is not None:
-            self.app = App(
-                client=client,
-                signing_secret=signing_secret,
-                # our listeners only queue and ack: run them inline, and answer as soon as they return
-                process_before_response=True,
-                listener_executor=self._listeners,
-                token_verification_enabled=token_verification,
-            )
-            self._register()
-
-    def close(self) -> None:
-        if self.processes is not None:
-            self.wait_idle(60)  # the pools' done callbacks may still be handing runs on
-            self.processes.close()
-        self.intake.shutdown(wait=True)
-        self.runs.shutdown(wait=True)
-        self._listeners.shutdown(wait=True)
-
-    def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until every run handed to the pool has finished (tests, benchmarks, graceful shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._pending_lock:
-                if not self._pending:
-                    return True
-            time.sleep(0.02)
-        return False
+    def handle(self, job: Job) -> RunJob | None:
+        """Do one job. An intake job returns the run to start (None: nothing to run); a run returns None."""
+        match job:
+            case NewEvent():
+                return self.accept(job)
+            case ApprovalClick():
+                return self.click(job)
+            case OfferClick():
+                return self.offer_click(job)
+            case AnswerRequest():
+                self.run_request(job)
+            case ApplyDecision():
+                self.decide(job)
+            case TakeOffer():
+                self.take_offer(job)
+            case RecoverRuns():
+                self.recover(resume=job.resume)
+            case _:
+                raise TypeError(f"not a Slack job: {job!r}")
+        return None
 
     # --- crash recovery ----------------------------------------------------------------------------------
 
@@ -145,12 +95,6 @@ class SlackFrontEnd:
         """Finish (or report as interrupted) the runs a dead process left executing, telling their threads.
         Pending approvals stay pending. Run on start (``slack_app/server.py``); safe on every replica."""
         return recovery.recover(self.agent, resume=resume, notify=self.tell_recovered)
-
-    def start_recovery(self) -> None:
-        if self.processes is not None:
-            self._submit(self.processes.runs, self.processes.call, "recover", ())
-        else:
-            self._submit(self.runs, self.recover)
 
     def tell_recovered(self, item: recovery.Recovered) -> None:
         channel, _, thread_ts = item.thread_id.partition(":")
@@ -162,37 +106,19 @@ class SlackFrontEnd:
         else:
             self.slack.post(channel, thread_ts, recovery.interrupted_message(item))
 
-    # --- registration ------------------------------------------------------------------------------------
-
-    def _register(self) -> None:
-        app = self.app
-        for event_type in sorted(set(EVENT_SUBSCRIPTIONS.values())):
-            app.event(event_type)(self._on_event)
-        for action_id in kit.ACTION_IDS:
-            app.action(action_id)(self._on_action)
-        for action_id in kit.OFFER_ACTION_IDS:
-            app.action(action_id)(self._on_offer)
-
     # --- events: a new request ----------------------------------------------------------------------------
 
-    def _on_event(self, ack, body: dict, event: dict, context, request) -> None:
-        # queued before the ack (so "acked" implies "queued"); acked whatever happens
-        try:
-            retry_num = request.headers.get("x-slack-retry-num", [None])[0]
-            self._take_in("_accept", {"event_id": body.get("event_id")}, event, context.bot_user_id, retry_num)
-        finally:
-            ack()
-            self._count_received()
-
-    def _accept(self, body: dict, event: dict, bot_user_id: str | None, retry_num: str | None) -> Job | None:
+    def accept(self, job: NewEvent) -> AnswerRequest | None:
+        """A message event: a new request, unless it is not one, not for us, or already taken."""
+        event, bot_user_id = job.event, job.bot_user_id
         if event.get("bot_id") or event.get("subtype") or not event.get("user") or event.get("user") == bot_user_id:
             return  # bots (ourselves included), edits, deletions, joins: not requests
         channel, ts, text = event.get("channel"), event.get("ts"), event.get("text") or ""
         if not channel or not ts:
             return
-        event_id = body.get("event_id") or f"{channel}:{ts}:{event.get('type')}"
+        event_id = job.event_id or f"{channel}:{ts}:{event.get('type')}"
         if not self.claims.claim(f"event:{event_id}"):
-            log.info("event %s already handled (retry %s)", event_id, retry_num)
+            log.info("event %s already handled (retry %s)", event_id, job.retry_num)
             return
         thread_ts = event.get("thread_ts") or ts
         thread_id = f"{channel}:{thread_ts}"
@@ -205,20 +131,20 @@ class SlackFrontEnd:
         message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
         pending = self.agent.result(thread_id).pending
         if pending:
-            self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny it "
-                                           "first, or start a new thread for a new request.")
+            self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny "
+                                                "it first, or start a new thread for a new request.")
             return
         status_ts = self.slack.post(channel, thread_ts, kit.looking_at(_url_count(message)))
-        return "_run_request", (channel, thread_ts, thread_id, event["user"], message, status_ts)
+        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts)
 
     def _known_thread(self, thread_id: str) -> bool:
         result = self.agent.result(thread_id)
         return bool(result.reply or result.pending)
 
-    def _run_request(self, channel: str, thread_ts: str, thread_id: str, user: str, message: str,
-                     status_ts: str | None) -> None:
-        self._run_and_answer(channel, thread_ts, thread_id, status_ts, lambda on_event: self.agent.ask(
-            message, user=user, channel=channel, thread_id=thread_id, interface="slack", on_event=on_event))
+    def run_request(self, job: AnswerRequest) -> None:
+        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts, lambda on_event: self.agent.ask(
+            job.message, user=job.user, channel=job.channel, thread_id=job.thread_id, interface="slack",
+            on_event=on_event))
 
     def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
                         run: Callable[[Callable[[dict], None]], RunResult]) -> None:
@@ -237,7 +163,7 @@ class SlackFrontEnd:
                     if not plan.needs_approval and status_ts:
                         rejected = [Rejection.model_validate(r) for r in seen.get("rejected", [])]
                         self.slack.update(channel, status_ts, "The plan",
-                                     kit.plan_blocks(plan.items, plan.pages, rejected))
+                                          kit.plan_blocks(plan.items, plan.pages, rejected))
 
         try:
             result = run(on_event)
@@ -246,8 +172,8 @@ class SlackFrontEnd:
             return
         except Exception:
             log.exception("run %s failed", thread_id)
-            self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing more "
-                                                                 "will happen for this request. Please try again.")
+            self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing "
+                                      "more will happen for this request. Please try again.")
             return
         progress.finish()
         if result.pending:
@@ -286,14 +212,9 @@ class SlackFrontEnd:
 
     # --- actions: approve / deny --------------------------------------------------------------------------
 
-    def _on_action(self, ack, body: dict, action: dict) -> None:
-        try:
-            self._take_in("_click", body, action)
-        finally:
-            ack()
-            self._count_received()
-
-    def _click(self, body: dict, action: dict) -> Job | None:
+    def click(self, job: ApprovalClick) -> ApplyDecision | None:
+        """Approve or Deny: checked against the conversation, then claimed (one decision per interrupt)."""
+        body, action = job.body, job.action
         clicker = (body.get("user") or {}).get("id") or ""
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
         message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
@@ -306,16 +227,18 @@ class SlackFrontEnd:
             return
         run_channel, _, thread_ts = thread_id.partition(":")
         if not clicker or run_channel != channel or not thread_ts:
-            self.slack.ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
+            self.slack.ephemeral(channel, clicker, None,
+                                 "That button does not belong to this conversation; nothing was done.")
             return
         key = f"decision:{thread_id}:{interrupt_id}"
         if not self.claims.claim(key):
             self.slack.ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
             return
-        return "_decide", (channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
+        return ApplyDecision(channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
 
-    def _decide(self, channel: str, thread_ts: str, thread_id: str, interrupt_id: str, decision: str,
-                clicker: str, message_ts: str | None, key: str) -> None:
+    def decide(self, job: ApplyDecision) -> None:
+        channel, thread_ts, thread_id, message_ts = job.channel, job.thread_ts, job.thread_id, job.message_ts
+        interrupt_id, decision, clicker = job.interrupt_id, job.decision, job.clicker
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
 
         def on_event(event: dict) -> None:
@@ -325,8 +248,8 @@ class SlackFrontEnd:
                 record = event["update"].get("approval") or {}
                 if record.get("status") in ("approved", "denied", "expired") and message_ts:
                     self.slack.update(channel, message_ts, f"Request {record['status']}",
-                                 kit.decided_blocks(self.agent.result(thread_id), record["status"],
-                                                    record.get("by"), record.get("at")))
+                                      kit.decided_blocks(self.agent.result(thread_id), record["status"],
+                                                         record.get("by"), record.get("at")))
 
         try:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
@@ -338,12 +261,13 @@ class SlackFrontEnd:
             log.exception("decision on %s failed", thread_id)
             current = self.agent.result(thread_id).pending
             if current and current.get("interrupt_id") == interrupt_id:
-                self.claims.release(key)  # the decision never reached the graph: let a new click try again
+                self.claims.release(job.claim)  # the decision never reached the graph: let a new click try again
             self.slack.ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
             return
         progress.finish()
         if result.notice:
-            self.slack.ephemeral(channel, clicker, thread_ts, f"You cannot {decision} this: {_refusal(result.notice)}.")
+            self.slack.ephemeral(channel, clicker, thread_ts,
+                                 f"You cannot {decision} this: {_refusal(result.notice)}.")
             if result.pending and message_ts:  # a refusal opens a fresh interrupt: give the buttons its id
                 self.slack.update(channel, message_ts, result.reply, kit.approval_blocks(result))
             return
@@ -362,14 +286,9 @@ class SlackFrontEnd:
 
     # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
 
-    def _on_offer(self, ack, body: dict, action: dict) -> None:
-        try:
-            self._take_in("_offer_click", body, action)
-        finally:
-            ack()
-            self._count_received()
-
-    def _offer_click(self, body: dict, action: dict) -> Job | None:
+    def offer_click(self, job: OfferClick) -> TakeOffer | None:
+        """An offer's button: checked against the thread, claimed (one answer per question), then run."""
+        body, action = job.body, job.action
         clicker = (body.get("user") or {}).get("id") or ""
         container = body.get("container") or {}
         channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
@@ -384,80 +303,35 @@ class SlackFrontEnd:
         run_channel, _, thread_ts = thread_id.partition(":")
         clicked_in = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or thread_ts
         if not clicker or run_channel != channel or not thread_ts or clicked_in != thread_ts:
-            self.slack.ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
+            self.slack.ephemeral(channel, clicker, None,
+                                 "That button does not belong to this conversation; nothing was done.")
             return
         key = f"offer:{thread_id}:{offer_id}"
         if not self.claims.claim(key):
-            self.slack.ephemeral(channel, clicker, thread_ts, "Nothing to do: someone already answered this question.")
+            self.slack.ephemeral(channel, clicker, thread_ts,
+                                 "Nothing to do: someone already answered this question.")
             return
         offer = self.agent.offer(thread_id)
         if offer is None or offer.id != offer_id:
-            self.slack.ephemeral(channel, clicker, thread_ts, "Nothing to do: a newer request in this thread replaced "
-                                                         "that question.")
+            self.slack.ephemeral(channel, clicker, thread_ts, "Nothing to do: a newer request in this thread "
+                                                              "replaced that question.")
             return
         if message_ts:
             self.slack.update(channel, message_ts, f"{choice} chosen",
-                         kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
+                              kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
         status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(offer.urls)))
-        return "_take_offer", (channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
+        return TakeOffer(channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
 
-    def _take_offer(self, channel: str, thread_ts: str, thread_id: str, offer_id: str, choice: str, clicker: str,
-                    status_ts: str | None) -> None:
+    def take_offer(self, job: TakeOffer) -> None:
         """A normal request by the clicker for exactly the offer's URLs: same policy, same approval rules."""
-        self._run_and_answer(channel, thread_ts, thread_id, status_ts, lambda on_event: self.agent.take_offer(
-            thread_id, offer_id, choice, user=clicker, channel=channel, interface="slack", on_event=on_event))
-
-    # --- Slack calls --------------------------------------------------------------------------------------
-
-    def _count_received(self) -> None:
-        with self._pending_lock:
-            self.received += 1
-
-    def _take_in(self, name: str, *args: Any) -> None:
-        """Queue an intake job (``_accept`` / ``_click``); the run it returns, if any, goes to the runs pool."""
-        if self.processes is not None:
-            self._submit(self.processes.intake, self.processes.call, name, args, then=self._hand_on)
-        else:
-            self._submit(self.intake, self._intake_then_run, name, *args)
-
-    def _intake_then_run(self, name: str, *args: Any) -> None:
-        job = getattr(self, name)(*args)
-        if job is not None:
-            self._submit(self.runs, getattr(self, job[0]), *job[1])
-
-    def _hand_on(self, future: Future) -> None:
-        """An intake job finished in a worker process: start the run it asked for (before it stops counting
-        as pending, so ``wait_idle`` never sees a gap)."""
-        if future.cancelled() or future.exception() is not None:
-            return
-        job = future.result()
-        if job is not None and self.processes is not None:
-            self._submit(self.processes.runs, self.processes.call, job[0], job[1])
-
-    def _submit(self, pool: Executor, fn, *args: Any, then=None) -> None:
-        future = pool.submit(fn, *args)
-        with self._pending_lock:
-            self._pending.add(future)
-        future.add_done_callback(lambda f: self._done(f, then))
-
-    def _done(self, future: Future, then=None) -> None:
-        try:
-            if then is not None:
-                then(future)
-        except Exception:
-            log.exception("handing on a background job failed")
-        finally:
-            with self._pending_lock:
-                self._pending.discard(future)
-        if not future.cancelled() and future.exception():  # never let one bad event or click go silently
-            log.error("background job failed", exc_info=future.exception())
-
+        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
+                             lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
+                                                                    user=job.clicker, channel=job.channel,
+                                                                    interface="slack", on_event=on_event))
 
 
 def _url_count(message: str) -> int:
     try:
-        from agent.urls import extract_candidates
-
         return len(dict.fromkeys(extract_candidates(message)))
     except Exception:  # a status line is not worth failing a request over
         return 0

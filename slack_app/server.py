@@ -24,7 +24,9 @@ from slack_sdk import WebClient
 
 from agent.config import AppConfig
 from agent.runner import Agent
-from slack_app.handlers import SlackFrontEnd
+from slack_app.app import SlackFrontEnd
+from slack_app.digest import DigestScheduler
+from slack_app.dispatch import DEFAULT_NICE, WorkerSpec
 from slack_app.slack_api import make_client, slack_context
 
 log = logging.getLogger("cachebot.slack")
@@ -65,16 +67,14 @@ def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int 
     agent = Agent(config, context=slack_context(config, client))
     spec = None
     if workers:
-        from slack_app.dispatch import DEFAULT_NICE, WorkerSpec
-
         spec = WorkerSpec(config=config, bot_token=settings.bot_token, api_url=settings.api_url,
                           progress_interval=options.get("progress_interval", 1.0),
                           nice=DEFAULT_NICE if worker_nice is None else worker_nice,
                           log_level=logging.getLogger().getEffectiveLevel())
     front = SlackFrontEnd(agent, client, signing_secret=settings.signing_secret, workers=workers,
                           intake_processes=intake_processes, worker_spec=spec, **options)
-    if front.processes is not None:
-        front.processes.warm_up()
+    if front.dispatch.processes is not None:
+        front.dispatch.processes.warm_up()
     return front
 
 
@@ -157,8 +157,6 @@ def start_digest(front: SlackFrontEnd):
     """The weekly digest (config ``digest``), posted by whichever replica claims the week first."""
     if front.agent.config.digest is None:
         return None
-    from slack_app.digest import DigestScheduler
-
     return DigestScheduler(front.agent.audit, front.client, front.agent.config.digest, front.claims).start()
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from agent.config import AppConfig, parse_config
 from agent.runner import Agent
-from slack_app.handlers import SlackFrontEnd
+from slack_app.app import SlackFrontEnd
 from slack_app.blocks import APPROVE_ACTION, DENY_ACTION
 from slack_app.server import SlackHTTPServer
 from slack_app.slack_api import make_client, slack_context

@@ -63,7 +63,8 @@ def test_a_dead_worker_is_replaced_and_events_keep_working(fake_slack, tmp_path:
     front = build_front_end(config, settings, workers=1, worker_nice=0)
     server = SlackHTTPServer(front.app, port=0).start()
     try:
-        for pool in (front.processes.intake, front.processes.runs):  # a worker killed as the OOM killer would
+        pools = front.dispatch.processes
+        for pool in (pools.intake, pools.runs):  # a worker killed as the OOM killer would
             os.kill(pool.submit(_ping).result(timeout=60), signal.SIGKILL)
         sender = SlackSender(server.url + "/slack/events", SECRET)
         payload = event_payload(mention("help", user="UBOB", channel="CWORK", ts="1850000001.000001"))
