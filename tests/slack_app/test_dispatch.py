@@ -1,18 +1,77 @@
-"""Worker-process mode (``SlackFrontEnd(workers=N)``, ``cachebot slack --workers N``): intake and runs happen in
-other processes, each with its own Agent and client, and every event still produces exactly one run."""
+"""Where jobs run. Thread mode on a stand-in for the handlers: an intake job's run goes to the runs pool, and
+``wait_idle`` waits for both. Worker-process mode (``SlackFrontEnd(workers=N)``, ``cachebot slack --workers N``):
+intake and runs happen in other processes, each with its own Agent and client, and every event still produces
+exactly one run."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from agent.audit import requests as audit_requests
 from agent.config import parse_config
+from slack_app.dispatch import Dispatcher
+from slack_app.jobs import AnswerRequest, ApprovalClick, NewEvent, RecoverRuns
 from slack_app.server import SlackHTTPServer, SlackSettings, build_front_end
 from tests.fakes.slack import SlackSender, event_payload, mention
 
 SECRET = "worker-mode-signing-secret"
+RUN = AnswerRequest(channel="C1", thread_ts="1.2", thread_id="C1:1.2", user="UBOB", message="help", status_ts=None)
+
+
+class StandInHandlers:
+    """Records which job ran on which pool; a new event asks for RUN, a click for nothing; runs take a moment."""
+
+    def __init__(self, *, fail_on: type | None = None):
+        self.fail_on = fail_on
+        self.done: list[tuple[object, str]] = []
+        self._lock = threading.Lock()
+
+    def handle(self, job):
+        if isinstance(job, AnswerRequest):
+            time.sleep(0.1)
+        with self._lock:
+            self.done.append((job, threading.current_thread().name.rsplit("_", 1)[0]))
+        if self.fail_on is not None and isinstance(job, self.fail_on):
+            raise RuntimeError("this job fails")
+        return RUN if isinstance(job, NewEvent) else None
+
+
+def test_an_intake_job_runs_on_the_intake_pool_and_its_run_on_the_runs_pool():
+    handlers = StandInHandlers()
+    dispatch = Dispatcher(handlers)
+    try:
+        event = NewEvent(event={"type": "app_mention"}, event_id="Ev1", bot_user_id="UBOT", retry_num=None)
+        dispatch.take_in(event)
+        dispatch.take_in(ApprovalClick(body={}, action={}))
+        assert dispatch.wait_idle(10)  # the run too, not only the intake that asked for it
+        assert sorted(handlers.done, key=repr) == sorted([(event, "cachebot-intake"), (RUN, "cachebot-run"),
+                                                          (ApprovalClick(body={}, action={}), "cachebot-intake")],
+                                                         key=repr)
+    finally:
+        dispatch.close()
+
+
+def test_a_failing_job_is_logged_and_the_others_go_on(caplog):
+    handlers = StandInHandlers(fail_on=ApprovalClick)
+    dispatch = Dispatcher(handlers)
+    try:
+        dispatch.take_in(ApprovalClick(body={}, action={}))
+        dispatch.start(RecoverRuns())
+        assert dispatch.wait_idle(10)
+        assert (RecoverRuns(), "cachebot-run") in handlers.done
+        assert "background job failed" in caplog.text
+    finally:
+        dispatch.close()
+
+
+def test_worker_processes_need_a_spec():
+    with pytest.raises(ValueError, match="worker_spec"):
+        Dispatcher(StandInHandlers(), workers=2)
 
 
 def test_worker_processes_run_each_event_once_and_reply(fake_slack, tmp_path: Path):
