@@ -142,9 +142,10 @@ class Handlers:
         return bool(result.reply or result.pending)
 
     def run_request(self, job: AnswerRequest) -> None:
-        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts, lambda on_event: self.agent.ask(
-            job.message, user=job.user, channel=job.channel, thread_id=job.thread_id, interface="slack",
-            on_event=on_event))
+        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
+                             lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
+                                                             thread_id=job.thread_id, interface="slack",
+                                                             on_event=on_event))
 
     def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
                         run: Callable[[Callable[[dict], None]], RunResult]) -> None:
@@ -214,17 +215,12 @@ class Handlers:
 
     def click(self, job: ApprovalClick) -> ApplyDecision | None:
         """Approve or Deny: checked against the conversation, then claimed (one decision per interrupt)."""
-        body, action = job.body, job.action
-        clicker = (body.get("user") or {}).get("id") or ""
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
-        message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
-        decision = "approve" if action.get("action_id") == kit.APPROVE_ACTION else "deny"
-        try:
-            value = json.loads(action.get("value") or "")
-            thread_id, interrupt_id = str(value["run"]), str(value["interrupt"])
-        except (ValueError, KeyError, TypeError):
-            self.slack.ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+        clicker, channel, message_ts = _clicked(job.body)
+        decision = "approve" if job.action.get("action_id") == kit.APPROVE_ACTION else "deny"
+        named = self._button_value(job.action, channel, clicker, "run", "interrupt")
+        if named is None:
             return
+        thread_id, interrupt_id = named
         run_channel, _, thread_ts = thread_id.partition(":")
         if not clicker or run_channel != channel or not thread_ts:
             self.slack.ephemeral(channel, clicker, None,
@@ -273,6 +269,15 @@ class Handlers:
             return
         self._finish(result, channel, thread_ts, None)
 
+    def _button_value(self, action: dict[str, Any], channel: str, clicker: str, *keys: str) -> tuple[str, ...] | None:
+        """The ids a button of ours carries in its JSON value; None (and the clicker told) for any other button."""
+        try:
+            value = json.loads(action.get("value") or "")
+            return tuple(str(value[key]) for key in keys)
+        except (ValueError, KeyError, TypeError):
+            self.slack.ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+            return None
+
     def _why_taken(self, thread_id: str, interrupt_id: str) -> str:
         result = self.agent.result(thread_id)
         status = result.approval.status
@@ -288,19 +293,15 @@ class Handlers:
 
     def offer_click(self, job: OfferClick) -> TakeOffer | None:
         """An offer's button: checked against the thread, claimed (one answer per question), then run."""
-        body, action = job.body, job.action
-        clicker = (body.get("user") or {}).get("id") or ""
-        container = body.get("container") or {}
-        channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
-        message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
-        choice = "purge" if action.get("action_id") == kit.OFFER_PURGE_ACTION else "check"
-        try:
-            value = json.loads(action.get("value") or "")
-            thread_id, offer_id = str(value["run"]), str(value["offer"])
-        except (ValueError, KeyError, TypeError):
-            self.slack.ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+        body = job.body
+        clicker, channel, message_ts = _clicked(body)
+        choice = "purge" if job.action.get("action_id") == kit.OFFER_PURGE_ACTION else "check"
+        named = self._button_value(job.action, channel, clicker, "run", "offer")
+        if named is None:
             return
+        thread_id, offer_id = named
         run_channel, _, thread_ts = thread_id.partition(":")
+        container = body.get("container") or {}
         clicked_in = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or thread_ts
         if not clicker or run_channel != channel or not thread_ts or clicked_in != thread_ts:
             self.slack.ephemeral(channel, clicker, None,
@@ -328,6 +329,15 @@ class Handlers:
                              lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
                                                                     user=job.clicker, channel=job.channel,
                                                                     interface="slack", on_event=on_event))
+
+
+def _clicked(body: dict[str, Any]) -> tuple[str, str, str | None]:
+    """Who clicked (the signed payload's user), in which channel, on which message."""
+    container = body.get("container") or {}
+    clicker = (body.get("user") or {}).get("id") or ""
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
+    message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+    return clicker, channel, message_ts
 
 
 def _url_count(message: str) -> int:

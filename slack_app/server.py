@@ -59,7 +59,6 @@ class SlackSettings:
                    app_token=env.get("SLACK_APP_TOKEN"), api_url=env.get("SLACK_API_URL") or WebClient.BASE_URL)
 
 
-
 def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int = 0, intake_processes: int = 1,
                     worker_nice: int | None = None, **options) -> SlackFrontEnd:
     """``workers``: intake and agent runs in worker processes (``slack_app/dispatch.py``); 0: threads here."""
