@@ -1,107 +1,27 @@
-"""The Slack front end: translates Slack events and button clicks into ``Agent`` calls, and results into messages.
+"""The Slack front end, put together: a Bolt ``App`` whose listeners hand typed jobs to a dispatcher that runs
+them through the handlers.
 
-Threading model
-    Our listeners do nothing but queue the request and ``ack()`` (microseconds), so Bolt runs them inline on
-    the HTTP request's thread (``process_before_response``: no hop through a listener pool) and answers Slack
-    as soon as they return. The queued work is the intake (filters, claims, the "Looking at…" reply), which
-    hands the agent run on. Two ways to run that work:
+    listeners/ (ack, hand on)  ──►  dispatch.py (threads or worker processes)  ──►  handlers.py (the work)
+                                                                                      └─► slack_api.py, blocks.py
 
-    threads (``workers=0``, the default; tests)
-        ``self.intake`` and ``self.runs`` are thread pools in this process.
-    processes (``workers=N``; ``cachebot slack --workers N``)
-        Intake and runs go to pools of worker processes (``slack_app/workers.py``), each with its own Agent,
-        Web API client and claims connection, optionally at a lower CPU priority. The agent's work (graph,
-        checkpoints, audit: tens of milliseconds of CPU per run) then never holds this process's GIL, so a
-        backlog of runs cannot slow the ack path. Jobs carry only picklable arguments.
-
-Exactly once
-    Slack retries (``X-Slack-Retry-Num``) and redelivers (same ``event_id``); a channel mention arrives both as
-    ``app_mention`` and as ``message``; people double-click; two app instances may share the files. Every
-    run starts only after winning a claim in ``agent.storage.claims`` (``event:<event_id>``, then
-    ``message:<channel>:<ts>``), and every decision only after winning ``decision:<thread>:<interrupt>``.
-
-Trust
-    Who clicked comes from the signed payload's ``user.id``; the button value only names the run and the
-    interrupt, and ``Agent.decide`` checks both against the checkpoint (and the graph checks the approver).
-    Whether a plan needs approval, who may approve, expiry: all decided in ``agent/``.
-    An offer's buttons ("Purge these N pages" / "Just check them", after a question about purging) name the run
-    and the offer; the URLs come from the stored run (``Agent.take_offer``), so a tampered value cannot widen
-    what is purged, and the click must come from the conversation the question was asked in.
-    Every user-supplied string reaches Slack through ``blocks.neutralise`` (mrkdwn-safe, verbatim).
+Nothing here decides anything: how an event becomes a run is in ``handlers.py``, where it runs in
+``dispatch.py``, how we talk to Slack in ``slack_api.py``; policy (who may approve, limits) is in ``agent/``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import re
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from agent.service import recovery
-from agent.config import AppConfig
-from agent.models import Intent, RunResult
-from agent.service.agent import Agent, NothingPending
-from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
-from agent.state import AgentContext
+from agent.service.agent import Agent
 from agent.storage.claims import ClaimStore
-from slack_app import blocks as kit
-from slack_app.progress import ProgressMessage
-
-if TYPE_CHECKING:
-    from slack_app.workers import WorkerSpec
-
-log = logging.getLogger("cachebot.slack")
-
-# what a listener hands on: the name of a SlackFrontEnd method and its (picklable) arguments
-Job = tuple[str, tuple]
-
-# What the app listens to. tests/slack_app/test_manifest.py keeps manifest.yml in step with these.
-EVENT_SUBSCRIPTIONS = {"app_mention": "app_mention", "message.im": "message", "message.channels": "message"}
-ACTION_IDS = kit.ACTION_IDS + kit.OFFER_ACTION_IDS
-
-MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
-
-
-class SlackUserGroups:
-    """``AgentContext.user_groups`` for Slack: which configured approver groups a user is in (cached briefly)."""
-
-    def __init__(self, client: WebClient, groups: list[str], ttl: float = 60.0):
-        self.client = client
-        self.groups = list(groups)
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, set[str]]] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, user: str) -> set[str]:
-        return {group for group in self.groups if user in self._members(group)}
-
-    def _members(self, group: str) -> set[str]:
-        with self._lock:
-            cached = self._cache.get(group)
-            if cached and time.monotonic() - cached[0] < self.ttl:
-                return cached[1]
-        try:
-            users = set(self.client.usergroups_users_list(usergroup=group).get("users") or [])
-        except SlackApiError as exc:
-            log.warning("usergroups.users.list %s failed: %s", group, exc.response.get("error"))
-            return set()
-        with self._lock:
-            self._cache[group] = (time.monotonic(), users)
-        return users
-
-
-def slack_context(config: AppConfig, client: WebClient, **overrides: Any) -> AgentContext:
-    """The agent's run-time context with Slack user groups as approver groups."""
-    return AgentContext(config=config, user_groups=SlackUserGroups(client, config.approval.approver_groups),
-                        **overrides)
+from slack_app.dispatch import Dispatcher, WorkerSpec
+from slack_app.handlers import Handlers
+from slack_app.jobs import RecoverRuns
+from slack_app.listeners import actions, events
 
 
 class SlackFrontEnd:
@@ -112,7 +32,7 @@ class SlackFrontEnd:
         agent: Agent,
         client: WebClient,
         *,
-        signing_secret: str | None,
+        signing_secret: str,
         claims: ClaimStore | None = None,
         run_workers: int = 8,
         intake_workers: int = 16,
@@ -123,419 +43,46 @@ class SlackFrontEnd:
         intake_processes: int = 1,
         worker_spec: WorkerSpec | None = None,
     ):
-        """``signing_secret=None``: no Bolt app (a worker process's copy, which only does intake and runs).
-        ``workers``: run intake and agent runs in that many worker processes built from ``worker_spec``
+        """``workers``: run intake and agent runs in that many worker processes built from ``worker_spec``
         (plus ``intake_processes`` for intake); 0 keeps them on thread pools in this process."""
         self.agent = agent
         self.client = client
-        # the Agent's storage decided where claims live (the same database / files as its checkpoints)
-        self.claims = claims or agent.storage.claims
-        self.progress_interval = progress_interval
-        rules = agent.config.approval  # our own mentions (approvers, groups) stay live when a reply is escaped
-        self._keep = tuple(f"<@{u}>" for u in rules.approvers) + tuple(f"<!subteam^{g}>" for g in rules.approver_groups)
-        self.runs = ThreadPoolExecutor(max_workers=run_workers, thread_name_prefix="cachebot-run")
-        self.intake = ThreadPoolExecutor(max_workers=intake_workers, thread_name_prefix="cachebot-intake")
+        self.handlers = Handlers(agent, client, claims=claims, progress_interval=progress_interval)
+        self.claims = self.handlers.claims
+        self.dispatch = Dispatcher(self.handlers, run_workers=run_workers, intake_workers=intake_workers,
+                                   workers=workers, intake_processes=intake_processes, worker_spec=worker_spec)
         self._listeners = ThreadPoolExecutor(max_workers=listener_workers, thread_name_prefix="cachebot-ack")
-        self._pending: set[Future] = set()
-        self.received = 0  # requests that reached a listener (tests and benchmarks wait on it)
-        self._pending_lock = threading.Lock()
-        self.processes = None
-        if workers:
-            if worker_spec is None:
-                raise ValueError("workers > 0 needs a worker_spec (config and Slack settings for the workers)")
-            from slack_app.workers import WorkerPools
+        self.app = App(
+            client=client,
+            signing_secret=signing_secret,
+            # our listeners only queue and ack: run them inline, and answer as soon as they return
+            process_before_response=True,
+            listener_executor=self._listeners,
+            token_verification_enabled=token_verification,
+        )
+        events.register(self.app, self.dispatch)
+        actions.register(self.app, self.dispatch)
 
-            self.processes = WorkerPools(worker_spec, runs=workers, intake=max(1, intake_processes))
-        self.app: App | None = None
-        if signing_secret is not None:
-            self.app = App(
-                client=client,
-                signing_secret=signing_secret,
-                # our listeners only queue and ack: run them inline, and answer as soon as they return
-                process_before_response=True,
-                listener_executor=self._listeners,
-                token_verification_enabled=token_verification,
-            )
-            self._register()
-
-    def close(self) -> None:
-        if self.processes is not None:
-            self.wait_idle(60)  # the pools' done callbacks may still be handing runs on
-            self.processes.close()
-        self.intake.shutdown(wait=True)
-        self.runs.shutdown(wait=True)
-        self._listeners.shutdown(wait=True)
+    @property
+    def received(self) -> int:
+        """Requests that reached a listener (tests and benchmarks wait on it)."""
+        return self.dispatch.received
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until every run handed to the pool has finished (tests, benchmarks, graceful shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._pending_lock:
-                if not self._pending:
-                    return True
-            time.sleep(0.02)
-        return False
-
-    # --- crash recovery ----------------------------------------------------------------------------------
+        """Block until every job handed on has finished (tests, benchmarks, graceful shutdown)."""
+        return self.dispatch.wait_idle(timeout)
 
     def recover(self, *, resume: bool = True) -> list[recovery.Recovered]:
-        """Finish (or report as interrupted) the runs a dead process left executing, telling their threads.
-        Pending approvals stay pending. Run on start (``slack_app/server.py``); safe on every replica."""
-        return recovery.recover(self.agent, resume=resume, notify=self.tell_recovered)
-
-    def start_recovery(self) -> None:
-        if self.processes is not None:
-            self._submit(self.processes.runs, self.processes.call, "recover", ())
-        else:
-            self._submit(self.runs, self.recover)
+        """Crash recovery now, in this thread (``Handlers.recover``)."""
+        return self.handlers.recover(resume=resume)
 
     def tell_recovered(self, item: recovery.Recovered) -> None:
-        channel, _, thread_ts = item.thread_id.partition(":")
-        if item.interface != "slack" or not channel or not thread_ts:
-            return
-        if item.outcome == "finished" and item.result is not None:
-            self._post(channel, thread_ts, recovery.finished_message(item))
-            self._finish(item.result, channel, thread_ts, None)
-        else:
-            self._post(channel, thread_ts, recovery.interrupted_message(item))
+        self.handlers.tell_recovered(item)
 
-    # --- registration ------------------------------------------------------------------------------------
+    def start_recovery(self) -> None:
+        """Crash recovery in the background, on the runs pool (on start: ``slack_app/server.py``)."""
+        self.dispatch.start(RecoverRuns())
 
-    def _register(self) -> None:
-        app = self.app
-        for event_type in sorted(set(EVENT_SUBSCRIPTIONS.values())):
-            app.event(event_type)(self._on_event)
-        for action_id in kit.ACTION_IDS:
-            app.action(action_id)(self._on_action)
-        for action_id in kit.OFFER_ACTION_IDS:
-            app.action(action_id)(self._on_offer)
-
-    # --- events: a new request ----------------------------------------------------------------------------
-
-    def _on_event(self, ack, body: dict, event: dict, context, request) -> None:
-        # queued before the ack (so "acked" implies "queued"); acked whatever happens
-        try:
-            retry_num = request.headers.get("x-slack-retry-num", [None])[0]
-            self._take_in("_accept", {"event_id": body.get("event_id")}, event, context.bot_user_id, retry_num)
-        finally:
-            ack()
-            self._count_received()
-
-    def _accept(self, body: dict, event: dict, bot_user_id: str | None, retry_num: str | None) -> Job | None:
-        if event.get("bot_id") or event.get("subtype") or not event.get("user") or event.get("user") == bot_user_id:
-            return  # bots (ourselves included), edits, deletions, joins: not requests
-        channel, ts, text = event.get("channel"), event.get("ts"), event.get("text") or ""
-        if not channel or not ts:
-            return
-        event_id = body.get("event_id") or f"{channel}:{ts}:{event.get('type')}"
-        if not self.claims.claim(f"event:{event_id}"):
-            log.info("event %s already handled (retry %s)", event_id, retry_num)
-            return
-        thread_ts = event.get("thread_ts") or ts
-        thread_id = f"{channel}:{thread_ts}"
-        if event.get("type") == "message" and event.get("channel_type") != "im":
-            # channel chatter is not for us, except replies in a thread where we are already talking
-            if not event.get("thread_ts") or not self._known_thread(thread_id):
-                return
-        if not self.claims.claim(f"message:{channel}:{ts}"):
-            return  # the same message already came in as the other event type (app_mention + message)
-        message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
-        pending = self.agent.result(thread_id).pending
-        if pending:
-            self._post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny it "
-                                           "first, or start a new thread for a new request.")
-            return
-        status_ts = self._post(channel, thread_ts, kit.looking_at(_url_count(message)))
-        return "_run_request", (channel, thread_ts, thread_id, event["user"], message, status_ts)
-
-    def _known_thread(self, thread_id: str) -> bool:
-        result = self.agent.result(thread_id)
-        return bool(result.reply or result.pending)
-
-    def _run_request(self, channel: str, thread_ts: str, thread_id: str, user: str, message: str,
-                     status_ts: str | None) -> None:
-        self._run_and_answer(channel, thread_ts, thread_id, status_ts, lambda on_event: self.agent.ask(
-            message, user=user, channel=channel, thread_id=thread_id, interface="slack", on_event=on_event))
-
-    def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
-                        run: Callable[[Callable[[dict], None]], RunResult]) -> None:
-        """Run one request with live progress (the plan replaces the status message as soon as it is known),
-        then post its answer: the approval request, the report, or the reply."""
-        progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
-
-        def on_event(event: ProgressEvent) -> None:
-            progress.event(event)
-            if isinstance(event, PlanReady) and event.plan.items and not event.plan.needs_approval and status_ts:
-                self._update(channel, status_ts, "The plan",
-                             kit.plan_blocks(event.plan.items, event.plan.pages, event.rejected))
-
-        try:
-            result = run(on_event)
-        except NothingPending as exc:  # an offer that was taken or replaced meanwhile
-            self._reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
-            return
-        except Exception:
-            log.exception("run %s failed", thread_id)
-            self._reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing more "
-                                                                 "will happen for this request. Please try again.")
-            return
-        progress.finish()
-        if result.pending:
-            self._update(channel, status_ts, result.reply, kit.approval_blocks(result))
-        else:
-            self._finish(result, channel, thread_ts, status_ts)
-
-    def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
-        """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
-        if result.error and result.results:  # stopped after sending (agent.service.agent): say so, then what was sent
-            self._post(channel, thread_ts, result.reply.split("\n", 1)[0])
-            self._post_report(result, channel, thread_ts)
-        elif result.results:
-            self._post_report(result, channel, thread_ts)
-        elif result.plan and result.intent == Intent.ASK:
-            offer = self.agent.offer(result.thread_id)
-            blocks = kit.offer_blocks(result, offer.id) if offer else kit.dry_run_blocks(result)
-            self._show(channel, thread_ts, status_ts, result.reply, blocks)
-        elif result.plan and result.dry_run:
-            self._show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
-        elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
-            self._post(channel, thread_ts, result.reply)  # denied, expired: the plan message stays
-        else:
-            self._reply_in_place(channel, thread_ts, status_ts, result.reply)
-
-    def _show(self, channel: str, thread_ts: str, status_ts: str | None, text: str, blocks: list[dict]) -> None:
-        """Blocks in place of the status message (which showed the plan), or as a new message."""
-        if status_ts:
-            self._update(channel, status_ts, text, blocks)
-        else:
-            self._post(channel, thread_ts, text, blocks)
-
-    def _post_report(self, result: RunResult, channel: str, thread_ts: str) -> None:
-        blocks, text, csv_text = kit.report_blocks(result)
-        self._post(channel, thread_ts, text, blocks)
-        if csv_text is not None:
-            try:
-                self.client.files_upload_v2(
-                    channel=channel, thread_ts=thread_ts, content=csv_text,
-                    filename=f"cachebot-report-{thread_ts}.csv", title="cachebot report (every page × layer)",
-                    initial_comment="The full report, failures first.",
-                )
-            except SlackApiError as exc:
-                log.warning("CSV upload failed: %s", exc.response.get("error"))
-                self._post(channel, thread_ts, "I could not attach the full report as a CSV file "
-                                               f"({exc.response.get('error')}).")
-
-    # --- actions: approve / deny --------------------------------------------------------------------------
-
-    def _on_action(self, ack, body: dict, action: dict) -> None:
-        try:
-            self._take_in("_click", body, action)
-        finally:
-            ack()
-            self._count_received()
-
-    def _click(self, body: dict, action: dict) -> Job | None:
-        clicker = (body.get("user") or {}).get("id") or ""
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
-        message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
-        decision = "approve" if action.get("action_id") == kit.APPROVE_ACTION else "deny"
-        try:
-            value = json.loads(action.get("value") or "")
-            thread_id, interrupt_id = str(value["run"]), str(value["interrupt"])
-        except (ValueError, KeyError, TypeError):
-            self._ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
-            return
-        run_channel, _, thread_ts = thread_id.partition(":")
-        if not clicker or run_channel != channel or not thread_ts:
-            self._ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
-            return
-        key = f"decision:{thread_id}:{interrupt_id}"
-        if not self.claims.claim(key):
-            self._ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
-            return
-        return "_decide", (channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
-
-    def _decide(self, channel: str, thread_ts: str, thread_id: str, interrupt_id: str, decision: str,
-                clicker: str, message_ts: str | None, key: str) -> None:
-        progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
-
-        def on_event(event: ProgressEvent) -> None:
-            progress.event(event)
-            if isinstance(event, ApprovalDecided) and message_ts:
-                record = event.approval
-                self._update(channel, message_ts, f"Request {record.status}",
-                             kit.decided_blocks(self.agent.result(thread_id), record.status, record.by,
-                                                record.at))
-
-        try:
-            result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
-                                       interface="slack", on_event=on_event)
-        except NothingPending as exc:
-            self._ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
-            return
-        except Exception:
-            log.exception("decision on %s failed", thread_id)
-            current = self.agent.result(thread_id).pending
-            if current and current.get("interrupt_id") == interrupt_id:
-                self.claims.release(key)  # the decision never reached the graph: let a new click try again
-            self._ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
-            return
-        progress.finish()
-        if result.notice:
-            self._ephemeral(channel, clicker, thread_ts, f"You cannot {decision} this: {_refusal(result.notice)}.")
-            if result.pending and message_ts:  # a refusal opens a fresh interrupt: give the buttons its id
-                self._update(channel, message_ts, result.reply, kit.approval_blocks(result))
-            return
-        self._finish(result, channel, thread_ts, None)
-
-    def _why_taken(self, thread_id: str, interrupt_id: str) -> str:
-        result = self.agent.result(thread_id)
-        status = result.approval.status
-        if status in ("approved", "denied"):
-            return f"Nothing to do: this request was already {status} by {kit.mention(result.approval.by)}."
-        if status == "expired":
-            return "Nothing to do: this approval request expired. Ask again if it is still needed."
-        if result.pending and result.pending.get("interrupt_id") == interrupt_id:
-            return "Someone is deciding on this request right now; see the thread in a moment."
-        return "Nothing to do: that approval request is no longer current; use the latest message."
-
-    # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
-
-    def _on_offer(self, ack, body: dict, action: dict) -> None:
-        try:
-            self._take_in("_offer_click", body, action)
-        finally:
-            ack()
-            self._count_received()
-
-    def _offer_click(self, body: dict, action: dict) -> Job | None:
-        clicker = (body.get("user") or {}).get("id") or ""
-        container = body.get("container") or {}
-        channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
-        message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
-        choice = "purge" if action.get("action_id") == kit.OFFER_PURGE_ACTION else "check"
-        try:
-            value = json.loads(action.get("value") or "")
-            thread_id, offer_id = str(value["run"]), str(value["offer"])
-        except (ValueError, KeyError, TypeError):
-            self._ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
-            return
-        run_channel, _, thread_ts = thread_id.partition(":")
-        clicked_in = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or thread_ts
-        if not clicker or run_channel != channel or not thread_ts or clicked_in != thread_ts:
-            self._ephemeral(channel, clicker, None, "That button does not belong to this conversation; nothing was done.")
-            return
-        key = f"offer:{thread_id}:{offer_id}"
-        if not self.claims.claim(key):
-            self._ephemeral(channel, clicker, thread_ts, "Nothing to do: someone already answered this question.")
-            return
-        offer = self.agent.offer(thread_id)
-        if offer is None or offer.id != offer_id:
-            self._ephemeral(channel, clicker, thread_ts, "Nothing to do: a newer request in this thread replaced "
-                                                         "that question.")
-            return
-        if message_ts:
-            self._update(channel, message_ts, f"{choice} chosen",
-                         kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
-        status_ts = self._post(channel, thread_ts, kit.looking_at(len(offer.urls)))
-        return "_take_offer", (channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
-
-    def _take_offer(self, channel: str, thread_ts: str, thread_id: str, offer_id: str, choice: str, clicker: str,
-                    status_ts: str | None) -> None:
-        """A normal request by the clicker for exactly the offer's URLs: same policy, same approval rules."""
-        self._run_and_answer(channel, thread_ts, thread_id, status_ts, lambda on_event: self.agent.take_offer(
-            thread_id, offer_id, choice, user=clicker, channel=channel, interface="slack", on_event=on_event))
-
-    # --- Slack calls --------------------------------------------------------------------------------------
-
-    def _count_received(self) -> None:
-        with self._pending_lock:
-            self.received += 1
-
-    def _take_in(self, name: str, *args: Any) -> None:
-        """Queue an intake job (``_accept`` / ``_click``); the run it returns, if any, goes to the runs pool."""
-        if self.processes is not None:
-            self._submit(self.processes.intake, self.processes.call, name, args, then=self._hand_on)
-        else:
-            self._submit(self.intake, self._intake_then_run, name, *args)
-
-    def _intake_then_run(self, name: str, *args: Any) -> None:
-        job = getattr(self, name)(*args)
-        if job is not None:
-            self._submit(self.runs, getattr(self, job[0]), *job[1])
-
-    def _hand_on(self, future: Future) -> None:
-        """An intake job finished in a worker process: start the run it asked for (before it stops counting
-        as pending, so ``wait_idle`` never sees a gap)."""
-        if future.cancelled() or future.exception() is not None:
-            return
-        job = future.result()
-        if job is not None and self.processes is not None:
-            self._submit(self.processes.runs, self.processes.call, job[0], job[1])
-
-    def _submit(self, pool: Executor, fn, *args: Any, then=None) -> None:
-        future = pool.submit(fn, *args)
-        with self._pending_lock:
-            self._pending.add(future)
-        future.add_done_callback(lambda f: self._done(f, then))
-
-    def _done(self, future: Future, then=None) -> None:
-        try:
-            if then is not None:
-                then(future)
-        except Exception:
-            log.exception("handing on a background job failed")
-        finally:
-            with self._pending_lock:
-                self._pending.discard(future)
-        if not future.cancelled() and future.exception():  # never let one bad event or click go silently
-            log.error("background job failed", exc_info=future.exception())
-
-    def _post(self, channel: str, thread_ts: str, text: str, blocks: list[dict] | None = None) -> str | None:
-        try:
-            response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                                    text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
-                                                    blocks=blocks or kit.text_blocks(text, self._keep))
-            return response.get("ts")
-        except SlackApiError as exc:
-            log.warning("chat.postMessage failed: %s", exc.response.get("error"))
-            return None
-
-    def _update(self, channel: str, ts: str | None, text: str, blocks: list[dict]) -> None:
-        if not ts:
-            return
-        try:
-            self.client.chat_update(channel=channel, ts=ts, text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
-                                   blocks=blocks)
-        except SlackApiError as exc:
-            log.warning("chat.update failed: %s", exc.response.get("error"))
-
-    def _reply_in_place(self, channel: str, thread_ts: str, status_ts: str | None, text: str) -> None:
-        if status_ts:
-            self._update(channel, status_ts, text, kit.text_blocks(text, self._keep))
-        else:
-            self._post(channel, thread_ts, text)
-
-    def _ephemeral(self, channel: str, user: str, thread_ts: str | None, text: str) -> None:
-        if not channel or not user:
-            return
-        try:
-            # composed here from our own words and stored state (ids, reasons), so sent as markup
-            self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts,
-                                           blocks=[kit.section(text)])
-        except SlackApiError as exc:
-            log.warning("chat.postEphemeral failed: %s", exc.response.get("error"))
-
-
-def _url_count(message: str) -> int:
-    try:
-        from agent.urls import extract_candidates
-
-        return len(dict.fromkeys(extract_candidates(message)))
-    except Exception:  # a status line is not worth failing a request over
-        return 0
-
-
-def _refusal(notice: str) -> str:
-    """The graph records refusals as "<user>: <reason>"; the clicker only needs the reason."""
-    return notice.split(": ", 1)[1] if ": " in notice else notice
+    def close(self) -> None:
+        self.dispatch.close()
+        self._listeners.shutdown(wait=True)

@@ -22,7 +22,8 @@ from agent.service.recovery import Notify
 from agent.service.agent import Agent
 from slack_app.app import SlackFrontEnd
 from slack_app.digest import digest_figures, post_digest
-from slack_app.server import SetupError, make_client, run_http, run_socket_mode
+from slack_app.server import SetupError, run_http, run_socket_mode
+from slack_app.slack_api import make_client
 
 
 def register(app: typer.Typer) -> None:

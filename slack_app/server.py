@@ -21,11 +21,13 @@ from urllib.parse import urlsplit
 
 from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from agent.config import AppConfig
 from agent.service.agent import Agent
-from slack_app.app import SlackFrontEnd, slack_context
+from slack_app.app import SlackFrontEnd
+from slack_app.digest import DigestScheduler
+from slack_app.dispatch import DEFAULT_NICE, WorkerSpec
+from slack_app.slack_api import make_client, slack_context
 
 log = logging.getLogger("cachebot.slack")
 
@@ -57,33 +59,21 @@ class SlackSettings:
                    app_token=env.get("SLACK_APP_TOKEN"), api_url=env.get("SLACK_API_URL") or WebClient.BASE_URL)
 
 
-def make_client(token: str, api_url: str | None = None, *, rate_limit_retries: int = 3) -> WebClient:
-    """A Web API client that waits out ``ratelimited`` (429 + Retry-After) and retries dropped connections."""
-    base_url = (api_url or WebClient.BASE_URL).rstrip("/") + "/"
-    return WebClient(
-        token=token, base_url=base_url, timeout=15,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
-                        ConnectionErrorRetryHandler(max_retry_count=2)],
-    )
-
-
 def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int = 0, intake_processes: int = 1,
                     worker_nice: int | None = None, **options) -> SlackFrontEnd:
-    """``workers``: intake and agent runs in worker processes (``slack_app/workers.py``); 0: threads here."""
+    """``workers``: intake and agent runs in worker processes (``slack_app/dispatch.py``); 0: threads here."""
     client = make_client(settings.bot_token, settings.api_url)
     agent = Agent(config, context=slack_context(config, client))
     spec = None
     if workers:
-        from slack_app.workers import DEFAULT_NICE, WorkerSpec
-
         spec = WorkerSpec(config=config, bot_token=settings.bot_token, api_url=settings.api_url,
                           progress_interval=options.get("progress_interval", 1.0),
                           nice=DEFAULT_NICE if worker_nice is None else worker_nice,
                           log_level=logging.getLogger().getEffectiveLevel())
     front = SlackFrontEnd(agent, client, signing_secret=settings.signing_secret, workers=workers,
                           intake_processes=intake_processes, worker_spec=spec, **options)
-    if front.processes is not None:
-        front.processes.warm_up()
+    if front.dispatch.processes is not None:
+        front.dispatch.processes.warm_up()
     return front
 
 
@@ -166,8 +156,6 @@ def start_digest(front: SlackFrontEnd):
     """The weekly digest (config ``digest``), posted by whichever replica claims the week first."""
     if front.agent.config.digest is None:
         return None
-    from slack_app.digest import DigestScheduler
-
     return DigestScheduler(front.agent.audit, front.client, front.agent.config.digest, front.claims).start()
 
 

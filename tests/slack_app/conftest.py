@@ -20,9 +20,10 @@ import pytest
 
 from agent.config import AppConfig, parse_config
 from agent.service.agent import Agent
-from slack_app.app import SlackFrontEnd, slack_context
+from slack_app.app import SlackFrontEnd
 from slack_app.blocks import APPROVE_ACTION, DENY_ACTION
-from slack_app.server import SlackHTTPServer, make_client
+from slack_app.server import SlackHTTPServer
+from slack_app.slack_api import make_client, slack_context
 from tests.agent.conftest import Clock
 from tests.fakes.slack import FakeSlack, SlackSender, block_actions, mention, message
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from slack_app import blocks as kit
-from slack_app.app import ACTION_IDS, EVENT_SUBSCRIPTIONS
+from slack_app.listeners.actions import ACTION_IDS
+from slack_app.listeners.events import EVENT_SUBSCRIPTIONS
 from slack_app.server import EVENTS_PATH
 from tests.fakes.slack import block_actions, mention, message
 from tests.slack_app.conftest import CHANNEL, new_ts

@@ -13,7 +13,7 @@ from agent.service.events import Progress, ProgressEvent
 from agent.service.recovery import RESTARTED
 from agent.storage.claims import ClaimStore
 from slack_app.digest import DigestScheduler, due_key
-from slack_app.server import make_client
+from slack_app.slack_api import make_client
 from tests.slack_app.conftest import CHANNEL, SMALL, new_ts
 
 ROOT = Path(__file__).resolve().parents[2]

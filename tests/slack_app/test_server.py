@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from slack_app.server import SetupError, SlackSettings, make_client
+from slack_app.server import SetupError, SlackSettings
+from slack_app.slack_api import make_client
 from tests.fakes.slack import event_payload, mention, post
 from tests.slack_app.conftest import CHANNEL, new_ts
 

@@ -1,18 +1,77 @@
-"""Worker-process mode (``SlackFrontEnd(workers=N)``, ``cachebot slack --workers N``): intake and runs happen in
-other processes, each with its own Agent and client, and every event still produces exactly one run."""
+"""Where jobs run. Thread mode on a stand-in for the handlers: an intake job's run goes to the runs pool, and
+``wait_idle`` waits for both. Worker-process mode (``SlackFrontEnd(workers=N)``, ``cachebot slack --workers N``):
+intake and runs happen in other processes, each with its own Agent and client, and every event still produces
+exactly one run."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from agent.config import parse_config
 from agent.storage.tables import requests as audit_requests
+from slack_app.dispatch import Dispatcher
+from slack_app.jobs import AnswerRequest, ApprovalClick, NewEvent, RecoverRuns
 from slack_app.server import SlackHTTPServer, SlackSettings, build_front_end
 from tests.fakes.slack import SlackSender, event_payload, mention
 
 SECRET = "worker-mode-signing-secret"
+RUN = AnswerRequest(channel="C1", thread_ts="1.2", thread_id="C1:1.2", user="UBOB", message="help", status_ts=None)
+
+
+class StandInHandlers:
+    """Records which job ran on which pool; a new event asks for RUN, a click for nothing; runs take a moment."""
+
+    def __init__(self, *, fail_on: type | None = None):
+        self.fail_on = fail_on
+        self.done: list[tuple[object, str]] = []
+        self._lock = threading.Lock()
+
+    def handle(self, job):
+        if isinstance(job, AnswerRequest):
+            time.sleep(0.1)
+        with self._lock:
+            self.done.append((job, threading.current_thread().name.rsplit("_", 1)[0]))
+        if self.fail_on is not None and isinstance(job, self.fail_on):
+            raise RuntimeError("this job fails")
+        return RUN if isinstance(job, NewEvent) else None
+
+
+def test_an_intake_job_runs_on_the_intake_pool_and_its_run_on_the_runs_pool():
+    handlers = StandInHandlers()
+    dispatch = Dispatcher(handlers)
+    try:
+        event = NewEvent(event={"type": "app_mention"}, event_id="Ev1", bot_user_id="UBOT", retry_num=None)
+        dispatch.take_in(event)
+        dispatch.take_in(ApprovalClick(body={}, action={}))
+        assert dispatch.wait_idle(10)  # the run too, not only the intake that asked for it
+        assert sorted(handlers.done, key=repr) == sorted([(event, "cachebot-intake"), (RUN, "cachebot-run"),
+                                                          (ApprovalClick(body={}, action={}), "cachebot-intake")],
+                                                         key=repr)
+    finally:
+        dispatch.close()
+
+
+def test_a_failing_job_is_logged_and_the_others_go_on(caplog):
+    handlers = StandInHandlers(fail_on=ApprovalClick)
+    dispatch = Dispatcher(handlers)
+    try:
+        dispatch.take_in(ApprovalClick(body={}, action={}))
+        dispatch.start(RecoverRuns())
+        assert dispatch.wait_idle(10)
+        assert (RecoverRuns(), "cachebot-run") in handlers.done
+        assert "background job failed" in caplog.text
+    finally:
+        dispatch.close()
+
+
+def test_worker_processes_need_a_spec():
+    with pytest.raises(ValueError, match="worker_spec"):
+        Dispatcher(StandInHandlers(), workers=2)
 
 
 def test_worker_processes_run_each_event_once_and_reply(fake_slack, tmp_path: Path):
@@ -52,7 +111,7 @@ def test_a_dead_worker_is_replaced_and_events_keep_working(fake_slack, tmp_path:
     import os
     import signal
 
-    from slack_app.workers import _ping
+    from slack_app.dispatch import _ping
 
     config = parse_config({
         "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
@@ -63,7 +122,8 @@ def test_a_dead_worker_is_replaced_and_events_keep_working(fake_slack, tmp_path:
     front = build_front_end(config, settings, workers=1, worker_nice=0)
     server = SlackHTTPServer(front.app, port=0).start()
     try:
-        for pool in (front.processes.intake, front.processes.runs):  # a worker killed as the OOM killer would
+        pools = front.dispatch.processes
+        for pool in (pools.intake, pools.runs):  # a worker killed as the OOM killer would
             os.kill(pool.submit(_ping).result(timeout=60), signal.SIGKILL)
         sender = SlackSender(server.url + "/slack/events", SECRET)
         payload = event_payload(mention("help", user="UBOB", channel="CWORK", ts="1850000001.000001"))

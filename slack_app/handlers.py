@@ -1,0 +1,343 @@
+"""The work behind the Slack listeners: intake (filters, exactly-once claims, the first reply) and runs (the
+agent with live progress, then its answer rendered with ``blocks.py``).
+
+``Handlers.handle`` takes one typed job (``slack_app/jobs.py``); an intake job returns the run it asks for, which
+``dispatch.py`` starts on the runs pool (threads here, or a worker process that builds its own ``Handlers``).
+
+Exactly once
+    Slack retries (``X-Slack-Retry-Num``) and redelivers (same ``event_id``); a channel mention arrives both as
+    ``app_mention`` and as ``message``; people double-click; two app instances may share the files. Every
+    run starts only after winning a claim in ``agent.storage.claims`` (``event:<event_id>``, then
+    ``message:<channel>:<ts>``), and every decision only after winning ``decision:<thread>:<interrupt>``.
+
+Trust
+    Who clicked comes from the signed payload's ``user.id``; the button value only names the run and the
+    interrupt, and ``Agent.decide`` checks both against the checkpoint (and the graph checks the approver).
+    Whether a plan needs approval, who may approve, expiry: all decided in ``agent/``.
+    An offer's buttons ("Purge these N pages" / "Just check them", after a question about purging) name the run
+    and the offer; the URLs come from the stored run (``Agent.take_offer``), so a tampered value cannot widen
+    what is purged, and the click must come from the conversation the question was asked in.
+    Every user-supplied string reaches Slack through ``blocks.neutralise`` (mrkdwn-safe, verbatim).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from slack_sdk import WebClient
+
+from agent.models import Intent, RunResult
+from agent.service import recovery
+from agent.service.agent import Agent, NothingPending
+from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
+from agent.storage.claims import ClaimStore
+from agent.urls import extract_candidates
+from slack_app import blocks as kit
+from slack_app.jobs import (
+    AnswerRequest,
+    ApplyDecision,
+    ApprovalClick,
+    Job,
+    NewEvent,
+    OfferClick,
+    RecoverRuns,
+    RunJob,
+    TakeOffer,
+)
+from slack_app.progress import ProgressMessage
+from slack_app.slack_api import SlackApi, approver_mentions
+
+log = logging.getLogger("cachebot.slack")
+
+MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+class Handlers:
+    """Intake and runs for one ``Agent``, talking to Slack through ``SlackApi``."""
+
+    def __init__(self, agent: Agent, client: WebClient, *, claims: ClaimStore | None = None,
+                 progress_interval: float = 1.0):
+        self.agent = agent
+        self.client = client
+        # the Agent's storage decided where claims live (the same database / files as its checkpoints)
+        self.claims = claims or agent.storage.claims
+        self.progress_interval = progress_interval
+        self.slack = SlackApi(client, keep=approver_mentions(agent.config.approval))
+
+    def handle(self, job: Job) -> RunJob | None:
+        """Do one job. An intake job returns the run to start (None: nothing to run); a run returns None."""
+        match job:
+            case NewEvent():
+                return self.accept(job)
+            case ApprovalClick():
+                return self.click(job)
+            case OfferClick():
+                return self.offer_click(job)
+            case AnswerRequest():
+                self.run_request(job)
+            case ApplyDecision():
+                self.decide(job)
+            case TakeOffer():
+                self.take_offer(job)
+            case RecoverRuns():
+                self.recover(resume=job.resume)
+            case _:
+                raise TypeError(f"not a Slack job: {job!r}")
+        return None
+
+    # --- crash recovery ----------------------------------------------------------------------------------
+
+    def recover(self, *, resume: bool = True) -> list[recovery.Recovered]:
+        """Finish (or report as interrupted) the runs a dead process left executing, telling their threads.
+        Pending approvals stay pending. Run on start (``slack_app/server.py``); safe on every replica."""
+        return recovery.recover(self.agent, resume=resume, notify=self.tell_recovered)
+
+    def tell_recovered(self, item: recovery.Recovered) -> None:
+        channel, _, thread_ts = item.thread_id.partition(":")
+        if item.interface != "slack" or not channel or not thread_ts:
+            return
+        if item.outcome == "finished" and item.result is not None:
+            self.slack.post(channel, thread_ts, recovery.finished_message(item))
+            self._finish(item.result, channel, thread_ts, None)
+        else:
+            self.slack.post(channel, thread_ts, recovery.interrupted_message(item))
+
+    # --- events: a new request ----------------------------------------------------------------------------
+
+    def accept(self, job: NewEvent) -> AnswerRequest | None:
+        """A message event: a new request, unless it is not one, not for us, or already taken."""
+        event, bot_user_id = job.event, job.bot_user_id
+        if event.get("bot_id") or event.get("subtype") or not event.get("user") or event.get("user") == bot_user_id:
+            return  # bots (ourselves included), edits, deletions, joins: not requests
+        channel, ts, text = event.get("channel"), event.get("ts"), event.get("text") or ""
+        if not channel or not ts:
+            return
+        event_id = job.event_id or f"{channel}:{ts}:{event.get('type')}"
+        if not self.claims.claim(f"event:{event_id}"):
+            log.info("event %s already handled (retry %s)", event_id, job.retry_num)
+            return
+        thread_ts = event.get("thread_ts") or ts
+        thread_id = f"{channel}:{thread_ts}"
+        if event.get("type") == "message" and event.get("channel_type") != "im":
+            # channel chatter is not for us, except replies in a thread where we are already talking
+            if not event.get("thread_ts") or not self._known_thread(thread_id):
+                return
+        if not self.claims.claim(f"message:{channel}:{ts}"):
+            return  # the same message already came in as the other event type (app_mention + message)
+        message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
+        pending = self.agent.result(thread_id).pending
+        if pending:
+            self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny "
+                                                "it first, or start a new thread for a new request.")
+            return
+        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(_url_count(message)))
+        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts)
+
+    def _known_thread(self, thread_id: str) -> bool:
+        result = self.agent.result(thread_id)
+        return bool(result.reply or result.pending)
+
+    def run_request(self, job: AnswerRequest) -> None:
+        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
+                             lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
+                                                             thread_id=job.thread_id, interface="slack",
+                                                             on_event=on_event))
+
+    def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
+                        run: Callable[[Callable[[ProgressEvent], None]], RunResult]) -> None:
+        """Run one request with live progress (the plan replaces the status message as soon as it is known),
+        then post its answer: the approval request, the report, or the reply."""
+        progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
+
+        def on_event(event: ProgressEvent) -> None:
+            progress.event(event)
+            if isinstance(event, PlanReady) and event.plan.items and not event.plan.needs_approval and status_ts:
+                self.slack.update(channel, status_ts, "The plan",
+                                  kit.plan_blocks(event.plan.items, event.plan.pages, event.rejected))
+
+        try:
+            result = run(on_event)
+        except NothingPending as exc:  # an offer that was taken or replaced meanwhile
+            self.slack.reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
+            return
+        except Exception:
+            log.exception("run %s failed", thread_id)
+            self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing "
+                                      "more will happen for this request. Please try again.")
+            return
+        progress.finish()
+        if result.pending:
+            self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
+        else:
+            self._finish(result, channel, thread_ts, status_ts)
+
+    def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
+        """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
+        if result.error and result.results:  # stopped after sending (agent.service.agent): say so, then what was sent
+            self.slack.post(channel, thread_ts, result.reply.split("\n", 1)[0])
+            self._post_report(result, channel, thread_ts)
+        elif result.results:
+            self._post_report(result, channel, thread_ts)
+        elif result.plan and result.intent == Intent.ASK:
+            offer = self.agent.offer(result.thread_id)
+            blocks = kit.offer_blocks(result, offer.id) if offer else kit.dry_run_blocks(result)
+            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
+        elif result.plan and result.dry_run:
+            self.slack.show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
+        elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
+            self.slack.post(channel, thread_ts, result.reply)  # denied, expired: the plan message stays
+        else:
+            self.slack.reply_in_place(channel, thread_ts, status_ts, result.reply)
+
+    def _post_report(self, result: RunResult, channel: str, thread_ts: str) -> None:
+        blocks, text, csv_text = kit.report_blocks(result)
+        self.slack.post(channel, thread_ts, text, blocks)
+        if csv_text is None:
+            return
+        error = self.slack.upload_csv(channel, thread_ts, csv_text, filename=f"cachebot-report-{thread_ts}.csv",
+                                      title="cachebot report (every page × layer)",
+                                      comment="The full report, failures first.")
+        if error:
+            self.slack.post(channel, thread_ts, f"I could not attach the full report as a CSV file ({error}).")
+
+    # --- actions: approve / deny --------------------------------------------------------------------------
+
+    def click(self, job: ApprovalClick) -> ApplyDecision | None:
+        """Approve or Deny: checked against the conversation, then claimed (one decision per interrupt)."""
+        clicker, channel, message_ts = _clicked(job.body)
+        decision = "approve" if job.action.get("action_id") == kit.APPROVE_ACTION else "deny"
+        named = self._button_value(job.action, channel, clicker, "run", "interrupt")
+        if named is None:
+            return
+        thread_id, interrupt_id = named
+        run_channel, _, thread_ts = thread_id.partition(":")
+        if not clicker or run_channel != channel or not thread_ts:
+            self.slack.ephemeral(channel, clicker, None,
+                                 "That button does not belong to this conversation; nothing was done.")
+            return
+        key = f"decision:{thread_id}:{interrupt_id}"
+        if not self.claims.claim(key):
+            self.slack.ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
+            return
+        return ApplyDecision(channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
+
+    def decide(self, job: ApplyDecision) -> None:
+        channel, thread_ts, thread_id, message_ts = job.channel, job.thread_ts, job.thread_id, job.message_ts
+        interrupt_id, decision, clicker = job.interrupt_id, job.decision, job.clicker
+        progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
+
+        def on_event(event: ProgressEvent) -> None:
+            progress.event(event)
+            if isinstance(event, ApprovalDecided) and message_ts:
+                record = event.approval
+                self.slack.update(channel, message_ts, f"Request {record.status}",
+                                  kit.decided_blocks(self.agent.result(thread_id), record.status, record.by,
+                                                     record.at))
+
+        try:
+            result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
+                                       interface="slack", on_event=on_event)
+        except NothingPending as exc:
+            self.slack.ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
+            return
+        except Exception:
+            log.exception("decision on %s failed", thread_id)
+            current = self.agent.result(thread_id).pending
+            if current and current.get("interrupt_id") == interrupt_id:
+                self.claims.release(job.claim)  # the decision never reached the graph: let a new click try again
+            self.slack.ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
+            return
+        progress.finish()
+        if result.notice:
+            self.slack.ephemeral(channel, clicker, thread_ts,
+                                 f"You cannot {decision} this: {_refusal(result.notice)}.")
+            if result.pending and message_ts:  # a refusal opens a fresh interrupt: give the buttons its id
+                self.slack.update(channel, message_ts, result.reply, kit.approval_blocks(result))
+            return
+        self._finish(result, channel, thread_ts, None)
+
+    def _button_value(self, action: dict[str, Any], channel: str, clicker: str, *keys: str) -> tuple[str, ...] | None:
+        """The ids a button of ours carries in its JSON value; None (and the clicker told) for any other button."""
+        try:
+            value = json.loads(action.get("value") or "")
+            return tuple(str(value[key]) for key in keys)
+        except (ValueError, KeyError, TypeError):
+            self.slack.ephemeral(channel, clicker, None, "That button is not one of mine; nothing was done.")
+            return None
+
+    def _why_taken(self, thread_id: str, interrupt_id: str) -> str:
+        result = self.agent.result(thread_id)
+        status = result.approval.status
+        if status in ("approved", "denied"):
+            return f"Nothing to do: this request was already {status} by {kit.mention(result.approval.by)}."
+        if status == "expired":
+            return "Nothing to do: this approval request expired. Ask again if it is still needed."
+        if result.pending and result.pending.get("interrupt_id") == interrupt_id:
+            return "Someone is deciding on this request right now; see the thread in a moment."
+        return "Nothing to do: that approval request is no longer current; use the latest message."
+
+    # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
+
+    def offer_click(self, job: OfferClick) -> TakeOffer | None:
+        """An offer's button: checked against the thread, claimed (one answer per question), then run."""
+        body = job.body
+        clicker, channel, message_ts = _clicked(body)
+        choice = "purge" if job.action.get("action_id") == kit.OFFER_PURGE_ACTION else "check"
+        named = self._button_value(job.action, channel, clicker, "run", "offer")
+        if named is None:
+            return
+        thread_id, offer_id = named
+        run_channel, _, thread_ts = thread_id.partition(":")
+        container = body.get("container") or {}
+        clicked_in = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts") or thread_ts
+        if not clicker or run_channel != channel or not thread_ts or clicked_in != thread_ts:
+            self.slack.ephemeral(channel, clicker, None,
+                                 "That button does not belong to this conversation; nothing was done.")
+            return
+        key = f"offer:{thread_id}:{offer_id}"
+        if not self.claims.claim(key):
+            self.slack.ephemeral(channel, clicker, thread_ts,
+                                 "Nothing to do: someone already answered this question.")
+            return
+        offer = self.agent.offer(thread_id)
+        if offer is None or offer.id != offer_id:
+            self.slack.ephemeral(channel, clicker, thread_ts, "Nothing to do: a newer request in this thread "
+                                                              "replaced that question.")
+            return
+        if message_ts:
+            self.slack.update(channel, message_ts, f"{choice} chosen",
+                              kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
+        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(offer.urls)))
+        return TakeOffer(channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
+
+    def take_offer(self, job: TakeOffer) -> None:
+        """A normal request by the clicker for exactly the offer's URLs: same policy, same approval rules."""
+        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
+                             lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
+                                                                    user=job.clicker, channel=job.channel,
+                                                                    interface="slack", on_event=on_event))
+
+
+def _clicked(body: dict[str, Any]) -> tuple[str, str, str | None]:
+    """Who clicked (the signed payload's user), in which channel, on which message."""
+    container = body.get("container") or {}
+    clicker = (body.get("user") or {}).get("id") or ""
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
+    message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+    return clicker, channel, message_ts
+
+
+def _url_count(message: str) -> int:
+    try:
+        return len(dict.fromkeys(extract_candidates(message)))
+    except Exception:  # a status line is not worth failing a request over
+        return 0
+
+
+def _refusal(notice: str) -> str:
+    """The graph records refusals as "<user>: <reason>"; the clicker only needs the reason."""
+    return notice.split(": ", 1)[1] if ": " in notice else notice

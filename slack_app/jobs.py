@@ -1,0 +1,103 @@
+"""The jobs the Slack front end passes around: typed, immutable and picklable (they cross process boundaries).
+
+A listener acks and hands on an *intake* job (what Slack sent, untouched); intake (``Handlers.handle``:
+filters, claims, the first reply) returns the *run* job to start, or None; ``dispatch.py`` runs both on thread
+pools or worker processes and ``Handlers.handle`` does the work. Nothing here refers to a method by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# --- intake: what a listener hands on --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A message event (``app_mention``, ``message``) as Slack delivered it."""
+
+    event: dict[str, Any]
+    event_id: str | None
+    bot_user_id: str | None
+    retry_num: str | None  # X-Slack-Retry-Num: a redelivery of an event we may already have taken
+
+
+@dataclass(frozen=True)
+class ApprovalClick:
+    """A click on Approve or Deny: the signed payload and the action."""
+
+    body: dict[str, Any]
+    action: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OfferClick:
+    """A click on "Purge these N pages" or "Just check them"."""
+
+    body: dict[str, Any]
+    action: dict[str, Any]
+
+
+IntakeJob = NewEvent | ApprovalClick | OfferClick
+
+
+# --- runs: what intake (or start-up) asks to run -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """Run a new request and answer it in its thread (``status_ts``: the "Looking at…" message to replace)."""
+
+    channel: str
+    thread_ts: str
+    thread_id: str
+    user: str
+    message: str
+    status_ts: str | None
+
+
+@dataclass(frozen=True)
+class ApplyDecision:
+    """Resume a run waiting for approval with a claimed decision (``claim``: released if it never lands)."""
+
+    channel: str
+    thread_ts: str
+    thread_id: str
+    interrupt_id: str
+    decision: str  # "approve" | "deny"
+    clicker: str
+    message_ts: str | None
+    claim: str
+
+
+@dataclass(frozen=True)
+class TakeOffer:
+    """Run the clicker's answer to an offer ("purge" or "check") for exactly the offer's URLs."""
+
+    channel: str
+    thread_ts: str
+    thread_id: str
+    offer_id: str
+    choice: str  # "purge" | "check"
+    clicker: str
+    status_ts: str | None
+
+
+@dataclass(frozen=True)
+class RecoverRuns:
+    """Finish (``resume``) or report as interrupted the runs a dead process left executing."""
+
+    resume: bool = True
+
+
+RunJob = AnswerRequest | ApplyDecision | TakeOffer | RecoverRuns
+Job = IntakeJob | RunJob
+
+
+class Intake(Protocol):
+    """Where listeners hand their jobs (``dispatch.Dispatcher``)."""
+
+    def take_in(self, job: IntakeJob) -> None: ...
+
+    def count_received(self) -> None: ...

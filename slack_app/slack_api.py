@@ -1,0 +1,138 @@
+"""The Slack Web API as cachebot uses it: a client that retries, and the few calls the handlers make.
+
+``make_client`` waits out ``ratelimited`` (429 + Retry-After) and retries dropped connections, so no caller
+retries by hand. ``SlackApi`` posts, updates, answers ephemerally and uploads; a failed call is logged and
+never breaks a run (the run's outcome is in the audit trail whatever Slack said). ``SlackUserGroups`` answers
+"which approver groups is this user in" for the agent (``slack_context``); who may approve is still decided
+in ``agent/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+
+from agent.config import AppConfig, ApprovalConfig
+from agent.state import AgentContext
+from slack_app import blocks as kit
+
+log = logging.getLogger("cachebot.slack")
+
+
+def make_client(token: str, api_url: str | None = None, *, rate_limit_retries: int = 3) -> WebClient:
+    """A Web API client that waits out ``ratelimited`` (429 + Retry-After) and retries dropped connections."""
+    base_url = (api_url or WebClient.BASE_URL).rstrip("/") + "/"
+    return WebClient(
+        token=token, base_url=base_url, timeout=15,
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
+                        ConnectionErrorRetryHandler(max_retry_count=2)],
+    )
+
+
+class SlackUserGroups:
+    """``AgentContext.user_groups`` for Slack: which configured approver groups a user is in (cached briefly)."""
+
+    def __init__(self, client: WebClient, groups: list[str], ttl: float = 60.0):
+        self.client = client
+        self.groups = list(groups)
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, user: str) -> set[str]:
+        return {group for group in self.groups if user in self._members(group)}
+
+    def _members(self, group: str) -> set[str]:
+        with self._lock:
+            cached = self._cache.get(group)
+            if cached and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+        try:
+            users = set(self.client.usergroups_users_list(usergroup=group).get("users") or [])
+        except SlackApiError as exc:
+            log.warning("usergroups.users.list %s failed: %s", group, exc.response.get("error"))
+            return set()
+        with self._lock:
+            self._cache[group] = (time.monotonic(), users)
+        return users
+
+
+def slack_context(config: AppConfig, client: WebClient, **overrides: Any) -> AgentContext:
+    """The agent's run-time context with Slack user groups as approver groups."""
+    return AgentContext(config=config, user_groups=SlackUserGroups(client, config.approval.approver_groups),
+                        **overrides)
+
+
+def approver_mentions(rules: ApprovalConfig) -> tuple[str, ...]:
+    """Our own mentions of approvers and approver groups: they stay live when a reply is escaped."""
+    return tuple(f"<@{u}>" for u in rules.approvers) + tuple(f"<!subteam^{g}>" for g in rules.approver_groups)
+
+
+class SlackApi:
+    """The Web API calls of the handlers. Text is plain-text safe and clipped; ``keep`` lists the mentions of
+    ours that stay live in an escaped reply (``approver_mentions``)."""
+
+    def __init__(self, client: WebClient, keep: tuple[str, ...] = ()):
+        self.client = client
+        self.keep = keep
+
+    def post(self, channel: str, thread_ts: str, text: str, blocks: list[dict] | None = None) -> str | None:
+        """A new message in the thread; its ``ts``, or None when Slack refused it."""
+        try:
+            response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                                    text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
+                                                    blocks=blocks or kit.text_blocks(text, self.keep))
+            return response.get("ts")
+        except SlackApiError as exc:
+            log.warning("chat.postMessage failed: %s", exc.response.get("error"))
+            return None
+
+    def update(self, channel: str, ts: str | None, text: str, blocks: list[dict]) -> None:
+        if not ts:
+            return
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
+                                    blocks=blocks)
+        except SlackApiError as exc:
+            log.warning("chat.update failed: %s", exc.response.get("error"))
+
+    def reply_in_place(self, channel: str, thread_ts: str, status_ts: str | None, text: str) -> None:
+        """The text in place of the status message ("Looking at…"), or as a new message when there is none."""
+        if status_ts:
+            self.update(channel, status_ts, text, kit.text_blocks(text, self.keep))
+        else:
+            self.post(channel, thread_ts, text)
+
+    def show(self, channel: str, thread_ts: str, status_ts: str | None, text: str, blocks: list[dict]) -> None:
+        """Blocks in place of the status message (which showed the plan), or as a new message."""
+        if status_ts:
+            self.update(channel, status_ts, text, blocks)
+        else:
+            self.post(channel, thread_ts, text, blocks)
+
+    def ephemeral(self, channel: str, user: str, thread_ts: str | None, text: str) -> None:
+        if not channel or not user:
+            return
+        try:
+            # composed here from our own words and stored state (ids, reasons), so sent as markup
+            self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts,
+                                           blocks=[kit.section(text)])
+        except SlackApiError as exc:
+            log.warning("chat.postEphemeral failed: %s", exc.response.get("error"))
+
+    def upload_csv(self, channel: str, thread_ts: str, content: str, *, filename: str, title: str,
+                   comment: str) -> str | None:
+        """Attach a CSV file to the thread; None when it worked, else Slack's error code."""
+        try:
+            self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=content, filename=filename,
+                                        title=title, initial_comment=comment)
+            return None
+        except SlackApiError as exc:
+            log.warning("CSV upload failed: %s", exc.response.get("error"))
+            return str(exc.response.get("error"))

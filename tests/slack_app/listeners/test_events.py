@@ -1,0 +1,45 @@
+"""Event listeners ack and hand on a typed job, nothing else (what becomes a request is intake's business)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from slack_app.jobs import NewEvent
+from slack_app.listeners import events
+from tests.slack_app.listeners.conftest import RecordingIntake
+
+EVENT = {"type": "app_mention", "user": "UBOB", "channel": "C1", "ts": "1.2", "text": "<@UBOT> help"}
+
+
+def deliver(listener, intake: RecordingIntake, *, retry: str | None = None) -> None:
+    headers = {"x-slack-retry-num": [retry]} if retry else {}
+    listener(ack=intake.ack, body={"event_id": "Ev1", "event": EVENT}, event=EVENT,
+             context=SimpleNamespace(bot_user_id="UBOT"), request=SimpleNamespace(headers=headers))
+
+
+def test_every_subscribed_event_type_has_the_listener(app, intake):
+    events.register(app, intake)
+    assert set(app.events) == set(events.EVENT_SUBSCRIPTIONS.values()) == {"app_mention", "message"}
+
+
+def test_an_event_is_handed_on_untouched_before_the_ack(app, intake):
+    events.register(app, intake)
+    deliver(app.events["app_mention"], intake, retry="1")
+    assert intake.jobs == [NewEvent(event=EVENT, event_id="Ev1", bot_user_id="UBOT", retry_num="1")]
+    assert intake.steps == ["take_in", "ack", "received"]  # "acked" implies "queued"
+
+
+def test_a_first_delivery_has_no_retry_number(app, intake):
+    events.register(app, intake)
+    deliver(app.events["message"], intake)
+    assert intake.jobs[0].retry_num is None
+
+
+def test_an_event_is_acked_even_when_it_cannot_be_handed_on(app):
+    failing = RecordingIntake(fail=True)
+    events.register(app, failing)
+    with pytest.raises(RuntimeError):
+        deliver(app.events["app_mention"], failing)
+    assert failing.steps == ["take_in", "ack", "received"]  # Slack must not retry a request we choked on
