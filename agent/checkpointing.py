@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -64,3 +66,47 @@ def _postgres(conninfo: str, pool_size: int) -> Checkpointer:
     pool = ConnectionPool(conninfo, kwargs=kwargs, min_size=1, max_size=pool_size, open=True,
                           check=ConnectionPool.check_connection, name="cachebot-checkpoints")
     return Checkpointer(PostgresSaver(pool), "postgres", pool.close)
+
+
+# --- async: what ``astream`` needs (the sync savers raise on async methods) -----------------------------------
+
+SQLITE_BUSY_SECONDS = 30  # an async run's connection waits this long for another connection's write
+
+
+@asynccontextmanager
+async def open_async_checkpointer(
+    database_url: str | None, sqlite_path: str | os.PathLike[str]
+) -> AsyncIterator[BaseCheckpointSaver]:
+    """The async saver (``AsyncPostgresSaver`` / ``AsyncSqliteSaver``) for ``astream``, on the database and tables
+    ``open_checkpointer`` uses. Its connection belongs to the event loop it was opened on, so it is opened for one
+    run and closed after it. It does not set the tables up: ``open_checkpointer`` does (the Agent opens that once,
+    when it starts; SQLite's async saver also creates its tables itself if they are missing)."""
+    if database_url and is_postgres(database_url):
+        async with _async_postgres(libpq_url(database_url)) as saver:
+            yield saver
+    else:
+        async with _async_sqlite(Path(sqlite_path)) as saver:
+            yield saver
+
+
+@asynccontextmanager
+async def _async_sqlite(path: Path) -> AsyncIterator[BaseCheckpointSaver]:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # its own connection, beside the sync saver's and other runs': wait for SQLite's writer lock, do not fail
+    async with aiosqlite.connect(path, timeout=SQLITE_BUSY_SECONDS) as connection:
+        yield AsyncSqliteSaver(connection)
+
+
+@asynccontextmanager
+async def _async_postgres(conninfo: str) -> AsyncIterator[BaseCheckpointSaver]:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg import AsyncConnection
+    from psycopg.rows import dict_row
+
+    # one connection is enough for one run (the saver takes turns on it); the sync pool's settings (PgBouncer-safe)
+    async with await AsyncConnection.connect(conninfo, autocommit=True, row_factory=dict_row,
+                                             prepare_threshold=None) as connection:
+        yield AsyncPostgresSaver(connection)
