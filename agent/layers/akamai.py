@@ -141,7 +141,6 @@ class AkamaiLayer(HttpCacheLayer):
         if self.options.cp_codes:  # purging a whole site is only possible by its CP codes
             self.capabilities = frozenset(type(self).capabilities | {Capability.PURGE_ALL})  # type: ignore[misc]
         self._edge_client: httpx.AsyncClient | None = None
-        self._edge_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def check_config(cls, index: int, config: LayerConfig) -> None:
@@ -276,22 +275,18 @@ class AkamaiLayer(HttpCacheLayer):
 
     @property
     def edge_client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._edge_client is None or self._edge_loop is not loop or self._edge_client.is_closed:
+        """Like ``client``: made on first use, closed by ``aclose``."""
+        if self._edge_client is None or self._edge_client.is_closed:
             self._edge_client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.config.timeout_seconds), follow_redirects=False, trust_env=False,
                 headers={"Pragma": EDGE_DEBUG_PRAGMA},  # asks the edge for X-Cache: TCP_HIT / TCP_MISS
             )
-            self._edge_loop = loop
         return self._edge_client
 
     async def aclose(self) -> None:
         client, self._edge_client = self._edge_client, None
         if client is not None and not client.is_closed:
-            try:
-                await client.aclose()
-            except RuntimeError:
-                pass
+            await client.aclose()
         await super().aclose()
 
     async def observe(self, url: str) -> Observation:

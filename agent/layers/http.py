@@ -49,7 +49,6 @@ class HttpCacheLayer(CacheLayer):
         self.verify_settle_seconds = 0.0
         self.endpoint = (config.endpoint or "").rstrip("/")
         self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def check_config(cls, index: int, config: LayerConfig) -> None:
@@ -78,9 +77,9 @@ class HttpCacheLayer(CacheLayer):
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """One client per layer (and per event loop: a pool cannot outlive the loop it was made on)."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop or self._client.is_closed:
+        """One client per layer, made on first use and closed by ``aclose``. A layer lives on one event loop: a
+        step of a run opens and closes it there (``agent.layerset.open_layers``)."""
+        if self._client is None or self._client.is_closed:
             auth = None
             creds = self.config.credentials
             if "username" in creds and "password" in creds:
@@ -93,16 +92,12 @@ class HttpCacheLayer(CacheLayer):
                 auth=auth,
                 trust_env=False,  # never route purges to a layer through an environment proxy
             )
-            self._client_loop = loop
         return self._client
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None and not client.is_closed:
-            try:
-                await client.aclose()
-            except RuntimeError:  # made on a loop that is gone; nothing left to close
-                pass
+            await client.aclose()
 
     def target(self, path: str, prefix: str = "/") -> str:
         """The endpoint plus ``path``, which must stay under ``prefix`` (``check_request_path``), so nothing can

@@ -148,7 +148,6 @@ class RedisLayer(CacheLayer):
             self.capabilities = frozenset(type(self).capabilities | {Capability.PURGE_TAG})
         self.endpoint = config.endpoint or ""
         self._client: aioredis.Redis | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._purged_at: dict[str, float] = {}  # url -> when this instance last removed (or found no) keys
 
     @classmethod
@@ -176,8 +175,8 @@ class RedisLayer(CacheLayer):
 
     @property
     def client(self) -> aioredis.Redis:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
+        """Made on first use and closed by ``aclose``, on the one event loop the layer lives on (``open_layers``)."""
+        if self._client is None:
             kwargs: dict = {
                 "socket_timeout": self.config.timeout_seconds,
                 "socket_connect_timeout": self.config.timeout_seconds,
@@ -190,7 +189,6 @@ class RedisLayer(CacheLayer):
             if "username" in creds:
                 kwargs["username"] = creds["username"].get_secret_value()
             self._client = aioredis.Redis.from_url(self.endpoint, **kwargs)
-            self._client_loop = loop
         return self._client
 
     async def aclose(self) -> None:
@@ -198,7 +196,7 @@ class RedisLayer(CacheLayer):
         if client is not None:
             try:
                 await client.aclose()
-            except Exception:  # noqa: BLE001 - closing a pool on a finished loop
+            except Exception:  # noqa: BLE001 - a pool whose server went away may fail to close; the step is done
                 pass
 
     async def _retrying(self, op: Callable[[], Awaitable[T]]) -> tuple[T, int]:

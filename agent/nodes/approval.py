@@ -29,7 +29,7 @@ def approval_request(state: PurgeState, context: AgentContext) -> dict[str, Any]
     }
 
 
-def approval_node(
+async def approval_node(
     state: PurgeState, runtime: Runtime[AgentContext]
 ) -> Command[Literal["approval", "execute", "report"]]:
     context = context_of(runtime)

@@ -6,7 +6,6 @@ A check has its own deadline (``limits.deadline_seconds`` from when it starts) a
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
@@ -23,10 +22,10 @@ from agent.nodes.verify import origin_observations, within_deadline
 from agent.state import AgentContext, PurgeState, context_of
 
 
-def check_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+async def check_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     context = context_of(runtime)
     deadline_at = time.time() + context.config.limits.deadline_seconds
-    checks = asyncio.run(check_urls(state["urls"], context, deadline_at=deadline_at))
+    checks = await check_urls(state["urls"], context, deadline_at=deadline_at)
     return {"checks": [check.model_dump(mode="json") for check in checks]}
 
 

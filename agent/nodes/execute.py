@@ -29,13 +29,13 @@ from agent.state import AgentContext, PurgeState, context_of
 Progress = Callable[[dict[str, Any]], None]
 
 
-def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+async def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     context = context_of(runtime)
     repair = state.get("repair") or []
     items = [PlanItem.model_validate(item) for item in (repair or state["plan"]["items"])]
     run_id = f"{thread_id()}:{'repair' if repair else 'first'}"
     deadline_at = request_deadline(state, context) if repair else time.time() + context.config.limits.deadline_seconds
-    outcomes = asyncio.run(execute_plan(items, context, stream_writer(), run_id=run_id, deadline_at=deadline_at))
+    outcomes = await execute_plan(items, context, stream_writer(), run_id=run_id, deadline_at=deadline_at)
     if repair:
         outcomes = merge_repair(state.get("purge_outcomes", []), outcomes)
     return {"purge_outcomes": outcomes, "deadline_at": deadline_at}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Literal
 
@@ -28,9 +27,9 @@ from agent.policy import approval_reason
 from agent.state import AgentContext, PurgeState, context_of
 
 
-def plan_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+async def plan_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     context = context_of(runtime)
-    plan = asyncio.run(build_plan(state, context))
+    plan = await build_plan(state, context)
     now = context.now()
     plan.created_at = now
     plan.needs_approval = bool(plan.approval_reason) and not state.get("dry_run")

@@ -20,7 +20,7 @@ HELP_TEXT = (
 )
 
 
-def report_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+async def report_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     reply = compose_reply(state, context_of(runtime))
     note = state.get("understanding_note")  # the model's short reply, or the note that rules were used instead
     return {"reply": f"{note}\n{reply}" if note else reply}

@@ -13,7 +13,7 @@ from agent.urls import message_too_long, screen_urls
 from agent.understanding import words_only
 
 
-def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+async def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     config = context_of(runtime).config
     urls, rejected = screen_urls(state.get("message", ""), config)
     if state.get("selected") and state["intent"] != Intent.PURGE_ALL:

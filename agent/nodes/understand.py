@@ -13,6 +13,7 @@ the URLs still come from the message (built by the front end from the stored run
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 from langgraph.runtime import Runtime
@@ -33,7 +34,7 @@ def understander_of(context: AgentContext) -> Understander:
     return understander_for(context.config)
 
 
-def understand_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+async def understand_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     context = context_of(runtime)
     message = state.get("message", "")
     chosen = state.get("chosen_intent")
@@ -41,7 +42,10 @@ def understand_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeS
         understanding = Understanding(intent=Intent(chosen), understood_by="choice")
     else:
         sites = [site.name for site in context.config.sites]
-        understanding = guard(understander_of(context).understand_request(message, sites), message)
+        # a model answers over the network (seconds): off the event loop, with its sync client (langchain-openai
+        # keeps one async client per process, which breaks across the per-request loops the Agent runs)
+        understood = await asyncio.to_thread(understander_of(context).understand_request, message, sites)
+        understanding = guard(understood, message)
     return {
         "intent": understanding.intent.value,
         "reply": understanding.reply,

@@ -32,13 +32,13 @@ T = TypeVar("T")
 STILL_STALE = "but it still serves stale content"
 
 
-def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
+async def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     repairing = bool(state.get("repair"))
     items = [PlanItem.model_validate(item) for item in (state.get("repair") or state["plan"]["items"])]
     outcomes = {(o["layer"], o["target"]): o for o in state.get("purge_outcomes", [])}
     context = context_of(runtime)
     deadline_at = request_deadline(state, context)
-    found = asyncio.run(verify_items(items, outcomes, context, deadline_at=deadline_at))
+    found = await verify_items(items, outcomes, context, deadline_at=deadline_at)
     results = [r.model_dump(mode="json") for r in found]
     if repairing:
         redone = {(r["url"], r["layer"]): r for r in results}

@@ -4,6 +4,7 @@ Every front end (terminal, Slack) goes through ``Agent`` so they all get the sam
 checkpointed state; a pending approval survives a restart because it lives in the checkpoint (SQLite, or
 PostgreSQL when ``CACHEBOT_DATABASE_URL`` / ``storage.database_url`` says so: ``agent/storage/``).
 While a run goes, ``on_event`` hears typed progress events (``agent/service/events.py``), never node names.
+The nodes are async: each call runs the graph on an event loop of its own, so the methods here stay synchronous.
 Every request, plan, decision and result is also written to the audit trail (``agent/storage/audit.py``): the plan as
 soon as it is made and each purge answer as soon as its layer gives it (``ProgressRecorder``), so a run that fails
 later still leaves the record of what was sent. A run that fails with an error does not raise: the result says
@@ -12,9 +13,11 @@ what happened and what was sent (``RunResult.error``), and the audit row is mark
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +71,8 @@ class Agent:
         self.audit.prune(older_than_days=config.storage.retention_days, now=self.context.now())
         if self.context.audit is None:
             self.context.audit = self.audit  # the report node answers "history" questions from it
+        # the sync saver reads state (snapshot, result) and sets the tables up; each run streams through an async
+        # saver of its own on the same tables (``_stream``)
         self.graph = build_graph().compile(checkpointer=self.storage.checkpointer)
         # one lock per thread across processes (PostgreSQL advisory lock / flock next to the SQLite files)
         self.locks = self.storage.locks
@@ -297,37 +302,66 @@ class Agent:
     def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
              request_id: str | None = None, interface: str | None = None, channel: str | None = None,
              recorder: ProgressRecorder | None = None) -> None:
+        """Stream the graph on an event loop of its own: the nodes of one request (execute and verify among them)
+        share it, while front ends keep calling synchronously (Slack handlers run in threads)."""
+        asyncio.run(self._arun(graph_input, thread_id, on_event, request_id=request_id, interface=interface,
+                               channel=channel, recorder=recorder))
+
+    async def _arun(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
+                    request_id: str | None = None, interface: str | None = None, channel: str | None = None,
+                    recorder: ProgressRecorder | None = None) -> None:
         """Stream the graph. From the moment the graph says its next step is ``execute`` (a checkpoint's
         ``next``) until it stops, the thread is recorded as executing (``cachebot_runs``), so a process dying
         meanwhile leaves a row that crash recovery (``agent/service/recovery.py``) finishes.
         ``graph_input=None`` continues from the last checkpoint."""
         executing = graph_input is None and self.runs.get(thread_id) is not None  # recovery: already marked
-        stream = self.graph.stream(
-            graph_input,
-            self._config(thread_id),
-            context=self.context,
-            stream_mode=["custom", "updates", "checkpoints"],
-            durability="sync",  # a crash must not lose the record that a purge was sent
-        )
         recorder = recorder or ProgressRecorder(self, thread_id, request_id)
         reader = EventReader()
+
+        def handle(mode: str, chunk: Any) -> None:
+            nonlocal executing
+            recorder.saw(mode, chunk)
+            for event in reader.events(mode, chunk):
+                if isinstance(event, Executing) and not executing:
+                    # the stream is paused here: execute has not started yet
+                    self.runs.executing(thread_id, request_id=request_id, interface=interface,
+                                        channel=channel, at=self.context.now())
+                    executing = True
+                if on_event is not None:
+                    on_event(event)
+
         try:
-            for mode, chunk in stream:
-                recorder.saw(mode, chunk)
-                for event in reader.events(mode, chunk):
-                    if isinstance(event, Executing) and not executing:
-                        # the stream is paused here: execute has not started yet
-                        self.runs.executing(thread_id, request_id=request_id, interface=interface,
-                                            channel=channel, at=self.context.now())
-                        executing = True
-                    if on_event is not None:
-                        on_event(event)
+            await self._stream(graph_input, thread_id, handle)
         except Exception:
             if executing:  # the run failed (it did not die): it is recorded as failed, nothing to recover
                 self.runs.finished(thread_id)
             raise
         if executing:
             self.runs.finished(thread_id)
+
+    async def _stream(self, graph_input: Any, thread_id: str, handle: Callable[[str, Any], None]) -> None:
+        """Run the graph through an async saver of its own (on the sync saver's tables), giving ``handle`` each
+        chunk (mode, chunk) of its stream. The graph waits until a chunk is handled: a step's nodes start only
+        after the checkpoint announcing them was (``astream`` yields it before it schedules them). Chunks are
+        handled off the loop, so the purges of a running step go on while the audit is written and front ends
+        are told (a slow Slack call never eats into a layer's timeout)."""
+        async with self.storage.async_checkpointer() as saver:
+            stream = self.graph.copy(update={"checkpointer": saver}).astream(
+                graph_input,
+                self._config(thread_id),
+                context=self.context,
+                stream_mode=["custom", "updates", "checkpoints"],
+                durability="sync",  # a crash must not lose the record that a purge was sent
+            )
+            step = StepInFlight()
+            async with aclosing(stream):  # closed before its saver is
+                async for mode, chunk in stream:
+                    step.saw(mode, chunk)
+                    try:
+                        await asyncio.to_thread(handle, mode, chunk)
+                    except BaseException:
+                        await step.finish(stream)
+                        raise
 
     def _values(self, thread_id: str) -> dict[str, Any]:
         return self.graph.get_state(self._config(thread_id)).values
@@ -342,6 +376,34 @@ class Agent:
         This lock holds across threads, processes and replicas (``agent.storage.locks.ThreadLocks``)."""
         with self.locks.hold(thread_id):
             yield
+
+
+class StepInFlight:
+    """The step the graph is running, as its stream tells it: a checkpoint names the step's nodes before any of
+    them starts; each node's update says it finished."""
+
+    def __init__(self) -> None:
+        self.unfinished: set[str] = set()
+        self.started = False
+
+    def saw(self, mode: str, chunk: Any) -> None:
+        if mode == "checkpoints" and isinstance(chunk, dict):
+            self.unfinished, self.started = set(chunk.get("next") or ()), False
+            return
+        self.started = True  # the stream went on after the checkpoint: its nodes are running
+        if mode == "updates" and isinstance(chunk, dict):
+            self.unfinished -= set(chunk)
+
+    async def finish(self, stream: AsyncIterator[Any]) -> None:
+        """When handling a chunk failed: nodes already running finish (a purge pass is never cut in half; their
+        results are saved for the step), and the graph stops before its next step. A step announced but not
+        started never starts."""
+        while self.started and self.unfinished:
+            try:
+                mode, chunk = await anext(stream)
+            except StopAsyncIteration:
+                return
+            self.saw(mode, chunk)
 
 
 class ProgressRecorder:

@@ -28,12 +28,13 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from agent.storage.database import Database, libpq_url
 
 SETUP_LOCK = 7_240_517_302  # pg_advisory_lock key for PostgresSaver.setup()
 POOL_SIZE = 4
+SQLITE_BUSY_SECONDS = 30  # an async run's connection waits this long for another connection's write
 # what PostgresSaver and AsyncPostgresSaver need from their connections (langgraph-checkpoint-postgres docs)
 SAVER_CONNECTION: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
 
@@ -66,19 +67,19 @@ def prepare_postgres(database_url: str) -> None:
 
 
 @asynccontextmanager
-async def open_async_checkpointer(database: Database, *,
-                                  pool_size: int = POOL_SIZE) -> AsyncIterator[BaseCheckpointSaver]:
-    """The asynchronous saver on the same checkpoints, open for the ``async with`` block. On PostgreSQL the
-    tables must exist (``open_checkpointer`` or ``prepare_postgres`` first); SQLite creates its own."""
+async def open_async_checkpointer(database: Database) -> AsyncIterator[BaseCheckpointSaver]:
+    """The asynchronous saver (``AsyncPostgresSaver`` / ``AsyncSqliteSaver``) ``astream`` needs, on the same
+    checkpoints, open for the ``async with`` block: its connection belongs to the event loop it was opened on, so
+    it is opened for one run and closed after it. On PostgreSQL the tables must exist (``open_checkpointer`` or
+    ``prepare_postgres`` first); SQLite creates its own."""
     if database.postgres:
-        pool = AsyncConnectionPool(libpq_url(database.url), kwargs=SAVER_CONNECTION, min_size=1, max_size=pool_size,
-                                   open=False, check=AsyncConnectionPool.check_connection,
-                                   name="cachebot-async-checkpoints")
-        async with pool:
-            yield AsyncPostgresSaver(pool)
+        # one connection is enough for one run (the saver takes turns on it), with the sync pool's settings
+        async with await psycopg.AsyncConnection.connect(libpq_url(database.url), **SAVER_CONNECTION) as connection:
+            yield AsyncPostgresSaver(connection)
         return
     database.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
-    async with aiosqlite.connect(database.checkpoint_file) as connection:
+    # its own connection, beside the sync saver's and other runs': wait for SQLite's writer lock, do not fail
+    async with aiosqlite.connect(database.checkpoint_file, timeout=SQLITE_BUSY_SECONDS) as connection:
         yield AsyncSqliteSaver(connection)
 
 

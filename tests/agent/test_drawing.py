@@ -31,7 +31,10 @@ def test_png_is_rendered_offline(tmp_path):
 
 
 def test_studio_graph_runs_with_the_config_from_the_environment(tmp_path, monkeypatch):
-    """`langgraph dev` loads agent/graph.py:graph with no front end: the config comes from $CACHEBOT_CONFIG."""
+    """`langgraph dev` loads agent/graph.py:graph with no front end: the config comes from $CACHEBOT_CONFIG.
+    The nodes are async, and so is the platform's way of running a graph."""
+    import asyncio
+
     import yaml
 
     import agent.state
@@ -42,5 +45,5 @@ def test_studio_graph_runs_with_the_config_from_the_environment(tmp_path, monkey
     path.write_text(yaml.safe_dump(minimal()))
     monkeypatch.setenv("CACHEBOT_CONFIG", str(path))
     monkeypatch.setattr(agent.state, "_studio_context", None)
-    result = graph.invoke({"message": "help", "user": "studio"})
+    result = asyncio.run(graph.ainvoke({"message": "help", "user": "studio"}))
     assert "Sites I manage: shop (shop.example)" in result["reply"]

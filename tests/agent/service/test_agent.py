@@ -1,0 +1,79 @@
+"""How the Agent drives the graph: each chunk of the stream is handled before the graph goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from agent.layers import build_layer
+from agent.service.events import Executing, Progress
+from agent.storage.runs import EXECUTING
+from tests.agent.conftest import warm
+
+PRICING = "https://shop.example/pricing"
+PURGES = ("purge_urls", "purge_tags", "purge_prefixes", "purge_all")
+
+
+def layers_looking_before_each_purge(look, *, slow: str = "", seconds: float = 0.0):
+    """A layer factory whose layers call ``look()`` before they send anything; the ``slow`` one first waits."""
+
+    def factory(config):
+        layer = build_layer(config)
+        for name in PURGES:
+            send = getattr(layer, name)
+
+            async def looked(targets, _send=send, _wait=seconds if config.name == slow else 0.0):
+                look()
+                await asyncio.sleep(_wait)
+                return await _send(targets)
+
+            setattr(layer, name, looked)
+        return layer
+
+    return factory
+
+
+def test_a_run_is_recorded_executing_before_its_first_purge_is_sent(fresh_stack, make_agent):
+    """Crash recovery relies on it: a process dying at its first purge leaves a ``cachebot_runs`` row. It holds
+    however slowly the front end takes the Executing event: the graph waits for it."""
+    warm(fresh_stack, "/pricing", "/")
+    agent = make_agent()
+    handled: list[str] = []
+    seen: list[tuple] = []  # (the thread's runs row, the events handled) as each purge went out
+    agent.context.layer_factory = layers_looking_before_each_purge(
+        lambda: seen.append((agent.runs.get("t-order"), list(handled))))
+
+    def slow_front_end(event) -> None:
+        if isinstance(event, Executing):
+            time.sleep(0.3)
+            handled.append("Executing")
+
+    result = agent.ask(f"purge <{PRICING}>", user="bob", thread_id="t-order", on_event=slow_front_end)
+
+    assert result.results and not result.error
+    assert seen and all(row is not None and row["status"] == EXECUTING for row, _ in seen)
+    assert all(events == ["Executing"] for _, events in seen)
+    assert agent.runs.all() == []  # and cleared when the run ended
+
+
+def test_a_front_end_failing_mid_purge_stops_the_run_after_the_pass_not_inside_it(fresh_stack, make_agent):
+    """Purges half sent help nobody: the pass in flight finishes (its answers are kept with the step) and the
+    graph stops before verifying."""
+    warm(fresh_stack, "/pricing", "/")
+    agent = make_agent()
+    # the edge answers last, well after the first layer's answer breaks the front end
+    agent.context.layer_factory = layers_looking_before_each_purge(lambda: None, slow="edge", seconds=0.5)
+
+    def failing_front_end(event) -> None:
+        if isinstance(event, Progress) and event.phase == "purge":
+            raise RuntimeError("the front end broke")
+
+    result = agent.ask(f"purge <{PRICING}>", user="bob", thread_id="t-broke", on_event=failing_front_end)
+
+    assert result.error == "RuntimeError: the front end broke"
+    snapshot = agent.snapshot("t-broke")
+    [execute] = snapshot.tasks  # the plan's checkpoint is the last: verify never started
+    assert execute.name == "execute" and execute.result is not None
+    sent = {(o["layer"], o["target"]) for o in execute.result["purge_outcomes"]}
+    assert {(i.layer, i.target) for i in result.plan if not i.skip} <= sent  # every purge of the pass
+    assert agent.runs.all() == []  # a failed run is not left for recovery
