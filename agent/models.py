@@ -1,7 +1,11 @@
 """Typed records that cross the agent's edges: what we understood, planned, did and verified.
 
-Graph state stores these as plain JSON dicts (``model_dump(mode="json")``) so checkpoints never depend on
-pickling our classes; the functions that read them validate back into these models.
+Graph state holds these models themselves (``agent.state.PurgeState``); checkpoints write them with LangGraph's
+msgpack serializer.
+
+Two status words, on purpose: ``PurgeStatus`` is what a layer answered to a purge (``PurgeOutcome``), before anyone
+looked; ``ItemStatus`` is the verdict for a page on a layer after verification (``ItemResult``, what every report
+shows). ``item_status`` is the one mapping between them.
 """
 
 from __future__ import annotations
@@ -88,12 +92,47 @@ class ApprovalRecord(BaseModel):
     refusals: list[str] = []
 
 
+class PurgeStatus(StrEnum):
+    """What a layer answered to one purge, before anyone looked at the page (``PurgeOutcome.status``)."""
+
+    PURGED = "purged"  # the layer accepted the purge
+    NOT_CACHED = "not_cached"  # the layer said it held nothing for the target
+    SKIPPED = "skipped"  # never sent: the plan or the layer says why
+    FAILED = "failed"  # the purge did not go through: refused, an error, or no answer in time
+
+
+class PurgeOutcome(BaseModel):
+    """What one layer said about one purge target (a URL, a tag, a prefix, a key pattern)."""
+
+    layer: str
+    operation: Operation
+    target: str
+    status: PurgeStatus
+    detail: str = ""
+    attempts: int = 0
+    repaired: bool = Field(default=False, description="the repair pass's answer: the first pass left the page stale")
+
+
 class ItemStatus(StrEnum):
+    """The verdict for one page on one layer after verification (``ItemResult.status``; ``item_status``)."""
+
     PURGED_VERIFIED = "purged_verified"
-    PURGED_UNVERIFIED = "purged_unverified"
-    NOT_CACHED = "not_cached"
+    PURGED_UNVERIFIED = "purged_unverified"  # accepted, but nobody could confirm the page is fresh
+    NOT_CACHED = "not_cached"  # the layer held nothing, and verification agrees
     SKIPPED = "skipped"
-    FAILED = "failed"
+    FAILED = "failed"  # not fresh: the purge failed, or the layer still serves stale content (stale_after_purge)
+
+
+def item_status(answer: PurgeStatus, fresh: bool | None) -> ItemStatus:
+    """The verdict for a page on a layer, from what the layer answered to its purge and what verification saw
+    afterwards (``fresh``: True fresh or gone, False still stale, None could not tell or did not look)."""
+    if answer == PurgeStatus.SKIPPED:
+        return ItemStatus.SKIPPED
+    if answer == PurgeStatus.FAILED or fresh is False:
+        return ItemStatus.FAILED
+    if fresh is None:
+        return ItemStatus.PURGED_UNVERIFIED
+    return ItemStatus.NOT_CACHED if answer == PurgeStatus.NOT_CACHED else ItemStatus.PURGED_VERIFIED
 
 
 class ItemResult(BaseModel):
@@ -105,6 +144,10 @@ class ItemResult(BaseModel):
     detail: str = ""
     evidence: str = ""
     attempts: int = 0
+    stale_after_purge: bool = Field(
+        default=False, description="the layer took the purge but verification found it still serving stale content "
+                                   "(status FAILED): the graph purges it once more, the audit counts it as stale"
+    )
 
 
 class CheckResult(BaseModel):

@@ -1,20 +1,53 @@
 """The graph's state and the per-run context.
 
-State is checkpointed, so it holds only JSON-friendly values (pydantic models dumped with ``mode="json"``).
+State holds the typed records of ``agent.models`` (a ``Plan``, a list of ``PurgeOutcome``…), not their JSON.
+Each such field is a ``ModelValue`` channel: whatever reaches it in JSON form (a checkpoint written before state
+was typed, a front end's input, LangGraph Studio) is validated into the model there, once, so nodes never dump
+or re-validate. Checkpoints write the models with LangGraph's msgpack serializer.
+
 The context (config, clock, layer factory) is supplied per invocation and never stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict
+from functools import cache
+from typing import Annotated, Any, TypedDict
+
+from langgraph.channels import LastValue
+from pydantic import TypeAdapter
 
 from agent.config import AppConfig, LayerConfig, load_config
 from agent.layers import build_layer
 from agent.layers.base import CacheLayer
+from agent.models import ApprovalRecord, CheckResult, ItemResult, Plan, PlanItem, PurgeOutcome, Rejection
 from agent.periods import utc_now
+
+
+@cache
+def _adapter(typ: Any) -> TypeAdapter:
+    return TypeAdapter(typ)
+
+
+class ModelValue(LastValue):
+    """A state field holding a typed record (or a list of them): the last value written, validated on the way in.
+
+    Model instances pass through as they are; JSON-shaped values (dicts, lists of dicts) become the model. Both a
+    node's update and a value read back from a checkpoint go through here, so runs checkpointed before the state
+    was typed load as models too."""
+
+    __slots__ = ()
+
+    def from_checkpoint(self, checkpoint: Any) -> ModelValue:
+        channel = super().from_checkpoint(checkpoint)
+        if channel.is_available():
+            channel.value = _adapter(self.typ).validate_python(channel.value)
+        return channel
+
+    def update(self, values: Sequence[Any]) -> bool:
+        return super().update([_adapter(self.typ).validate_python(value) for value in values])
 
 
 class PurgeState(TypedDict, total=False):
@@ -34,16 +67,16 @@ class PurgeState(TypedDict, total=False):
     token_usage: dict[str, Any] | None  # the model's usage block for this request
     # resolution
     urls: list[str]
-    rejected: list[dict[str, Any]]
-    # plan and approval
-    plan: dict[str, Any]
-    approval: dict[str, Any]
+    rejected: Annotated[list[Rejection], ModelValue]
+    # plan and approval (an empty Plan: nothing planned on this request)
+    plan: Annotated[Plan, ModelValue]
+    approval: Annotated[ApprovalRecord, ModelValue]
     # outcomes
-    purge_outcomes: list[dict[str, Any]]
+    purge_outcomes: Annotated[list[PurgeOutcome], ModelValue]
     deadline_at: float | None  # time.time() by which purges and verification must be done (set by execute)
-    repair: list[dict[str, Any]]  # plan items to purge once more (stale after the first pass)
-    results: list[dict[str, Any]]
-    checks: list[dict[str, Any]]
+    repair: Annotated[list[PlanItem], ModelValue]  # plan items to purge once more (stale after the first pass)
+    results: Annotated[list[ItemResult], ModelValue]
+    checks: Annotated[list[CheckResult], ModelValue]
     reply: str
 
 
@@ -52,7 +85,7 @@ class PurgeState(TypedDict, total=False):
 # results forward.
 REQUEST_DEFAULTS: PurgeState = {
     "intent": "", "scope": "urls", "selected": [], "understood_by": "", "understanding_note": "",
-    "token_usage": None, "target_sites": [], "urls": [], "rejected": [], "plan": {}, "approval": {},
+    "token_usage": None, "target_sites": [], "urls": [], "rejected": [], "plan": Plan(), "approval": ApprovalRecord(),
     "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "",
     "chosen_intent": None,
 }

@@ -28,7 +28,7 @@ from agent.config import AppConfig, parse_config  # noqa: E402
 from agent.demo.stack import start_stack  # noqa: E402
 from agent.layers import build_layer  # noqa: E402
 from agent.mapping import plan_items  # noqa: E402
-from agent.models import PlanItem  # noqa: E402
+from agent.models import PlanItem, PurgeOutcome, PurgeStatus  # noqa: E402
 from agent.nodes.execute import execute_plan, unique_targets  # noqa: E402
 from agent.state import AgentContext  # noqa: E402
 from tests.fakes import FakeCloudflare, FakeFastly  # noqa: E402
@@ -119,7 +119,9 @@ async def naive(urls: list[str], config: AppConfig) -> float:
     return time.perf_counter() - start
 
 
-def run_engine(items: list[PlanItem], config: AppConfig, *, measure_memory: bool = False) -> tuple[float, list[dict], int]:
+def run_engine(
+    items: list[PlanItem], config: AppConfig, *, measure_memory: bool = False
+) -> tuple[float, list[PurgeOutcome], int]:
     """One engine run: wall time, outcomes, and (when asked: tracemalloc slows Python down) peak memory."""
     if measure_memory:
         tracemalloc.start()
@@ -131,12 +133,12 @@ def run_engine(items: list[PlanItem], config: AppConfig, *, measure_memory: bool
     return wall, outcomes, peak
 
 
-def check_nothing_lost(items: list[PlanItem], outcomes: list[dict], cloudflare, fastly, urls) -> str:
+def check_nothing_lost(items: list[PlanItem], outcomes: list[PurgeOutcome], cloudflare, fastly, urls) -> str:
     expected = {(layer, target) for (layer, _), targets in unique_targets(items).items() for target in targets}
-    reported = Counter((o["layer"], o["target"]) for o in outcomes)
+    reported = Counter((o.layer, o.target) for o in outcomes)
     lost = expected - set(reported)
     doubled = [key for key, count in reported.items() if count > 1]
-    failed = [o for o in outcomes if o["status"] == "failed"]
+    failed = [o for o in outcomes if o.status == PurgeStatus.FAILED]
     cf_files = Counter(cloudflare.ask("purged"))
     fastly_urls = Counter(fastly.ask("purged"))
     api_lost = len(set(urls) - set(cf_files)) + len(urls) - len(fastly_urls)
@@ -165,7 +167,7 @@ def main() -> None:
 
             print(f"== {len(urls)} distinct URLs × 5 layers ({args.latency * 1000:.0f} ms per CDN API request)")
             print(f"wall time                 {wall:8.3f} s")
-            per_layer = Counter(o["layer"] for o in outcomes)
+            per_layer = Counter(o.layer for o in outcomes)
             print("requests per layer        "
                   f"cloudflare {cloudflare.ask('requests')}, fastly {fastly.ask('requests')}, "
                   + ", ".join(f"{name} {per_layer[name]} items" for name in ("appcache", "varnish", "edge")))

@@ -300,7 +300,7 @@ def page_section(url: str, results: list[ItemResult]) -> str:
     bad = any(r.status in BAD for r in results)
     lines = [f"{':x:' if bad else ':white_check_mark:'} *{code(url)}*"]
     for r in sorted(results, key=lambda r: ORDER.index(r.status)):
-        lines.append(f"    {code(r.layer)}: {neutralise(item_words(r.model_dump(mode='json')))}")
+        lines.append(f"    {code(r.layer)}: {neutralise(item_words(r))}")
     return clip("\n".join(lines))
 
 

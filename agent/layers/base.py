@@ -13,13 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict
 
 from agent.config import LayerConfig
 from agent.layers.wire import prefix_parts
+from agent.models import PurgeStatus
 
 
 class Capability(StrEnum):
@@ -37,11 +38,15 @@ class LayerUnavailable(Exception):
 
 @dataclass
 class Outcome:
-    """What the layer said about one purge target (URL, tag or key)."""
+    """What the layer said about one purge target (URL, tag or key). Backends write the status as its word
+    ("purged", "failed", ...); it is held as a ``PurgeStatus``, so a misspelt word fails where it is written."""
 
-    status: Literal["purged", "not_cached", "failed", "skipped"]
+    status: PurgeStatus
     detail: str = ""
     attempts: int = 1
+
+    def __post_init__(self) -> None:
+        self.status = PurgeStatus(self.status)
 
 
 @dataclass

@@ -6,25 +6,26 @@ The node is re-run from its start when resumed, so it holds nothing but the inte
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
+from pydantic_core import to_jsonable_python
 
 from agent.policy import approvers_description, is_expired, refuse_approver
 from agent.state import AgentContext, PurgeState, context_of
 
 
 def approval_request(state: PurgeState, context: AgentContext) -> dict[str, Any]:
+    """What the front ends show while the run waits: plain JSON, as the interrupt payload travels to them."""
     plan = state["plan"]
     return {
         "kind": "approval",
         "requester": state.get("user", ""),
-        "reason": plan["approval_reason"],
-        "purge_count": plan["purge_count"],
-        "pages": len(plan["pages"]),
-        "expires_at": plan["expires_at"],
+        "reason": plan.approval_reason,
+        "purge_count": plan.purge_count,
+        "pages": len(plan.pages),
+        "expires_at": to_jsonable_python(plan.expires_at),
         "approvers": approvers_description(context.config),
     }
 
@@ -34,13 +35,11 @@ async def approval_node(
 ) -> Command[Literal["approval", "execute", "report"]]:
     context = context_of(runtime)
     decision = interrupt(approval_request(state, context))
-    record = dict(state["approval"])
+    record = state["approval"]
     now = context.now()
 
-    expires_at = state["plan"].get("expires_at")
-    if is_expired(datetime.fromisoformat(expires_at) if expires_at else None, now):
-        record.update(status="expired", at=now.isoformat())
-        return Command(goto="report", update={"approval": record})
+    if is_expired(state["plan"].expires_at, now):
+        return Command(goto="report", update={"approval": record.model_copy(update={"status": "expired", "at": now})})
 
     choice, user = parse_decision(decision)
     refusal = (
@@ -49,11 +48,12 @@ async def approval_node(
         else refuse_approver(user, state.get("user", ""), context.user_groups(user), context.config, choice)
     )
     if refusal:
-        record["refusals"] = [*record.get("refusals", []), f"{user or 'someone'}: {refusal}"]
-        return Command(goto="approval", update={"approval": record})
+        refusals = [*record.refusals, f"{user or 'someone'}: {refusal}"]
+        return Command(goto="approval", update={"approval": record.model_copy(update={"refusals": refusals})})
 
-    record.update(status="approved" if choice == "approve" else "denied", by=user, at=now.isoformat())
-    return Command(goto="execute" if choice == "approve" else "report", update={"approval": record})
+    status = "approved" if choice == "approve" else "denied"
+    decided = record.model_copy(update={"status": status, "by": user, "at": now})
+    return Command(goto="execute" if choice == "approve" else "report", update={"approval": decided})
 
 
 def parse_decision(decision: Any) -> tuple[str | None, str]:

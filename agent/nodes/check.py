@@ -26,7 +26,7 @@ async def check_node(state: PurgeState, runtime: Runtime[AgentContext]) -> Purge
     context = context_of(runtime)
     deadline_at = time.time() + context.config.limits.deadline_seconds
     checks = await check_urls(state["urls"], context, deadline_at=deadline_at)
-    return {"checks": [check.model_dump(mode="json") for check in checks]}
+    return {"checks": checks}
 
 
 async def check_urls(urls: list[str], context: AgentContext, *, deadline_at: float | None = None) -> list[CheckResult]:

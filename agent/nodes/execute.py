@@ -23,7 +23,7 @@ from langgraph.runtime import Runtime
 from agent.layers.base import CacheLayer, Capability, Outcome
 from agent.layerset import open_layers
 from agent.mapping import prefix_problem
-from agent.models import Operation, PlanItem
+from agent.models import Operation, PlanItem, PurgeOutcome, PurgeStatus
 from agent.state import AgentContext, PurgeState, context_of
 
 Progress = Callable[[dict[str, Any]], None]
@@ -32,7 +32,7 @@ Progress = Callable[[dict[str, Any]], None]
 async def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     context = context_of(runtime)
     repair = state.get("repair") or []
-    items = [PlanItem.model_validate(item) for item in (repair or state["plan"]["items"])]
+    items = repair or state["plan"].items
     run_id = f"{thread_id()}:{'repair' if repair else 'first'}"
     deadline_at = request_deadline(state, context) if repair else time.time() + context.config.limits.deadline_seconds
     outcomes = await execute_plan(items, context, stream_writer(), run_id=run_id, deadline_at=deadline_at)
@@ -47,15 +47,14 @@ def request_deadline(state: PurgeState, context: AgentContext) -> float:
     return state.get("deadline_at") or time.time() + context.config.limits.deadline_seconds
 
 
-def merge_repair(first: list[dict[str, Any]], again: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_repair(first: list[PurgeOutcome], again: list[PurgeOutcome]) -> list[PurgeOutcome]:
     """The second pass replaces the first pass's answer for the targets it redid; attempts add up."""
-    redone = {(o["layer"], o["target"]): o for o in again}
+    redone = {(o.layer, o.target): o for o in again}
     merged = []
     for outcome in first:
-        key = (outcome["layer"], outcome["target"])
-        if key in redone:
-            newer = redone.pop(key)
-            outcome = {**newer, "attempts": outcome["attempts"] + newer["attempts"], "repaired": True}
+        newer = redone.pop((outcome.layer, outcome.target), None)
+        if newer is not None:
+            outcome = newer.model_copy(update={"attempts": outcome.attempts + newer.attempts, "repaired": True})
         merged.append(outcome)
     return merged + list(redone.values())
 
@@ -89,14 +88,14 @@ def layer_tiers(items: list[PlanItem], context: AgentContext) -> list[list[str]]
 async def execute_plan(
     items: list[PlanItem], context: AgentContext, progress: Progress, *, run_id: str | None = None,
     deadline_at: float | None = None,
-) -> list[dict[str, Any]]:
+) -> list[PurgeOutcome]:
     """Send every purge; ``deadline_at`` (``time.time()``) ends the pass, default ``limits.deadline_seconds``
     from now. Each answer batch goes to ``progress`` with what it said (``sent``) as soon as it is back, so the
     audit trail holds it even if a later step fails."""
     # What the plan lists as skipped (a layer that cannot purge a scope, a '*' that is no wildcard) is never sent.
-    results: list[dict[str, Any]] = [
-        {"layer": i.layer, "operation": i.operation.value, "target": i.target, "status": "skipped", "detail": i.skip,
-         "attempts": 0} for i in items if i.skip
+    results = [
+        PurgeOutcome(layer=i.layer, operation=i.operation, target=i.target, status=PurgeStatus.SKIPPED, detail=i.skip)
+        for i in items if i.skip
     ]
     targets = unique_targets([item for item in items if not item.skip])
     total = sum(len(t) for t in targets.values())
@@ -105,8 +104,8 @@ async def execute_plan(
     def record(layer: str, operation: Operation, outcomes: dict[str, Outcome]) -> None:
         nonlocal done
         sent = [
-            {"layer": layer, "operation": operation.value, "target": target, "status": outcome.status,
-             "detail": outcome.detail, "attempts": outcome.attempts}
+            PurgeOutcome(layer=layer, operation=operation, target=target, status=outcome.status,
+                         detail=outcome.detail, attempts=outcome.attempts)
             for target, outcome in outcomes.items()
         ]
         results.extend(sent)
@@ -180,14 +179,14 @@ async def purge_prefixes(layer: CacheLayer, targets: list[str]) -> dict[str, Out
 
 
 def fill_missing(
-    targets: dict[tuple[str, Operation], list[str]], results: list[dict[str, Any]], why: str,
+    targets: dict[tuple[str, Operation], list[str]], results: list[PurgeOutcome], why: str,
     failures: dict[str, str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[PurgeOutcome]:
     """Every target without an answer is failed: with its layer's error (``failures``), else ``why``."""
-    seen = {(r["layer"], r["target"]) for r in results}
+    seen = {(r.layer, r.target) for r in results}
     for (layer, operation), values in targets.items():
         for target in values:
             if (layer, target) not in seen:
-                results.append({"layer": layer, "operation": operation.value, "target": target,
-                                "status": "failed", "detail": (failures or {}).get(layer, why), "attempts": 0})
+                results.append(PurgeOutcome(layer=layer, operation=operation, target=target, status=PurgeStatus.FAILED,
+                                            detail=(failures or {}).get(layer, why)))
     return results

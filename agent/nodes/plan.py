@@ -22,7 +22,7 @@ from agent.mapping import (
     site_of,
     split_scopes,
 )
-from agent.models import Intent, Plan
+from agent.models import ApprovalRecord, Intent, Plan
 from agent.policy import approval_reason
 from agent.state import AgentContext, PurgeState, context_of
 
@@ -35,8 +35,8 @@ async def plan_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeS
     plan.needs_approval = bool(plan.approval_reason) and not state.get("dry_run")
     if plan.needs_approval:
         plan.expires_at = now + timedelta(minutes=context.config.approval.expiry_minutes)
-    approval = {"status": "pending" if plan.needs_approval else "not_needed", "refusals": []}
-    return {"plan": plan.model_dump(mode="json"), "approval": approval}
+    approval = ApprovalRecord(status="pending" if plan.needs_approval else "not_needed")
+    return {"plan": plan, "approval": approval}
 
 
 async def build_plan(state: PurgeState, context: AgentContext) -> Plan:
@@ -80,4 +80,4 @@ async def discover_tags(urls: list[str], config: AppConfig) -> dict[str, tuple[s
 def route_after_plan(state: PurgeState) -> Literal["approval", "execute", "report"]:
     if state.get("dry_run"):
         return "report"
-    return "approval" if state["plan"]["needs_approval"] else "execute"
+    return "approval" if state["plan"].needs_approval else "execute"

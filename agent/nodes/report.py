@@ -6,7 +6,7 @@ from collections import Counter
 
 from langgraph.runtime import Runtime
 
-from agent.models import Intent, ItemStatus, Operation, PlanItem, RunResult
+from agent.models import Intent, ItemResult, ItemStatus, Operation, Plan, PlanItem, RunResult
 from agent.state import AgentContext, PurgeState, context_of
 
 HELP_TEXT = (
@@ -64,33 +64,32 @@ def whole_site_answer(config) -> str:
 MAX_LISTED_PAGES = 20
 
 
-def page_lines(plan: dict) -> list[str]:
+def page_lines(plan: Plan) -> list[str]:
     """The plan's pages, the requested ones first, each dependent page with why it is in the plan."""
-    items = plan.get("items", [])
-    requested = list(dict.fromkeys(i["url"] for i in items if i.get("requested")))
+    requested = list(dict.fromkeys(i.url for i in plan.items if i.requested))
     added: dict[str, str] = {}
-    for item in items:
-        if not item.get("requested") and item["url"] not in requested:
-            added.setdefault(item["url"], item.get("reason", ""))
+    for item in plan.items:
+        if not item.requested and item.url not in requested:
+            added.setdefault(item.url, item.reason)
     lines = [f"  • {url}" for url in requested] + [f"  • {url} ({why})" for url, why in added.items()]
     more = [f"  … and {len(lines) - MAX_LISTED_PAGES} more"] if len(lines) > MAX_LISTED_PAGES else []
     return lines[:MAX_LISTED_PAGES] + more
 
 
-def plan_summary(plan: dict) -> str:
-    layers = list(dict.fromkeys(i["layer"] for i in plan.get("items", [])))
-    return (f"{plan.get('purge_count', 0)} purges over {len(plan.get('pages', []))} pages on "
+def plan_summary(plan: Plan) -> str:
+    layers = list(dict.fromkeys(i.layer for i in plan.items))
+    return (f"{plan.purge_count} purges over {len(plan.pages)} pages on "
             f"{len(layers)} layers ({', '.join(layers) or 'none'})")
 
 
 def offer_lines(state: PurgeState) -> list[str]:
     """A question about purging: what a purge would do, that nothing was purged, and the offer."""
-    plan = state.get("plan", {})
-    pages = len(plan.get("pages", []))
+    plan = state.get("plan") or Plan()
+    pages = len(plan.pages)
     lines = [f"You asked about purging, so nothing was purged. Purging would send {plan_summary(plan)}:",
              *page_lines(plan)]
-    if plan.get("approval_reason"):
-        lines.append(f"It would need approval: {plan['approval_reason']}.")
+    if plan.approval_reason:
+        lines.append(f"It would need approval: {plan.approval_reason}.")
     lines.append(f"Purge these {pages} pages, or just check them?")
     return lines
 
@@ -109,7 +108,7 @@ def rejected_lines(state: PurgeState) -> list[str]:
     rejected = state.get("rejected", [])
     if not rejected:
         return []
-    shown = [f"  ✗ {r['input']}: {r['reason']}" for r in rejected[:20]]
+    shown = [f"  ✗ {r.input}: {r.reason}" for r in rejected[:20]]
     more = [f"  … and {len(rejected) - 20} more"] if len(rejected) > 20 else []
     return [f"Not touched ({len(rejected)}):", *shown, *more]
 
@@ -118,27 +117,26 @@ def check_lines(state: PurgeState) -> list[str]:
     lines = []
     for url in state["urls"]:
         lines.append(url)
-        lines += [f"  {c['layer']}: {c['detail']}" for c in state.get("checks", []) if c["url"] == url]
+        lines += [f"  {c.layer}: {c.detail}" for c in state.get("checks", []) if c.url == url]
     return lines
 
 
 def purge_lines(state: PurgeState) -> list[str]:
-    plan = state.get("plan", {})
-    approval = state.get("approval", {})
-    status = approval.get("status")
-    pages = plan.get("pages", [])
-    scope = plan_scope_lines([PlanItem.model_validate(item) for item in plan.get("items", [])])
+    plan = state.get("plan") or Plan()
+    approval = state.get("approval")
+    status = approval.status if approval else None
+    scope = plan_scope_lines(plan.items)
     if state.get("dry_run"):
         lines = [f"Dry run: nothing was purged. The plan: {plan_summary(plan)}:", *page_lines(plan), *scope]
-        if plan.get("approval_reason"):
-            lines.append(f"A real purge would need approval: {plan['approval_reason']}.")
+        if plan.approval_reason:
+            lines.append(f"A real purge would need approval: {plan.approval_reason}.")
         return lines
     if status == "denied":
-        return [f"Not purged: {approval.get('by')} denied the request."]
+        return [f"Not purged: {approval.by} denied the request."]
     if status == "expired":
         return ["Not purged: the approval request expired. Ask again if it is still needed."]
     if status == "pending":
-        return [f"Waiting for approval: {plan.get('approval_reason')}.", *scope]
+        return [f"Waiting for approval: {plan.approval_reason}.", *scope]
     return result_lines(state.get("results", []))
 
 
@@ -192,29 +190,29 @@ WORDS = {
 }
 
 
-def result_lines(results: list[dict]) -> list[str]:
-    counts = Counter(r["status"] for r in results)
-    pages = list(dict.fromkeys(r["url"] for r in results))
-    bad = {r["url"] for r in results if r["status"] in (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)}
+def result_lines(results: list[ItemResult]) -> list[str]:
+    counts = Counter(r.status for r in results)
+    pages = list(dict.fromkeys(r.url for r in results))
+    bad = {r.url for r in results if r.status in (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)}
     summary = ", ".join(f"{counts[s]} {WORDS[s]}" for s in ORDER if counts[s])
     verdict = "Done" if not bad else f"{len(bad)} of {len(pages)} pages NOT confirmed fresh"
     lines = [f"{verdict}: {len(pages)} pages × layers → {summary}."]
     for url in sorted(pages, key=lambda u: u not in bad):
         lines.append(("✗ " if url in bad else "✓ ") + url)
-        for r in sorted((r for r in results if r["url"] == url), key=lambda r: ORDER.index(r["status"])):
-            lines.append(f"    {r['layer']}: {item_words(r)}")
+        for r in sorted((r for r in results if r.url == url), key=lambda r: ORDER.index(r.status)):
+            lines.append(f"    {r.layer}: {item_words(r)}")
     return lines
 
 
-def item_words(result: dict) -> str:
-    status = ItemStatus(result["status"])
+def item_words(result: ItemResult) -> str:
+    status = result.status
     if status == ItemStatus.PURGED_VERIFIED:
-        return f"{result['detail']}, verified {result['evidence']}".strip(", ")
+        return f"{result.detail}, verified {result.evidence}".strip(", ")
     if status == ItemStatus.NOT_CACHED:
         return WORDS[status]
-    text = f"{WORDS[status]}: {result['detail']}"
-    if result.get("evidence"):
-        text += f" ({result['evidence']})"
+    text = f"{WORDS[status]}: {result.detail}"
+    if result.evidence:
+        text += f" ({result.evidence})"
     return text
 
 
@@ -232,7 +230,7 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         return "\n".join([
             f"Something went wrong on my side after the purges were sent ({result.error}). They are recorded, "
             "but NOT verified: ask me to check the pages before relying on them.",
-            *result_lines([r.model_dump(mode="json") for r in result.results]),
+            *result_lines(result.results),
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."

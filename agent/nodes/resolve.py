@@ -18,7 +18,7 @@ async def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> Pur
     urls, rejected = screen_urls(state.get("message", ""), config)
     if state.get("selected") and state["intent"] != Intent.PURGE_ALL:
         urls = narrow_to_selection(state.get("message", ""), urls, state["selected"])
-    update: PurgeState = {"urls": urls, "rejected": [r.model_dump(mode="json") for r in rejected]}
+    update: PurgeState = {"urls": urls, "rejected": rejected}
     if state["intent"] == Intent.PURGE_ALL:
         # A message refused for its length is refused whole: its words do not name a site either.
         too_long = message_too_long(state.get("message", ""), config)

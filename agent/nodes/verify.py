@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 from langgraph.runtime import Runtime
@@ -23,35 +23,33 @@ from agent.layers.batching import map_bounded
 from agent.layers.probe import FetchLimits, current_fetch_limits, fetch_limits, observe_http, seconds_left
 from agent.layerset import open_layers
 from agent.mapping import site_of
-from agent.models import ItemResult, ItemStatus, Operation, PlanItem
+from agent.models import ItemResult, ItemStatus, Operation, PlanItem, PurgeOutcome, PurgeStatus, item_status
 from agent.nodes.execute import layer_tiers, request_deadline, stream_writer
 from agent.state import AgentContext, PurgeState, context_of
 
 
 T = TypeVar("T")
-STILL_STALE = "but it still serves stale content"
+STILL_STALE = "but it still serves stale content"  # words for people: what counts is ItemResult.stale_after_purge
 
 
 async def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
-    repairing = bool(state.get("repair"))
-    items = [PlanItem.model_validate(item) for item in (state.get("repair") or state["plan"]["items"])]
-    outcomes = {(o["layer"], o["target"]): o for o in state.get("purge_outcomes", [])}
+    repair = state.get("repair") or []
+    items = repair or state["plan"].items
+    outcomes = {(o.layer, o.target): o for o in state.get("purge_outcomes", [])}
     context = context_of(runtime)
     deadline_at = request_deadline(state, context)
-    found = await verify_items(items, outcomes, context, deadline_at=deadline_at)
-    results = [r.model_dump(mode="json") for r in found]
-    if repairing:
-        redone = {(r["url"], r["layer"]): r for r in results}
-        results = [redone.get((r["url"], r["layer"]), r) for r in state.get("results", [])]
-        return {"results": results, "repair": []}
-    return {"results": results, "repair": stale_after_purge(items, results)}
+    results = await verify_items(items, outcomes, context, deadline_at=deadline_at)
+    if repair:
+        redone = {(r.url, r.layer): r for r in results}
+        return {"results": [redone.get((r.url, r.layer), r) for r in state.get("results", [])], "repair": []}
+    return {"results": results, "repair": items_to_repair(items, results)}
 
 
-def stale_after_purge(items: list[PlanItem], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def items_to_repair(items: list[PlanItem], results: list[ItemResult]) -> list[PlanItem]:
     """Plan items a layer accepted but still serves stale: an outer cache refilled from an inner one in the
     moment between their purges. These get one more purge; a second failure is reported as it is."""
-    stale = {(r["url"], r["layer"]) for r in results if r["status"] == ItemStatus.FAILED and STILL_STALE in r["detail"]}
-    return [item.model_dump(mode="json") for item in items if (item.url, item.layer) in stale]
+    stale = {(r.url, r.layer) for r in results if r.stale_after_purge}
+    return [item for item in items if (item.url, item.layer) in stale]
 
 
 def route_after_verify(state: PurgeState) -> Literal["execute", "report"]:
@@ -59,7 +57,7 @@ def route_after_verify(state: PurgeState) -> Literal["execute", "report"]:
 
 
 async def verify_items(
-    items: list[PlanItem], outcomes: dict[tuple[str, str], dict[str, Any]], context: AgentContext, *,
+    items: list[PlanItem], outcomes: dict[tuple[str, str], PurgeOutcome], context: AgentContext, *,
     deadline_at: float | None = None,
 ) -> list[ItemResult]:
     with fetch_limits(FetchLimits.from_config(context.config.limits, deadline_at)):
@@ -67,10 +65,10 @@ async def verify_items(
 
 
 async def verify_within_limits(
-    items: list[PlanItem], outcomes: dict[tuple[str, str], dict[str, Any]], context: AgentContext
+    items: list[PlanItem], outcomes: dict[tuple[str, str], PurgeOutcome], context: AgentContext
 ) -> list[ItemResult]:
     progress = stream_writer()
-    to_verify = [i for i in items if outcomes.get((i.layer, i.target), {}).get("status") in ("purged", "not_cached")]
+    to_verify = [i for i in items if accepted(outcomes.get((i.layer, i.target)))]
     verifications: dict[tuple[str, str], Verification] = {}
     async with open_layers(context, {i.layer for i in items}) as layers, httpx.AsyncClient(timeout=10) as client:
         own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
@@ -131,39 +129,46 @@ async def within_deadline(work: Awaitable[T]) -> T:
         return await work
 
 
-def judge(item: PlanItem, outcome: dict[str, Any] | None, verification: Verification | None) -> ItemResult:
-    base = dict(url=item.url, layer=item.layer, attempts=(outcome or {}).get("attempts", 0))
+def accepted(outcome: PurgeOutcome | None) -> bool:
+    """The layer took the purge (or said it held nothing): there is something to verify."""
+    return outcome is not None and outcome.status in (PurgeStatus.PURGED, PurgeStatus.NOT_CACHED)
+
+
+def judge(item: PlanItem, outcome: PurgeOutcome | None, verification: Verification | None) -> ItemResult:
+    base = dict(url=item.url, layer=item.layer, attempts=outcome.attempts if outcome else 0)
     if outcome is None:
         return ItemResult(status=ItemStatus.SKIPPED, detail="no purge was sent", **base)
+    if not accepted(outcome):  # skipped or failed: the layer's own words
+        return ItemResult(status=item_status(outcome.status, None), detail=outcome.detail, **base)
+    fresh = verification.verified if verification else None
+    status = item_status(outcome.status, fresh)
+    evidence = verification.evidence if verification else "not checked"
+    return ItemResult(status=status, detail=verdict_words(item, outcome, status), evidence=evidence,
+                      stale_after_purge=fresh is False, **base)
+
+
+def verdict_words(item: PlanItem, outcome: PurgeOutcome, status: ItemStatus) -> str:
+    """What a report says about an accepted purge, by its verdict."""
     how = "tag " + item.target if item.operation == Operation.PURGE_TAG and item.target != item.url else ""
     if item.operation == Operation.PURGE_PREFIX and item.target != item.url:
         how = "with the wildcard " + item.target
-    if outcome["status"] == "skipped":
-        return ItemResult(status=ItemStatus.SKIPPED, detail=outcome["detail"], **base)
-    if outcome["status"] == "failed":
-        return ItemResult(status=ItemStatus.FAILED, detail=outcome["detail"], **base)
-    if verification is None or verification.verified is None:
-        why = verification.evidence if verification else "not checked"
-        status = ItemStatus.PURGED_UNVERIFIED
-        return ItemResult(status=status, detail=join("purge accepted", how, "but not confirmed"), evidence=why, **base)
-    if verification.verified is False:
-        detail = "layer said it held nothing" if outcome["status"] == "not_cached" else "purge accepted"
-        return ItemResult(status=ItemStatus.FAILED, detail=f"{detail}, {STILL_STALE}",
-                          evidence=verification.evidence, **base)
-    if outcome["status"] == "not_cached":
-        return ItemResult(status=ItemStatus.NOT_CACHED, detail="not cached (nothing to do)",
-                          evidence=verification.evidence, **base)
-    return ItemResult(status=ItemStatus.PURGED_VERIFIED, detail=join("purged", how),
-                      evidence=verification.evidence, **base)
+    if status == ItemStatus.PURGED_UNVERIFIED:
+        return join("purge accepted", how, "but not confirmed")
+    if status == ItemStatus.FAILED:
+        said = "layer said it held nothing" if outcome.status == PurgeStatus.NOT_CACHED else "purge accepted"
+        return f"{said}, {STILL_STALE}"
+    if status == ItemStatus.NOT_CACHED:
+        return "not cached (nothing to do)"
+    return join("purged", how)
 
 
 def unverified_results(
-    items: list[PlanItem], outcomes: list[dict[str, Any]], why: str, *, unanswered: str | None = None
+    items: list[PlanItem], outcomes: list[PurgeOutcome], why: str, *, unanswered: str | None = None
 ) -> list[ItemResult]:
     """What was sent, without verification (before it, or because the run stopped): an accepted purge is
     "purged, NOT verified" with ``why`` as its evidence. An item no layer answered for gets a FAILED row saying
     ``unanswered``, or no row at all when ``unanswered`` is None (still in flight)."""
-    answered = {(o["layer"], o["target"]): o for o in outcomes}
+    answered = {(o.layer, o.target): o for o in outcomes}
     results = []
     for item in items:
         outcome = answered.get((item.layer, item.target))

@@ -25,7 +25,7 @@ from langgraph.types import Command
 
 from agent.config import AppConfig
 from agent.graph import build_graph
-from agent.models import ApprovalRecord, CheckResult, Intent, ItemResult, PlanItem, Rejection, RunResult
+from agent.models import ApprovalRecord, Intent, Plan, PurgeOutcome, RunResult
 from agent.nodes.report import failure_reply, waiting_reply
 from agent.nodes.verify import unverified_results
 from agent.service.events import EventHandler, EventReader, Executing
@@ -141,7 +141,7 @@ class Agent:
                 raise NothingPending(nothing_pending_reason(snapshot.values))
             if interrupt_id is not None and interrupt_id != pending.id:
                 raise NothingPending("that approval request is no longer current; use the latest one")
-            refusals_before = len(snapshot.values.get("approval", {}).get("refusals", []))
+            refusals_before = len((snapshot.values.get("approval") or ApprovalRecord()).refusals)
             request = self.audit.latest_request(thread_id)
             request_id = request["id"] if request else None
             failure = self._run_recorded(
@@ -171,7 +171,7 @@ class Agent:
         if values.get("intent") != Intent.ASK or not values.get("urls") or snapshot.next:
             return None
         return Offer(id=str(snapshot.config["configurable"].get("checkpoint_id") or ""), urls=list(values["urls"]),
-                     pages=len((values.get("plan") or {}).get("pages") or values["urls"]))
+                     pages=len((values.get("plan") or Plan()).pages or values["urls"]))
 
     def take_offer(self, thread_id: str, offer_id: str, choice: Literal["purge", "check"], *, user: str,
                    on_event: EventHandler | None = None, interface: str | None = None,
@@ -193,20 +193,20 @@ class Agent:
         return self._result_from(thread_id, snapshot.values, snapshot.interrupts[0] if snapshot.interrupts else None)
 
     def _result_from(self, thread_id: str, values: dict[str, Any], pending: Any = None) -> RunResult:
-        plan = values.get("plan") or {}
+        plan: Plan = values.get("plan") or Plan()
         return RunResult(
             thread_id=thread_id,
             intent=Intent(values.get("intent") or Intent.UNKNOWN),
             reply=values.get("reply") or (waiting_reply(pending.value) if pending else ""),
             urls=values.get("urls", []),
-            rejected=[Rejection.model_validate(r) for r in values.get("rejected", [])],
-            plan=[PlanItem.model_validate(i) for i in plan.get("items", [])],
-            pages=plan.get("pages", []),
-            needs_approval=bool(plan.get("needs_approval")),
-            approval_reason=plan.get("approval_reason") or "",
-            approval=ApprovalRecord.model_validate(values.get("approval") or {}),
-            results=[ItemResult.model_validate(r) for r in values.get("results", [])],
-            checks=[CheckResult.model_validate(c) for c in values.get("checks", [])],
+            rejected=values.get("rejected", []),
+            plan=plan.items,
+            pages=plan.pages,
+            needs_approval=plan.needs_approval,
+            approval_reason=plan.approval_reason,
+            approval=values.get("approval") or ApprovalRecord(),
+            results=values.get("results", []),
+            checks=values.get("checks", []),
             dry_run=bool(values.get("dry_run")),
             pending={"interrupt_id": pending.id, **pending.value} if pending else None,
             understood_by=values.get("understood_by") or "rules",
@@ -245,7 +245,7 @@ class Agent:
             return
         try:
             self.audit.request_failed(request_id, exc, at=self.context.now(), result=result,
-                                      purge_outcomes=recorder.outcomes())
+                                      purge_outcomes=audit_rows(recorder.outcomes()))
         except Exception:  # the run's own error is the one to report
             log.exception("could not record the failure of request %s", request_id)
 
@@ -272,7 +272,7 @@ class Agent:
         # the purges already happened: a failing audit write is logged, never turned into a failed request
         try:
             outcomes = self._values(thread_id).get("purge_outcomes") or []
-            self.audit.request_updated(request_id, result, at=self.context.now(), purge_outcomes=outcomes)
+            self.audit.request_updated(request_id, result, at=self.context.now(), purge_outcomes=audit_rows(outcomes))
         except Exception:
             log.exception("could not record the outcome of request %s in the audit trail", request_id)
 
@@ -417,7 +417,7 @@ class ProgressRecorder:
         self.thread_id = thread_id
         self.request_id = request_id
         self._values: dict[str, Any] | None = None
-        self._sent: dict[tuple[str, str], dict[str, Any]] = {}
+        self._sent: dict[tuple[str, str], PurgeOutcome] = {}
         self._verified = False
 
     def values(self) -> dict[str, Any]:
@@ -426,13 +426,13 @@ class ProgressRecorder:
             self._values = dict(self.agent._values(self.thread_id))
         return self._values
 
-    def outcomes(self) -> list[dict[str, Any]]:
+    def outcomes(self) -> list[PurgeOutcome]:
         """Every purge answer so far: execute's full list once it finished, else the batches reported."""
         try:
             known = self.values().get("purge_outcomes") or []
         except Exception:
             known = []
-        merged = {(o["layer"], o["target"]): o for o in known}
+        merged = {(o.layer, o.target): o for o in known}
         if not self._verified:  # a repair pass's batches would otherwise hide the verified first pass
             merged.update(self._sent)
         return list(merged.values())
@@ -440,7 +440,7 @@ class ProgressRecorder:
     def saw(self, mode: str, chunk: Any) -> None:
         try:
             if mode == "custom" and isinstance(chunk, dict) and chunk.get("sent") and not self._verified:
-                self._sent.update({(o["layer"], o["target"]): o for o in chunk["sent"]})
+                self._sent.update({(o.layer, o.target): o for o in chunk["sent"]})
                 self._write()
             elif mode == "updates" and isinstance(chunk, dict):
                 for node, update in chunk.items():
@@ -448,7 +448,7 @@ class ProgressRecorder:
                         continue
                     self.values().update(update)
                     self._verified = self._verified or node == "verify"
-                    if node in ("execute", "verify") or (node == "plan" and update.get("plan", {}).get("items")):
+                    if node in ("execute", "verify") or (node == "plan" and update.get("plan", Plan()).items):
                         self._write()
         except Exception:
             log.exception("could not record the progress of run %s in the audit trail", self.thread_id)
@@ -461,15 +461,20 @@ class ProgressRecorder:
         if not result.results and outcomes:
             result.results = unverified_results(result.plan, outcomes, "not verified yet")
         self.agent.audit.request_updated(self.request_id, result, at=self.agent.context.now(),
-                                         purge_outcomes=outcomes, in_progress=True)
+                                         purge_outcomes=audit_rows(outcomes), in_progress=True)
+
+
+def audit_rows(outcomes: list[PurgeOutcome]) -> list[dict[str, Any]]:
+    """The audit store takes the purge answers as plain rows."""
+    return [outcome.model_dump(mode="json") for outcome in outcomes]
 
 
 def nothing_pending_reason(values: dict[str, Any]) -> str:
     """Why a decision found nothing to decide: already decided, expired, or never asked."""
-    approval = values.get("approval") or {}
-    status = approval.get("status")
+    approval = values.get("approval") or ApprovalRecord()
+    status = approval.status
     if status in ("approved", "denied"):
-        return f"this request was already {status} by {approval.get('by')}"
+        return f"this request was already {status} by {approval.by}"
     if status == "expired":
         return "this approval request expired"
     return "there is no approval waiting on that request"

@@ -99,14 +99,15 @@ class EventReader:
     def _update(self, node: str, update: Any) -> list[ProgressEvent]:
         if node == "__interrupt__":
             return [ApprovalNeeded(interrupt_id=i.id, request=dict(i.value)) for i in update or ()]
-        update = update if isinstance(update, dict) else {}
+        update = update if isinstance(update, dict) else {}  # nodes write the records themselves (agent/state.py)
         if node == "resolve":
-            self._rejected = [Rejection.model_validate(r) for r in update.get("rejected") or []]
+            self._rejected = list(update.get("rejected") or [])
             return [UrlsFound(urls=list(update.get("urls") or []), rejected=self._rejected)]
         if node == "plan" and update.get("plan"):
-            return [PlanReady(plan=Plan.model_validate(update["plan"]), rejected=self._rejected)]
-        if node == "approval" and (update.get("approval") or {}).get("status") in DECIDED:
-            return [ApprovalDecided(approval=ApprovalRecord.model_validate(update["approval"]))]
+            return [PlanReady(plan=update["plan"], rejected=self._rejected)]
+        approval: ApprovalRecord | None = update.get("approval")
+        if node == "approval" and approval is not None and approval.status in DECIDED:
+            return [ApprovalDecided(approval=approval)]
         if node == "execute":
             return [StepDone(step="purged")]
         if node == "verify":

@@ -31,7 +31,6 @@ from agent.urls import normalise
 
 PURGE_INTENTS = ("purge", "purge_all")
 NOT_CONFIRMED = (ItemStatus.FAILED.value, ItemStatus.PURGED_UNVERIFIED.value)
-STILL_STALE = "still serves stale content"  # agent.nodes.verify.STILL_STALE
 
 
 def url_hash(url: str) -> str:
@@ -166,7 +165,7 @@ class AuditStore:
                 "site": site_of_url.get(r.url) or self._site_name(r.url), "path": _path(r.url), "layer": r.layer,
                 "status": r.status.value, "detail": redact(r.detail), "evidence": redact(r.evidence),
                 "attempts": r.attempts, "recorded_at": at,
-                "found_stale": STILL_STALE in r.detail or (r.layer, target_of.get((r.url, r.layer))) in repaired,
+                "found_stale": r.stale_after_purge or (r.layer, target_of.get((r.url, r.layer))) in repaired,
             }
             for r in result.results
         ]

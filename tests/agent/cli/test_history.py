@@ -25,7 +25,7 @@ def recorded(database_url, monkeypatch, tmp_path):
     seed(store, user="bob", at=now - timedelta(hours=1), took=12, rows=[
         ("/pricing", "varnish", V), ("/pricing", "edge", V), ("/", "edge", V, False, HOME)])
     seed(store, user="carol", at=now - timedelta(days=2), took=40, interface="slack", channel="C0WEB",
-         rows=[("/pricing", "varnish", V), ("/pricing", "edge", F, True, "you asked", STALE)])
+         rows=[("/pricing", "varnish", V), ("/pricing", "edge", F, True, "you asked", STALE, True)])
     seed(store, user="bob", at=now - timedelta(days=40), took=5, rows=[("/about", "edge", V)])
     store.close()
     monkeypatch.setenv(ENV_VAR, database_url)

@@ -74,6 +74,6 @@ def test_a_front_end_failing_mid_purge_stops_the_run_after_the_pass_not_inside_i
     snapshot = agent.snapshot("t-broke")
     [execute] = snapshot.tasks  # the plan's checkpoint is the last: verify never started
     assert execute.name == "execute" and execute.result is not None
-    sent = {(o["layer"], o["target"]) for o in execute.result["purge_outcomes"]}
+    sent = {(o.layer, o.target) for o in execute.result["purge_outcomes"]}
     assert {(i.layer, i.target) for i in result.plan if not i.skip} <= sent  # every purge of the pass
     assert agent.runs.all() == []  # a failed run is not left for recovery

@@ -25,7 +25,7 @@ def item(path: str, layer: str, requested: bool = True, reason: str = "you asked
 
 def seed(store: AuditStore, *, user: str, at: datetime, took: float, rows: list[tuple], interface: str = "cli",
          channel: str | None = None) -> str:
-    """Record one finished purge request: rows are (path, layer, status[, requested, reason, detail])."""
+    """Record one finished purge request: rows are (path, layer, status[, requested, reason, detail, stale])."""
     request_id = store.request_received(thread_id=f"t-{user}-{at:%H%M%S%f}", user=user, interface=interface,
                                         channel=channel, text=f"purge {SHOP}{rows[0][0]}", dry_run=False, at=at)
     plan, results = [], []
@@ -34,8 +34,9 @@ def seed(store: AuditStore, *, user: str, at: datetime, took: float, rows: list[
         reason = rest[1] if len(rest) > 1 else "you asked for this page"
         plan.append(item(path, layer, requested, reason))
         detail = rest[2] if len(rest) > 2 else "purged"
+        stale = rest[3] if len(rest) > 3 else False
         results.append(ItemResult(url=SHOP + path, layer=layer, status=status, detail=detail, evidence="MISS→fresh",
-                                  attempts=1))
+                                  attempts=1, stale_after_purge=stale))
     result = RunResult(thread_id="x", intent=Intent.PURGE, reply="", urls=[SHOP + rows[0][0]], plan=plan,
                        pages=list(dict.fromkeys(i.url for i in plan)), results=results)
     store.request_updated(request_id, result, at=at + timedelta(seconds=took))
@@ -54,7 +55,7 @@ def known(database_url):
         ("/pricing", "varnish", V), ("/pricing", "edge", V),
         ("/", "varnish", V, False, HOME), ("/", "edge", V, False, HOME)])
     seed(store, user="carol", at=T0 + timedelta(hours=1), took=20, interface="slack", channel="C0WEB",
-         rows=[("/pricing", "varnish", V), ("/pricing", "edge", F, True, "you asked", STALE)])
+         rows=[("/pricing", "varnish", V), ("/pricing", "edge", F, True, "you asked", STALE, True)])
     seed(store, user="bob", at=T0 + timedelta(hours=2), took=30,
          rows=[("/products/shoes/runner", "varnish", V), ("/products/shoes/runner", "edge", V)])
     seed(store, user="bob", at=T0 - timedelta(days=10), took=100, rows=[("/pricing", "edge", V)])
