@@ -1,7 +1,7 @@
 """Typed records that cross the agent's edges: what we understood, planned, did and verified.
 
 Graph state holds these models themselves (``agent.state.PurgeState``); checkpoints write them with LangGraph's
-msgpack serializer.
+msgpack serializer, which revives only the classes ``agent.state.STATE_MODELS`` allows.
 
 Two status words, on purpose: ``PurgeStatus`` is what a layer answered to a purge (``PurgeOutcome``), before anyone
 looked; ``ItemStatus`` is the verdict for a page on a layer after verification (``ItemResult``, what every report

@@ -3,7 +3,8 @@
 State holds the typed records of ``agent.models`` (a ``Plan``, a list of ``PurgeOutcome``…), not their JSON.
 Each such field is a ``ModelValue`` channel: whatever reaches it in JSON form (a checkpoint written before state
 was typed, a front end's input, LangGraph Studio) is validated into the model there, once, so nodes never dump
-or re-validate. Checkpoints write the models with LangGraph's msgpack serializer.
+or re-validate. Checkpoints write the models with LangGraph's msgpack serializer; ``checkpoint_serializer`` revives
+only ``STATE_MODELS`` (and LangGraph's own safe types), never an arbitrary class named in the stored bytes.
 
 The context (config, clock, layer factory) is supplied per invocation and never stored.
 """
@@ -17,12 +18,24 @@ from functools import cache
 from typing import Annotated, Any, TypedDict
 
 from langgraph.channels import LastValue
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import TypeAdapter
 
 from agent.config import AppConfig, LayerConfig, load_config
 from agent.layers import build_layer
 from agent.layers.base import CacheLayer
-from agent.models import ApprovalRecord, CheckResult, ItemResult, Plan, PlanItem, PurgeOutcome, Rejection
+from agent.models import (
+    ApprovalRecord,
+    CheckResult,
+    ItemResult,
+    ItemStatus,
+    Operation,
+    Plan,
+    PlanItem,
+    PurgeOutcome,
+    PurgeStatus,
+    Rejection,
+)
 from agent.periods import utc_now
 
 
@@ -96,6 +109,19 @@ def new_request(message: str, *, user: str, channel: str | None, dry_run: bool,
     """The graph input for a new message on a thread: the message, who sent it, and every other field reset."""
     return {**REQUEST_DEFAULTS, "message": message, "user": user, "channel": channel, "dry_run": dry_run,
             "chosen_intent": chosen_intent}
+
+
+# Every class a checkpoint may name: the ModelValue records above, the records inside them, and the enums their
+# fields hold (msgpack writes an enum as its class and value).
+STATE_MODELS = (Rejection, Plan, PlanItem, ApprovalRecord, PurgeOutcome, ItemResult, CheckResult)
+STATE_ENUMS = (Operation, PurgeStatus, ItemStatus)
+
+
+def checkpoint_serializer() -> JsonPlusSerializer:
+    """LangGraph's serializer, reviving only ``STATE_MODELS`` and ``STATE_ENUMS`` besides its own safe types: a
+    class named in the stored bytes that is not on the list comes back as plain data (and LangGraph logs it), never
+    imported and called; ours are revived without the warning LangGraph gives for classes nobody registered."""
+    return JsonPlusSerializer(allowed_msgpack_modules=(*STATE_MODELS, *STATE_ENUMS))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from agent.models import ApprovalRecord, Intent, Plan, PurgeOutcome, RunResult
 from agent.nodes.report import failure_reply, waiting_reply
 from agent.nodes.verify import unverified_results
 from agent.service.events import EventHandler, EventReader, Executing
-from agent.state import AgentContext, new_request
+from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ class Agent:
         self.config = config
         self.context = context or AgentContext(config=config)
         # one decision places every store (agent/storage): SQLite files next to the checkpoints, or PostgreSQL
-        self.storage = Storage.open(config, checkpoint_path=checkpoint_path, database_url=database_url)
+        self.storage = Storage.open(config, checkpoint_path=checkpoint_path, database_url=database_url,
+                                    serde=checkpoint_serializer())
         self.database_url = self.storage.url
         self.audit = self.storage.audit
         self.audit.prune(older_than_days=config.storage.retention_days, now=self.context.now())

@@ -24,6 +24,7 @@ import os
 from contextlib import AbstractAsyncContextManager, ExitStack, closing
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Engine
 
 from agent.config import AppConfig
@@ -40,8 +41,10 @@ class Storage:
     """Every store on one decision (``database``); ``close()`` closes them all."""
 
     def __init__(self, database: Database, engine: Engine, checkpoints: Checkpointer, audit: AuditStore,
-                 claims: ClaimStore, locks: ThreadLocks, runs: RunTracker, on_close: ExitStack):
+                 claims: ClaimStore, locks: ThreadLocks, runs: RunTracker, on_close: ExitStack,
+                 serde: SerializerProtocol | None = None):
         self.database = database
+        self._serde = serde  # the checkpoints' serializer, for the async saver too
         self.engine = engine  # the audit database's: audit, runs, and the claims on PostgreSQL
         self._checkpoints = checkpoints
         self.audit = audit
@@ -52,19 +55,20 @@ class Storage:
 
     @classmethod
     def open(cls, config: AppConfig, *, checkpoint_path: str | os.PathLike[str] | None = None,
-             database_url: str | None = None) -> Storage:
+             database_url: str | None = None, serde: SerializerProtocol | None = None) -> Storage:
         """Decide where the records go, migrate the schema (a no-op when current) and open every store.
-        ``checkpoint_path`` / ``database_url`` override the config (tests, a second Agent on other files)."""
+        ``checkpoint_path`` / ``database_url`` override the config (tests, a second Agent on other files);
+        ``serde`` writes and reads the checkpoints (the Agent's allow-lists the graph state's classes)."""
         database = Database.choose(config.storage, checkpoint_path=checkpoint_path, database_url=database_url)
         with ExitStack() as opened:  # a store that fails to open closes the ones opened before it
             engine = make_engine(database.url)
             opened.callback(engine.dispose)
             upgrade(database.url, engine)
-            checkpoints = opened.enter_context(closing(open_checkpointer(database)))
+            checkpoints = opened.enter_context(closing(open_checkpointer(database, serde=serde)))
             claims = opened.enter_context(closing(ClaimStore.open(database, engine=engine)))
             locks = opened.enter_context(closing(ThreadLocks.open(database)))
             storage = cls(database, engine, checkpoints, AuditStore(engine, config=config), claims, locks,
-                          RunTracker(engine), opened.pop_all())
+                          RunTracker(engine), opened.pop_all(), serde)
         return storage
 
     @property
@@ -84,7 +88,7 @@ class Storage:
     def async_checkpointer(self) -> AbstractAsyncContextManager[BaseCheckpointSaver]:
         """``async with storage.async_checkpointer() as saver:`` an async saver on the same checkpoints, open
         for the block (its connections belong to the running event loop)."""
-        return open_async_checkpointer(self.database)
+        return open_async_checkpointer(self.database, serde=self._serde)
 
     def close(self) -> None:
         self._on_close.close()

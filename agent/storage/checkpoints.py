@@ -25,6 +25,7 @@ import psycopg
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg.rows import dict_row
@@ -49,11 +50,13 @@ class Checkpointer:
         self._close()
 
 
-def open_checkpointer(database: Database, *, pool_size: int = POOL_SIZE) -> Checkpointer:
-    """The synchronous saver for ``database``: PostgreSQL's, else SQLite's checkpoint file."""
+def open_checkpointer(database: Database, *, pool_size: int = POOL_SIZE,
+                      serde: SerializerProtocol | None = None) -> Checkpointer:
+    """The synchronous saver for ``database``: PostgreSQL's, else SQLite's checkpoint file. ``serde`` writes and
+    reads the checkpoints (LangGraph's default when None)."""
     if database.postgres:
-        return _postgres(database.url, pool_size)
-    return _sqlite(database.checkpoint_file)
+        return _postgres(database.url, pool_size, serde)
+    return _sqlite(database.checkpoint_file, serde)
 
 
 def prepare_postgres(database_url: str) -> None:
@@ -67,30 +70,31 @@ def prepare_postgres(database_url: str) -> None:
 
 
 @asynccontextmanager
-async def open_async_checkpointer(database: Database) -> AsyncIterator[BaseCheckpointSaver]:
+async def open_async_checkpointer(database: Database, *,
+                                  serde: SerializerProtocol | None = None) -> AsyncIterator[BaseCheckpointSaver]:
     """The asynchronous saver (``AsyncPostgresSaver`` / ``AsyncSqliteSaver``) ``astream`` needs, on the same
     checkpoints, open for the ``async with`` block: its connection belongs to the event loop it was opened on, so
     it is opened for one run and closed after it. On PostgreSQL the tables must exist (``open_checkpointer`` or
-    ``prepare_postgres`` first); SQLite creates its own."""
+    ``prepare_postgres`` first); SQLite creates its own. ``serde``: as for ``open_checkpointer``."""
     if database.postgres:
         # one connection is enough for one run (the saver takes turns on it), with the sync pool's settings
         async with await psycopg.AsyncConnection.connect(libpq_url(database.url), **SAVER_CONNECTION) as connection:
-            yield AsyncPostgresSaver(connection)
+            yield AsyncPostgresSaver(connection, serde=serde)
         return
     database.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
     # its own connection, beside the sync saver's and other runs': wait for SQLite's writer lock, do not fail
     async with aiosqlite.connect(database.checkpoint_file, timeout=SQLITE_BUSY_SECONDS) as connection:
-        yield AsyncSqliteSaver(connection)
+        yield AsyncSqliteSaver(connection, serde=serde)
 
 
-def _sqlite(path: Path) -> Checkpointer:
+def _sqlite(path: Path, serde: SerializerProtocol | None) -> Checkpointer:
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, check_same_thread=False)
-    return Checkpointer(SqliteSaver(connection), "sqlite", connection.close)
+    return Checkpointer(SqliteSaver(connection, serde=serde), "sqlite", connection.close)
 
 
-def _postgres(database_url: str, pool_size: int) -> Checkpointer:
+def _postgres(database_url: str, pool_size: int, serde: SerializerProtocol | None) -> Checkpointer:
     prepare_postgres(database_url)
     pool = ConnectionPool(libpq_url(database_url), kwargs=SAVER_CONNECTION, min_size=1, max_size=pool_size, open=True,
                           check=ConnectionPool.check_connection, name="cachebot-checkpoints")
-    return Checkpointer(PostgresSaver(pool), "postgres", pool.close)
+    return Checkpointer(PostgresSaver(pool, serde=serde), "postgres", pool.close)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from enum import Enum
 from pathlib import Path
+from typing import Annotated, get_args, get_origin, get_type_hints
 
 import pytest
+from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
 from langgraph.checkpoint.sqlite import SqliteSaver
+from pydantic import BaseModel
 
 from agent.graph import build_graph
-from agent.models import ApprovalRecord, ItemStatus, Operation, Plan, PurgeOutcome, PurgeStatus
-from agent.state import ModelValue
+from agent.models import ApprovalRecord, ItemStatus, Operation, Plan, PlanItem, PurgeOutcome, PurgeStatus
+from agent.state import STATE_ENUMS, STATE_MODELS, ModelValue, PurgeState, checkpoint_serializer
 from tests.agent.conftest import through_edge, warm
+from tests.agent.test_approval import BIG
 
 LEGACY = Path(__file__).parents[1] / "data" / "legacy_pending_approval.json"
 LEGACY_THREAD = "legacy-pending"
@@ -33,12 +38,21 @@ def restore_legacy_checkpoint(path: Path) -> None:
                            list(values.values()))
 
 
+@pytest.fixture
+def serde_events():
+    """What LangGraph's serializer reported while reading checkpoints: classes it revived unregistered or blocked."""
+    events: list[dict] = []
+    stop = register_serde_event_listener(events.append)
+    yield events
+    stop()
+
+
 def small_threshold(make_agent):
     return make_agent(approval={"threshold": 2, "approvers": ["alice", "carol"], "expiry_minutes": 30})
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the rows are SqliteSaver's
-def test_a_pending_approval_from_before_typed_state_still_resumes(fresh_stack, make_agent, tmp_path):
+def test_a_pending_approval_from_before_typed_state_still_resumes(fresh_stack, make_agent, tmp_path, serde_events):
     restore_legacy_checkpoint(tmp_path / "state.sqlite")
     warm(fresh_stack, *LEGACY_PAGES)
     fresh_stack.content.edit("/products/shoes/runner", "Runner: now $99.")
@@ -55,6 +69,57 @@ def test_a_pending_approval_from_before_typed_state_still_resumes(fresh_stack, m
     assert done.approval.status == "approved" and done.approval.by == "alice" and done.pending is None
     assert {r.status for r in done.results} <= {ItemStatus.PURGED_VERIFIED, ItemStatus.NOT_CACHED}
     assert "$99" in through_edge(fresh_stack, "/products/shoes/runner").text
+    assert serde_events == []
+
+
+def test_state_holds_records_and_checkpoints_revive_them_without_a_warning(make_agent, serde_events):
+    waiting = small_threshold(make_agent).ask(BIG, user="bob")
+    restarted = small_threshold(make_agent)  # a new process: everything below comes from the checkpoint
+    values = restarted.graph.get_state(restarted._config(waiting.thread_id)).values
+    assert isinstance(values["plan"], Plan) and isinstance(values["approval"], ApprovalRecord)
+    assert all(isinstance(item, PlanItem) for item in values["plan"].items)
+
+    restarted.decide(waiting.thread_id, "approve", user="alice")
+    values = restarted.graph.get_state(restarted._config(waiting.thread_id)).values
+    assert all(isinstance(outcome, PurgeOutcome) for outcome in values["purge_outcomes"])
+    assert values["purge_outcomes"] and values["results"]
+    assert serde_events == []  # every class in them is allowed: none revived unregistered, none blocked
+
+
+class Intruder(BaseModel):
+    command: str
+
+
+def test_the_checkpoint_serializer_revives_the_state_records_and_nothing_else(serde_events):
+    serde = checkpoint_serializer()
+    item = PlanItem(url="https://shop.example/", site="shop", layer="edge", operation=Operation.PURGE_URL,
+                    target="https://shop.example/", reason="you asked", requested=True)
+    assert serde.loads_typed(serde.dumps_typed(item)) == item
+    assert serde_events == []
+
+    revived = serde.loads_typed(serde.dumps_typed(Intruder(command="rm -rf /")))
+    assert revived == {"command": "rm -rf /"}  # plain data: the class named in the bytes was never called
+    assert serde_events == [{"kind": "msgpack_blocked", "module": __name__, "name": "Intruder"}]
+
+
+def classes_in(annotation, found: set[type]) -> set[type]:
+    """Every pydantic model and enum a value of ``annotation`` can hold, nested fields included."""
+    if get_origin(annotation) is Annotated or get_args(annotation):
+        for arg in get_args(annotation):
+            classes_in(arg, found)
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in found:
+        found.add(annotation)
+        for field in annotation.model_fields.values():
+            classes_in(field.annotation, found)
+    elif isinstance(annotation, type) and issubclass(annotation, Enum):
+        found.add(annotation)
+    return found
+
+
+def test_every_class_the_state_can_hold_is_on_the_serializer_allow_list():
+    hints = get_type_hints(PurgeState, include_extras=True)
+    held = set().union(*(classes_in(hint, set()) for hint in hints.values()))
+    assert held == set(STATE_MODELS) | set(STATE_ENUMS)
 
 
 def test_record_fields_turn_json_into_records_and_pass_records_through():

@@ -8,6 +8,7 @@ import operator
 import uuid
 from typing import Annotated, TypedDict
 
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 
 from agent.storage import Storage
@@ -46,5 +47,20 @@ def test_the_async_checkpointer_shares_the_checkpoints_of_the_sync_one(database_
         assert ran == {"n": 11}
         assert earlier == {"n": 2}  # written by the sync saver, read by the async one
         assert sync_graph.get_state(written_async).values == {"n": 11}  # and the other way round
+    finally:
+        storage.close()
+
+
+def test_both_savers_write_and_read_with_the_serializer_given(database_url, tmp_path):
+    serde = JsonPlusSerializer(allowed_msgpack_modules=None)
+    storage = Storage.open(config_in(tmp_path, database_url=database_url), serde=serde)
+    try:
+        assert storage.checkpointer.serde is serde
+
+        async def async_serde():
+            async with storage.async_checkpointer() as saver:
+                return saver.serde
+
+        assert asyncio.run(async_serde()) is serde
     finally:
         storage.close()
