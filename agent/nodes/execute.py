@@ -93,21 +93,15 @@ async def execute_plan(
     from now. Each answer batch goes to ``progress`` with what it said (``sent``) as soon as it is back, so the
     audit trail holds it even if a later step fails."""
     # What the plan lists as skipped (a layer that cannot purge a scope, a '*' that is no wildcard) is never sent.
-    results = [
-        PurgeOutcome(layer=i.layer, operation=i.operation, target=i.target, status=PurgeStatus.SKIPPED, detail=i.skip)
-        for i in items if i.skip
-    ]
+    results = [PurgeOutcome.answer(i.layer, i.operation, i.target, PurgeStatus.SKIPPED, i.skip) for i in items if i.skip]
     targets = unique_targets([item for item in items if not item.skip])
     total = sum(len(t) for t in targets.values())
     done = 0
 
     def record(layer: str, operation: Operation, outcomes: dict[str, Outcome]) -> None:
         nonlocal done
-        sent = [
-            PurgeOutcome(layer=layer, operation=operation, target=target, status=outcome.status,
-                         detail=outcome.detail, attempts=outcome.attempts)
-            for target, outcome in outcomes.items()
-        ]
+        sent = [PurgeOutcome.answer(layer, operation, target, outcome.status, outcome.detail, outcome.attempts)
+                for target, outcome in outcomes.items()]
         results.extend(sent)
         done += len(outcomes)
         progress({"type": "progress", "phase": "purge", "layer": layer, "done": done, "total": total, "sent": sent})
@@ -187,6 +181,6 @@ def fill_missing(
     for (layer, operation), values in targets.items():
         for target in values:
             if (layer, target) not in seen:
-                results.append(PurgeOutcome(layer=layer, operation=operation, target=target, status=PurgeStatus.FAILED,
-                                            detail=(failures or {}).get(layer, why)))
+                results.append(PurgeOutcome.answer(layer, operation, target, PurgeStatus.FAILED,
+                                                   (failures or {}).get(layer, why)))
     return results

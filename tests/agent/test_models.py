@@ -30,3 +30,14 @@ def test_a_purge_outcome_reads_the_json_a_checkpoint_or_progress_event_held():
                                            "status": "purged", "detail": "", "attempts": 2})
     assert (outcome.operation, outcome.status, outcome.attempts, outcome.repaired) == (Operation.PURGE_URL, P, 2, False)
     assert outcome.model_dump(mode="json")["status"] == "purged"
+
+
+def test_the_engine_s_answers_are_the_same_records_and_stay_unchanged():
+    built = PurgeOutcome.answer("edge", Operation.PURGE_URL, "https://a.example/", "purged", "", 1)
+    assert built == PurgeOutcome(layer="edge", operation=Operation.PURGE_URL, target="https://a.example/", status=P,
+                                 attempts=1)
+    again = built.model_copy(update={"attempts": 3, "repaired": True})
+    assert (again.attempts, again.repaired, built.attempts, built.repaired) == (3, True, 1, False)
+    assert "repaired" not in PurgeOutcome.answer("edge", Operation.PURGE_URL, "https://b.example/", P).model_fields_set
+    with pytest.raises(ValueError):
+        built.attempts = 2  # a record of what a layer said
