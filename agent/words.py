@@ -1,13 +1,20 @@
-"""Every sentence a person reads from the audit trail: history lines (``describe``), the answer to "what was
-purged today?" / "who cleared <url>?" (``answer_history``) and the weekly digest (``digest_text``)."""
+"""Every sentence a person reads, in one place: the report for every path through the graph (``compose_reply``,
+failures first), what a waiting run says (``waiting_reply``) and a failed one (``failure_reply``), the per-page
+words the Slack cards reuse, history lines (``describe``), the answer to "what was purged today?" / "who cleared
+<url>?" (``answer_history``) and the weekly digest (``digest_text``)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from agent.models import Intent, ItemResult, ItemStatus, Operation, Plan, PlanItem, RunResult
 from agent.periods import window_in
+from agent.policy import approvers_description
+from agent.state import AgentContext, PurgeState
 from agent.storage.audit import AuditStore, HistoryEntry
+from agent.urls import screen_urls
 
 
 def describe(entry: HistoryEntry) -> str:
@@ -76,3 +83,221 @@ def digest_text(figures: dict[str, Any], *, days: float | None = None) -> str:
         f"{r['site']}/{r['layer']}: {r['stale']} stale after purge, {r['failed']} failed, {r['unverified']} unverified"
         for r in figures.get("problem_layers", [])])
     return "\n".join(lines)
+
+
+HELP_TEXT = (
+    "I clear cached pages and check that they are really fresh afterwards.\n"
+    "• Paste one or more URLs (\"these still show the old price: …\") and I purge every cache layer that holds "
+    "them, plus the pages that show them (listings, home page, feeds).\n"
+    "• Ask \"is <url> cached?\" or \"why is <url> stale?\" and I look without purging.\n"
+    "• Ask \"should I purge <url>?\" or say \"dry run: <url>\" and I show what I would purge, purging nothing.\n"
+    "• Big batches and purging a whole site need approval from: {approvers}.\n"
+    "Sites I manage: {sites}."
+)
+
+
+def compose_reply(state: PurgeState, context: AgentContext) -> str:
+    config = context.config
+    intent = state.get("intent")
+    if intent == Intent.HELP:
+        sites = ", ".join(f"{s.name} ({', '.join(s.hosts)})" for s in config.sites)
+        return HELP_TEXT.format(approvers=approvers_description(config), sites=sites)
+    if intent == Intent.HISTORY and context.audit is not None:
+        return history_reply(state, context)
+    if intent in (Intent.UNKNOWN, Intent.HISTORY, Intent.CANCEL):
+        return state.get("reply") or "I could not tell what you want. Say 'help' to see what I can do."
+    if intent in (Intent.ASK, Intent.DRY_RUN) and state.get("scope") not in (None, "", "urls"):
+        return whole_site_answer(config)
+    lines = rejected_lines(state)
+    if intent == Intent.PURGE_ALL and not state.get("target_sites"):
+        names = ", ".join(s.name for s in config.sites)
+        return "\n".join([f"Which site should I purge everything on? I manage: {names}.", *lines])
+    if not state.get("urls") and intent != Intent.PURGE_ALL:
+        head = "I found no URL I can work on." if lines else "Which page? Paste the URL(s) you want me to clear."
+        return "\n".join([head, *lines])
+    if intent == Intent.CHECK:
+        return "\n".join([*check_lines(state), *lines])
+    if intent == Intent.ASK:
+        return "\n".join([*offer_lines(state), *lines])
+    return "\n".join([*purge_lines(state), *lines])
+
+
+def whole_site_answer(config) -> str:
+    names = ", ".join(s.name for s in config.sites)
+    return ("Nothing was purged. Purging more than the pages you list (a whole site, every page under a path) "
+            "clears every cached page it covers and always needs approval. If that is what you want, ask "
+            f"\"purge everything on <site>\" (sites: {names}), or list the pages.")
+
+
+MAX_LISTED_PAGES = 20
+
+
+def page_lines(plan: Plan) -> list[str]:
+    """The plan's pages, the requested ones first, each dependent page with why it is in the plan."""
+    requested = list(dict.fromkeys(i.url for i in plan.items if i.requested))
+    added: dict[str, str] = {}
+    for item in plan.items:
+        if not item.requested and item.url not in requested:
+            added.setdefault(item.url, item.reason)
+    lines = [f"  • {url}" for url in requested] + [f"  • {url} ({why})" for url, why in added.items()]
+    more = [f"  … and {len(lines) - MAX_LISTED_PAGES} more"] if len(lines) > MAX_LISTED_PAGES else []
+    return lines[:MAX_LISTED_PAGES] + more
+
+
+def plan_summary(plan: Plan) -> str:
+    layers = list(dict.fromkeys(i.layer for i in plan.items))
+    return (f"{plan.purge_count} purges over {len(plan.pages)} pages on "
+            f"{len(layers)} layers ({', '.join(layers) or 'none'})")
+
+
+def offer_lines(state: PurgeState) -> list[str]:
+    """A question about purging: what a purge would do, that nothing was purged, and the offer."""
+    plan = state.get("plan") or Plan()
+    pages = len(plan.pages)
+    lines = [f"You asked about purging, so nothing was purged. Purging would send {plan_summary(plan)}:",
+             *page_lines(plan)]
+    if plan.approval_reason:
+        lines.append(f"It would need approval: {plan.approval_reason}.")
+    lines.append(f"Purge these {pages} pages, or just check them?")
+    return lines
+
+
+def history_reply(state: PurgeState, context: AgentContext) -> str:
+    """"what was purged today?" / "who cleared <url>?": answered from the audit trail."""
+    message = state.get("message", "")
+    urls, _ = screen_urls(message, context.config)
+    return answer_history(context.audit, message, urls, context.now())
+
+
+def rejected_lines(state: PurgeState) -> list[str]:
+    rejected = state.get("rejected", [])
+    if not rejected:
+        return []
+    shown = [f"  ✗ {r.input}: {r.reason}" for r in rejected[:20]]
+    more = [f"  … and {len(rejected) - 20} more"] if len(rejected) > 20 else []
+    return [f"Not touched ({len(rejected)}):", *shown, *more]
+
+
+def check_lines(state: PurgeState) -> list[str]:
+    lines = []
+    for url in state["urls"]:
+        lines.append(url)
+        lines += [f"  {c.layer}: {c.detail}" for c in state.get("checks", []) if c.url == url]
+    return lines
+
+
+def purge_lines(state: PurgeState) -> list[str]:
+    plan = state.get("plan") or Plan()
+    approval = state.get("approval")
+    status = approval.status if approval else None
+    scope = plan_scope_lines(plan.items)
+    if state.get("dry_run"):
+        lines = [f"Dry run: nothing was purged. The plan: {plan_summary(plan)}:", *page_lines(plan), *scope]
+        if plan.approval_reason:
+            lines.append(f"A real purge would need approval: {plan.approval_reason}.")
+        return lines
+    if status == "denied":
+        return [f"Not purged: {approval.by} denied the request."]
+    if status == "expired":
+        return ["Not purged: the approval request expired. Ask again if it is still needed."]
+    if status == "pending":
+        return [f"Waiting for approval: {plan.approval_reason}.", *scope]
+    return result_lines(state.get("results", []))
+
+
+def plan_scope_lines(items: list[PlanItem], limit: int = 20) -> list[str]:
+    """What the plan reaches beyond the pages it names (prefixes, whole sites, tags), then how layers deviate
+    from the obvious (a tag not used, a layer skipped): the lines every front end shows with a plan."""
+    lines = scope_lines(items)
+    notes = plan_notes(items)
+    if notes:
+        lines += ["Notes:", *(f"  • {note}" for note in notes[:limit])]
+        lines += [f"  … and {len(notes) - limit} more"] if len(notes) > limit else []
+    return lines
+
+
+def plan_notes(items: list[PlanItem]) -> list[str]:
+    """The planner's notes, and why a page is skipped everywhere (a scope's skips are in its scope line)."""
+    return list(dict.fromkeys([*(i.note for i in items if i.note), *(i.skip for i in items if i.skip and not i.is_scope)]))
+
+
+def scope_lines(items: list[PlanItem]) -> list[str]:
+    """One line per scope: every page under a prefix, everything on a site, or a tag and what it is known to clear."""
+    groups: dict[tuple[Operation, str], list[PlanItem]] = {}
+    for item in items:
+        if item.is_scope or item.operation == Operation.PURGE_TAG:
+            groups.setdefault((item.operation, item.target), []).append(item)
+    lines = []
+    for (operation, target), members in groups.items():
+        doing = list(dict.fromkeys(i.layer for i in members if not i.skip))
+        skipped = list(dict.fromkeys(f"{i.layer} ({i.skip})" for i in members if i.skip))
+        if operation == Operation.PURGE_PREFIX:
+            what = f"every page under {target[:-1]} (a wildcard: how many pages is not known)"
+        elif operation == Operation.PURGE_ALL:
+            what = f"everything on site {members[0].site} ({', '.join(target.split())})"
+        else:
+            clears = members[0].clears
+            known = f"the {clears} page{'s' if clears != 1 else ''} of this plan that carry it" if clears else "its pages"
+            what = f"tag {target}: clears {known}, and any other cached page carrying it"
+        line = f"Scope: {what}" + (f" — on {', '.join(doing)}" if doing else "")
+        lines.append(line + (f"; skipped on {', '.join(skipped)}" if skipped else ""))
+    return lines
+
+
+ORDER = [ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED, ItemStatus.SKIPPED, ItemStatus.PURGED_VERIFIED,
+         ItemStatus.NOT_CACHED]
+
+
+WORDS = {
+    ItemStatus.PURGED_VERIFIED: "purged, verified",
+    ItemStatus.PURGED_UNVERIFIED: "purged, NOT verified",
+    ItemStatus.NOT_CACHED: "not cached (nothing to do)",
+    ItemStatus.SKIPPED: "skipped",
+    ItemStatus.FAILED: "FAILED",
+}
+
+
+def result_lines(results: list[ItemResult]) -> list[str]:
+    counts = Counter(r.status for r in results)
+    pages = list(dict.fromkeys(r.url for r in results))
+    bad = {r.url for r in results if r.status in (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)}
+    summary = ", ".join(f"{counts[s]} {WORDS[s]}" for s in ORDER if counts[s])
+    verdict = "Done" if not bad else f"{len(bad)} of {len(pages)} pages NOT confirmed fresh"
+    lines = [f"{verdict}: {len(pages)} pages × layers → {summary}."]
+    for url in sorted(pages, key=lambda u: u not in bad):
+        lines.append(("✗ " if url in bad else "✓ ") + url)
+        for r in sorted((r for r in results if r.url == url), key=lambda r: ORDER.index(r.status)):
+            lines.append(f"    {r.layer}: {item_words(r)}")
+    return lines
+
+
+def item_words(result: ItemResult) -> str:
+    status = result.status
+    if status == ItemStatus.PURGED_VERIFIED:
+        return f"{result.detail}, verified {result.evidence}".strip(", ")
+    if status == ItemStatus.NOT_CACHED:
+        return WORDS[status]
+    text = f"{WORDS[status]}: {result.detail}"
+    if result.evidence:
+        text += f" ({result.evidence})"
+    return text
+
+
+def waiting_reply(request: dict) -> str:
+    """What the person is told while a run waits for approval (``request`` is the approval interrupt's value)."""
+    return (
+        f"This needs approval: {request['reason']}. Approvers: {request['approvers']}. "
+        f"The request expires at {request['expires_at']}."
+    )
+
+
+def failure_reply(result: RunResult, *, sent: bool) -> str:
+    """What the person is told when a run stopped with an error: what happened, what was sent, what to do."""
+    if sent:
+        return "\n".join([
+            f"Something went wrong on my side after the purges were sent ({result.error}). They are recorded, "
+            "but NOT verified: ask me to check the pages before relying on them.",
+            *result_lines(result.results),
+        ])
+    what = "nothing was purged" if result.plan or result.urls else "nothing was done"
+    return f"Something went wrong on my side ({result.error}); {what}. Please try again."

@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.mapping import count_purges
 from agent.models import ItemResult, ItemStatus, PlanItem, Rejection, RunResult
-from agent.nodes.report import ORDER, item_words, plan_notes, scope_lines
+from agent.words import ORDER, item_words, plan_notes, scope_lines
 
 APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"

@@ -18,7 +18,7 @@ from agent.layers.probe import FetchLimits, fetch_limits
 from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import CheckResult
-from agent.nodes.verify import origin_observations, within_deadline
+from agent.nodes.common import origin_observations, within_deadline
 from agent.state import AgentContext, PurgeState, context_of
 
 

@@ -15,18 +15,15 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
-from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
 from agent.layers.base import CacheLayer, Capability, Outcome
 from agent.layerset import open_layers
 from agent.mapping import prefix_problem
 from agent.models import Operation, PlanItem, PurgeOutcome, PurgeStatus
+from agent.nodes.common import Progress, request_deadline, stream_writer, thread_id
 from agent.state import AgentContext, PurgeState, context_of
-
-Progress = Callable[[dict[str, Any]], None]
 
 
 async def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
@@ -41,12 +38,6 @@ async def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> Pur
     return {"purge_outcomes": outcomes, "deadline_at": deadline_at}
 
 
-def request_deadline(state: PurgeState, context: AgentContext) -> float:
-    """When this request must be done (``time.time()``): set by the first execute pass; a state from before
-    that existed gets a full deadline from now."""
-    return state.get("deadline_at") or time.time() + context.config.limits.deadline_seconds
-
-
 def merge_repair(first: list[PurgeOutcome], again: list[PurgeOutcome]) -> list[PurgeOutcome]:
     """The second pass replaces the first pass's answer for the targets it redid; attempts add up."""
     redone = {(o.layer, o.target): o for o in again}
@@ -57,32 +48,6 @@ def merge_repair(first: list[PurgeOutcome], again: list[PurgeOutcome]) -> list[P
             outcome = newer.model_copy(update={"attempts": outcome.attempts + newer.attempts, "repaired": True})
         merged.append(outcome)
     return merged + list(redone.values())
-
-
-def thread_id() -> str:
-    try:
-        return str(get_config()["configurable"].get("thread_id", ""))
-    except RuntimeError:  # outside a graph run
-        return ""
-
-
-def stream_writer() -> Progress:
-    try:
-        return get_stream_writer()
-    except RuntimeError:  # called outside a graph run (tests of the function itself)
-        return lambda event: None
-
-
-def layer_tiers(items: list[PlanItem], context: AgentContext) -> list[list[str]]:
-    """Layer names grouped by their distance from the origin (position in the site's ``layers`` list)."""
-    depth: dict[str, int] = {}
-    for item in items:
-        site = context.config.site_named(item.site)
-        depth[item.layer] = min(depth.get(item.layer, 99), site.layers.index(item.layer))
-    tiers: dict[int, list[str]] = defaultdict(list)
-    for name, level in depth.items():
-        tiers[level].append(name)
-    return [sorted(tiers[level]) for level in sorted(tiers)]
 
 
 async def execute_plan(

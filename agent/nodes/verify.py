@@ -11,25 +11,20 @@ out", never waited for past the deadline.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from typing import Literal, TypeVar
+from typing import Literal
 
 import httpx
 from langgraph.runtime import Runtime
 
 from agent.layers.base import CacheLayer, Capability, Observation, Verification
 from agent.layers.batching import map_bounded
-from agent.layers.probe import FetchLimits, current_fetch_limits, fetch_limits, observe_http, seconds_left
+from agent.layers.probe import FetchLimits, fetch_limits
 from agent.layerset import open_layers
-from agent.mapping import site_of
-from agent.models import ItemResult, ItemStatus, Operation, PlanItem, PurgeOutcome, PurgeStatus, item_status
-from agent.nodes.execute import layer_tiers, request_deadline, stream_writer
+from agent.models import ItemResult, Operation, PlanItem, PurgeOutcome
+from agent.nodes.common import (
+    accepted, judge, layer_tiers, origin_observations, request_deadline, stream_writer, within_deadline,
+)
 from agent.state import AgentContext, PurgeState, context_of
-
-
-T = TypeVar("T")
-STILL_STALE = "but it still serves stale content"  # words for people: what counts is ItemResult.stale_after_purge
 
 
 async def verify_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
@@ -108,76 +103,3 @@ async def verify_group(
     return {(item.url, item.layer): verification for item, verification in zip(items, found)}
 
 
-async def origin_observations(
-    client: httpx.AsyncClient, urls: list[str], context: AgentContext
-) -> dict[str, Observation]:
-    """The origin's current answer per page: what "fresh" means for the HTTP caches in front of it."""
-    wanted = [u for u in dict.fromkeys(urls) if site_of(u, context.config).origin]
-    found = await map_bounded(
-        wanted, 16, lambda url: observe_http(client, site_of(url, context.config).origin, url)
-    )
-    return {url: obs for url, obs in zip(wanted, found) if obs.reachable and obs.status_code == 200}
-
-
-async def within_deadline(work: Awaitable[T]) -> T:
-    """``work``, cut off (``TimeoutError``) when the request's deadline passes: layers whose looks do not go
-    through ``observe_http`` (key stores, CDN APIs) are bounded too."""
-    left = seconds_left(current_fetch_limits())
-    if left is None:
-        return await work
-    async with asyncio.timeout(max(0.0, left)):
-        return await work
-
-
-def accepted(outcome: PurgeOutcome | None) -> bool:
-    """The layer took the purge (or said it held nothing): there is something to verify."""
-    return outcome is not None and outcome.status in (PurgeStatus.PURGED, PurgeStatus.NOT_CACHED)
-
-
-def judge(item: PlanItem, outcome: PurgeOutcome | None, verification: Verification | None) -> ItemResult:
-    base = dict(url=item.url, layer=item.layer, attempts=outcome.attempts if outcome else 0)
-    if outcome is None:
-        return ItemResult(status=ItemStatus.SKIPPED, detail="no purge was sent", **base)
-    if not accepted(outcome):  # skipped or failed: the layer's own words
-        return ItemResult(status=item_status(outcome.status, None), detail=outcome.detail, **base)
-    fresh = verification.verified if verification else None
-    status = item_status(outcome.status, fresh)
-    evidence = verification.evidence if verification else "not checked"
-    return ItemResult(status=status, detail=verdict_words(item, outcome, status), evidence=evidence,
-                      stale_after_purge=fresh is False, **base)
-
-
-def verdict_words(item: PlanItem, outcome: PurgeOutcome, status: ItemStatus) -> str:
-    """What a report says about an accepted purge, by its verdict."""
-    how = "tag " + item.target if item.operation == Operation.PURGE_TAG and item.target != item.url else ""
-    if item.operation == Operation.PURGE_PREFIX and item.target != item.url:
-        how = "with the wildcard " + item.target
-    if status == ItemStatus.PURGED_UNVERIFIED:
-        return join("purge accepted", how, "but not confirmed")
-    if status == ItemStatus.FAILED:
-        said = "layer said it held nothing" if outcome.status == PurgeStatus.NOT_CACHED else "purge accepted"
-        return f"{said}, {STILL_STALE}"
-    if status == ItemStatus.NOT_CACHED:
-        return "not cached (nothing to do)"
-    return join("purged", how)
-
-
-def unverified_results(
-    items: list[PlanItem], outcomes: list[PurgeOutcome], why: str, *, unanswered: str | None = None
-) -> list[ItemResult]:
-    """What was sent, without verification (before it, or because the run stopped): an accepted purge is
-    "purged, NOT verified" with ``why`` as its evidence. An item no layer answered for gets a FAILED row saying
-    ``unanswered``, or no row at all when ``unanswered`` is None (still in flight)."""
-    answered = {(o.layer, o.target): o for o in outcomes}
-    results = []
-    for item in items:
-        outcome = answered.get((item.layer, item.target))
-        if outcome is not None:
-            results.append(judge(item, outcome, Verification(None, why)))
-        elif unanswered is not None:
-            results.append(ItemResult(url=item.url, layer=item.layer, status=ItemStatus.FAILED, detail=unanswered))
-    return results
-
-
-def join(*parts: str) -> str:
-    return " ".join(p for p in parts if p)

@@ -26,8 +26,8 @@ from langgraph.types import Command
 from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, Intent, Plan, PurgeOutcome, RunResult
-from agent.nodes.report import failure_reply, waiting_reply
-from agent.nodes.verify import unverified_results
+from agent.words import failure_reply, waiting_reply
+from agent.nodes.common import unverified_results
 from agent.service.events import EventHandler, EventReader, Executing
 from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage

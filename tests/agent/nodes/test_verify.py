@@ -12,8 +12,9 @@ from agent.layers.base import Verification
 from agent.layers.nginx import NginxLayer
 from agent.layers.varnish import VarnishLayer
 from agent.models import Intent, ItemStatus, Operation, PlanItem, PurgeOutcome, PurgeStatus, RunResult
-from agent.nodes import verify
-from agent.nodes.verify import items_to_repair, judge, route_after_verify
+from agent.nodes import common
+from agent.nodes.common import judge
+from agent.nodes.verify import items_to_repair, route_after_verify
 from agent.service.agent import Agent
 from agent.state import AgentContext
 from tests.agent.conftest import through_edge, warm
@@ -87,7 +88,7 @@ def found_stale_in_audit(result, item: PlanItem, tmp_path) -> int:
 
 
 def test_rewording_the_stale_message_changes_neither_the_repair_nor_the_statistics(monkeypatch, tmp_path):
-    monkeypatch.setattr(verify, "STILL_STALE", "yet visitors still get the old page")
+    monkeypatch.setattr(common, "STILL_STALE", "yet visitors still get the old page")
     item = edge_item()
     accepted = PurgeOutcome(layer="edge", operation=Operation.PURGE_URL, target=PRICING, status=PurgeStatus.PURGED,
                             attempts=1)
