@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from langgraph.runtime import Runtime
 
 from agent.models import Intent
 from agent.state import AgentContext, PurgeState, context_of
-from agent.urls import message_too_long, screen_urls
-from agent.understanding import words_only
+from agent.understanding import mask_urls, words_only
+from agent.urls import message_too_long, normalise, screen_urls
 
 
 async def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
@@ -29,9 +30,6 @@ async def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> Pur
 def narrow_to_selection(message: str, urls: list[str], selected: list[int]) -> list[str]:
     """Only the screened URLs behind the selected placeholders ([URL2] -> 2). A selection can only narrow:
     placeholders that do not exist select nothing, and nothing outside ``urls`` is ever added."""
-    from agent.understanding import mask_urls
-    from agent.urls import normalise
-
     candidates = mask_urls(message).urls
     wanted = set()
     for number in selected:
@@ -45,8 +43,6 @@ def narrow_to_selection(message: str, urls: list[str], selected: list[int]) -> l
 
 def sites_meant(message: str, urls: list[str], config) -> list[str]:
     """Sites named by their URLs or by name in the words; the only site when just one is configured."""
-    from urllib.parse import urlsplit
-
     named = [config.site_for_host(urlsplit(url).hostname or "").name for url in urls]
     words = words_only(message).lower()
     named += [site.name for site in config.sites if re.search(rf"\b{re.escape(site.name)}\b", words)]

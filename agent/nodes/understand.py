@@ -18,6 +18,7 @@ from typing import Literal
 
 from langgraph.runtime import Runtime
 
+from agent.llm import understander_for
 from agent.models import Intent
 from agent.state import AgentContext, PurgeState, context_of
 from agent.understanding import PLAN_ONLY, Understander, Understanding, guard
@@ -29,8 +30,6 @@ CHOOSABLE = (Intent.PURGE, Intent.CHECK)
 def understander_of(context: AgentContext) -> Understander:
     if context.understander is not None:
         return context.understander
-    from agent.llm import understander_for
-
     return understander_for(context.config)
 
 
