@@ -31,9 +31,16 @@ OFFER_PURGE_ACTION = "cachebot_offer_purge"  # after a question about purging: "
 OFFER_CHECK_ACTION = "cachebot_offer_check"  # … or "Just check them"
 OFFER_ACTION_IDS = (OFFER_PURGE_ACTION, OFFER_CHECK_ACTION)
 OFFER_BLOCK_ID = "cachebot_offer"
+CLEAR_LINKS_SHORTCUT = "cachebot_clear_links"  # the message shortcut's callback id (manifest.yml)
+CLEAR_LINKS_VIEW = "cachebot_clear_links_modal"  # the modal it opens
+LINKS_BLOCK = "cachebot_links_"  # + n: one checkboxes input per 10 links
+LINKS_ACTION = "cachebot_links"
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
+MAX_OPTIONS = 10  # options in one checkboxes element
+MAX_OPTION_CHARS = 75  # an option's plain text
+MAX_METADATA_CHARS = 3000  # a view's private_metadata
 MAX_TEXT_CHARS = 3500  # the notification/fallback text; Slack truncates long top-level text anyway
 REPORT_PAGE_SECTIONS = 40  # page sections in a report message before the rest goes to the CSV
 BAD = (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)
@@ -340,3 +347,88 @@ def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
         blocks.append(context(f"{note} in the attached CSV (every page × layer, failures first)."))
     blocks += extra
     return blocks, summary, report_csv(results) if needs_csv else None
+
+
+# --- the /cachebot command --------------------------------------------------------------------------------
+
+COMMAND_HELP = (
+    "*cachebot* clears web caches and checks every layer is fresh before saying done.\n"
+    "• `/cachebot purge URL…` — purge these pages (and the pages that show them); answered in the channel, "
+    "with an approval request when the purge is big\n"
+    "• `/cachebot check URL…` — are these pages fresh in every layer? (only you see the answer)\n"
+    "• `/cachebot history URL` — who purged this page, and when\n"
+    "• `/cachebot help` — this\n"
+    "You can also mention me in a channel, write to me directly, or use the message shortcut "
+    "_Clear caches for links in this message_."
+)
+
+
+def command_echo(user: str, text: str) -> str:
+    """The command as a channel message (the thread the request runs in): who asked, and exactly what."""
+    return f"{mention(user)} asked: {code('/cachebot ' + text)}"
+
+
+def unknown_command(verb: str) -> str:
+    return f"I do not know {code('/cachebot ' + verb)}.\n\n{COMMAND_HELP}"
+
+
+def needs_urls(verb: str) -> str:
+    example = code(f"/cachebot {verb} https://example.com/page")
+    return f"{code('/cachebot ' + verb)} needs at least one URL, e.g. {example}."
+
+
+# --- the message shortcut's modal ------------------------------------------------------------------------
+
+def links_metadata(channel: str, thread_ts: str, urls: list[str]) -> tuple[str, list[str]]:
+    """The modal's ``private_metadata`` (where to answer, which links it offers) and the links that fit in it."""
+    shown: list[str] = []
+    for url in urls:
+        candidate = json.dumps({"channel": channel, "thread_ts": thread_ts, "urls": [*shown, url]})
+        if len(candidate) > MAX_METADATA_CHARS:
+            break
+        shown.append(url)
+    return json.dumps({"channel": channel, "thread_ts": thread_ts, "urls": shown}), shown
+
+
+def clear_links_view(urls: list[str], rejected: list[Rejection], *, channel: str, thread_ts: str) -> dict[str, Any]:
+    """The modal: the message's links to our sites as checkboxes (all ticked), the rest as not touched. Option
+    values are indices into the links in ``private_metadata``; the run screens the chosen links again."""
+    metadata, shown = links_metadata(channel, thread_ts, urls)
+    view: dict[str, Any] = {"type": "modal", "callback_id": CLEAR_LINKS_VIEW, "private_metadata": metadata,
+                            "title": {"type": "plain_text", "text": "Clear caches"},
+                            "close": {"type": "plain_text", "text": "Cancel"}}
+    if not shown:
+        view["blocks"] = [section("I found no links to the sites I look after in this message; nothing to clear."),
+                          *rejected_blocks(rejected)]
+        return view
+    blocks: list[Block] = [section(f"Clear the caches for these {len(shown)} link{'s' if len(shown) != 1 else ''}? "
+                                   "I will answer in a thread under the message.")]
+    for start in range(0, len(shown), MAX_OPTIONS):
+        options = [{"text": {"type": "plain_text", "text": clip(url, MAX_OPTION_CHARS)}, "value": str(index)}
+                   for index, url in enumerate(shown[start:start + MAX_OPTIONS], start)]
+        blocks.append({"type": "input", "block_id": f"{LINKS_BLOCK}{start // MAX_OPTIONS}", "optional": True,
+                       "label": {"type": "plain_text", "text": "Links" if start == 0 else "More links"},
+                       "element": {"type": "checkboxes", "action_id": LINKS_ACTION, "options": options,
+                                   "initial_options": options}})
+    if len(shown) < len(urls):
+        blocks.append(context(f"{len(urls) - len(shown)} more links did not fit; mention me with them instead."))
+    blocks += rejected_blocks(rejected)
+    view["blocks"] = blocks[:MAX_MODAL_BLOCKS]
+    view["submit"] = {"type": "plain_text", "text": "Clear caches"}
+    return view
+
+
+MAX_MODAL_BLOCKS = 100
+
+
+def chosen_links(view: dict[str, Any], urls: list[str]) -> list[str]:
+    """The links ticked in a submitted modal: its options' indices into ``urls`` (anything else is ignored)."""
+    chosen: list[str] = []
+    for block_id, actions in ((view.get("state") or {}).get("values") or {}).items():
+        if not block_id.startswith(LINKS_BLOCK):
+            continue
+        for option in (actions.get(LINKS_ACTION) or {}).get("selected_options") or []:
+            value = str(option.get("value", ""))
+            if value.isdigit() and int(value) < len(urls):
+                chosen.append(urls[int(value)])
+    return list(dict.fromkeys(chosen))

@@ -18,6 +18,8 @@ Trust
     and the offer; the URLs come from the stored run (``Agent.take_offer``), so a tampered value cannot widen
     what is purged, and the click must come from the conversation the question was asked in.
     Every user-supplied string reaches Slack through ``blocks.neutralise`` (mrkdwn-safe, verbatim).
+    ``/cachebot`` is claimed per ``trigger_id``; the clear-links modal per view id, and its checkboxes only
+    pick from the links it was opened with (its ``private_metadata``), which the run screens again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -38,14 +41,18 @@ from agent.storage.claims import ClaimStore
 from agent.urls import extract_candidates
 from slack_app import blocks as kit
 from slack_app.jobs import (
+    AnswerPrivately,
     AnswerRequest,
     ApplyDecision,
     ApprovalClick,
     Job,
+    MessageShortcut,
+    ModalSubmitted,
     NewEvent,
     OfferClick,
     RecoverRuns,
     RunJob,
+    SlashCommand,
     TakeOffer,
 )
 from slack_app.progress import ProgressMessage
@@ -54,6 +61,8 @@ from slack_app.slack_api import SlackApi, approver_mentions
 log = logging.getLogger("cachebot.slack")
 
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+IN_CHANNEL_VERBS = ("purge", "history")  # /cachebot verbs answered in a thread in the channel
+PRIVATE_VERBS = ("check",)  # … answered to the asker only
 
 
 class Handlers:
@@ -77,8 +86,16 @@ class Handlers:
                 return self.click(job)
             case OfferClick():
                 return self.offer_click(job)
+            case SlashCommand():
+                return self.command(job)
+            case MessageShortcut():
+                self.open_clear_links(job)
+            case ModalSubmitted():
+                return self.clear_links(job)
             case AnswerRequest():
                 self.run_request(job)
+            case AnswerPrivately():
+                self.answer_privately(job)
             case ApplyDecision():
                 self.decide(job)
             case TakeOffer():
@@ -145,7 +162,7 @@ class Handlers:
         self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
                              lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
                                                              thread_id=job.thread_id, interface="slack",
-                                                             on_event=on_event))
+                                                             on_event=on_event, chosen_intent=_intent(job.intent)))
 
     def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
                         run: Callable[[Callable[[ProgressEvent], None]], RunResult]) -> None:
@@ -280,6 +297,101 @@ class Handlers:
             return "Someone is deciding on this request right now; see the thread in a moment."
         return "Nothing to do: that approval request is no longer current; use the latest message."
 
+    # --- the /cachebot command -------------------------------------------------------------------------------
+
+    def command(self, job: SlashCommand) -> AnswerRequest | AnswerPrivately | None:
+        """``/cachebot purge|check|history|help …``: purge and history run in a thread under a channel message
+        saying who asked what; check and help answer the asker only. Same agent, same policy as a mention."""
+        fields = job.command
+        user, channel = fields.get("user_id") or "", fields.get("channel_id") or ""
+        trigger, response_url = fields.get("trigger_id") or "", fields.get("response_url") or ""
+        text = " ".join(str(fields.get("text") or "").split())
+        verb, _, rest = text.partition(" ")
+        verb = verb.lower()
+        if not user or not channel:
+            return None
+        if trigger and not self.claims.claim(f"command:{trigger}"):
+            return None  # the same command delivered twice
+        if verb in ("", "help"):
+            self.slack.respond(response_url, "How to use /cachebot", [kit.section(kit.COMMAND_HELP)])
+            return None
+        if verb not in IN_CHANNEL_VERBS + PRIVATE_VERBS:
+            self.slack.respond(response_url, "Unknown command", [kit.section(kit.unknown_command(verb))])
+            return None
+        if verb != "history" and not rest:
+            self.slack.respond(response_url, "A URL is needed", [kit.section(kit.needs_urls(verb))])
+            return None
+        if verb in PRIVATE_VERBS:
+            return AnswerPrivately(channel, f"{channel}:command-{trigger or uuid.uuid4().hex}", user, text, verb,
+                                   response_url)
+        return self._start_in_channel(channel, user, text, verb, response_url)
+
+    def _start_in_channel(self, channel: str, user: str, text: str, verb: str,
+                          response_url: str) -> AnswerRequest | None:
+        """A channel message saying who asked what; the request runs in its thread, like a mention would."""
+        echo = kit.command_echo(user, text)
+        root = self.slack.post(channel, None, f"/cachebot {verb}", [kit.section(echo)])
+        if root is None:
+            self.slack.respond(response_url, "I cannot post in this conversation: invite me to it (`/invite "
+                                             "@cachebot`) or write to me directly.")
+            return None
+        status_ts = self.slack.post(channel, root, kit.looking_at(_url_count(text)))
+        return AnswerRequest(channel, root, f"{channel}:{root}", user, text, status_ts,
+                             intent="purge" if verb == "purge" else None)
+
+    def answer_privately(self, job: AnswerPrivately) -> None:
+        """Run a request whose answer only the asker sees (``/cachebot check``)."""
+        try:
+            result = self.agent.ask(job.message, user=job.user, channel=job.channel, thread_id=job.thread_id,
+                                    interface="slack", chosen_intent=_intent(job.intent))
+        except Exception:
+            log.exception("run %s failed", job.thread_id)
+            self.slack.respond(job.response_url, "Something went wrong on my side; please try again.")
+            return
+        self.slack.respond(job.response_url, result.reply)
+
+    # --- the message shortcut "Clear caches for links in this message" --------------------------------------
+
+    def open_clear_links(self, job: MessageShortcut) -> None:
+        """Open the modal listing the message's links: ours as checkboxes, the rest as not touched (screened by
+        the agent, so the same allow-list as a request)."""
+        body = job.body
+        message = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id") or ""
+        ts, trigger = message.get("ts"), body.get("trigger_id")
+        if not channel or not ts or not trigger:
+            return
+        urls, rejected = self.agent.screen(message.get("text") or "")
+        thread_ts = message.get("thread_ts") or ts  # a reply in a thread: answer in that thread
+        self.slack.open_view(trigger, kit.clear_links_view(urls, rejected, channel=channel, thread_ts=thread_ts))
+
+    def clear_links(self, job: ModalSubmitted) -> AnswerRequest | None:
+        """The modal submitted: a purge of the ticked links by the submitter, in a thread under the message. The
+        links are indices into the modal's own metadata, and the run screens them again like any request."""
+        body = job.body
+        view = body.get("view") or {}
+        user = (body.get("user") or {}).get("id") or ""
+        try:
+            metadata = json.loads(view.get("private_metadata") or "")
+            channel, thread_ts, offered = str(metadata["channel"]), str(metadata["thread_ts"]), list(metadata["urls"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("a submitted modal without our metadata; ignored")
+            return None
+        if not user or not channel or not thread_ts or not self.claims.claim(f"view:{view.get('id') or thread_ts}"):
+            return None
+        chosen = kit.chosen_links(view, [str(url) for url in offered])
+        if not chosen:
+            self.slack.ephemeral(channel, user, thread_ts, "You ticked no links, so nothing was cleared.")
+            return None
+        thread_id = f"{channel}:{thread_ts}"
+        if self.agent.result(thread_id).pending:
+            self.slack.ephemeral(channel, user, thread_ts, "A request in that thread is waiting for approval; "
+                                                          "decide on it first.")
+            return None
+        message = "purge " + " ".join(chosen)
+        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(chosen)))
+        return AnswerRequest(channel, thread_ts, thread_id, user, message, status_ts, intent="purge")
+
     # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
 
     def offer_click(self, job: OfferClick) -> TakeOffer | None:
@@ -320,6 +432,10 @@ class Handlers:
                              lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
                                                                     user=job.clicker, channel=job.channel,
                                                                     interface="slack", on_event=on_event))
+
+
+def _intent(chosen: str | None) -> Intent | None:
+    return Intent(chosen) if chosen else None
 
 
 def _clicked(body: dict[str, Any]) -> tuple[str, str, str | None]:

@@ -39,7 +39,29 @@ class OfferClick:
     action: dict[str, Any]
 
 
-IntakeJob = NewEvent | ApprovalClick | OfferClick
+@dataclass(frozen=True)
+class SlashCommand:
+    """A ``/cachebot`` command: the form fields Slack posted (``command``, ``text``, ``user_id``, ``channel_id``,
+    ``trigger_id``, ``response_url``…), untouched."""
+
+    command: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MessageShortcut:
+    """The message shortcut "Clear caches for links in this message" (a ``message_action`` payload)."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModalSubmitted:
+    """The shortcut's modal submitted (a ``view_submission`` payload): which of its links to clear."""
+
+    body: dict[str, Any]
+
+
+IntakeJob = NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted
 
 
 # --- runs: what intake (or start-up) asks to run -----------------------------------------------------------
@@ -55,6 +77,20 @@ class AnswerRequest:
     user: str
     message: str
     status_ts: str | None
+    intent: str | None = None  # "purge" | "check" when the surface already says which (a command, the modal)
+
+
+@dataclass(frozen=True)
+class AnswerPrivately:
+    """Run a request whose answer only its asker sees (``/cachebot check``), through the command's
+    ``response_url``."""
+
+    channel: str
+    thread_id: str
+    user: str
+    message: str
+    intent: str  # "check"
+    response_url: str
 
 
 @dataclass(frozen=True)
@@ -91,7 +127,7 @@ class RecoverRuns:
     resume: bool = True
 
 
-RunJob = AnswerRequest | ApplyDecision | TakeOffer | RecoverRuns
+RunJob = AnswerRequest | AnswerPrivately | ApplyDecision | TakeOffer | RecoverRuns
 Job = IntakeJob | RunJob
 
 

@@ -28,6 +28,7 @@ from agent.nodes.verify import unverified_results
 from agent.service.events import EventHandler, EventReader, Executing
 from agent.state import AgentContext, new_request
 from agent.storage import Storage
+from agent.urls import screen_urls
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,13 @@ class Agent:
         message = f"{verb} " + " ".join(offer.urls)
         return self.ask(message, user=user, channel=channel, thread_id=thread_id, on_event=on_event,
                         interface=interface, chosen_intent=Intent(choice))
+
+    # --- screening without a run --------------------------------------------------------------------------
+
+    def screen(self, text: str) -> tuple[list[str], list[Rejection]]:
+        """The URLs in ``text`` this agent would touch (allow-listed sites, safe, normalised) and the rest with
+        why: what a front end may offer to purge (the message shortcut's modal). A run screens them again."""
+        return screen_urls(text, self.config)
 
     # --- reading state -------------------------------------------------------------------------------
 

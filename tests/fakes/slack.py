@@ -2,7 +2,8 @@
 
 Point ``WebClient(base_url=fake.api_url)`` at it. It implements what cachebot uses: ``auth.test``,
 ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``files.getUploadURLExternal`` + the upload URL +
-``files.completeUploadExternal``, ``usergroups.users.list``. ``rate_limit_once(method)`` makes the next call to
+``files.completeUploadExternal``, ``usergroups.users.list``, ``views.open``, ``views.publish``, and the
+``response_url`` of slash commands (``response_url()``; answers recorded as ``response_url`` calls). ``rate_limit_once(method)`` makes the next call to
 ``method`` answer ``429 ratelimited`` with ``Retry-After`` (as Slack does), once.
 Also: helpers to sign and send Slack requests (events, block_actions) to an app under test.
 """
@@ -20,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 BOT_USER_ID = "UCACHEBOT"
 BOT_ID = "BCACHEBOT"
@@ -42,6 +43,7 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self.user_groups: dict[str, list[str]] = {}
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> the message as it stands now
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal or Home tab as it stands now
         self._rate_limits: dict[str, int] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -64,6 +66,14 @@ class FakeSlack:
         self.httpd.server_close()
 
     # --- test controls and queries -----------------------------------------------------------------------
+
+    def response_url(self, name: str = "1") -> str:
+        """A slash command's ``response_url`` on this fake (what the app posts there is recorded)."""
+        return f"http://127.0.0.1:{self.port}/commands/{TEAM_ID}/{name}"
+
+    def responses(self) -> list[dict[str, Any]]:
+        """What the app posted to response URLs, oldest first."""
+        return [c.args for c in self.calls_to("response_url")]
 
     def rate_limit_once(self, method: str, retry_after: int = 1) -> None:
         self._rate_limits[method] = retry_after
@@ -134,6 +144,32 @@ class FakeSlack:
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
         return {"ok": True, "message_ts": self.next_ts()}
+
+    def api_views_open(self, args: dict) -> dict:
+        view = args.get("view")
+        if not args.get("trigger_id"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("title"):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": self._stored_view(view, None)}
+
+    def api_views_publish(self, args: dict) -> dict:
+        view = args.get("view")
+        if not args.get("user_id"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": self._stored_view(view, args["user_id"])}
+
+    def _stored_view(self, view: dict, user: str | None) -> dict:
+        """The view as Slack returns it: ours plus ids, team, state and hash."""
+        view_id = "V" + uuid.uuid4().hex[:10].upper()
+        stored = {**view, "id": view_id, "team_id": TEAM_ID, "app_id": "A0CACHEBOT", "bot_id": BOT_ID,
+                  "state": {"values": {}}, "hash": uuid.uuid4().hex[:16], "private_metadata":
+                  view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""), "user": user}
+        with self._lock:
+            self.views[view_id] = stored
+        return stored
 
     def api_usergroups_users_list(self, args: dict) -> dict:
         group = args.get("usergroup")
@@ -211,6 +247,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake.calls.append(Call("upload", {"file_id": file_id, "bytes": len(raw)}, time.time()))
             self._reply(200, f"OK - {len(raw)}".encode(), "text/plain", {})
             return
+        if parts.path.startswith("/commands/"):  # a slash command's response_url: JSON in, "ok" out
+            args = json.loads(raw or b"{}")
+            with self.fake._lock:
+                self.fake.calls.append(Call("response_url", {**args, "path": parts.path}, time.time()))
+            self._reply(200, b"ok", "text/plain", {})
+            return
         if not parts.path.startswith("/api/"):
             self._reply(404, b"not found", "text/plain", {})
             return
@@ -245,7 +287,7 @@ def _parse_args(raw: bytes, content_type: str, query: str) -> dict[str, Any]:
         args.update(json.loads(raw or b"{}"))
     elif raw:
         args.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
-    for key in ("blocks", "files", "attachments"):  # form-encoded JSON arguments
+    for key in ("blocks", "files", "attachments", "view"):  # form-encoded JSON arguments
         if isinstance(args.get(key), str):
             try:
                 args[key] = json.loads(args[key])
@@ -328,6 +370,54 @@ def block_actions(*, user: str, channel: str, message_ts: str, thread_ts: str, a
     }
 
 
+def slash_command(text: str, *, user: str, channel: str, response_url: str, command: str = "/cachebot",
+                  trigger_id: str | None = None) -> dict[str, str]:
+    """The form fields Slack posts for a slash command."""
+    return {
+        "token": "legacy-verification-token", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel,
+        "channel_name": "web-team", "user_id": user, "user_name": user.lower(), "command": command, "text": text,
+        "api_app_id": "A0CACHEBOT", "is_enterprise_install": "false", "response_url": response_url,
+        "trigger_id": trigger_id or f"{int(time.time())}.{uuid.uuid4().int % 10**9}.{uuid.uuid4().hex[:32]}",
+    }
+
+
+def message_action(*, user: str, channel: str, message_ts: str, text: str, callback_id: str,
+                   thread_ts: str | None = None, author: str = "UMARKETING") -> dict[str, Any]:
+    """The interactivity payload of a message shortcut (``message_action``) on someone's message."""
+    message = {"type": "message", "user": author, "ts": message_ts, "text": text, "team": TEAM_ID}
+    if thread_ts:
+        message["thread_ts"] = thread_ts
+    return {
+        "type": "message_action", "token": "legacy-verification-token", "action_ts": str(time.time()),
+        "team": {"id": TEAM_ID, "domain": "test"}, "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID,
+                                                             "name": user.lower()},
+        "channel": {"id": channel, "name": "web-team"}, "is_enterprise_install": False, "enterprise": None,
+        "callback_id": callback_id, "trigger_id": f"{int(time.time())}.{uuid.uuid4().hex[:24]}",
+        "response_url": "https://hooks.slack.invalid/app/T0/1/x", "message_ts": message_ts, "message": message,
+    }
+
+
+def view_submission(view: dict[str, Any], *, user: str, selected: dict[str, dict[str, list[str]]]) -> dict:
+    """A ``view_submission`` for a modal Slack stored (``FakeSlack.views``): ``selected`` is
+    block_id -> action_id -> the values of the ticked checkbox options."""
+    values: dict[str, dict[str, Any]] = {}
+    options = {(b.get("block_id"), b["element"]["action_id"]): b["element"].get("options") or []
+               for b in view.get("blocks") or [] if b.get("type") == "input"}
+    for block_id, actions in selected.items():
+        for action_id, chosen in actions.items():
+            known = options.get((block_id, action_id), [])
+            picked = [o for o in known if o["value"] in chosen] or [
+                {"text": {"type": "plain_text", "text": v}, "value": v} for v in chosen]
+            values.setdefault(block_id, {})[action_id] = {"type": "checkboxes", "selected_options": picked}
+    return {
+        "type": "view_submission", "team": {"id": TEAM_ID, "domain": "test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
+        "api_app_id": "A0CACHEBOT", "token": "legacy-verification-token", "trigger_id": "4.5.6",
+        "view": {**view, "state": {"values": values}}, "response_urls": [], "is_enterprise_install": False,
+        "enterprise": None,
+    }
+
+
 class SlackSender:
     """Signs and posts Slack requests to an app's ``/slack/events``."""
 
@@ -342,6 +432,11 @@ class SlackSender:
         if retry_num is not None:
             headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
         return post(self.url, body, headers, "application/json")
+
+    def command(self, fields: dict[str, str], *, secret: str | None = None, timestamp: int | None = None):
+        """A slash command: form-encoded fields, signed."""
+        body = urlencode(fields)
+        return post(self.url, body, sign(secret or self.secret, body, timestamp), "application/x-www-form-urlencoded")
 
     def interaction(self, payload: dict, *, secret: str | None = None, timestamp: int | None = None):
         body = "payload=" + quote(json.dumps(payload))
