@@ -236,6 +236,17 @@ def approval_blocks(result: RunResult) -> list[Block]:
     return blocks
 
 
+SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+
+
+def copy_header(channel: str, permalink: str | None) -> Block:
+    """The line on a copy of an approval request (approvers' channel, a DM): where it was asked, and a link to
+    its thread (Slack's own permalink). Deciding here decides there."""
+    where = f"<#{channel}>" if SLACK_CHANNEL_ID.fullmatch(channel) else code(channel)
+    link = f" — <{escape(permalink)}|open the thread>" if permalink else ""
+    return section(f":bell: An approval request from {where}{link}. Deciding here updates it there too.")
+
+
 def purge_offer_label(pages: int) -> str:
     return "Purge this page" if pages == 1 else f"Purge these {pages} pages"
 

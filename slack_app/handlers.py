@@ -34,6 +34,7 @@ from typing import Any
 from slack_sdk import WebClient
 
 from agent.models import Intent, RunResult
+from agent.policy import approval_recipients
 from agent.service import recovery
 from agent.service.agent import Agent, NothingPending
 from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
@@ -189,6 +190,7 @@ class Handlers:
         progress.finish()
         if result.pending:
             self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
+            self._tell_approvers(result, channel, status_ts)
         else:
             self._finish(result, channel, thread_ts, status_ts)
 
@@ -224,7 +226,8 @@ class Handlers:
     # --- actions: approve / deny --------------------------------------------------------------------------
 
     def click(self, job: ApprovalClick) -> ApplyDecision | None:
-        """Approve or Deny: checked against the conversation, then claimed (one decision per interrupt)."""
+        """Approve or Deny, on the card in the run's thread or on one of its copies (approvers' channel, DMs):
+        checked against where it was clicked, then claimed (one decision per interrupt)."""
         clicker, channel, message_ts = _clicked(job.body)
         decision = "approve" if job.action.get("action_id") == kit.APPROVE_ACTION else "deny"
         named = self._button_value(job.action, channel, clicker, "run", "interrupt")
@@ -232,50 +235,94 @@ class Handlers:
             return
         thread_id, interrupt_id = named
         run_channel, _, thread_ts = thread_id.partition(":")
-        if not clicker or run_channel != channel or not thread_ts:
+        in_thread = run_channel == channel
+        if not clicker or not thread_ts or not (in_thread or self.copies.is_copy(thread_id, channel, message_ts)):
             self.slack.ephemeral(channel, clicker, None,
                                  "That button does not belong to this conversation; nothing was done.")
             return
         key = f"decision:{thread_id}:{interrupt_id}"
         if not self.claims.claim(key):
-            self.slack.ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
+            self.slack.ephemeral(channel, clicker, thread_ts if in_thread else None,
+                                 self._why_taken(thread_id, interrupt_id))
             return
-        return ApplyDecision(channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
+        return ApplyDecision(run_channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key,
+                             clicked_in="" if in_thread else channel)
 
     def decide(self, job: ApplyDecision) -> None:
-        channel, thread_ts, thread_id, message_ts = job.channel, job.thread_ts, job.thread_id, job.message_ts
+        channel, thread_ts, thread_id = job.channel, job.thread_ts, job.thread_id
         interrupt_id, decision, clicker = job.interrupt_id, job.decision, job.clicker
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
+        clicked = (job.clicked_in or channel, job.message_ts)
+
+        def tell_clicker(text: str) -> None:
+            self.slack.ephemeral(clicked[0], clicker, None if job.clicked_in else thread_ts, text)
 
         def on_event(event: ProgressEvent) -> None:
             progress.event(event)
-            if isinstance(event, ApprovalDecided) and message_ts:
+            if isinstance(event, ApprovalDecided):
                 record = event.approval
-                self.slack.update(channel, message_ts, f"Request {record.status}",
-                                  kit.decided_blocks(self.agent.result(thread_id), record.status, record.by,
-                                                     record.at))
+                self._update_every_copy(thread_id, f"Request {record.status}", kit.decided_blocks(
+                    self.agent.result(thread_id), record.status, record.by, record.at), also=clicked)
 
         try:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
                                        interface="slack", on_event=on_event)
         except NothingPending as exc:
-            self.slack.ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
+            tell_clicker(f"Nothing to {decision}: {exc}.")
             return
         except Exception:
             log.exception("decision on %s failed", thread_id)
             current = self.agent.result(thread_id).pending
             if current and current.get("interrupt_id") == interrupt_id:
                 self.claims.release(job.claim)  # the decision never reached the graph: let a new click try again
-            self.slack.ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
+            tell_clicker("Something went wrong on my side; please try again.")
             return
         progress.finish()
         if result.notice:
-            self.slack.ephemeral(channel, clicker, thread_ts,
-                                 f"You cannot {decision} this: {_refusal(result.notice)}.")
-            if result.pending and message_ts:  # a refusal opens a fresh interrupt: give the buttons its id
-                self.slack.update(channel, message_ts, result.reply, kit.approval_blocks(result))
+            tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
+            if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
+                self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result), also=clicked)
             return
         self._finish(result, channel, thread_ts, None)
+
+    # --- approval copies: the approvers' channel, approvers' DMs ------------------------------------------
+
+    @property
+    def copies(self):
+        return self.agent.storage.approval_copies
+
+    def _tell_approvers(self, result: RunResult, channel: str, card_ts: str | None) -> None:
+        """Remember the card in the thread, and copy it where policy says approvers look
+        (``approval.channel``, approvers' DMs), each copy linking to the thread."""
+        if card_ts:
+            self.copies.add(result.thread_id, channel, card_ts)
+        places = approval_recipients(self.agent.config, asked_in=channel)
+        if not places:
+            return
+        header = kit.copy_header(channel, self.slack.permalink(channel, card_ts))
+        for place in places:
+            posted = self.slack.post_at(place, f"Approval needed: {result.reply}",
+                                        [header, *kit.approval_blocks(result)])
+            if posted is not None:
+                self.copies.add(result.thread_id, *posted)
+
+    def _update_every_copy(self, thread_id: str, text: str, blocks: list[dict],
+                           also: tuple[str, str | None] = ("", None)) -> None:
+        """Show ``blocks`` on the card and every copy of it (copies keep their header linking to the thread).
+        ``also``: the message clicked, updated even when it predates the copies being recorded."""
+        run_channel, _, thread_ts = thread_id.partition(":")
+        places = self.copies.of(thread_id)
+        if also[1] and also not in places:
+            places.append((also[0], also[1]))
+        header = None
+        for channel, ts in places:
+            if channel == run_channel:
+                self.slack.update(channel, ts, text, blocks)
+                continue
+            if header is None:
+                card = next((t for c, t in places if c == run_channel), None)
+                header = kit.copy_header(run_channel, self.slack.permalink(run_channel, card or thread_ts))
+            self.slack.update(channel, ts, text, [header, *blocks])
 
     def _button_value(self, action: dict[str, Any], channel: str, clicker: str, *keys: str) -> tuple[str, ...] | None:
         """The ids a button of ours carries in its JSON value; None (and the clicker told) for any other button."""

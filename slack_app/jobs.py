@@ -95,7 +95,8 @@ class AnswerPrivately:
 
 @dataclass(frozen=True)
 class ApplyDecision:
-    """Resume a run waiting for approval with a claimed decision (``claim``: released if it never lands)."""
+    """Resume a run waiting for approval with a claimed decision (``claim``: released if it never lands).
+    ``channel``/``thread_ts`` are the run's, wherever the click came from."""
 
     channel: str
     thread_ts: str
@@ -103,8 +104,9 @@ class ApplyDecision:
     interrupt_id: str
     decision: str  # "approve" | "deny"
     clicker: str
-    message_ts: str | None
+    message_ts: str | None  # the message clicked: the card in the thread, or a copy (``clicked_in``)
     claim: str
+    clicked_in: str = ""  # the channel of a copy clicked (approvers' channel, a DM); "" for the run's channel
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,27 @@ class SlackApi:
             log.warning("chat.postMessage failed: %s", exc.response.get("error"))
             return None
 
+    def post_at(self, channel: str, text: str, blocks: list[dict]) -> tuple[str, str] | None:
+        """A new message in a channel, or in a DM when ``channel`` is a user id; (the channel it landed in, its
+        ``ts``) so it can be updated later, or None when Slack refused it."""
+        try:
+            response = self.client.chat_postMessage(
+                channel=channel, text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS), blocks=blocks)
+            return str(response.get("channel") or channel), str(response.get("ts"))
+        except SlackApiError as exc:
+            log.warning("chat.postMessage to %s failed: %s", channel, exc.response.get("error"))
+            return None
+
+    def permalink(self, channel: str, ts: str | None) -> str | None:
+        """A link to a message (``chat.getPermalink``), or None."""
+        if not ts:
+            return None
+        try:
+            return self.client.chat_getPermalink(channel=channel, message_ts=ts).get("permalink")
+        except SlackApiError as exc:
+            log.warning("chat.getPermalink failed: %s", exc.response.get("error"))
+            return None
+
     def update(self, channel: str, ts: str | None, text: str, blocks: list[dict]) -> None:
         if not ts:
             return

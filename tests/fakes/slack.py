@@ -1,9 +1,10 @@
 """A loopback Slack Web API (stdlib ThreadingHTTPServer) that records calls and answers like Slack.
 
 Point ``WebClient(base_url=fake.api_url)`` at it. It implements what cachebot uses: ``auth.test``,
-``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``files.getUploadURLExternal`` + the upload URL +
-``files.completeUploadExternal``, ``usergroups.users.list``, ``views.open``, ``views.publish``, and the
-``response_url`` of slash commands (``response_url()``; answers recorded as ``response_url`` calls). ``rate_limit_once(method)`` makes the next call to
+``chat.postMessage`` (to a user id: their DM, ``D…``), ``chat.update``, ``chat.postEphemeral``,
+``chat.getPermalink``, ``files.getUploadURLExternal`` + the upload URL + ``files.completeUploadExternal``,
+``usergroups.users.list``, ``views.open``, ``views.publish``, and slash commands' ``response_url``
+(``response_url()``; answers recorded as ``response_url`` calls). ``rate_limit_once(method)`` makes the next call to
 ``method`` answer ``429 ratelimited`` with ``Retry-After`` (as Slack does), once.
 Also: helpers to sign and send Slack requests (events, block_actions) to an app under test.
 """
@@ -44,6 +45,7 @@ class FakeSlack:
         self.user_groups: dict[str, list[str]] = {}
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> the message as it stands now
         self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal or Home tab as it stands now
+        self.closed_channels: set[str] = set()  # chat.postMessage answers not_in_channel there
         self._rate_limits: dict[str, int] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -124,13 +126,23 @@ class FakeSlack:
     def api_chat_postMessage(self, args: dict) -> dict:
         if not args.get("channel"):
             return {"ok": False, "error": "channel_not_found"}
+        if args["channel"] in self.closed_channels:
+            return {"ok": False, "error": "not_in_channel"}
         ts = self.next_ts()
-        message = {"ts": ts, "channel": args["channel"], "thread_ts": args.get("thread_ts"), "text": args.get("text"),
+        channel = dm_channel(args["channel"])  # a user id: the app's DM with that user, as Slack does
+        message = {"ts": ts, "channel": channel, "thread_ts": args.get("thread_ts"), "text": args.get("text"),
                    "blocks": args.get("blocks"), "updates": 0}
         with self._lock:
             self.messages[ts] = message
-        return {"ok": True, "channel": args["channel"], "ts": ts,
+        return {"ok": True, "channel": channel, "ts": ts,
                 "message": {"text": args.get("text"), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER_ID}}
+
+    def api_chat_getPermalink(self, args: dict) -> dict:
+        channel, ts = args.get("channel"), args.get("message_ts")
+        if not channel or not ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "channel": channel,
+                "permalink": f"https://cachebot-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
 
     def api_chat_update(self, args: dict) -> dict:
         with self._lock:
@@ -187,6 +199,11 @@ class FakeSlack:
         if missing:
             return {"ok": False, "error": "file_not_found"}
         return {"ok": True, "files": [{"id": f["id"], "title": f.get("title"), "name": f.get("title")} for f in files]}
+
+
+def dm_channel(channel: str) -> str:
+    """Where a message posted to ``channel`` lands: a user id (U…/W…) means the app's DM with them (D…)."""
+    return "D" + channel[1:] if channel[:1] in ("U", "W") else channel
 
 
 class FakeSlackProcess:

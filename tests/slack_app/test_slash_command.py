@@ -114,3 +114,12 @@ def test_a_forged_or_stale_command_is_refused_before_any_work(slack):
     h.idle()
     assert h.front.received == 0
     assert {c.method for c in h.fake.calls} <= {"auth.test"}  # Bolt's start-up check, nothing after
+
+
+def test_a_channel_the_bot_is_not_in_gets_told_how_to_invite_it(slack):
+    h = slack()
+    h.fake.closed_channels.add("CPRIVATE")
+    h.command(f"purge {PRICING}", channel="CPRIVATE")
+    [answer] = h.fake.responses()
+    assert "invite me" in all_text(answer) and answer["response_type"] == "ephemeral"
+    assert not h.front.agent.audit.dump()["audit_requests"]
