@@ -22,6 +22,7 @@ from typing import Any
 from agent.mapping import count_purges
 from agent.models import ItemResult, ItemStatus, PlanItem, Rejection, RunResult
 from agent.nodes.report import ORDER, item_words, plan_notes, scope_lines
+from agent.storage.audit import HistoryEntry
 
 APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"
@@ -206,7 +207,6 @@ def rejected_blocks(rejected: list[Rejection]) -> list[Block]:
 def approval_blocks(result: RunResult) -> list[Block]:
     """The plan, who may approve, and the Approve / Deny buttons (values carry the run and the interrupt)."""
     pending = result.pending or {}
-    value = json.dumps({"run": result.thread_id, "interrupt": pending.get("interrupt_id", "")})
     expires = format_time(pending.get("expires_at"))
     blocks = plan_blocks(result.plan, result.pages, result.rejected)
     blocks.append(section(
@@ -214,9 +214,20 @@ def approval_blocks(result: RunResult) -> list[Block]:
         f"Requested by {mention(pending.get('requester'))}. Who may approve: {pending.get('approvers', '')}.\n"
         f"Expires {expires}."
     ))
-    blocks.append({
+    blocks.append(approval_buttons(result))
+    return blocks
+
+
+SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+
+
+def approval_buttons(result: RunResult, block_id: str = APPROVAL_BLOCK_ID) -> Block:
+    """Approve (with a confirm dialog) and Deny; their values name the run and the interrupt, nothing else."""
+    pending = result.pending or {}
+    value = json.dumps({"run": result.thread_id, "interrupt": pending.get("interrupt_id", "")})
+    return {
         "type": "actions",
-        "block_id": APPROVAL_BLOCK_ID,
+        "block_id": block_id,
         "elements": [
             {
                 "type": "button", "action_id": APPROVE_ACTION, "style": "primary",
@@ -232,11 +243,7 @@ def approval_blocks(result: RunResult) -> list[Block]:
             {"type": "button", "action_id": DENY_ACTION, "style": "danger",
              "text": {"type": "plain_text", "text": "Deny"}, "value": value},
         ],
-    })
-    return blocks
-
-
-SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+    }
 
 
 def copy_header(channel: str, permalink: str | None) -> Block:
@@ -443,3 +450,52 @@ def chosen_links(view: dict[str, Any], urls: list[str]) -> list[str]:
             if value.isdigit() and int(value) < len(urls):
                 chosen.append(urls[int(value)])
     return list(dict.fromkeys(chosen))
+
+
+# --- App Home ------------------------------------------------------------------------------------------------
+
+HOME_WAITING_SHOWN = 20  # requests waiting for the viewer, two blocks each (Slack: 100 blocks in a view)
+STATUS_WORDS = {"received": "running", "waiting_approval": "waiting for approval", "done": "done",
+                "answered": "answered", "dry_run": "dry run", "denied": "denied", "expired": "expired",
+                "error": "failed", "interrupted": "interrupted"}
+
+
+def home_view(*, recent: list[HistoryEntry], waiting: list[RunResult], notice: str | None = None) -> dict[str, Any]:
+    """The Home tab: a notice (the result of a click here), the requests waiting for the viewer with Approve/Deny
+    (the card's buttons: same values, same checks), the viewer's recent requests and their status, a how-to."""
+    blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": "cachebot"}}]
+    if notice:
+        blocks.append(section(notice))
+    if waiting:
+        blocks.append(section(f"*Waiting for your approval ({len(waiting)}):*"))
+        for index, result in enumerate(waiting[:HOME_WAITING_SHOWN]):
+            blocks += [section(waiting_line(result)), approval_buttons(result, f"{APPROVAL_BLOCK_ID}_{index}")]
+    lines = [recent_line(entry) for entry in recent]
+    blocks.append(section(bounded_list(lines, head="*Your recent requests:*") if lines else
+                          "*Your recent requests:* none yet."))
+    blocks += [{"type": "divider"}, section(COMMAND_HELP)]
+    return {"type": "home", "blocks": blocks}
+
+
+def decided_on_home(channel: str, status: str, permalink: str | None) -> str:
+    where = f"<#{channel}>" if SLACK_CHANNEL_ID.fullmatch(channel) else code(channel)
+    link = f" (<{escape(permalink)}|the thread>)" if permalink else ""
+    return f":white_check_mark: Done: the request in {where}{link} is now *{neutralise(status)}*."
+
+
+def waiting_line(result: RunResult) -> str:
+    pending = result.pending or {}
+    channel = result.thread_id.partition(":")[0]
+    where = f"<#{channel}>" if SLACK_CHANNEL_ID.fullmatch(channel) else code(channel)
+    pages = ", ".join(code(url) for url in result.pages[:3]) + (f" and {len(result.pages) - 3} more"
+                                                                 if len(result.pages) > 3 else "")
+    return (f"{mention(pending.get('requester'))} in {where}: {pending.get('purge_count', '?')} purges over "
+            f"{pending.get('pages', '?')} pages ({pages or '—'})\n_{neutralise(pending.get('reason', ''))}_ · "
+            f"expires {format_time(pending.get('expires_at'))}")
+
+
+def recent_line(entry: HistoryEntry) -> str:
+    status = STATUS_WORDS.get(entry.status, entry.status)
+    if entry.status == "done" and entry.worked is False:
+        status = "done, NOT all confirmed fresh"
+    return f"• {format_time(entry.received_at)} — {code(clip(' '.join(entry.text.split()), 80))} — *{status}*"

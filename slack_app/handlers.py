@@ -46,6 +46,7 @@ from slack_app.jobs import (
     AnswerRequest,
     ApplyDecision,
     ApprovalClick,
+    HomeOpened,
     Job,
     MessageShortcut,
     ModalSubmitted,
@@ -64,6 +65,7 @@ log = logging.getLogger("cachebot.slack")
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 IN_CHANNEL_VERBS = ("purge", "history")  # /cachebot verbs answered in a thread in the channel
 PRIVATE_VERBS = ("check",)  # … answered to the asker only
+HOME = "home"  # ApplyDecision.clicked_in for a click on the Home tab
 
 
 class Handlers:
@@ -93,6 +95,8 @@ class Handlers:
                 self.open_clear_links(job)
             case ModalSubmitted():
                 return self.clear_links(job)
+            case HomeOpened():
+                self.show_home(job)
             case AnswerRequest():
                 self.run_request(job)
             case AnswerPrivately():
@@ -226,8 +230,8 @@ class Handlers:
     # --- actions: approve / deny --------------------------------------------------------------------------
 
     def click(self, job: ApprovalClick) -> ApplyDecision | None:
-        """Approve or Deny, on the card in the run's thread or on one of its copies (approvers' channel, DMs):
-        checked against where it was clicked, then claimed (one decision per interrupt)."""
+        """Approve or Deny, on the card in the run's thread, on one of its copies (approvers' channel, DMs) or on
+        the clicker's Home tab: checked against where it was clicked, then claimed (one decision per interrupt)."""
         clicker, channel, message_ts = _clicked(job.body)
         decision = "approve" if job.action.get("action_id") == kit.APPROVE_ACTION else "deny"
         named = self._button_value(job.action, channel, clicker, "run", "interrupt")
@@ -235,18 +239,23 @@ class Handlers:
             return
         thread_id, interrupt_id = named
         run_channel, _, thread_ts = thread_id.partition(":")
-        in_thread = run_channel == channel
-        if not clicker or not thread_ts or not (in_thread or self.copies.is_copy(thread_id, channel, message_ts)):
+        in_thread, on_home = run_channel == channel, _on_home(job.body)
+        if not clicker or not thread_ts or not (
+                in_thread or on_home or self.copies.is_copy(thread_id, channel, message_ts)):
             self.slack.ephemeral(channel, clicker, None,
                                  "That button does not belong to this conversation; nothing was done.")
             return
         key = f"decision:{thread_id}:{interrupt_id}"
         if not self.claims.claim(key):
-            self.slack.ephemeral(channel, clicker, thread_ts if in_thread else None,
-                                 self._why_taken(thread_id, interrupt_id))
+            why = self._why_taken(thread_id, interrupt_id)
+            if on_home:
+                self.show_home(HomeOpened(clicker, "home"), notice=why)
+            else:
+                self.slack.ephemeral(channel, clicker, thread_ts if in_thread else None, why)
             return
+        clicked_in = HOME if on_home else "" if in_thread else channel
         return ApplyDecision(run_channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key,
-                             clicked_in="" if in_thread else channel)
+                             clicked_in=clicked_in)
 
     def decide(self, job: ApplyDecision) -> None:
         channel, thread_ts, thread_id = job.channel, job.thread_ts, job.thread_id
@@ -255,7 +264,10 @@ class Handlers:
         clicked = (job.clicked_in or channel, job.message_ts)
 
         def tell_clicker(text: str) -> None:
-            self.slack.ephemeral(clicked[0], clicker, None if job.clicked_in else thread_ts, text)
+            if job.clicked_in == HOME:  # no ephemeral messages there: the Home tab shows it, refreshed
+                self.show_home(HomeOpened(clicker, "home"), notice=text)
+            else:
+                self.slack.ephemeral(clicked[0], clicker, None if job.clicked_in else thread_ts, text)
 
         def on_event(event: ProgressEvent) -> None:
             progress.event(event)
@@ -283,7 +295,21 @@ class Handlers:
             if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
                 self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result), also=clicked)
             return
+        if job.clicked_in == HOME:
+            self.show_home(HomeOpened(clicker, "home"), notice=kit.decided_on_home(
+                channel, result.approval.status, self.slack.permalink(channel, thread_ts)))
         self._finish(result, channel, thread_ts, None)
+
+    # --- App Home ----------------------------------------------------------------------------------------
+
+    def show_home(self, job: HomeOpened, *, notice: str | None = None) -> None:
+        """Publish the person's Home tab: their recent requests, what waits for their approval (policy decides,
+        in ``Agent.waiting_for``), how to ask. Published again after a click there, with what happened."""
+        if not job.user or job.tab != "home":
+            return
+        view = kit.home_view(recent=self.agent.requests_of(job.user), waiting=self.agent.waiting_for(job.user),
+                             notice=notice)
+        self.slack.publish_home(job.user, view)
 
     # --- approval copies: the approvers' channel, approvers' DMs ------------------------------------------
 
@@ -479,6 +505,11 @@ class Handlers:
                              lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
                                                                     user=job.clicker, channel=job.channel,
                                                                     interface="slack", on_event=on_event))
+
+
+def _on_home(body: dict[str, Any]) -> bool:
+    """The click came from the app's Home tab (a view we published to the clicker), not from a message."""
+    return (body.get("container") or {}).get("type") == "view" and (body.get("view") or {}).get("type") == "home"
 
 
 def _intent(chosen: str | None) -> Intent | None:

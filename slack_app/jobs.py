@@ -61,7 +61,15 @@ class ModalSubmitted:
     body: dict[str, Any]
 
 
-IntakeJob = NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted
+@dataclass(frozen=True)
+class HomeOpened:
+    """Someone opened the app's Home (``app_home_opened``; ``tab`` "home" or "messages")."""
+
+    user: str
+    tab: str
+
+
+IntakeJob = NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted | HomeOpened
 
 
 # --- runs: what intake (or start-up) asks to run -----------------------------------------------------------

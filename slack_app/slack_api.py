@@ -175,6 +175,13 @@ class SlackApi:
         except Exception as exc:  # the asker sees nothing; the run itself is recorded in the audit
             log.warning("response_url failed: %s", type(exc).__name__)
 
+    def publish_home(self, user: str, view: dict) -> None:
+        """Show ``view`` as ``user``'s Home tab (``views.publish``)."""
+        try:
+            self.client.views_publish(user_id=user, view=view)
+        except SlackApiError as exc:
+            log.warning("views.publish failed: %s", exc.response.get("error"))
+
     def open_view(self, trigger_id: str, view: dict) -> bool:
         """Open a modal for the person whose click gave ``trigger_id`` (valid for 3 s)."""
         try:

@@ -435,6 +435,25 @@ def view_submission(view: dict[str, Any], *, user: str, selected: dict[str, dict
     }
 
 
+def home_opened(user: str, *, tab: str = "home") -> dict[str, Any]:
+    """The ``app_home_opened`` event (inside an ``event_callback``)."""
+    return {"type": "app_home_opened", "user": user, "channel": "D" + user[1:], "tab": tab,
+            "event_ts": f"{time.time():.6f}"}
+
+
+def home_block_actions(view: dict[str, Any], *, user: str, action_id: str, value: str) -> dict[str, Any]:
+    """A button click on a Home tab (a published view): no channel, no message; the view comes with it."""
+    return {
+        "type": "block_actions", "api_app_id": "A0CACHEBOT", "token": "legacy-verification-token",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
+        "container": {"type": "view", "view_id": view["id"]}, "trigger_id": "7.8.9",
+        "team": {"id": TEAM_ID, "domain": "test"}, "enterprise": None, "is_enterprise_install": False,
+        "view": view,
+        "actions": [{"action_id": action_id, "block_id": "cachebot_approval_0", "value": value, "type": "button",
+                     "text": {"type": "plain_text", "text": "Approve"}, "action_ts": str(time.time())}],
+    }
+
+
 class SlackSender:
     """Signs and posts Slack requests to an app's ``/slack/events``."""
 
