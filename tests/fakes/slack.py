@@ -46,6 +46,7 @@ class FakeSlack:
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> the message as it stands now
         self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal or Home tab as it stands now
         self.closed_channels: set[str] = set()  # chat.postMessage answers not_in_channel there
+        self.socket_url: str | None = None  # what apps.connections.open hands out (tests/fakes/socket_mode.py)
         self._rate_limits: dict[str, int] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -183,6 +184,13 @@ class FakeSlack:
             self.views[view_id] = stored
         return stored
 
+    def api_apps_connections_open(self, args: dict) -> dict:
+        if args.get("_token_type") != "app":
+            return {"ok": False, "error": "not_allowed_token_type"}  # Slack's answer to a bot token here
+        if self.socket_url is None:
+            return {"ok": False, "error": "socket_mode_not_enabled"}
+        return {"ok": True, "url": f"{self.socket_url}?ticket={uuid.uuid4()}&app_id=A0CACHEBOT"}
+
     def api_usergroups_users_list(self, args: dict) -> dict:
         group = args.get("usergroup")
         if group not in self.user_groups:
@@ -275,6 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         method = parts.path[len("/api/"):]
         args = _parse_args(raw, self.headers.get("Content-Type") or "", parts.query)
+        if method == "apps.connections.open":  # the one method that wants the app-level token (xapp-)
+            app_token = (self.headers.get("Authorization") or "").startswith("Bearer xapp-")
+            args["_token_type"] = "app" if app_token else "other"
         if not (self.headers.get("Authorization") or "").startswith("Bearer ") and "token" not in args:
             status, body, headers = 200, {"ok": False, "error": "not_authed"}, {}
         else:
