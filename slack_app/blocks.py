@@ -499,3 +499,24 @@ def recent_line(entry: HistoryEntry) -> str:
     if entry.status == "done" and entry.worked is False:
         status = "done, NOT all confirmed fresh"
     return f"• {format_time(entry.received_at)} — {code(clip(' '.join(entry.text.split()), 80))} — *{status}*"
+
+
+# --- assistant threads ----------------------------------------------------------------------------------
+
+ASSISTANT_PROMPTS_TITLE = "Try one of these"
+ASSISTANT_PROMPTS = [  # Slack shows up to 4
+    {"title": "Purge a page", "message": "purge https://"},
+    {"title": "Is this page fresh?", "message": "check https://"},
+    {"title": "Who purged this?", "message": "history https://"},
+    {"title": "What can you do?", "message": "help"},
+]
+
+
+def assistant_status(phases: dict[str, tuple[int, int]], pages: int | None) -> str:
+    """The assistant thread's status line: "Purging 12/36…", or before the first batch "Purging 84 pages…"."""
+    if phases:
+        phase, (done, total) = list(phases.items())[-1]
+        return f"{PHASE_WORDS.get(phase, phase.title())} {done}/{total}…"
+    if pages:
+        return f"Purging {pages} page{'s' if pages != 1 else ''}…"
+    return "Looking into it…"

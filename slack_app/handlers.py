@@ -46,6 +46,7 @@ from slack_app.jobs import (
     AnswerRequest,
     ApplyDecision,
     ApprovalClick,
+    AssistantThreadStarted,
     HomeOpened,
     Job,
     MessageShortcut,
@@ -57,7 +58,7 @@ from slack_app.jobs import (
     SlashCommand,
     TakeOffer,
 )
-from slack_app.progress import ProgressMessage
+from slack_app.progress import ProgressMessage, ThreadStatus
 from slack_app.slack_api import SlackApi, approver_mentions
 
 log = logging.getLogger("cachebot.slack")
@@ -97,6 +98,8 @@ class Handlers:
                 return self.clear_links(job)
             case HomeOpened():
                 self.show_home(job)
+            case AssistantThreadStarted():
+                self.greet_assistant_thread(job)
             case AnswerRequest():
                 self.run_request(job)
             case AnswerPrivately():
@@ -157,26 +160,49 @@ class Handlers:
                                                 "it first, or start a new thread for a new request.")
             return
         status_ts = self.slack.post(channel, thread_ts, kit.looking_at(_url_count(message)))
-        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts)
+        assistant = bool(event.get("channel_type") == "im" and event.get("thread_ts")
+                         and self.claims.claimed(_assistant_key(channel, thread_ts)))
+        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts, assistant=assistant)
 
     def _known_thread(self, thread_id: str) -> bool:
         result = self.agent.result(thread_id)
         return bool(result.reply or result.pending)
 
     def run_request(self, job: AnswerRequest) -> None:
-        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
-                             lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
-                                                             thread_id=job.thread_id, interface="slack",
-                                                             on_event=on_event, chosen_intent=_intent(job.intent)))
+        status = ThreadStatus(self.slack, job.channel, job.thread_ts, interval=self.progress_interval) \
+            if job.assistant else None
+        if status is not None:
+            status.start()
+        try:
+            self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
+                                 lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
+                                                                 thread_id=job.thread_id, interface="slack",
+                                                                 on_event=on_event,
+                                                                 chosen_intent=_intent(job.intent)),
+                                 also=status.event if status is not None else None)
+        finally:
+            if status is not None:
+                status.clear()
+
+    def greet_assistant_thread(self, job: AssistantThreadStarted) -> None:
+        """A new assistant thread: suggested prompts, once (the claim also marks the thread as an assistant
+        thread, so its requests show their progress in its status line)."""
+        if not job.channel or not job.thread_ts or not self.claims.claim(_assistant_key(job.channel, job.thread_ts)):
+            return
+        self.slack.suggest_prompts(job.channel, job.thread_ts, kit.ASSISTANT_PROMPTS_TITLE, kit.ASSISTANT_PROMPTS)
 
     def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
-                        run: Callable[[Callable[[ProgressEvent], None]], RunResult]) -> None:
+                        run: Callable[[Callable[[ProgressEvent], None]], RunResult],
+                        also: Callable[[ProgressEvent], None] | None = None) -> None:
         """Run one request with live progress (the plan replaces the status message as soon as it is known),
-        then post its answer: the approval request, the report, or the reply."""
+        then post its answer: the approval request, the report, or the reply. ``also`` hears every event too
+        (an assistant thread's status line)."""
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
 
         def on_event(event: ProgressEvent) -> None:
             progress.event(event)
+            if also is not None:
+                also(event)
             if isinstance(event, PlanReady) and event.plan.items and not event.plan.needs_approval and status_ts:
                 self.slack.update(channel, status_ts, "The plan",
                                   kit.plan_blocks(event.plan.items, event.plan.pages, event.rejected))
@@ -505,6 +531,10 @@ class Handlers:
                              lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
                                                                     user=job.clicker, channel=job.channel,
                                                                     interface="slack", on_event=on_event))
+
+
+def _assistant_key(channel: str, thread_ts: str) -> str:
+    return f"assistant:{channel}:{thread_ts}"
 
 
 def _on_home(body: dict[str, Any]) -> bool:

@@ -69,7 +69,17 @@ class HomeOpened:
     tab: str
 
 
-IntakeJob = NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted | HomeOpened
+@dataclass(frozen=True)
+class AssistantThreadStarted:
+    """Someone opened a new assistant thread with the app (``assistant_thread_started``)."""
+
+    channel: str
+    thread_ts: str
+    user: str
+
+
+IntakeJob = (NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted | HomeOpened
+             | AssistantThreadStarted)
 
 
 # --- runs: what intake (or start-up) asks to run -----------------------------------------------------------
@@ -86,6 +96,7 @@ class AnswerRequest:
     message: str
     status_ts: str | None
     intent: str | None = None  # "purge" | "check" when the surface already says which (a command, the modal)
+    assistant: bool = False  # an assistant thread: its status line shows what the run is doing
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,21 @@ class SlackApi:
         except Exception as exc:  # the asker sees nothing; the run itself is recorded in the audit
             log.warning("response_url failed: %s", type(exc).__name__)
 
+    def thread_status(self, channel: str, thread_ts: str, status: str) -> None:
+        """The status line under an assistant thread ("Purging 84 pages…"; "" clears it). Cosmetic: failures are
+        logged only."""
+        try:
+            self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+        except SlackApiError as exc:
+            log.info("assistant.threads.setStatus failed: %s", exc.response.get("error"))
+
+    def suggest_prompts(self, channel: str, thread_ts: str, title: str, prompts: list[dict[str, str]]) -> None:
+        try:
+            self.client.assistant_threads_setSuggestedPrompts(channel_id=channel, thread_ts=thread_ts, title=title,
+                                                              prompts=prompts)
+        except SlackApiError as exc:
+            log.warning("assistant.threads.setSuggestedPrompts failed: %s", exc.response.get("error"))
+
     def publish_home(self, user: str, view: dict) -> None:
         """Show ``view`` as ``user``'s Home tab (``views.publish``)."""
         try:

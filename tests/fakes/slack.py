@@ -2,7 +2,8 @@
 
 Point ``WebClient(base_url=fake.api_url)`` at it. It implements what cachebot uses: ``auth.test``,
 ``chat.postMessage`` (to a user id: their DM, ``D…``), ``chat.update``, ``chat.postEphemeral``,
-``chat.getPermalink``, ``files.getUploadURLExternal`` + the upload URL + ``files.completeUploadExternal``,
+``chat.getPermalink``, ``assistant.threads.setStatus`` / ``setSuggestedPrompts``,
+``files.getUploadURLExternal`` + the upload URL + ``files.completeUploadExternal``,
 ``usergroups.users.list``, ``views.open``, ``views.publish``, and slash commands' ``response_url``
 (``response_url()``; answers recorded as ``response_url`` calls). ``rate_limit_once(method)`` makes the next call to
 ``method`` answer ``429 ratelimited`` with ``Retry-After`` (as Slack does), once.
@@ -191,6 +192,19 @@ class FakeSlack:
             return {"ok": False, "error": "socket_mode_not_enabled"}
         return {"ok": True, "url": f"{self.socket_url}?ticket={uuid.uuid4()}&app_id=A0CACHEBOT"}
 
+    def api_assistant_threads_setStatus(self, args: dict) -> dict:
+        if not args.get("channel_id") or not args.get("thread_ts") or "status" not in args:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
+    def api_assistant_threads_setSuggestedPrompts(self, args: dict) -> dict:
+        prompts = args.get("prompts")
+        if not args.get("channel_id") or not isinstance(prompts, list) or not 1 <= len(prompts) <= 4:
+            return {"ok": False, "error": "invalid_arguments"}
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
     def api_usergroups_users_list(self, args: dict) -> dict:
         group = args.get("usergroup")
         if group not in self.user_groups:
@@ -315,7 +329,7 @@ def _parse_args(raw: bytes, content_type: str, query: str) -> dict[str, Any]:
         args.update(json.loads(raw or b"{}"))
     elif raw:
         args.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
-    for key in ("blocks", "files", "attachments", "view"):  # form-encoded JSON arguments
+    for key in ("blocks", "files", "attachments", "view", "prompts"):  # form-encoded JSON arguments
         if isinstance(args.get(key), str):
             try:
                 args[key] = json.loads(args[key])
@@ -444,6 +458,14 @@ def view_submission(view: dict[str, Any], *, user: str, selected: dict[str, dict
         "view": {**view, "state": {"values": values}}, "response_urls": [], "is_enterprise_install": False,
         "enterprise": None,
     }
+
+
+def assistant_thread_started(*, user: str, channel: str, thread_ts: str, context_channel: str = "") -> dict:
+    """The ``assistant_thread_started`` event: someone opened an assistant thread (in their DM with the app)."""
+    return {"type": "assistant_thread_started", "event_ts": f"{time.time():.6f}",
+            "assistant_thread": {"user_id": user, "channel_id": channel, "thread_ts": thread_ts,
+                                 "context": {"channel_id": context_channel or None, "team_id": TEAM_ID,
+                                             "enterprise_id": None}}}
 
 
 def home_opened(user: str, *, tab: str = "home") -> dict[str, Any]:

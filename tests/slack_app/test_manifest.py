@@ -14,11 +14,11 @@ from slack_app.listeners.commands import COMMANDS
 from slack_app.listeners.events import EVENT_SUBSCRIPTIONS
 from slack_app.listeners.shortcuts import MESSAGE_SHORTCUTS
 from slack_app.server import EVENTS_PATH
-from tests.fakes.slack import block_actions, home_opened, mention, message, message_action, slash_command
+from tests.fakes.slack import assistant_thread_started, block_actions, home_opened, mention, message, message_action, slash_command
 from tests.slack_app.conftest import CHANNEL, new_ts
 
 MANIFEST = yaml.safe_load((Path(__file__).parents[2] / "slack_app" / "manifest.yml").read_text())
-SCOPES = {"app_mentions:read", "chat:write", "commands", "im:history", "channels:history", "groups:history", "files:write",
+SCOPES = {"app_mentions:read", "assistant:write", "chat:write", "commands", "im:history", "channels:history", "groups:history", "files:write",
           "usergroups:read", "users:read"}
 
 
@@ -31,6 +31,7 @@ def test_events_and_scopes_match_the_code():
     assert settings["event_subscriptions"]["request_url"].endswith(EVENTS_PATH)
     assert "socket_mode_enabled" in settings
     assert MANIFEST["features"]["app_home"]["home_tab_enabled"] is True  # app_home_opened publishes it
+    assert "assistant_view" in MANIFEST["features"]  # assistant_thread_started needs the agent view on
 
 
 def test_the_slash_command_and_the_shortcut_match_the_code():
@@ -82,6 +83,8 @@ def _event_for(kind: str) -> dict:
         return mention("help", user="UBOB", channel=CHANNEL, ts=ts)
     if kind == "app_home_opened":
         return home_opened("UBOB")
+    if kind == "assistant_thread_started":
+        return assistant_thread_started(user="UBOB", channel="DBOB", thread_ts=ts)
     channel_type = {"message.im": "im", "message.channels": "channel"}[kind]
     return message("help", user="UBOB", channel="DBOB" if channel_type == "im" else CHANNEL, ts=ts,
                    channel_type=channel_type)
