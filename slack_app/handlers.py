@@ -20,6 +20,9 @@ Trust
     Every user-supplied string reaches Slack through ``blocks.neutralise`` (mrkdwn-safe, verbatim).
     ``/cachebot`` is claimed per ``trigger_id``; the clear-links modal per view id, and its checkboxes only
     pick from the links it was opened with (its ``private_metadata``), which the run screens again.
+    Approve/Deny count on the card in the thread, on a copy recorded in ``agent.storage.copies`` (approvers'
+    channel, DMs: ``agent.policy.approval_recipients``) and on the clicker's Home tab; wherever the click comes
+    from it is the same claim, the same interrupt check and the same policy in the graph.
 """
 
 from __future__ import annotations

@@ -14,12 +14,20 @@ from slack_app.listeners.commands import COMMANDS
 from slack_app.listeners.events import EVENT_SUBSCRIPTIONS
 from slack_app.listeners.shortcuts import MESSAGE_SHORTCUTS
 from slack_app.server import EVENTS_PATH
-from tests.fakes.slack import assistant_thread_started, block_actions, home_opened, mention, message, message_action, slash_command
+from tests.fakes.slack import (
+    assistant_thread_started,
+    block_actions,
+    home_opened,
+    mention,
+    message,
+    message_action,
+    slash_command,
+)
 from tests.slack_app.conftest import CHANNEL, new_ts
 
 MANIFEST = yaml.safe_load((Path(__file__).parents[2] / "slack_app" / "manifest.yml").read_text())
-SCOPES = {"app_mentions:read", "assistant:write", "chat:write", "commands", "im:history", "channels:history", "groups:history", "files:write",
-          "usergroups:read", "users:read"}
+SCOPES = {"app_mentions:read", "assistant:write", "chat:write", "commands", "im:history", "channels:history",
+          "groups:history", "files:write", "usergroups:read", "users:read"}
 
 
 def test_events_and_scopes_match_the_code():
