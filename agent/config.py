@@ -117,6 +117,13 @@ class ApprovalConfig(Strict):
     approver_groups: list[str] = Field(default_factory=list, description="Slack user group ids allowed to approve")
     allow_self_approval: bool = False
     expiry_minutes: float = Field(default=60, gt=0)
+    channel: str | None = Field(
+        default=None, description="a channel (Slack id) where every approval request is also posted, linking to "
+                                  "its thread; a decision there updates every copy",
+    )
+    dm_approvers: bool = Field(
+        default=False, description="also send every approval request to each user in approvers by direct message",
+    )
     prefix_min_depth: int | None = Field(
         default=None, ge=1,
         description="a wildcard purge whose prefix has at least this many whole path segments (/blog/2024/* has 2) "

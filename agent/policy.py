@@ -60,6 +60,16 @@ def approvers_description(config: AppConfig) -> str:
     return ", ".join(names) if names else "nobody (no approvers are configured)"
 
 
+def approval_recipients(config: AppConfig, *, asked_in: str | None = None) -> list[str]:
+    """Where an approval request is copied besides its own thread: ``approval.channel`` (unless it was asked
+    there), then each approver by direct message when ``approval.dm_approvers`` (user ids; names are skipped).
+    Who may decide does not change: that is ``refuse_approver``'s, wherever the click comes from."""
+    places = [config.approval.channel] if config.approval.channel and config.approval.channel != asked_in else []
+    if config.approval.dm_approvers:
+        places += [user for user in config.approval.approvers if user[:1] in "UW" and user.isupper()]
+    return list(dict.fromkeys(places))
+
+
 def refuse_approver(
     approver: str, requester: str, approver_groups: set[str], config: AppConfig, decision: str
 ) -> str | None:

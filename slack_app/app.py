@@ -21,7 +21,7 @@ from agent.storage.claims import ClaimStore
 from slack_app.dispatch import Dispatcher, WorkerSpec
 from slack_app.handlers import Handlers
 from slack_app.jobs import RecoverRuns
-from slack_app.listeners import actions, events
+from slack_app.listeners import actions, commands, events, shortcuts
 
 
 class SlackFrontEnd:
@@ -62,6 +62,8 @@ class SlackFrontEnd:
         )
         events.register(self.app, self.dispatch)
         actions.register(self.app, self.dispatch)
+        commands.register(self.app, self.dispatch)
+        shortcuts.register(self.app, self.dispatch)
 
     @property
     def received(self) -> int:

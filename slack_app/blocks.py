@@ -21,6 +21,7 @@ from typing import Any
 
 from agent.mapping import count_purges
 from agent.models import ItemResult, ItemStatus, PlanItem, Rejection, RunResult
+from agent.storage.audit import HistoryEntry
 from agent.words import ORDER, item_words, plan_notes, scope_lines
 
 APPROVE_ACTION = "cachebot_approve"
@@ -31,9 +32,16 @@ OFFER_PURGE_ACTION = "cachebot_offer_purge"  # after a question about purging: "
 OFFER_CHECK_ACTION = "cachebot_offer_check"  # … or "Just check them"
 OFFER_ACTION_IDS = (OFFER_PURGE_ACTION, OFFER_CHECK_ACTION)
 OFFER_BLOCK_ID = "cachebot_offer"
+CLEAR_LINKS_SHORTCUT = "cachebot_clear_links"  # the message shortcut's callback id (manifest.yml)
+CLEAR_LINKS_VIEW = "cachebot_clear_links_modal"  # the modal it opens
+LINKS_BLOCK = "cachebot_links_"  # + n: one checkboxes input per 10 links
+LINKS_ACTION = "cachebot_links"
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
+MAX_OPTIONS = 10  # options in one checkboxes element
+MAX_OPTION_CHARS = 75  # an option's plain text
+MAX_METADATA_CHARS = 3000  # a view's private_metadata
 MAX_TEXT_CHARS = 3500  # the notification/fallback text; Slack truncates long top-level text anyway
 REPORT_PAGE_SECTIONS = 40  # page sections in a report message before the rest goes to the CSV
 BAD = (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)
@@ -199,7 +207,6 @@ def rejected_blocks(rejected: list[Rejection]) -> list[Block]:
 def approval_blocks(result: RunResult) -> list[Block]:
     """The plan, who may approve, and the Approve / Deny buttons (values carry the run and the interrupt)."""
     pending = result.pending or {}
-    value = json.dumps({"run": result.thread_id, "interrupt": pending.get("interrupt_id", "")})
     expires = format_time(pending.get("expires_at"))
     blocks = plan_blocks(result.plan, result.pages, result.rejected)
     blocks.append(section(
@@ -207,9 +214,20 @@ def approval_blocks(result: RunResult) -> list[Block]:
         f"Requested by {mention(pending.get('requester'))}. Who may approve: {pending.get('approvers', '')}.\n"
         f"Expires {expires}."
     ))
-    blocks.append({
+    blocks.append(approval_buttons(result))
+    return blocks
+
+
+SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+
+
+def approval_buttons(result: RunResult, block_id: str = APPROVAL_BLOCK_ID) -> Block:
+    """Approve (with a confirm dialog) and Deny; their values name the run and the interrupt, nothing else."""
+    pending = result.pending or {}
+    value = json.dumps({"run": result.thread_id, "interrupt": pending.get("interrupt_id", "")})
+    return {
         "type": "actions",
-        "block_id": APPROVAL_BLOCK_ID,
+        "block_id": block_id,
         "elements": [
             {
                 "type": "button", "action_id": APPROVE_ACTION, "style": "primary",
@@ -225,8 +243,15 @@ def approval_blocks(result: RunResult) -> list[Block]:
             {"type": "button", "action_id": DENY_ACTION, "style": "danger",
              "text": {"type": "plain_text", "text": "Deny"}, "value": value},
         ],
-    })
-    return blocks
+    }
+
+
+def copy_header(channel: str, permalink: str | None) -> Block:
+    """The line on a copy of an approval request (approvers' channel, a DM): where it was asked, and a link to
+    its thread (Slack's own permalink). Deciding here decides there."""
+    where = f"<#{channel}>" if SLACK_CHANNEL_ID.fullmatch(channel) else code(channel)
+    link = f" — <{escape(permalink)}|open the thread>" if permalink else ""
+    return section(f":bell: An approval request from {where}{link}. Deciding here updates it there too.")
 
 
 def purge_offer_label(pages: int) -> str:
@@ -340,3 +365,158 @@ def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
         blocks.append(context(f"{note} in the attached CSV (every page × layer, failures first)."))
     blocks += extra
     return blocks, summary, report_csv(results) if needs_csv else None
+
+
+# --- the /cachebot command --------------------------------------------------------------------------------
+
+COMMAND_HELP = (
+    "*cachebot* clears web caches and checks every layer is fresh before saying done.\n"
+    "• `/cachebot purge URL…` — purge these pages (and the pages that show them); answered in the channel, "
+    "with an approval request when the purge is big\n"
+    "• `/cachebot check URL…` — are these pages fresh in every layer? (only you see the answer)\n"
+    "• `/cachebot history URL` — who purged this page, and when\n"
+    "• `/cachebot help` — this\n"
+    "You can also mention me in a channel, write to me directly, or use the message shortcut "
+    "_Clear caches for links in this message_."
+)
+
+
+def command_echo(user: str, text: str) -> str:
+    """The command as a channel message (the thread the request runs in): who asked, and exactly what."""
+    return f"{mention(user)} asked: {code('/cachebot ' + text)}"
+
+
+def unknown_command(verb: str) -> str:
+    return f"I do not know {code('/cachebot ' + verb)}.\n\n{COMMAND_HELP}"
+
+
+def needs_urls(verb: str) -> str:
+    example = code(f"/cachebot {verb} https://example.com/page")
+    return f"{code('/cachebot ' + verb)} needs at least one URL, e.g. {example}."
+
+
+# --- the message shortcut's modal ------------------------------------------------------------------------
+
+def links_metadata(channel: str, thread_ts: str, urls: list[str]) -> tuple[str, list[str]]:
+    """The modal's ``private_metadata`` (where to answer, which links it offers) and the links that fit in it."""
+    shown: list[str] = []
+    for url in urls:
+        candidate = json.dumps({"channel": channel, "thread_ts": thread_ts, "urls": [*shown, url]})
+        if len(candidate) > MAX_METADATA_CHARS:
+            break
+        shown.append(url)
+    return json.dumps({"channel": channel, "thread_ts": thread_ts, "urls": shown}), shown
+
+
+def clear_links_view(urls: list[str], rejected: list[Rejection], *, channel: str, thread_ts: str) -> dict[str, Any]:
+    """The modal: the message's links to our sites as checkboxes (all ticked), the rest as not touched. Option
+    values are indices into the links in ``private_metadata``; the run screens the chosen links again."""
+    metadata, shown = links_metadata(channel, thread_ts, urls)
+    view: dict[str, Any] = {"type": "modal", "callback_id": CLEAR_LINKS_VIEW, "private_metadata": metadata,
+                            "title": {"type": "plain_text", "text": "Clear caches"},
+                            "close": {"type": "plain_text", "text": "Cancel"}}
+    if not shown:
+        view["blocks"] = [section("I found no links to the sites I look after in this message; nothing to clear."),
+                          *rejected_blocks(rejected)]
+        return view
+    blocks: list[Block] = [section(f"Clear the caches for these {len(shown)} link{'s' if len(shown) != 1 else ''}? "
+                                   "I will answer in a thread under the message.")]
+    for start in range(0, len(shown), MAX_OPTIONS):
+        options = [{"text": {"type": "plain_text", "text": clip(url, MAX_OPTION_CHARS)}, "value": str(index)}
+                   for index, url in enumerate(shown[start:start + MAX_OPTIONS], start)]
+        blocks.append({"type": "input", "block_id": f"{LINKS_BLOCK}{start // MAX_OPTIONS}", "optional": True,
+                       "label": {"type": "plain_text", "text": "Links" if start == 0 else "More links"},
+                       "element": {"type": "checkboxes", "action_id": LINKS_ACTION, "options": options,
+                                   "initial_options": options}})
+    if len(shown) < len(urls):
+        blocks.append(context(f"{len(urls) - len(shown)} more links did not fit; mention me with them instead."))
+    blocks += rejected_blocks(rejected)
+    view["blocks"] = blocks[:MAX_MODAL_BLOCKS]
+    view["submit"] = {"type": "plain_text", "text": "Clear caches"}
+    return view
+
+
+MAX_MODAL_BLOCKS = 100
+
+
+def chosen_links(view: dict[str, Any], urls: list[str]) -> list[str]:
+    """The links ticked in a submitted modal: its options' indices into ``urls`` (anything else is ignored)."""
+    chosen: list[str] = []
+    for block_id, actions in ((view.get("state") or {}).get("values") or {}).items():
+        if not block_id.startswith(LINKS_BLOCK):
+            continue
+        for option in (actions.get(LINKS_ACTION) or {}).get("selected_options") or []:
+            value = str(option.get("value", ""))
+            if value.isdigit() and int(value) < len(urls):
+                chosen.append(urls[int(value)])
+    return list(dict.fromkeys(chosen))
+
+
+# --- App Home ------------------------------------------------------------------------------------------------
+
+HOME_WAITING_SHOWN = 20  # requests waiting for the viewer, two blocks each (Slack: 100 blocks in a view)
+STATUS_WORDS = {"received": "running", "waiting_approval": "waiting for approval", "done": "done",
+                "answered": "answered", "dry_run": "dry run", "denied": "denied", "expired": "expired",
+                "error": "failed", "interrupted": "interrupted"}
+
+
+def home_view(*, recent: list[HistoryEntry], waiting: list[RunResult], notice: str | None = None) -> dict[str, Any]:
+    """The Home tab: a notice (the result of a click here), the requests waiting for the viewer with Approve/Deny
+    (the card's buttons: same values, same checks), the viewer's recent requests and their status, a how-to."""
+    blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": "cachebot"}}]
+    if notice:
+        blocks.append(section(notice))
+    if waiting:
+        blocks.append(section(f"*Waiting for your approval ({len(waiting)}):*"))
+        for index, result in enumerate(waiting[:HOME_WAITING_SHOWN]):
+            blocks += [section(waiting_line(result)), approval_buttons(result, f"{APPROVAL_BLOCK_ID}_{index}")]
+    lines = [recent_line(entry) for entry in recent]
+    blocks.append(section(bounded_list(lines, head="*Your recent requests:*") if lines else
+                          "*Your recent requests:* none yet."))
+    blocks += [{"type": "divider"}, section(COMMAND_HELP)]
+    return {"type": "home", "blocks": blocks}
+
+
+def decided_on_home(channel: str, status: str, permalink: str | None) -> str:
+    where = f"<#{channel}>" if SLACK_CHANNEL_ID.fullmatch(channel) else code(channel)
+    link = f" (<{escape(permalink)}|the thread>)" if permalink else ""
+    return f":white_check_mark: Done: the request in {where}{link} is now *{neutralise(status)}*."
+
+
+def waiting_line(result: RunResult) -> str:
+    pending = result.pending or {}
+    channel = result.thread_id.partition(":")[0]
+    where = f"<#{channel}>" if SLACK_CHANNEL_ID.fullmatch(channel) else code(channel)
+    pages = ", ".join(code(url) for url in result.pages[:3]) + (f" and {len(result.pages) - 3} more"
+                                                                 if len(result.pages) > 3 else "")
+    return (f"{mention(pending.get('requester'))} in {where}: {pending.get('purge_count', '?')} purges over "
+            f"{pending.get('pages', '?')} pages ({pages or '—'})\n_{neutralise(pending.get('reason', ''))}_ · "
+            f"expires {format_time(pending.get('expires_at'))}")
+
+
+def recent_line(entry: HistoryEntry) -> str:
+    status = STATUS_WORDS.get(entry.status, entry.status)
+    if entry.status == "done" and entry.worked is False:
+        status = "done, NOT all confirmed fresh"
+    return f"• {format_time(entry.received_at)} — {code(clip(' '.join(entry.text.split()), 80))} — *{status}*"
+
+
+# --- assistant threads ----------------------------------------------------------------------------------
+
+ASSISTANT_PROMPTS_TITLE = "Try one of these"
+ASSISTANT_PROMPTS = [  # Slack shows up to 4
+    {"title": "Purge a page", "message": "purge https://"},
+    {"title": "Is this page fresh?", "message": "check https://"},
+    {"title": "Who purged this?", "message": "history https://"},
+    {"title": "What can you do?", "message": "help"},
+]
+
+
+def assistant_status(phases: dict[str, tuple[int, int]], pages: int | None) -> str:
+    """The assistant thread's status line: "Purging 12/36…", or before the first batch "Purging 84 pages…"."""
+    if phases:
+        phase, (done, total) = list(phases.items())[-1]
+        return f"{PHASE_WORDS.get(phase, phase.title())} {done}/{total}…"
+    if pages:
+        return f"Purging {pages} page{'s' if pages != 1 else ''}…"
+    return "Looking into it…"

@@ -18,6 +18,11 @@ Trust
     and the offer; the URLs come from the stored run (``Agent.take_offer``), so a tampered value cannot widen
     what is purged, and the click must come from the conversation the question was asked in.
     Every user-supplied string reaches Slack through ``blocks.neutralise`` (mrkdwn-safe, verbatim).
+    ``/cachebot`` is claimed per ``trigger_id``; the clear-links modal per view id, and its checkboxes only
+    pick from the links it was opened with (its ``private_metadata``), which the run screens again.
+    Approve/Deny count on the card in the thread, on a copy recorded in ``agent.storage.copies`` (approvers'
+    channel, DMs: ``agent.policy.approval_recipients``) and on the clicker's Home tab; wherever the click comes
+    from it is the same claim, the same interrupt check and the same policy in the graph.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
 
 from agent.models import Intent, RunResult
+from agent.policy import approval_recipients
 from agent.service import recovery
 from agent.service.agent import Agent, NothingPending
 from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
@@ -38,22 +45,31 @@ from agent.storage.claims import ClaimStore
 from agent.urls import extract_candidates
 from slack_app import blocks as kit
 from slack_app.jobs import (
+    AnswerPrivately,
     AnswerRequest,
     ApplyDecision,
     ApprovalClick,
+    AssistantThreadStarted,
+    HomeOpened,
     Job,
+    MessageShortcut,
+    ModalSubmitted,
     NewEvent,
     OfferClick,
     RecoverRuns,
     RunJob,
+    SlashCommand,
     TakeOffer,
 )
-from slack_app.progress import ProgressMessage
+from slack_app.progress import ProgressMessage, ThreadStatus
 from slack_app.slack_api import SlackApi, approver_mentions
 
 log = logging.getLogger("cachebot.slack")
 
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+IN_CHANNEL_VERBS = ("purge", "history")  # /cachebot verbs answered in a thread in the channel
+PRIVATE_VERBS = ("check",)  # … answered to the asker only
+HOME = "home"  # ApplyDecision.clicked_in for a click on the Home tab
 
 
 class Handlers:
@@ -77,8 +93,20 @@ class Handlers:
                 return self.click(job)
             case OfferClick():
                 return self.offer_click(job)
+            case SlashCommand():
+                return self.command(job)
+            case MessageShortcut():
+                self.open_clear_links(job)
+            case ModalSubmitted():
+                return self.clear_links(job)
+            case HomeOpened():
+                self.show_home(job)
+            case AssistantThreadStarted():
+                self.greet_assistant_thread(job)
             case AnswerRequest():
                 self.run_request(job)
+            case AnswerPrivately():
+                self.answer_privately(job)
             case ApplyDecision():
                 self.decide(job)
             case TakeOffer():
@@ -135,26 +163,49 @@ class Handlers:
                                                 "it first, or start a new thread for a new request.")
             return
         status_ts = self.slack.post(channel, thread_ts, kit.looking_at(_url_count(message)))
-        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts)
+        assistant = bool(event.get("channel_type") == "im" and event.get("thread_ts")
+                         and self.claims.claimed(_assistant_key(channel, thread_ts)))
+        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts, assistant=assistant)
 
     def _known_thread(self, thread_id: str) -> bool:
         result = self.agent.result(thread_id)
         return bool(result.reply or result.pending)
 
     def run_request(self, job: AnswerRequest) -> None:
-        self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
-                             lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
-                                                             thread_id=job.thread_id, interface="slack",
-                                                             on_event=on_event))
+        status = ThreadStatus(self.slack, job.channel, job.thread_ts, interval=self.progress_interval) \
+            if job.assistant else None
+        if status is not None:
+            status.start()
+        try:
+            self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
+                                 lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
+                                                                 thread_id=job.thread_id, interface="slack",
+                                                                 on_event=on_event,
+                                                                 chosen_intent=_intent(job.intent)),
+                                 also=status.event if status is not None else None)
+        finally:
+            if status is not None:
+                status.clear()
+
+    def greet_assistant_thread(self, job: AssistantThreadStarted) -> None:
+        """A new assistant thread: suggested prompts, once (the claim also marks the thread as an assistant
+        thread, so its requests show their progress in its status line)."""
+        if not job.channel or not job.thread_ts or not self.claims.claim(_assistant_key(job.channel, job.thread_ts)):
+            return
+        self.slack.suggest_prompts(job.channel, job.thread_ts, kit.ASSISTANT_PROMPTS_TITLE, kit.ASSISTANT_PROMPTS)
 
     def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
-                        run: Callable[[Callable[[ProgressEvent], None]], RunResult]) -> None:
+                        run: Callable[[Callable[[ProgressEvent], None]], RunResult],
+                        also: Callable[[ProgressEvent], None] | None = None) -> None:
         """Run one request with live progress (the plan replaces the status message as soon as it is known),
-        then post its answer: the approval request, the report, or the reply."""
+        then post its answer: the approval request, the report, or the reply. ``also`` hears every event too
+        (an assistant thread's status line)."""
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
 
         def on_event(event: ProgressEvent) -> None:
             progress.event(event)
+            if also is not None:
+                also(event)
             if isinstance(event, PlanReady) and event.plan.items and not event.plan.needs_approval and status_ts:
                 self.slack.update(channel, status_ts, "The plan",
                                   kit.plan_blocks(event.plan.items, event.plan.pages, event.rejected))
@@ -172,6 +223,7 @@ class Handlers:
         progress.finish()
         if result.pending:
             self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
+            self._tell_approvers(result, channel, status_ts)
         else:
             self._finish(result, channel, thread_ts, status_ts)
 
@@ -207,7 +259,8 @@ class Handlers:
     # --- actions: approve / deny --------------------------------------------------------------------------
 
     def click(self, job: ApprovalClick) -> ApplyDecision | None:
-        """Approve or Deny: checked against the conversation, then claimed (one decision per interrupt)."""
+        """Approve or Deny, on the card in the run's thread, on one of its copies (approvers' channel, DMs) or on
+        the clicker's Home tab: checked against where it was clicked, then claimed (one decision per interrupt)."""
         clicker, channel, message_ts = _clicked(job.body)
         decision = "approve" if job.action.get("action_id") == kit.APPROVE_ACTION else "deny"
         named = self._button_value(job.action, channel, clicker, "run", "interrupt")
@@ -215,50 +268,116 @@ class Handlers:
             return
         thread_id, interrupt_id = named
         run_channel, _, thread_ts = thread_id.partition(":")
-        if not clicker or run_channel != channel or not thread_ts:
+        in_thread, on_home = run_channel == channel, _on_home(job.body)
+        if not clicker or not thread_ts or not (
+                in_thread or on_home or self.copies.is_copy(thread_id, channel, message_ts)):
             self.slack.ephemeral(channel, clicker, None,
                                  "That button does not belong to this conversation; nothing was done.")
             return
         key = f"decision:{thread_id}:{interrupt_id}"
         if not self.claims.claim(key):
-            self.slack.ephemeral(channel, clicker, thread_ts, self._why_taken(thread_id, interrupt_id))
+            why = self._why_taken(thread_id, interrupt_id)
+            if on_home:
+                self.show_home(HomeOpened(clicker, "home"), notice=why)
+            else:
+                self.slack.ephemeral(channel, clicker, thread_ts if in_thread else None, why)
             return
-        return ApplyDecision(channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key)
+        clicked_in = HOME if on_home else "" if in_thread else channel
+        return ApplyDecision(run_channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key,
+                             clicked_in=clicked_in)
 
     def decide(self, job: ApplyDecision) -> None:
-        channel, thread_ts, thread_id, message_ts = job.channel, job.thread_ts, job.thread_id, job.message_ts
+        channel, thread_ts, thread_id = job.channel, job.thread_ts, job.thread_id
         interrupt_id, decision, clicker = job.interrupt_id, job.decision, job.clicker
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
+        clicked = (job.clicked_in or channel, job.message_ts)
+
+        def tell_clicker(text: str) -> None:
+            if job.clicked_in == HOME:  # no ephemeral messages there: the Home tab shows it, refreshed
+                self.show_home(HomeOpened(clicker, "home"), notice=text)
+            else:
+                self.slack.ephemeral(clicked[0], clicker, None if job.clicked_in else thread_ts, text)
 
         def on_event(event: ProgressEvent) -> None:
             progress.event(event)
-            if isinstance(event, ApprovalDecided) and message_ts:
+            if isinstance(event, ApprovalDecided):
                 record = event.approval
-                self.slack.update(channel, message_ts, f"Request {record.status}",
-                                  kit.decided_blocks(self.agent.result(thread_id), record.status, record.by,
-                                                     record.at))
+                self._update_every_copy(thread_id, f"Request {record.status}", kit.decided_blocks(
+                    self.agent.result(thread_id), record.status, record.by, record.at), also=clicked)
 
         try:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
                                        interface="slack", on_event=on_event)
         except NothingPending as exc:
-            self.slack.ephemeral(channel, clicker, thread_ts, f"Nothing to {decision}: {exc}.")
+            tell_clicker(f"Nothing to {decision}: {exc}.")
             return
         except Exception:
             log.exception("decision on %s failed", thread_id)
             current = self.agent.result(thread_id).pending
             if current and current.get("interrupt_id") == interrupt_id:
                 self.claims.release(job.claim)  # the decision never reached the graph: let a new click try again
-            self.slack.ephemeral(channel, clicker, thread_ts, "Something went wrong on my side; please try again.")
+            tell_clicker("Something went wrong on my side; please try again.")
             return
         progress.finish()
         if result.notice:
-            self.slack.ephemeral(channel, clicker, thread_ts,
-                                 f"You cannot {decision} this: {_refusal(result.notice)}.")
-            if result.pending and message_ts:  # a refusal opens a fresh interrupt: give the buttons its id
-                self.slack.update(channel, message_ts, result.reply, kit.approval_blocks(result))
+            tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
+            if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
+                self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result), also=clicked)
             return
+        if job.clicked_in == HOME:
+            self.show_home(HomeOpened(clicker, "home"), notice=kit.decided_on_home(
+                channel, result.approval.status, self.slack.permalink(channel, thread_ts)))
         self._finish(result, channel, thread_ts, None)
+
+    # --- App Home ----------------------------------------------------------------------------------------
+
+    def show_home(self, job: HomeOpened, *, notice: str | None = None) -> None:
+        """Publish the person's Home tab: their recent requests, what waits for their approval (policy decides,
+        in ``Agent.waiting_for``), how to ask. Published again after a click there, with what happened."""
+        if not job.user or job.tab != "home":
+            return
+        view = kit.home_view(recent=self.agent.requests_of(job.user), waiting=self.agent.waiting_for(job.user),
+                             notice=notice)
+        self.slack.publish_home(job.user, view)
+
+    # --- approval copies: the approvers' channel, approvers' DMs ------------------------------------------
+
+    @property
+    def copies(self):
+        return self.agent.storage.approval_copies
+
+    def _tell_approvers(self, result: RunResult, channel: str, card_ts: str | None) -> None:
+        """Remember the card in the thread, and copy it where policy says approvers look
+        (``approval.channel``, approvers' DMs), each copy linking to the thread."""
+        if card_ts:
+            self.copies.add(result.thread_id, channel, card_ts)
+        places = approval_recipients(self.agent.config, asked_in=channel)
+        if not places:
+            return
+        header = kit.copy_header(channel, self.slack.permalink(channel, card_ts))
+        for place in places:
+            posted = self.slack.post_at(place, f"Approval needed: {result.reply}",
+                                        [header, *kit.approval_blocks(result)])
+            if posted is not None:
+                self.copies.add(result.thread_id, *posted)
+
+    def _update_every_copy(self, thread_id: str, text: str, blocks: list[dict],
+                           also: tuple[str, str | None] = ("", None)) -> None:
+        """Show ``blocks`` on the card and every copy of it (copies keep their header linking to the thread).
+        ``also``: the message clicked, updated even when it predates the copies being recorded."""
+        run_channel, _, thread_ts = thread_id.partition(":")
+        places = self.copies.of(thread_id)
+        if also[1] and also not in places:
+            places.append((also[0], also[1]))
+        header = None
+        for channel, ts in places:
+            if channel == run_channel:
+                self.slack.update(channel, ts, text, blocks)
+                continue
+            if header is None:
+                card = next((t for c, t in places if c == run_channel), None)
+                header = kit.copy_header(run_channel, self.slack.permalink(run_channel, card or thread_ts))
+            self.slack.update(channel, ts, text, [header, *blocks])
 
     def _button_value(self, action: dict[str, Any], channel: str, clicker: str, *keys: str) -> tuple[str, ...] | None:
         """The ids a button of ours carries in its JSON value; None (and the clicker told) for any other button."""
@@ -279,6 +398,101 @@ class Handlers:
         if result.pending and result.pending.get("interrupt_id") == interrupt_id:
             return "Someone is deciding on this request right now; see the thread in a moment."
         return "Nothing to do: that approval request is no longer current; use the latest message."
+
+    # --- the /cachebot command -------------------------------------------------------------------------------
+
+    def command(self, job: SlashCommand) -> AnswerRequest | AnswerPrivately | None:
+        """``/cachebot purge|check|history|help …``: purge and history run in a thread under a channel message
+        saying who asked what; check and help answer the asker only. Same agent, same policy as a mention."""
+        fields = job.command
+        user, channel = fields.get("user_id") or "", fields.get("channel_id") or ""
+        trigger, response_url = fields.get("trigger_id") or "", fields.get("response_url") or ""
+        text = " ".join(str(fields.get("text") or "").split())
+        verb, _, rest = text.partition(" ")
+        verb = verb.lower()
+        if not user or not channel:
+            return None
+        if trigger and not self.claims.claim(f"command:{trigger}"):
+            return None  # the same command delivered twice
+        if verb in ("", "help"):
+            self.slack.respond(response_url, "How to use /cachebot", [kit.section(kit.COMMAND_HELP)])
+            return None
+        if verb not in IN_CHANNEL_VERBS + PRIVATE_VERBS:
+            self.slack.respond(response_url, "Unknown command", [kit.section(kit.unknown_command(verb))])
+            return None
+        if verb != "history" and not rest:
+            self.slack.respond(response_url, "A URL is needed", [kit.section(kit.needs_urls(verb))])
+            return None
+        if verb in PRIVATE_VERBS:
+            return AnswerPrivately(channel, f"{channel}:command-{trigger or uuid.uuid4().hex}", user, text, verb,
+                                   response_url)
+        return self._start_in_channel(channel, user, text, verb, response_url)
+
+    def _start_in_channel(self, channel: str, user: str, text: str, verb: str,
+                          response_url: str) -> AnswerRequest | None:
+        """A channel message saying who asked what; the request runs in its thread, like a mention would."""
+        echo = kit.command_echo(user, text)
+        root = self.slack.post(channel, None, f"/cachebot {verb}", [kit.section(echo)])
+        if root is None:
+            self.slack.respond(response_url, "I cannot post in this conversation: invite me to it (`/invite "
+                                             "@cachebot`) or write to me directly.")
+            return None
+        status_ts = self.slack.post(channel, root, kit.looking_at(_url_count(text)))
+        return AnswerRequest(channel, root, f"{channel}:{root}", user, text, status_ts,
+                             intent="purge" if verb == "purge" else None)
+
+    def answer_privately(self, job: AnswerPrivately) -> None:
+        """Run a request whose answer only the asker sees (``/cachebot check``)."""
+        try:
+            result = self.agent.ask(job.message, user=job.user, channel=job.channel, thread_id=job.thread_id,
+                                    interface="slack", chosen_intent=_intent(job.intent))
+        except Exception:
+            log.exception("run %s failed", job.thread_id)
+            self.slack.respond(job.response_url, "Something went wrong on my side; please try again.")
+            return
+        self.slack.respond(job.response_url, result.reply)
+
+    # --- the message shortcut "Clear caches for links in this message" --------------------------------------
+
+    def open_clear_links(self, job: MessageShortcut) -> None:
+        """Open the modal listing the message's links: ours as checkboxes, the rest as not touched (screened by
+        the agent, so the same allow-list as a request)."""
+        body = job.body
+        message = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id") or ""
+        ts, trigger = message.get("ts"), body.get("trigger_id")
+        if not channel or not ts or not trigger:
+            return
+        urls, rejected = self.agent.screen(message.get("text") or "")
+        thread_ts = message.get("thread_ts") or ts  # a reply in a thread: answer in that thread
+        self.slack.open_view(trigger, kit.clear_links_view(urls, rejected, channel=channel, thread_ts=thread_ts))
+
+    def clear_links(self, job: ModalSubmitted) -> AnswerRequest | None:
+        """The modal submitted: a purge of the ticked links by the submitter, in a thread under the message. The
+        links are indices into the modal's own metadata, and the run screens them again like any request."""
+        body = job.body
+        view = body.get("view") or {}
+        user = (body.get("user") or {}).get("id") or ""
+        try:
+            metadata = json.loads(view.get("private_metadata") or "")
+            channel, thread_ts, offered = str(metadata["channel"]), str(metadata["thread_ts"]), list(metadata["urls"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("a submitted modal without our metadata; ignored")
+            return None
+        if not user or not channel or not thread_ts or not self.claims.claim(f"view:{view.get('id') or thread_ts}"):
+            return None
+        chosen = kit.chosen_links(view, [str(url) for url in offered])
+        if not chosen:
+            self.slack.ephemeral(channel, user, thread_ts, "You ticked no links, so nothing was cleared.")
+            return None
+        thread_id = f"{channel}:{thread_ts}"
+        if self.agent.result(thread_id).pending:
+            self.slack.ephemeral(channel, user, thread_ts, "A request in that thread is waiting for approval; "
+                                                          "decide on it first.")
+            return None
+        message = "purge " + " ".join(chosen)
+        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(chosen)))
+        return AnswerRequest(channel, thread_ts, thread_id, user, message, status_ts, intent="purge")
 
     # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
 
@@ -320,6 +534,19 @@ class Handlers:
                              lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
                                                                     user=job.clicker, channel=job.channel,
                                                                     interface="slack", on_event=on_event))
+
+
+def _assistant_key(channel: str, thread_ts: str) -> str:
+    return f"assistant:{channel}:{thread_ts}"
+
+
+def _on_home(body: dict[str, Any]) -> bool:
+    """The click came from the app's Home tab (a view we published to the clicker), not from a message."""
+    return (body.get("container") or {}).get("type") == "view" and (body.get("view") or {}).get("type") == "home"
+
+
+def _intent(chosen: str | None) -> Intent | None:
+    return Intent(chosen) if chosen else None
 
 
 def _clicked(body: dict[str, Any]) -> tuple[str, str, str | None]:

@@ -39,7 +39,47 @@ class OfferClick:
     action: dict[str, Any]
 
 
-IntakeJob = NewEvent | ApprovalClick | OfferClick
+@dataclass(frozen=True)
+class SlashCommand:
+    """A ``/cachebot`` command: the form fields Slack posted (``command``, ``text``, ``user_id``, ``channel_id``,
+    ``trigger_id``, ``response_url``…), untouched."""
+
+    command: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MessageShortcut:
+    """The message shortcut "Clear caches for links in this message" (a ``message_action`` payload)."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModalSubmitted:
+    """The shortcut's modal submitted (a ``view_submission`` payload): which of its links to clear."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HomeOpened:
+    """Someone opened the app's Home (``app_home_opened``; ``tab`` "home" or "messages")."""
+
+    user: str
+    tab: str
+
+
+@dataclass(frozen=True)
+class AssistantThreadStarted:
+    """Someone opened a new assistant thread with the app (``assistant_thread_started``)."""
+
+    channel: str
+    thread_ts: str
+    user: str
+
+
+IntakeJob = (NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted | HomeOpened
+             | AssistantThreadStarted)
 
 
 # --- runs: what intake (or start-up) asks to run -----------------------------------------------------------
@@ -55,11 +95,27 @@ class AnswerRequest:
     user: str
     message: str
     status_ts: str | None
+    intent: str | None = None  # "purge" | "check" when the surface already says which (a command, the modal)
+    assistant: bool = False  # an assistant thread: its status line shows what the run is doing
+
+
+@dataclass(frozen=True)
+class AnswerPrivately:
+    """Run a request whose answer only its asker sees (``/cachebot check``), through the command's
+    ``response_url``."""
+
+    channel: str
+    thread_id: str
+    user: str
+    message: str
+    intent: str  # "check"
+    response_url: str
 
 
 @dataclass(frozen=True)
 class ApplyDecision:
-    """Resume a run waiting for approval with a claimed decision (``claim``: released if it never lands)."""
+    """Resume a run waiting for approval with a claimed decision (``claim``: released if it never lands).
+    ``channel``/``thread_ts`` are the run's, wherever the click came from."""
 
     channel: str
     thread_ts: str
@@ -67,8 +123,9 @@ class ApplyDecision:
     interrupt_id: str
     decision: str  # "approve" | "deny"
     clicker: str
-    message_ts: str | None
+    message_ts: str | None  # the message clicked: the card in the thread, or a copy (``clicked_in``)
     claim: str
+    clicked_in: str = ""  # the channel of a copy clicked (approvers' channel, a DM); "" for the run's channel
 
 
 @dataclass(frozen=True)
@@ -91,7 +148,7 @@ class RecoverRuns:
     resume: bool = True
 
 
-RunJob = AnswerRequest | ApplyDecision | TakeOffer | RecoverRuns
+RunJob = AnswerRequest | AnswerPrivately | ApplyDecision | TakeOffer | RecoverRuns
 Job = IntakeJob | RunJob
 
 

@@ -180,16 +180,23 @@ def run_http(config: AppConfig, host: str, port: int, *, workers: int = 0, intak
         front.agent.close()
 
 
-def run_socket_mode(config: AppConfig, *, workers: int = 0, intake_processes: int = 1,
-                    worker_nice: int | None = None) -> None:
+def socket_mode_handler(app: App, settings: SlackSettings):
+    """Bolt's Socket Mode handler (slack_sdk's built-in websocket client): ``apps.connections.open`` with the app
+    token for a websocket URL, then every envelope is handed to ``app`` and acked by its ``envelope_id`` once the
+    listener acked. ``.start()`` blocks; ``.connect()`` / ``.close()`` (tests)."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    # the same Web API base URL (SLACK_API_URL) for apps.connections.open; the app token is passed per call
+    return SocketModeHandler(app, app_token=settings.app_token,
+                             web_client=make_client(settings.bot_token, settings.api_url))
+
+
+def run_socket_mode(config: AppConfig, *, workers: int = 0, intake_processes: int = 1,
+                    worker_nice: int | None = None) -> None:
     settings = SlackSettings.from_env(socket_mode=True)
     front = build_front_end(config, settings, workers=workers, intake_processes=intake_processes,
                             worker_nice=worker_nice)
-    # the same Web API base URL (SLACK_API_URL) for apps.connections.open; the app token is passed per call
-    handler = SocketModeHandler(front.app, app_token=settings.app_token,
-                                web_client=make_client(settings.bot_token, settings.api_url))
+    handler = socket_mode_handler(front.app, settings)
     front.start_recovery()
     digest = start_digest(front)
     try:

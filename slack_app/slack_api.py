@@ -17,6 +17,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
 
 from agent.config import AppConfig, ApprovalConfig
 from agent.state import AgentContext
@@ -82,8 +83,9 @@ class SlackApi:
         self.client = client
         self.keep = keep
 
-    def post(self, channel: str, thread_ts: str, text: str, blocks: list[dict] | None = None) -> str | None:
-        """A new message in the thread; its ``ts``, or None when Slack refused it."""
+    def post(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict] | None = None) -> str | None:
+        """A new message in the thread (``thread_ts`` None: in the channel); its ``ts``, or None when Slack
+        refused it."""
         try:
             response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                     text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
@@ -91,6 +93,27 @@ class SlackApi:
             return response.get("ts")
         except SlackApiError as exc:
             log.warning("chat.postMessage failed: %s", exc.response.get("error"))
+            return None
+
+    def post_at(self, channel: str, text: str, blocks: list[dict]) -> tuple[str, str] | None:
+        """A new message in a channel, or in a DM when ``channel`` is a user id; (the channel it landed in, its
+        ``ts``) so it can be updated later, or None when Slack refused it."""
+        try:
+            response = self.client.chat_postMessage(
+                channel=channel, text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS), blocks=blocks)
+            return str(response.get("channel") or channel), str(response.get("ts"))
+        except SlackApiError as exc:
+            log.warning("chat.postMessage to %s failed: %s", channel, exc.response.get("error"))
+            return None
+
+    def permalink(self, channel: str, ts: str | None) -> str | None:
+        """A link to a message (``chat.getPermalink``), or None."""
+        if not ts:
+            return None
+        try:
+            return self.client.chat_getPermalink(channel=channel, message_ts=ts).get("permalink")
+        except SlackApiError as exc:
+            log.warning("chat.getPermalink failed: %s", exc.response.get("error"))
             return None
 
     def update(self, channel: str, ts: str | None, text: str, blocks: list[dict]) -> None:
@@ -136,3 +159,49 @@ class SlackApi:
         except SlackApiError as exc:
             log.warning("CSV upload failed: %s", exc.response.get("error"))
             return str(exc.response.get("error"))
+
+    def respond(self, response_url: str, text: str, blocks: list[dict] | None = None) -> None:
+        """An answer only the person who ran a slash command sees, through the command's ``response_url`` (it
+        works in channels the bot is not in, where ``chat.postEphemeral`` cannot). ``blocks`` None: ``text``
+        shown as written (neutralised)."""
+        if not response_url:
+            return
+        try:
+            response = WebhookClient(response_url, timeout=15).send(
+                text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS), blocks=blocks or kit.text_blocks(text, self.keep),
+                response_type="ephemeral", replace_original=False)
+            if response.status_code != 200:
+                log.warning("response_url answered %s", response.status_code)
+        except Exception as exc:  # the asker sees nothing; the run itself is recorded in the audit
+            log.warning("response_url failed: %s", type(exc).__name__)
+
+    def thread_status(self, channel: str, thread_ts: str, status: str) -> None:
+        """The status line under an assistant thread ("Purging 84 pages…"; "" clears it). Cosmetic: failures are
+        logged only."""
+        try:
+            self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+        except SlackApiError as exc:
+            log.info("assistant.threads.setStatus failed: %s", exc.response.get("error"))
+
+    def suggest_prompts(self, channel: str, thread_ts: str, title: str, prompts: list[dict[str, str]]) -> None:
+        try:
+            self.client.assistant_threads_setSuggestedPrompts(channel_id=channel, thread_ts=thread_ts, title=title,
+                                                              prompts=prompts)
+        except SlackApiError as exc:
+            log.warning("assistant.threads.setSuggestedPrompts failed: %s", exc.response.get("error"))
+
+    def publish_home(self, user: str, view: dict) -> None:
+        """Show ``view`` as ``user``'s Home tab (``views.publish``)."""
+        try:
+            self.client.views_publish(user_id=user, view=view)
+        except SlackApiError as exc:
+            log.warning("views.publish failed: %s", exc.response.get("error"))
+
+    def open_view(self, trigger_id: str, view: dict) -> bool:
+        """Open a modal for the person whose click gave ``trigger_id`` (valid for 3 s)."""
+        try:
+            self.client.views_open(trigger_id=trigger_id, view=view)
+            return True
+        except SlackApiError as exc:
+            log.warning("views.open failed: %s", exc.response.get("error"))
+            return False

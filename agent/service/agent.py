@@ -19,18 +19,22 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from langgraph.types import Command
 
 from agent.config import AppConfig
 from agent.graph import build_graph
-from agent.models import ApprovalRecord, Intent, Plan, PurgeOutcome, RunResult
-from agent.words import failure_reply, waiting_reply
+from agent.models import ApprovalRecord, Intent, Plan, PurgeOutcome, Rejection, RunResult
 from agent.nodes.common import unverified_results
+from agent.policy import is_expired, refuse_approver
 from agent.service.events import EventHandler, EventReader, Executing
 from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage
+from agent.storage.audit import HistoryEntry
+from agent.urls import screen_urls
+from agent.words import failure_reply, waiting_reply
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,37 @@ class Agent:
         message = f"{verb} " + " ".join(offer.urls)
         return self.ask(message, user=user, channel=channel, thread_id=thread_id, on_event=on_event,
                         interface=interface, chosen_intent=Intent(choice))
+
+    # --- screening without a run --------------------------------------------------------------------------
+
+    def screen(self, text: str) -> tuple[list[str], list[Rejection]]:
+        """The URLs in ``text`` this agent would touch (allow-listed sites, safe, normalised) and the rest with
+        why: what a front end may offer to purge (the message shortcut's modal). A run screens them again."""
+        return screen_urls(text, self.config)
+
+    # --- what a person has going on (Slack's App Home) ------------------------------------------------
+
+    def requests_of(self, user: str, *, limit: int = 10) -> list[HistoryEntry]:
+        """``user``'s latest requests and their status, newest first (from the audit trail)."""
+        return self.audit.history(user=user, purges_only=False, limit=limit)
+
+    def waiting_for(self, user: str, *, limit: int = 20) -> list[RunResult]:
+        """The runs waiting for a decision ``user`` may make, newest first: the audit's waiting requests, each
+        confirmed against its checkpoint (still pending, not expired) and the approval policy (an approver, and
+        not their own request unless self-approval is on). Deciding still goes through ``decide``."""
+        groups = self.context.user_groups(user)
+        waiting = []
+        for entry in self.audit.history(status="waiting_approval", purges_only=False, limit=limit):
+            pending = (result := self.result(entry.thread_id)).pending
+            if not pending or self._expired(pending):
+                continue
+            if refuse_approver(user, str(pending.get("requester") or ""), groups, self.config, "approve") is None:
+                waiting.append(result)
+        return waiting
+
+    def _expired(self, pending: dict[str, Any]) -> bool:
+        expires = pending.get("expires_at")
+        return bool(expires) and is_expired(datetime.fromisoformat(str(expires)), self.context.now())
 
     # --- reading state -------------------------------------------------------------------------------
 

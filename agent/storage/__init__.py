@@ -10,12 +10,13 @@ hands out every store built from that one decision:
 - ``audit``: the audit trail (``AuditStore``);
 - ``claims``: exactly-once claims (``ClaimStore``);
 - ``locks``: per-thread locks across processes (``ThreadLocks``);
-- ``runs``: the runs sending purges right now, for crash recovery (``RunTracker``).
+- ``runs``: the runs sending purges right now, for crash recovery (``RunTracker``);
+- ``approval_copies``: where each run's approval request was posted (``ApprovalCopies``).
 
 The Agent opens one Storage; the Slack front end takes its claims from the Agent's, so the two always agree
 on where they are. The rooms: ``database.py`` (URL, engine, placement), ``tables.py`` (every table),
 ``migrations/`` (Alembic), ``checkpoints.py``, ``audit.py``, ``redaction.py``, ``claims.py``, ``locks.py``,
-``runs.py``.
+``runs.py``, ``copies.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from agent.config import AppConfig
 from agent.storage.audit import AuditStore
 from agent.storage.checkpoints import Checkpointer, open_async_checkpointer, open_checkpointer
 from agent.storage.claims import ClaimStore
+from agent.storage.copies import ApprovalCopies
 from agent.storage.database import Database, make_engine
 from agent.storage.locks import ThreadLocks
 from agent.storage.migrations import upgrade
@@ -51,6 +53,7 @@ class Storage:
         self.claims = claims
         self.locks = locks
         self.runs = runs
+        self.approval_copies = ApprovalCopies(engine)
         self._on_close = on_close
 
     @classmethod

@@ -241,10 +241,11 @@ class AuditStore:
 
     def history(
         self, *, url: str | None = None, user: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, limit: int = 50, purges_only: bool = True,
+        until: datetime | None = None, limit: int = 50, purges_only: bool = True, status: str | None = None,
     ) -> list[HistoryEntry]:
         """Requests newest first. ``url`` matches the normalised URL among the pages a request planned or
-        purged (dependent pages included) and purge-everything requests on its site."""
+        purged (dependent pages included) and purge-everything requests on its site. ``status``: only requests
+        in that status (``waiting_approval``…)."""
         query = select(requests)
         wanted = None
         if url is not None:
@@ -260,6 +261,8 @@ class AuditStore:
             query = query.where(requests.c.intent.in_(PURGE_INTENTS))
         if user is not None:
             query = query.where(requests.c.requested_by == user)
+        if status is not None:
+            query = query.where(requests.c.status == status)
         if since is not None:
             query = query.where(requests.c.received_at >= since)
         if until is not None:

@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, inspect, text
+from sqlalchemy import Engine, delete, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -73,6 +73,11 @@ class ClaimStore:
                      .on_conflict_do_nothing(index_elements=[claims.c.key]).returning(claims.c.key))
         with self.engine.begin() as db:
             return db.execute(statement).first() is not None
+
+    def claimed(self, key: str) -> bool:
+        """Whether ``key`` was claimed (a claim is also a durable mark: "this assistant thread was greeted")."""
+        with self.engine.connect() as db:
+            return db.execute(select(claims.c.key).where(claims.c.key == key)).first() is not None
 
     def release(self, key: str) -> None:
         """Give a claim back (the work it guarded did not happen, so a later attempt may claim it again)."""

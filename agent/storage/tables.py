@@ -7,7 +7,8 @@ database and this metadata agree, so a new column is added here and in a new mig
 
 - ``audit_*``: the audit trail (``agent.storage.audit``);
 - ``cachebot_claims``: exactly-once claims (``agent.storage.claims``);
-- ``cachebot_runs``: the runs sending purges right now, for crash recovery (``agent.storage.runs``).
+- ``cachebot_runs``: the runs sending purges right now, for crash recovery (``agent.storage.runs``);
+- ``cachebot_approval_copies``: where each run's approval request was posted (``agent.storage.copies``).
 """
 
 from __future__ import annotations
@@ -135,4 +136,12 @@ runs = Table(
     Column("owner", String(200), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+approval_copies = Table(
+    "cachebot_approval_copies", metadata,
+    Column("thread_id", String(128), primary_key=True),
+    Column("channel", String(200), primary_key=True),
+    Column("ts", String(64), primary_key=True),
+    Column("posted_at", UTCDateTime, nullable=False),
 )

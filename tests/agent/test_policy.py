@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.config import parse_config
-from agent.policy import approval_reason, refuse_approver
+from agent.policy import approval_reason, approval_recipients, refuse_approver
 from tests.agent.test_config import minimal
 
 
@@ -76,3 +76,11 @@ def test_a_broad_tag_in_a_plan_needs_approval():
     wide = item(Operation.PURGE_TAG, "product-1", url="u", clears=4)
     assert "tag product-1 clears many pages" in approval_reason("purge", 4, c, [wide])
     assert approval_reason("purge", 3, c, [item(Operation.PURGE_TAG, "product-1", url="u", clears=3)]) == ""
+
+
+def test_approval_requests_are_copied_to_the_approvers_channel_and_dms_only_when_configured():
+    assert approval_recipients(config()) == []
+    assert approval_recipients(config(channel="CAPPROVERS")) == ["CAPPROVERS"]
+    assert approval_recipients(config(channel="CAPPROVERS"), asked_in="CAPPROVERS") == []  # asked there already
+    both = config(channel="CAPPROVERS", dm_approvers=True, approvers=["UALICE", "alice", "WCAROL", "UALICE"])
+    assert approval_recipients(both) == ["CAPPROVERS", "UALICE", "WCAROL"]  # names cannot be DMed

@@ -1,8 +1,11 @@
 """A loopback Slack Web API (stdlib ThreadingHTTPServer) that records calls and answers like Slack.
 
 Point ``WebClient(base_url=fake.api_url)`` at it. It implements what cachebot uses: ``auth.test``,
-``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``files.getUploadURLExternal`` + the upload URL +
-``files.completeUploadExternal``, ``usergroups.users.list``. ``rate_limit_once(method)`` makes the next call to
+``chat.postMessage`` (to a user id: their DM, ``D…``), ``chat.update``, ``chat.postEphemeral``,
+``chat.getPermalink``, ``assistant.threads.setStatus`` / ``setSuggestedPrompts``,
+``files.getUploadURLExternal`` + the upload URL + ``files.completeUploadExternal``,
+``usergroups.users.list``, ``views.open``, ``views.publish``, and slash commands' ``response_url``
+(``response_url()``; answers recorded as ``response_url`` calls). ``rate_limit_once(method)`` makes the next call to
 ``method`` answer ``429 ratelimited`` with ``Retry-After`` (as Slack does), once.
 Also: helpers to sign and send Slack requests (events, block_actions) to an app under test.
 """
@@ -20,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 BOT_USER_ID = "UCACHEBOT"
 BOT_ID = "BCACHEBOT"
@@ -42,6 +45,9 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self.user_groups: dict[str, list[str]] = {}
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> the message as it stands now
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal or Home tab as it stands now
+        self.closed_channels: set[str] = set()  # chat.postMessage answers not_in_channel there
+        self.socket_url: str | None = None  # what apps.connections.open hands out (tests/fakes/socket_mode.py)
         self._rate_limits: dict[str, int] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -64,6 +70,14 @@ class FakeSlack:
         self.httpd.server_close()
 
     # --- test controls and queries -----------------------------------------------------------------------
+
+    def response_url(self, name: str = "1") -> str:
+        """A slash command's ``response_url`` on this fake (what the app posts there is recorded)."""
+        return f"http://127.0.0.1:{self.port}/commands/{TEAM_ID}/{name}"
+
+    def responses(self) -> list[dict[str, Any]]:
+        """What the app posted to response URLs, oldest first."""
+        return [c.args for c in self.calls_to("response_url")]
 
     def rate_limit_once(self, method: str, retry_after: int = 1) -> None:
         self._rate_limits[method] = retry_after
@@ -114,13 +128,23 @@ class FakeSlack:
     def api_chat_postMessage(self, args: dict) -> dict:
         if not args.get("channel"):
             return {"ok": False, "error": "channel_not_found"}
+        if args["channel"] in self.closed_channels:
+            return {"ok": False, "error": "not_in_channel"}
         ts = self.next_ts()
-        message = {"ts": ts, "channel": args["channel"], "thread_ts": args.get("thread_ts"), "text": args.get("text"),
+        channel = dm_channel(args["channel"])  # a user id: the app's DM with that user, as Slack does
+        message = {"ts": ts, "channel": channel, "thread_ts": args.get("thread_ts"), "text": args.get("text"),
                    "blocks": args.get("blocks"), "updates": 0}
         with self._lock:
             self.messages[ts] = message
-        return {"ok": True, "channel": args["channel"], "ts": ts,
+        return {"ok": True, "channel": channel, "ts": ts,
                 "message": {"text": args.get("text"), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER_ID}}
+
+    def api_chat_getPermalink(self, args: dict) -> dict:
+        channel, ts = args.get("channel"), args.get("message_ts")
+        if not channel or not ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "channel": channel,
+                "permalink": f"https://cachebot-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
 
     def api_chat_update(self, args: dict) -> dict:
         with self._lock:
@@ -134,6 +158,52 @@ class FakeSlack:
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
         return {"ok": True, "message_ts": self.next_ts()}
+
+    def api_views_open(self, args: dict) -> dict:
+        view = args.get("view")
+        if not args.get("trigger_id"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("title"):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": self._stored_view(view, None)}
+
+    def api_views_publish(self, args: dict) -> dict:
+        view = args.get("view")
+        if not args.get("user_id"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": self._stored_view(view, args["user_id"])}
+
+    def _stored_view(self, view: dict, user: str | None) -> dict:
+        """The view as Slack returns it: ours plus ids, team, state and hash."""
+        view_id = "V" + uuid.uuid4().hex[:10].upper()
+        stored = {**view, "id": view_id, "team_id": TEAM_ID, "app_id": "A0CACHEBOT", "bot_id": BOT_ID,
+                  "state": {"values": {}}, "hash": uuid.uuid4().hex[:16], "private_metadata":
+                  view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""), "user": user}
+        with self._lock:
+            self.views[view_id] = stored
+        return stored
+
+    def api_apps_connections_open(self, args: dict) -> dict:
+        if args.get("_token_type") != "app":
+            return {"ok": False, "error": "not_allowed_token_type"}  # Slack's answer to a bot token here
+        if self.socket_url is None:
+            return {"ok": False, "error": "socket_mode_not_enabled"}
+        return {"ok": True, "url": f"{self.socket_url}?ticket={uuid.uuid4()}&app_id=A0CACHEBOT"}
+
+    def api_assistant_threads_setStatus(self, args: dict) -> dict:
+        if not args.get("channel_id") or not args.get("thread_ts") or "status" not in args:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
+    def api_assistant_threads_setSuggestedPrompts(self, args: dict) -> dict:
+        prompts = args.get("prompts")
+        if not args.get("channel_id") or not isinstance(prompts, list) or not 1 <= len(prompts) <= 4:
+            return {"ok": False, "error": "invalid_arguments"}
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
 
     def api_usergroups_users_list(self, args: dict) -> dict:
         group = args.get("usergroup")
@@ -151,6 +221,11 @@ class FakeSlack:
         if missing:
             return {"ok": False, "error": "file_not_found"}
         return {"ok": True, "files": [{"id": f["id"], "title": f.get("title"), "name": f.get("title")} for f in files]}
+
+
+def dm_channel(channel: str) -> str:
+    """Where a message posted to ``channel`` lands: a user id (U…/W…) means the app's DM with them (D…)."""
+    return "D" + channel[1:] if channel[:1] in ("U", "W") else channel
 
 
 class FakeSlackProcess:
@@ -211,11 +286,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake.calls.append(Call("upload", {"file_id": file_id, "bytes": len(raw)}, time.time()))
             self._reply(200, f"OK - {len(raw)}".encode(), "text/plain", {})
             return
+        if parts.path.startswith("/commands/"):  # a slash command's response_url: JSON in, "ok" out
+            args = json.loads(raw or b"{}")
+            with self.fake._lock:
+                self.fake.calls.append(Call("response_url", {**args, "path": parts.path}, time.time()))
+            self._reply(200, b"ok", "text/plain", {})
+            return
         if not parts.path.startswith("/api/"):
             self._reply(404, b"not found", "text/plain", {})
             return
         method = parts.path[len("/api/"):]
         args = _parse_args(raw, self.headers.get("Content-Type") or "", parts.query)
+        if method == "apps.connections.open":  # the one method that wants the app-level token (xapp-)
+            app_token = (self.headers.get("Authorization") or "").startswith("Bearer xapp-")
+            args["_token_type"] = "app" if app_token else "other"
         if not (self.headers.get("Authorization") or "").startswith("Bearer ") and "token" not in args:
             status, body, headers = 200, {"ok": False, "error": "not_authed"}, {}
         else:
@@ -245,7 +329,7 @@ def _parse_args(raw: bytes, content_type: str, query: str) -> dict[str, Any]:
         args.update(json.loads(raw or b"{}"))
     elif raw:
         args.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
-    for key in ("blocks", "files", "attachments"):  # form-encoded JSON arguments
+    for key in ("blocks", "files", "attachments", "view", "prompts"):  # form-encoded JSON arguments
         if isinstance(args.get(key), str):
             try:
                 args[key] = json.loads(args[key])
@@ -328,6 +412,81 @@ def block_actions(*, user: str, channel: str, message_ts: str, thread_ts: str, a
     }
 
 
+def slash_command(text: str, *, user: str, channel: str, response_url: str, command: str = "/cachebot",
+                  trigger_id: str | None = None) -> dict[str, str]:
+    """The form fields Slack posts for a slash command."""
+    return {
+        "token": "legacy-verification-token", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel,
+        "channel_name": "web-team", "user_id": user, "user_name": user.lower(), "command": command, "text": text,
+        "api_app_id": "A0CACHEBOT", "is_enterprise_install": "false", "response_url": response_url,
+        "trigger_id": trigger_id or f"{int(time.time())}.{uuid.uuid4().int % 10**9}.{uuid.uuid4().hex[:32]}",
+    }
+
+
+def message_action(*, user: str, channel: str, message_ts: str, text: str, callback_id: str,
+                   thread_ts: str | None = None, author: str = "UMARKETING") -> dict[str, Any]:
+    """The interactivity payload of a message shortcut (``message_action``) on someone's message."""
+    message = {"type": "message", "user": author, "ts": message_ts, "text": text, "team": TEAM_ID}
+    if thread_ts:
+        message["thread_ts"] = thread_ts
+    return {
+        "type": "message_action", "token": "legacy-verification-token", "action_ts": str(time.time()),
+        "team": {"id": TEAM_ID, "domain": "test"}, "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID,
+                                                             "name": user.lower()},
+        "channel": {"id": channel, "name": "web-team"}, "is_enterprise_install": False, "enterprise": None,
+        "callback_id": callback_id, "trigger_id": f"{int(time.time())}.{uuid.uuid4().hex[:24]}",
+        "response_url": "https://hooks.slack.invalid/app/T0/1/x", "message_ts": message_ts, "message": message,
+    }
+
+
+def view_submission(view: dict[str, Any], *, user: str, selected: dict[str, dict[str, list[str]]]) -> dict:
+    """A ``view_submission`` for a modal Slack stored (``FakeSlack.views``): ``selected`` is
+    block_id -> action_id -> the values of the ticked checkbox options."""
+    values: dict[str, dict[str, Any]] = {}
+    options = {(b.get("block_id"), b["element"]["action_id"]): b["element"].get("options") or []
+               for b in view.get("blocks") or [] if b.get("type") == "input"}
+    for block_id, actions in selected.items():
+        for action_id, chosen in actions.items():
+            known = options.get((block_id, action_id), [])
+            picked = [o for o in known if o["value"] in chosen] or [
+                {"text": {"type": "plain_text", "text": v}, "value": v} for v in chosen]
+            values.setdefault(block_id, {})[action_id] = {"type": "checkboxes", "selected_options": picked}
+    return {
+        "type": "view_submission", "team": {"id": TEAM_ID, "domain": "test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
+        "api_app_id": "A0CACHEBOT", "token": "legacy-verification-token", "trigger_id": "4.5.6",
+        "view": {**view, "state": {"values": values}}, "response_urls": [], "is_enterprise_install": False,
+        "enterprise": None,
+    }
+
+
+def assistant_thread_started(*, user: str, channel: str, thread_ts: str, context_channel: str = "") -> dict:
+    """The ``assistant_thread_started`` event: someone opened an assistant thread (in their DM with the app)."""
+    return {"type": "assistant_thread_started", "event_ts": f"{time.time():.6f}",
+            "assistant_thread": {"user_id": user, "channel_id": channel, "thread_ts": thread_ts,
+                                 "context": {"channel_id": context_channel or None, "team_id": TEAM_ID,
+                                             "enterprise_id": None}}}
+
+
+def home_opened(user: str, *, tab: str = "home") -> dict[str, Any]:
+    """The ``app_home_opened`` event (inside an ``event_callback``)."""
+    return {"type": "app_home_opened", "user": user, "channel": "D" + user[1:], "tab": tab,
+            "event_ts": f"{time.time():.6f}"}
+
+
+def home_block_actions(view: dict[str, Any], *, user: str, action_id: str, value: str) -> dict[str, Any]:
+    """A button click on a Home tab (a published view): no channel, no message; the view comes with it."""
+    return {
+        "type": "block_actions", "api_app_id": "A0CACHEBOT", "token": "legacy-verification-token",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
+        "container": {"type": "view", "view_id": view["id"]}, "trigger_id": "7.8.9",
+        "team": {"id": TEAM_ID, "domain": "test"}, "enterprise": None, "is_enterprise_install": False,
+        "view": view,
+        "actions": [{"action_id": action_id, "block_id": "cachebot_approval_0", "value": value, "type": "button",
+                     "text": {"type": "plain_text", "text": "Approve"}, "action_ts": str(time.time())}],
+    }
+
+
 class SlackSender:
     """Signs and posts Slack requests to an app's ``/slack/events``."""
 
@@ -342,6 +501,11 @@ class SlackSender:
         if retry_num is not None:
             headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
         return post(self.url, body, headers, "application/json")
+
+    def command(self, fields: dict[str, str], *, secret: str | None = None, timestamp: int | None = None):
+        """A slash command: form-encoded fields, signed."""
+        body = urlencode(fields)
+        return post(self.url, body, sign(secret or self.secret, body, timestamp), "application/x-www-form-urlencoded")
 
     def interaction(self, payload: dict, *, secret: str | None = None, timestamp: int | None = None):
         body = "payload=" + quote(json.dumps(payload))

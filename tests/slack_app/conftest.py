@@ -25,7 +25,7 @@ from slack_app.blocks import APPROVE_ACTION, DENY_ACTION
 from slack_app.server import SlackHTTPServer
 from slack_app.slack_api import make_client, slack_context
 from tests.agent.conftest import Clock
-from tests.fakes.slack import FakeSlack, SlackSender, block_actions, mention, message
+from tests.fakes.slack import FakeSlack, SlackSender, block_actions, mention, message, slash_command
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "CWEBTEAM"
@@ -135,6 +135,22 @@ class Harness:
             self.wait_received(before + 1, front)
             self.idle()
         return status, body
+
+    def command(self, text: str, user: str = "UBOB", channel: str = CHANNEL, *, trigger_id: str | None = None,
+                wait: bool = True) -> tuple[int, float]:
+        """``/cachebot <text>`` as Slack posts it (signed form fields); wait for the run; (status, seconds to ack)."""
+        fields = slash_command(text, user=user, channel=channel, response_url=self.fake.response_url(),
+                               trigger_id=trigger_id)
+        before = self.front.received
+        status, _, seconds = self.sender.command(fields)
+        if wait and status == 200:
+            self.wait_received(before + 1)
+            self.idle()
+        return status, seconds
+
+    def channel_messages(self, channel: str = CHANNEL) -> list[dict]:
+        """Messages posted in the channel itself (not in a thread), oldest first."""
+        return [m for m in self.fake.messages.values() if m["channel"] == channel and not m.get("thread_ts")]
 
     def ephemerals(self, user: str) -> list[str]:
         return [c.args["text"] for c in self.fake.calls_to("chat.postEphemeral", user=user)]

@@ -8,12 +8,18 @@ import pickle
 import pytest
 
 from slack_app.jobs import (
+    AnswerPrivately,
     AnswerRequest,
     ApplyDecision,
     ApprovalClick,
+    AssistantThreadStarted,
+    HomeOpened,
+    MessageShortcut,
+    ModalSubmitted,
     NewEvent,
     OfferClick,
     RecoverRuns,
+    SlashCommand,
     TakeOffer,
 )
 
@@ -27,6 +33,15 @@ JOBS = [
     TakeOffer(channel="C1", thread_ts="1.2", thread_id="C1:1.2", offer_id="o1", choice="purge", clicker="UBOB",
               status_ts=None),
     RecoverRuns(resume=False),
+    SlashCommand(command={"command": "/cachebot", "text": "help", "user_id": "UBOB"}),
+    HomeOpened(user="UBOB", tab="home"),
+    AssistantThreadStarted(channel="DBOB", thread_ts="1.2", user="UBOB"),
+    MessageShortcut(body={"type": "message_action", "callback_id": "cachebot_clear_links"}),
+    ModalSubmitted(body={"type": "view_submission", "view": {"id": "V1"}}),
+    AnswerRequest(channel="C1", thread_ts="1.2", thread_id="C1:1.2", user="UBOB", message="purge x",
+                  status_ts="1.3", intent="purge"),
+    AnswerPrivately(channel="C1", thread_id="C1:command-1", user="UBOB", message="check x", intent="check",
+                    response_url="https://hooks.slack.com/commands/T0/1/x"),
 ]
 
 

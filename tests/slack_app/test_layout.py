@@ -50,7 +50,8 @@ def test_no_import_cycles_inside_slack_app():
 
 def test_listeners_only_build_jobs():
     graph = internal_graph()
-    for listener in ("slack_app.listeners.events", "slack_app.listeners.actions"):
+    for listener in ("slack_app.listeners.events", "slack_app.listeners.actions", "slack_app.listeners.commands",
+                     "slack_app.listeners.shortcuts"):
         assert graph[listener] <= {"slack_app.jobs", "slack_app.blocks", "slack_app"}, (listener, graph[listener])
         outside = {m for m in imports_of(PACKAGE / "listeners" / f"{listener.rsplit('.', 1)[1]}.py")
                    if m.startswith("agent")}

@@ -50,3 +50,31 @@ def test_no_progress_events_means_no_message():
     progress.event(StepDone(step="purged"))
     progress.finish()
     assert client.calls == []
+
+
+class StatusRecorder:
+    """What ``ThreadStatus`` needs of ``SlackApi``: the status lines it set, in order."""
+
+    def __init__(self):
+        self.said = []
+
+    def thread_status(self, channel, thread_ts, status):
+        self.said.append(status)
+
+
+def test_the_assistant_status_line_is_throttled_and_cleared():
+    from agent.models import Plan
+    from agent.service.events import PlanReady
+    from slack_app.progress import ThreadStatus
+
+    slack, clock = StatusRecorder(), Clock()
+    status = ThreadStatus(slack, "D1", "1.2", interval=1.0, clock=clock)
+    status.start()
+    clock.t = 1.0
+    status.event(PlanReady(plan=Plan.model_validate({"items": [], "pages": ["a", "b", "c"]})))
+    status.event(Progress(phase="purge", done=1, total=9))  # within the interval: skipped
+    clock.t = 2.5
+    status.event(Progress(phase="purge", done=6, total=9))
+    status.event(StepDone(step="purged"))  # not a status
+    status.clear()
+    assert slack.said == ["Looking into it…", "Purging 3 pages…", "Purging 6/9…", ""]

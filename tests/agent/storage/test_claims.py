@@ -21,6 +21,17 @@ def test_first_claim_wins_and_release_frees_it(tmp_path):
     assert store.claim("event:Ev1") is True
 
 
+def test_claimed_tells_whether_a_key_was_taken_without_taking_it(tmp_path):
+    store = ClaimStore.in_file(tmp_path / "claims.sqlite")
+    assert not store.claimed("assistant:D1:1.2")
+    assert not store.claimed("assistant:D1:1.2")  # asking does not claim
+    assert store.claim("assistant:D1:1.2")
+    assert store.claimed("assistant:D1:1.2")
+    store.release("assistant:D1:1.2")
+    assert not store.claimed("assistant:D1:1.2")
+    store.close()
+
+
 def test_a_second_store_on_the_same_file_sees_the_claims(tmp_path):
     ClaimStore.in_file(tmp_path / "c.sqlite").claim("decision:C1:1.2:abc")
     assert ClaimStore.in_file(tmp_path / "c.sqlite").claim("decision:C1:1.2:abc") is False

@@ -8,17 +8,29 @@ import pytest
 
 
 class RecordingApp:
-    """What ``register`` needs of a Bolt ``App``: ``event``/``action`` decorators. Keeps the listeners."""
+    """What ``register`` needs of a Bolt ``App``: its listener decorators. Keeps the listeners."""
 
     def __init__(self) -> None:
         self.events: dict[str, Callable] = {}
         self.actions: dict[str, Callable] = {}
+        self.commands: dict[str, Callable] = {}
+        self.message_shortcuts: dict[str, Callable] = {}
+        self.view_submissions: dict[str, Callable] = {}
 
     def event(self, kind: str):
         return lambda fn: self.events.setdefault(kind, fn)
 
     def action(self, action_id: str):
         return lambda fn: self.actions.setdefault(action_id, fn)
+
+    def command(self, name: str):
+        return lambda fn: self.commands.setdefault(name, fn)
+
+    def message_shortcut(self, callback_id: str):
+        return lambda fn: self.message_shortcuts.setdefault(callback_id, fn)
+
+    def view_submission(self, callback_id: str):
+        return lambda fn: self.view_submissions.setdefault(callback_id, fn)
 
 
 class RecordingIntake:

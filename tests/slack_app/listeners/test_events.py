@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from slack_app.jobs import NewEvent
+from slack_app.jobs import AssistantThreadStarted, HomeOpened, NewEvent
 from slack_app.listeners import events
 from tests.slack_app.listeners.conftest import RecordingIntake
 
@@ -21,7 +21,8 @@ def deliver(listener, intake: RecordingIntake, *, retry: str | None = None) -> N
 
 def test_every_subscribed_event_type_has_the_listener(app, intake):
     events.register(app, intake)
-    assert set(app.events) == set(events.EVENT_SUBSCRIPTIONS.values()) == {"app_mention", "message"}
+    assert set(app.events) == set(events.EVENT_SUBSCRIPTIONS.values()) == {
+        "app_mention", "message", "app_home_opened", "assistant_thread_started"}
 
 
 def test_an_event_is_handed_on_untouched_before_the_ack(app, intake):
@@ -43,3 +44,20 @@ def test_an_event_is_acked_even_when_it_cannot_be_handed_on(app):
     with pytest.raises(RuntimeError):
         deliver(app.events["app_mention"], failing)
     assert failing.steps == ["take_in", "ack", "received"]  # Slack must not retry a request we choked on
+
+
+def test_opening_the_home_tab_is_handed_on_as_who_opened_which_tab(app, intake):
+    events.register(app, intake)
+    app.events["app_home_opened"](ack=intake.ack, event={"type": "app_home_opened", "user": "UBOB", "tab": "home",
+                                                         "channel": "DBOB"})
+    assert intake.jobs == [HomeOpened(user="UBOB", tab="home")]
+    assert intake.steps == ["take_in", "ack", "received"]
+
+
+def test_a_new_assistant_thread_is_handed_on_as_where_and_who(app, intake):
+    events.register(app, intake)
+    event = {"type": "assistant_thread_started", "assistant_thread": {"user_id": "UBOB", "channel_id": "DBOB",
+                                                                      "thread_ts": "1.2", "context": {}}}
+    app.events["assistant_thread_started"](ack=intake.ack, event=event)
+    assert intake.jobs == [AssistantThreadStarted(channel="DBOB", thread_ts="1.2", user="UBOB")]
+    assert intake.steps == ["take_in", "ack", "received"]
