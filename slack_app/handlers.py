@@ -268,9 +268,12 @@ class Handlers:
             return
         thread_id, interrupt_id = named
         run_channel, _, thread_ts = thread_id.partition(":")
-        in_thread, on_home = run_channel == channel, _on_home(job.body)
-        if not clicker or not thread_ts or not (
-                in_thread or on_home or self.copies.is_copy(thread_id, channel, message_ts)):
+        on_home = _on_home(job.body)
+        # the card clicked must be this run's: in its thread, or a recorded copy (a value copied onto another
+        # card must not decide the run it names, nor edit the card it was clicked on)
+        is_copy = self.copies.is_copy(thread_id, channel, message_ts)
+        in_thread = run_channel == channel and (_clicked_thread(job.body) == thread_ts or is_copy)
+        if not clicker or not thread_ts or not (in_thread or on_home or is_copy):
             self.slack.ephemeral(channel, clicker, None,
                                  "That button does not belong to this conversation; nothing was done.")
             return
@@ -556,6 +559,13 @@ def _clicked(body: dict[str, Any]) -> tuple[str, str, str | None]:
     channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
     message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
     return clicker, channel, message_ts
+
+
+def _clicked_thread(body: dict[str, Any]) -> str | None:
+    """The thread of the message clicked (its own ts when it is a thread's first message)."""
+    container, message = body.get("container") or {}, body.get("message") or {}
+    return (container.get("thread_ts") or message.get("thread_ts") or container.get("message_ts")
+            or message.get("ts"))
 
 
 def _url_count(message: str) -> int:

@@ -297,6 +297,22 @@ def test_forged_button_value_for_another_channel_is_refused(slack):
     assert not h.reports(thread_ts)
 
 
+def test_a_click_decides_only_the_card_it_was_clicked_on(slack):
+    h = slack()
+    card_thread, other_thread = h.mention(BIG), h.mention(BIG)
+    card, other = h.approval_message(card_thread), h.approval_message(other_thread)
+    other_value = next(e["value"] for e in buttons(other))
+    forged = {**card, "blocks": [
+        b if b.get("type") != "actions" else {**b, "elements": [{**e, "value": other_value} for e in b["elements"]]}
+        for b in card["blocks"]]}
+    h.click(card_thread, "UALICE", "approve", message=forged)
+    assert "does not belong" in h.ephemerals("UALICE")[0]
+    assert buttons(h.fake.messages[card["ts"]]) and buttons(h.fake.messages[other["ts"]])  # neither decided
+    assert not h.reports(card_thread) and not h.reports(other_thread)
+    h.click(other_thread, "UALICE", "approve")  # the right card still works
+    assert len(h.reports(other_thread)) == 1 and not h.reports(card_thread)
+
+
 # --- duplicates -------------------------------------------------------------------------------------------
 
 def test_retried_and_repeated_events_start_one_run(slack):
