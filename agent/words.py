@@ -27,7 +27,7 @@ def describe(entry: HistoryEntry) -> str:
     else:
         first = entry.urls[:2]
         what = ", ".join(first) + (f" and {len(entry.urls) - 2} more" if len(entry.urls) > 2 else "")
-        what = what or f"{entry.page_count} pages"
+        what = what or plural(entry.page_count, "page")
         worked = entry.worked
     verdict = {
         "waiting_approval": "waiting for approval", "denied": "denied", "expired": "approval expired",
@@ -46,7 +46,7 @@ def answer_history(store: AuditStore, message: str, urls: list[str], now: dateti
             if not entries:
                 lines.append(f"I have no record of {url} being purged.")
                 continue
-            lines.append(f"{url} — {len(entries)} request(s), newest first:")
+            lines.append(f"{url} — {plural(len(entries), 'request')}, newest first:")
             lines += [f"  • {describe(entry)}" for entry in entries]
         return "\n".join(lines)
     since, until, said = window_in(message, now)
@@ -146,8 +146,8 @@ def page_lines(plan: Plan) -> list[str]:
 
 def plan_summary(plan: Plan) -> str:
     layers = list(dict.fromkeys(i.layer for i in plan.items))
-    return (f"{plan.purge_count} purges over {len(plan.pages)} pages on "
-            f"{len(layers)} layers ({', '.join(layers) or 'none'})")
+    return (f"{plural(plan.purge_count, 'purge')} over {plural(len(plan.pages), 'page')} on "
+            f"{plural(len(layers), 'layer')} ({', '.join(layers) or 'none'})")
 
 
 def offer_lines(state: PurgeState) -> list[str]:
@@ -158,7 +158,7 @@ def offer_lines(state: PurgeState) -> list[str]:
              *page_lines(plan)]
     if plan.approval_reason:
         lines.append(f"It would need approval: {plan.approval_reason}.")
-    lines.append(f"Purge these {pages} pages, or just check them?")
+    lines.append(f"Purge {'this page' if pages == 1 else f'these {pages} pages'}, or just check {'it' if pages == 1 else 'them'}?")
     return lines
 
 
@@ -202,7 +202,7 @@ def purge_lines(state: PurgeState) -> list[str]:
         return ["Not purged: the approval request expired. Ask again if it is still needed."]
     if status == "pending":
         return [f"Waiting for approval: {plan.approval_reason}.", *scope]
-    return result_lines(state.get("results", []))
+    return result_lines(state.get("results", []), plan.items)
 
 
 def plan_scope_lines(items: list[PlanItem], limit: int = 20) -> list[str]:
@@ -257,13 +257,87 @@ WORDS = {
 }
 
 
-def result_lines(results: list[ItemResult]) -> list[str]:
-    counts = Counter(r.status for r in results)
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """"1 page", "2 pages": a count with its noun, never "1 pages"."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+BAD = (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)
+DELETED_STATUSES = (404, 410)
+
+
+def purge_results(results: list[ItemResult], planned_skips: set[tuple[str, str]] = frozenset()
+                  ) -> dict[tuple[str, str], ItemResult]:
+    """One result per purge as the plan counts them (``agent.mapping.count_purges``): per (page, layer), the
+    worst of its rows (a page purged by URL and by tag on one layer is one purge), leaving out what the plan
+    itself listed as skipped (never sent, never counted)."""
+    worst: dict[tuple[str, str], ItemResult] = {}
+    for r in results:
+        key = (r.url, r.layer)
+        if key in planned_skips and r.status == ItemStatus.SKIPPED:
+            continue
+        if key not in worst or ORDER.index(r.status) < ORDER.index(worst[key].status):
+            worst[key] = r
+    return worst
+
+
+def planned_skips(items: list[PlanItem] | None) -> set[tuple[str, str]]:
+    return {(i.url, i.layer) for i in items or [] if i.skip}
+
+
+def page_kind(rows: list[ItemResult]) -> str:
+    """What a page that came out fine is, for people: deleted at the origin, a redirect, or a page."""
+    statuses = {getattr(r, "origin_status", None) for r in rows} - {None}
+    if statuses and statuses <= set(DELETED_STATUSES):
+        return "deleted"
+    if statuses and all(300 <= s < 400 for s in statuses):
+        return "redirect"
+    return "page"
+
+
+def result_summary(results: list[ItemResult], plan_items: list[PlanItem] | None = None) -> str:
+    """The report's first sentence, the same at the terminal and in Slack: every purge done and verified, or
+    which pages are NOT fresh and where. It counts purges the way the plan did."""
+    purges = purge_results(results, planned_skips(plan_items))
+    by_page: dict[str, list[ItemResult]] = {}
+    for (url, _), r in purges.items():
+        by_page.setdefault(url, []).append(r)
+    sent = [r for r in purges.values() if r.status != ItemStatus.SKIPPED]
+    skipped = len(purges) - len(sent)
+    bad = {url: rows for url, rows in by_page.items() if any(r.status in BAD for r in rows)}
+    skip_note = f" {plural(skipped, 'purge')} skipped (see below)." if skipped else ""
+    if not bad:
+        kinds = Counter(page_kind(rows) for rows in by_page.values())
+        if set(kinds) <= {"page"}:
+            every = "The purge was" if len(sent) == 1 else f"All {len(sent)} purges"
+            return f"{every} done and verified fresh.{skip_note}" if sent else f"Nothing was purged.{skip_note}"
+        parts = []
+        if kinds["page"]:
+            parts.append(f"{plural(kinds['page'], 'page')} verified fresh")
+        if kinds["deleted"]:
+            parts.append(f"{plural(kinds['deleted'], 'deleted page')} "
+                         f"{'is' if kinds['deleted'] == 1 else 'are'} gone from every cache")
+        if kinds["redirect"]:
+            parts.append(f"{plural(kinds['redirect'], 'redirect')} now served by every cache")
+        return f"All {plural(len(sent), 'purge')} done: {'; '.join(parts)}.{skip_note}"
+    stale = any(r.status == ItemStatus.FAILED for rows in bad.values() for r in rows)
+    how = "NOT fresh" if stale else "NOT verified"
+    where = [f"{url} on {' and '.join(r.layer for r in rows if r.status in BAD)}" for url, rows in bad.items()]
+    if len(bad) == 1:
+        url, rows = next(iter(bad.items()))
+        head = f"1 page {how} on {' and '.join(r.layer for r in rows if r.status in BAD)}: {url}"
+    else:
+        head = f"{len(bad)} of {len(by_page)} pages {how}: " + "; ".join(where[:3])
+        head += f"; and {len(where) - 3} more" if len(where) > 3 else ""
+    good = sum(1 for r in sent if r.status not in BAD)
+    return f"{head}. {good} of {plural(len(sent), 'purge')} verified fresh.{skip_note}"
+
+
+def result_lines(results: list[ItemResult], plan_items: list[PlanItem] | None = None) -> list[str]:
+    """The summary, then each page (the ones not confirmed fresh first) with what each layer said."""
     pages = list(dict.fromkeys(r.url for r in results))
-    bad = {r.url for r in results if r.status in (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)}
-    summary = ", ".join(f"{counts[s]} {WORDS[s]}" for s in ORDER if counts[s])
-    verdict = "Done" if not bad else f"{len(bad)} of {len(pages)} pages NOT confirmed fresh"
-    lines = [f"{verdict}: {len(pages)} pages × layers → {summary}."]
+    bad = {r.url for r in results if r.status in BAD}
+    lines = [result_summary(results, plan_items)]
     for url in sorted(pages, key=lambda u: u not in bad):
         lines.append(("✗ " if url in bad else "✓ ") + url)
         for r in sorted((r for r in results if r.url == url), key=lambda r: ORDER.index(r.status)):
@@ -297,7 +371,7 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         return "\n".join([
             f"Something went wrong on my side after the purges were sent ({result.error}). They are recorded, "
             "but NOT verified: ask me to check the pages before relying on them.",
-            *result_lines(result.results),
+            *result_lines(result.results, result.plan),
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."

@@ -15,14 +15,13 @@ import csv
 import io
 import json
 import re
-from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from agent.mapping import count_purges
-from agent.models import ItemResult, ItemStatus, PlanItem, Rejection, RunResult
+from agent.models import ItemResult, PlanItem, Rejection, RunResult
 from agent.storage.audit import HistoryEntry
-from agent.words import ORDER, item_words, plan_notes, scope_lines
+from agent.words import BAD, ORDER, item_words, plan_notes, plural, result_summary, scope_lines
 
 APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"
@@ -32,6 +31,7 @@ OFFER_PURGE_ACTION = "cachebot_offer_purge"  # after a question about purging: "
 OFFER_CHECK_ACTION = "cachebot_offer_check"  # … or "Just check them"
 OFFER_ACTION_IDS = (OFFER_PURGE_ACTION, OFFER_CHECK_ACTION)
 OFFER_BLOCK_ID = "cachebot_offer"
+REPORT_BLOCK_ID = "cachebot_report"  # the report's summary: how a report is told from other messages
 CLEAR_LINKS_SHORTCUT = "cachebot_clear_links"  # the message shortcut's callback id (manifest.yml)
 CLEAR_LINKS_VIEW = "cachebot_clear_links_modal"  # the modal it opens
 LINKS_BLOCK = "cachebot_links_"  # + n: one checkboxes input per 10 links
@@ -44,7 +44,6 @@ MAX_OPTION_CHARS = 75  # an option's plain text
 MAX_METADATA_CHARS = 3000  # a view's private_metadata
 MAX_TEXT_CHARS = 3500  # the notification/fallback text; Slack truncates long top-level text anyway
 REPORT_PAGE_SECTIONS = 40  # page sections in a report message before the rest goes to the CSV
-BAD = (ItemStatus.FAILED, ItemStatus.PURGED_UNVERIFIED)
 
 Block = dict[str, Any]
 
@@ -177,7 +176,8 @@ def plan_blocks(items: list[PlanItem], pages: list[str], rejected: list[Rejectio
     layers = list(dict.fromkeys(i.layer for i in items))
     purges = count_purges(items)
     blocks: list[Block] = [section(
-        f"*Plan:* {len(pages) or len(requested) + len(added)} pages × {len(layers)} layers, {purges} purges\n"
+        f"*Plan:* {plural(purges, 'purge')} over {plural(len(pages) or len(requested) + len(added), 'page')} on "
+        f"{plural(len(layers), 'layer')}\n"
         f"*Layers* (from the origin outwards): {', '.join(code(layer) for layer in layers) or '—'}"
     )]
     if requested:
@@ -234,8 +234,8 @@ def approval_buttons(result: RunResult, block_id: str = APPROVAL_BLOCK_ID) -> Bl
                 "text": {"type": "plain_text", "text": "Approve"}, "value": value,
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Purge these caches?"},
-                    "text": mrkdwn(f"{pending.get('purge_count', '?')} purges over {pending.get('pages', '?')} "
-                                   "pages will be sent now."),
+                    "text": mrkdwn(f"{counted(pending.get('purge_count'), 'purge')} over "
+                                   f"{counted(pending.get('pages'), 'page')} will be sent now."),
                     "confirm": {"type": "plain_text", "text": "Approve"},
                     "deny": {"type": "plain_text", "text": "Cancel"},
                 },
@@ -267,12 +267,13 @@ def offer_blocks(result: RunResult, offer_id: str) -> list[Block]:
     return [
         *plan_blocks(result.plan, result.pages, result.rejected),
         section(f":information_source: You asked about purging, so *nothing was purged*.{note}\n"
-                f"Purge {'this page' if pages == 1 else f'these {pages} pages'}, or just check them?"),
+                f"Purge {'this page' if pages == 1 else f'these {pages} pages'}, or just check {'it' if pages == 1 else 'them'}?"),
         {"type": "actions", "block_id": OFFER_BLOCK_ID, "elements": [
             {"type": "button", "action_id": OFFER_PURGE_ACTION, "style": "primary",
              "text": {"type": "plain_text", "text": purge_offer_label(pages)}, "value": value},
             {"type": "button", "action_id": OFFER_CHECK_ACTION,
-             "text": {"type": "plain_text", "text": "Just check them"}, "value": value},
+             "text": {"type": "plain_text", "text": "Just check it" if pages == 1 else "Just check them"},
+             "value": value},
         ]},
     ]
 
@@ -310,17 +311,6 @@ def format_time(value: Any) -> str:
 
 # --- the report ---------------------------------------------------------------------------------------
 
-def summary_line(results: list[ItemResult]) -> str:
-    counts = Counter(r.status for r in results)
-    pages = list(dict.fromkeys(r.url for r in results))
-    bad = {r.url for r in results if r.status in BAD}
-    words = {ItemStatus.PURGED_VERIFIED: "purged, verified", ItemStatus.PURGED_UNVERIFIED: "purged, NOT verified",
-             ItemStatus.NOT_CACHED: "not cached", ItemStatus.SKIPPED: "skipped", ItemStatus.FAILED: "FAILED"}
-    summary = ", ".join(f"{counts[s]} {words[s]}" for s in ORDER if counts[s])
-    verdict = "Done — every page confirmed fresh" if not bad else f"{len(bad)} of {len(pages)} pages NOT confirmed fresh"
-    return f"{verdict}: {len(pages)} pages × layers → {summary}."
-
-
 def page_section(url: str, results: list[ItemResult]) -> str:
     bad = any(r.status in BAD for r in results)
     lines = [f"{':x:' if bad else ':white_check_mark:'} *{code(url)}*"]
@@ -348,7 +338,7 @@ def ordered_results(results: list[ItemResult]) -> list[ItemResult]:
 def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
     """(blocks, fallback text, CSV or None). Failures first; a CSV when the whole report does not fit."""
     results = result.results
-    summary = summary_line(results)
+    summary = result_summary(results, result.plan)
     by_page: dict[str, list[ItemResult]] = {}
     for r in ordered_results(results):
         by_page.setdefault(r.url, []).append(r)
@@ -357,12 +347,13 @@ def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
     room = min(REPORT_PAGE_SECTIONS, MAX_BLOCKS - 2 - len(extra))
     too_long = any(len(s) >= MAX_SECTION_CHARS - 2 for s in sections)
     needs_csv = len(sections) > room or too_long
-    blocks = [section(f"*{neutralise(summary)}*")]
+    blocks = [{**section(f"*{neutralise(summary)}*"), "block_id": REPORT_BLOCK_ID}]
     blocks += [section(s) for s in sections[:room]]
     if needs_csv:
         left = len(sections) - min(len(sections), room)
-        note = f"{left} more pages are" if left else "Some details were cut; everything is"
-        blocks.append(context(f"{note} in the attached CSV (every page × layer, failures first)."))
+        note = f"{plural(left, 'more page')} {'is' if left == 1 else 'are'}" if left else \
+            "Some details were cut; everything is"
+        blocks.append(context(f"{note} in the attached CSV (every page on every layer, failures first)."))
     blocks += extra
     return blocks, summary, report_csv(results) if needs_csv else None
 
@@ -483,14 +474,19 @@ def decided_on_home(channel: str, status: str, permalink: str | None) -> str:
     return f":white_check_mark: Done: the request in {where}{link} is now *{neutralise(status)}*."
 
 
+def counted(count: object, word: str) -> str:
+    """A count from a stored request ("?" when it is missing), with its noun in the right number."""
+    return plural(count, word) if isinstance(count, int) else f"? {word}s"
+
+
 def waiting_line(result: RunResult) -> str:
     pending = result.pending or {}
     channel = result.thread_id.partition(":")[0]
     where = f"<#{channel}>" if SLACK_CHANNEL_ID.fullmatch(channel) else code(channel)
     pages = ", ".join(code(url) for url in result.pages[:3]) + (f" and {len(result.pages) - 3} more"
                                                                  if len(result.pages) > 3 else "")
-    return (f"{mention(pending.get('requester'))} in {where}: {pending.get('purge_count', '?')} purges over "
-            f"{pending.get('pages', '?')} pages ({pages or '—'})\n_{neutralise(pending.get('reason', ''))}_ · "
+    return (f"{mention(pending.get('requester'))} in {where}: {counted(pending.get('purge_count'), 'purge')} over "
+            f"{counted(pending.get('pages'), 'page')} ({pages or '—'})\n_{neutralise(pending.get('reason', ''))}_ · "
             f"expires {format_time(pending.get('expires_at'))}")
 
 

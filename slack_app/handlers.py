@@ -251,7 +251,7 @@ class Handlers:
         if csv_text is None:
             return
         error = self.slack.upload_csv(channel, thread_ts, csv_text, filename=f"cachebot-report-{thread_ts}.csv",
-                                      title="cachebot report (every page × layer)",
+                                      title="cachebot report (every page on every layer)",
                                       comment="The full report, failures first.")
         if error:
             self.slack.post(channel, thread_ts, f"I could not attach the full report as a CSV file ({error}).")

@@ -18,6 +18,7 @@ from rich.text import Text
 from agent.models import Plan, RunResult
 from agent.service.events import PlanReady, ProgressEvent, StepDone, UrlsFound
 from agent.service.events import Progress as BatchProgress  # rich has a Progress too
+from agent.words import plural
 
 console = Console(highlight=False)
 
@@ -101,15 +102,39 @@ def render(result: RunResult) -> None:
     console.print(result.reply, markup=False)
 
 
+GROUP_BY_PAGE_ABOVE = 20  # rows: a bigger plan shows one row per page, so it does not fill the screen
+
+
 def plan_table(plan: Plan) -> Table:
-    title = f"Plan: {len(plan.pages)} pages × layers, {plan.purge_count} purges"
+    """The plan before anything is sent: one row per page × layer when small, one row per page when big."""
+    layers = list(dict.fromkeys(i.layer for i in plan.items))
+    title = (f"Plan: {plural(plan.purge_count, 'purge')} over {plural(len(plan.pages), 'page')} on "
+             f"{plural(len(layers), 'layer')}")
+    if len(plan.items) > GROUP_BY_PAGE_ABOVE:
+        return page_table(plan, title)
     table = Table(title=title, show_lines=False)
     for column in ("page", "layer", "operation", "why"):
         table.add_column(column)
-    for item in plan.items[:200]:  # Text, not markup: URLs, tags and reasons come from people and origins
+    for item in plan.items:  # Text, not markup: URLs, tags and reasons come from people and origins
         table.add_row(Text(item.url), Text(item.layer),
                       Text(f"{item.operation.value} {item.target if item.target != item.url else ''}"),
                       Text(item.reason))
-    if len(plan.items) > 200:
-        table.caption = f"… {len(plan.items) - 200} more rows (use --json for all)"
+    return table
+
+
+def page_table(plan: Plan, title: str, limit: int = 200) -> Table:
+    """One row per page: the layers it is purged on (and how, when not by URL), and why it is in the plan."""
+    by_page: dict[str, list] = {}
+    for item in plan.items:
+        by_page.setdefault(item.url, []).append(item)
+    table = Table(title=title, show_lines=False)
+    for column in ("page", "layers", "why"):
+        table.add_column(column)
+    for url, items in list(by_page.items())[:limit]:
+        layers = ", ".join(dict.fromkeys(
+            i.layer + ("" if i.operation.value == "purge_url" else f" ({i.operation.value.removeprefix('purge_')})")
+            for i in items))
+        table.add_row(Text(url), Text(layers), Text(items[0].reason))
+    if len(by_page) > limit:
+        table.caption = f"… {len(by_page) - limit} more pages (use --json for all)"
     return table

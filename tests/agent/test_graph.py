@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.mapping import count_purges
 from agent.models import Intent, ItemStatus, Operation
 from tests.agent.conftest import through_edge, warm
 
@@ -25,7 +26,9 @@ def test_stale_price_is_purged_on_every_layer_and_verified_fresh(fresh_stack, ma
     assert "$12" in through_edge(fresh_stack, "/pricing").text  # fresh after
     home = [r for r in result.results if r.url == "https://shop.example/"]
     assert home and all(r.status in (ItemStatus.PURGED_VERIFIED, ItemStatus.NOT_CACHED) for r in home)
-    assert result.reply.startswith("Done")
+    # the report counts what the plan counted, in words a requester reads
+    assert result.reply.startswith(f"All {count_purges(result.plan)} purges done and verified fresh.")
+    assert "×" not in result.reply
 
 
 def test_product_page_adds_dependents_with_reasons_and_uses_tags(fresh_stack, make_agent):
@@ -53,8 +56,9 @@ def test_one_layer_down_is_reported_and_hides_nothing(fresh_stack, make_agent):
     assert got["edge"] == ItemStatus.FAILED
     assert got["varnish"] in (ItemStatus.PURGED_VERIFIED, ItemStatus.NOT_CACHED)
     assert got["appcache"] in (ItemStatus.PURGED_VERIFIED, ItemStatus.NOT_CACHED)
-    assert result.reply.startswith("2 of 2 pages NOT confirmed fresh")
-    assert result.reply.index("✗") < result.reply.index("edge")  # failures first
+    assert result.reply.startswith("2 of 2 pages NOT fresh: https://shop.example/pricing on edge;")
+    details = result.reply.split("\n", 1)[1]
+    assert details.index("✗") < details.index("edge")  # failures first
 
 
 def test_check_says_which_layer_is_stale_without_purging(fresh_stack, make_agent):

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.conftest import LEAKY_ENVIRONMENT, _create_database, _drop_database, _postgres_admin_url, _with_database
-from tests.fakes.slack import FakeSlack, SlackSender, block_actions, event_payload, mention
+from tests.fakes.slack import FakeSlack, SlackSender, block_actions, event_payload, is_report, mention
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "replica-signing-secret-0123456789"
@@ -190,7 +190,7 @@ def click(message: dict, thread_ts: str, user: str = "UALICE") -> dict:
 
 
 def reports(fake: FakeSlack, thread_ts: str) -> list[dict]:
-    return [m for m in fake.in_thread(CHANNEL, thread_ts) if "pages × layers" in (m["text"] or "")]
+    return [m for m in fake.in_thread(CHANNEL, thread_ts) if is_report(m)]
 
 
 def test_same_event_and_same_click_on_two_replicas_make_one_run_and_one_purge_per_item(cluster):

@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from slack_app.blocks import REPORT_BLOCK_ID
+
 BOT_USER_ID = "UCACHEBOT"
 BOT_ID = "BCACHEBOT"
 TEAM_ID = "T0CACHE"
@@ -510,3 +512,8 @@ class SlackSender:
     def interaction(self, payload: dict, *, secret: str | None = None, timestamp: int | None = None):
         body = "payload=" + quote(json.dumps(payload))
         return post(self.url, body, sign(secret or self.secret, body, timestamp), "application/x-www-form-urlencoded")
+
+
+def is_report(message: dict) -> bool:
+    """A run's report: its summary block carries the report's block id (its words vary with the outcome)."""
+    return any(b.get("block_id") == REPORT_BLOCK_ID for b in message.get("blocks") or [])

@@ -201,6 +201,6 @@ def test_a_dripping_origin_ends_verification_at_the_deadline_as_unverified(make_
     [edge] = purged.results
     assert edge.status == ItemStatus.PURGED_UNVERIFIED
     assert edge.evidence.startswith("unverified: edge timed out")
-    assert "NOT confirmed fresh" in purged.reply and exit_code(purged) == 1
+    assert purged.reply.startswith("1 page NOT verified on edge: https://shop.example/drip.") and exit_code(purged) == 1
     [look] = checked.checks
     assert look.fresh is None and look.detail.startswith("timed out")

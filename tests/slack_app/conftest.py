@@ -25,7 +25,7 @@ from slack_app.blocks import APPROVE_ACTION, DENY_ACTION
 from slack_app.server import SlackHTTPServer
 from slack_app.slack_api import make_client, slack_context
 from tests.agent.conftest import Clock
-from tests.fakes.slack import FakeSlack, SlackSender, block_actions, mention, message, slash_command
+from tests.fakes.slack import FakeSlack, SlackSender, block_actions, is_report, mention, message, slash_command
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "CWEBTEAM"
@@ -156,7 +156,7 @@ class Harness:
         return [c.args["text"] for c in self.fake.calls_to("chat.postEphemeral", user=user)]
 
     def reports(self, thread_ts: str) -> list[dict]:
-        return [m for m in self.thread(thread_ts) if "pages × layers" in (m["text"] or "")]
+        return [m for m in self.thread(thread_ts) if is_report(m)]
 
 
 def buttons(message: dict) -> list[dict]:

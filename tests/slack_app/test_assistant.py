@@ -6,7 +6,7 @@ line is slack_app/progress.py's ``ThreadStatus``)."""
 from __future__ import annotations
 
 from slack_app import blocks as kit
-from tests.fakes.slack import assistant_thread_started, message
+from tests.fakes.slack import assistant_thread_started, is_report, message
 from tests.slack_app.conftest import BIG, SMALL, new_ts
 
 DM = "DBOB"
@@ -45,7 +45,7 @@ def test_a_request_in_an_assistant_thread_shows_its_progress_in_the_status_line(
     assert said[0] == "Looking into it…" and said[-1] == ""  # set at the start, cleared at the end
     assert any(s.startswith("Purging 2 pages") for s in said)
     assert any(s.startswith("Verifying") for s in said)
-    assert any("pages × layers" in (m["text"] or "") for m in h.thread(thread_ts, channel=DM))
+    assert any(is_report(m) for m in h.thread(thread_ts, channel=DM))
 
 
 def test_a_request_that_needs_approval_says_so_in_the_status_line(slack):

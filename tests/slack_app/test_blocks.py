@@ -26,7 +26,7 @@ def _sections(blocks):
 def test_small_report_fits_without_csv_and_failures_come_first():
     blocks, text, csv_text = kit.report_blocks(_result(5, failed={3}))
     assert csv_text is None
-    assert text.startswith("1 of 5 pages NOT confirmed fresh")
+    assert text == "1 page NOT fresh on edge: https://shop.example/p/3. 14 of 15 purges verified fresh."
     assert _sections(blocks)[1].startswith(":x: *`https://shop.example/p/3`*")
     assert "`edge`: FAILED: connection refused" in _sections(blocks)[1].splitlines()[1]
 
@@ -96,7 +96,7 @@ def test_plan_shows_a_wildcard_as_a_scope_with_the_layers_that_skip_it_not_as_a_
                  note="https://shop.example/pricing is purged by URL, not by tag: site (listed in broad_tags)"),
     ]
     text = "\n".join(_sections(kit.plan_blocks(items, [prefix, "https://shop.example/pricing"], [])))
-    assert "*Plan:* 2 pages × 2 layers, 2 purges" in text  # the scope once; the skipped layer sends nothing
+    assert "*Plan:* 2 purges over 2 pages on 2 layers" in text  # the scope once; the skipped layer sends nothing
     assert "*Requested pages (1):*\n• `https://shop.example/pricing`" in text  # URLs as code: copyable, inert
     assert kit.neutralise("• every page under https://shop.example/products/ (a wildcard: how many pages is not "
                           "known) — on varnish; skipped on edge (nginx's cache_purge has no wildcards)") in text

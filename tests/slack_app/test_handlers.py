@@ -31,7 +31,7 @@ def test_small_batch_runs_at_once_with_one_progress_message_and_a_report(slack, 
 
     messages = h.thread(thread_ts)
     request, progress, report = messages  # the request (now the plan), one progress message, the report
-    assert "*Plan:* 2 pages × 3 layers" in all_text(request)
+    assert "*Plan:* 6 purges over 2 pages on 3 layers" in all_text(request)
     assert "/pricing" in all_text(request) and "home page shows the prices" in all_text(request)
     assert not buttons(request)
 
@@ -41,7 +41,7 @@ def test_small_batch_runs_at_once_with_one_progress_message_and_a_report(slack, 
     times = [c.at for c in progress_updates]
     assert all(b - a >= 0.9 for a, b in zip(times, times[1:])), "at most one chat.update per second"
 
-    assert report["text"].startswith("Done — every page confirmed fresh: 2 pages × layers")
+    assert report["text"] == "All 6 purges done and verified fresh."  # the plan's count, in plain words
     blocks = report["blocks"]
     assert "https://shop.example/pricing" in all_text(report) and "`varnish`" in all_text(report)
     assert len(blocks) <= 50 and all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
@@ -56,7 +56,7 @@ def test_failures_come_first_in_the_report(slack, fresh_stack):
                        "options": {"purge_path_prefix": "/purge"}}])
     thread_ts = h.mention(SMALL)
     report = h.reports(thread_ts)[0]
-    assert "NOT confirmed fresh" in report["text"]
+    assert report["text"].startswith("2 of 2 pages NOT fresh: ") and "on edge" in report["text"]
     page_sections = [b["text"]["text"] for b in report["blocks"][1:] if b["type"] == "section"]
     assert page_sections[0].startswith(":x:")
     first_layer_line = page_sections[0].splitlines()[1]
@@ -79,7 +79,7 @@ def test_a_run_that_fails_after_sending_says_so_and_reports_what_was_sent(slack,
     said = [m["text"] for m in h.thread(thread_ts)]
     assert any(t.startswith("Something went wrong on my side after the purges were sent") for t in said)
     report = h.reports(thread_ts)[0]
-    assert "NOT confirmed fresh" in report["text"] and "https://shop.example/pricing" in all_text(report)
+    assert "NOT verified" in report["text"] and "https://shop.example/pricing" in all_text(report)
 
 
 def test_help_in_a_dm_is_answered_in_place(slack):

@@ -72,7 +72,7 @@ def test_submitting_runs_a_purge_in_a_thread_under_the_message(slack, fresh_stac
     assert submit(h, view, ticked=["0"]) == 200  # only the pricing page
     status_message, progress, report = h.thread(ts)
     assert status_message["text"] == "Looking at 1 URL…" or "*Plan:*" in all_text(status_message)
-    assert report["text"].startswith("Done — every page confirmed fresh")
+    assert report["text"].endswith("done and verified fresh.")
     assert "beanie" not in all_text(report)
     assert "$16/month" in through_edge(fresh_stack, "/pricing").text
     [request] = h.front.agent.audit.dump()["audit_requests"]

@@ -64,7 +64,7 @@ def test_purge_these_pages_purges_exactly_the_planned_pages_as_the_clicker(slack
     assert click_offer(h, thread_ts, "UCAROL") == 200
 
     [report] = h.reports(thread_ts)
-    assert report["text"].startswith("Done")
+    assert report["text"].endswith("done and verified fresh.")
     assert "$12" in through_edge(fresh_stack, "/pricing").text
     assert still_cached(fresh_stack, "/about")  # never part of the question
     result = h.front.agent.result(f"{CHANNEL}:{thread_ts}")

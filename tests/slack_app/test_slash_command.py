@@ -37,8 +37,8 @@ def test_purge_runs_in_a_thread_under_a_message_saying_who_asked_what(slack, fre
     [root] = h.channel_messages()
     assert "<@UBOB> asked: `/cachebot purge https://shop.example/pricing`" in all_text(root)
     status_message, progress, report = h.thread(root["ts"])
-    assert "*Plan:* 2 pages × 3 layers" in all_text(status_message)
-    assert report["text"].startswith("Done — every page confirmed fresh")
+    assert "*Plan:* 6 purges over 2 pages on 3 layers" in all_text(status_message)
+    assert report["text"] == "All 6 purges done and verified fresh."
     assert "$14/month" in through_edge(fresh_stack, "/pricing").text
     [request] = h.front.agent.audit.dump()["audit_requests"]
     assert request["thread_id"] == f"{CHANNEL}:{root['ts']}" and request["interface"] == "slack"
@@ -76,7 +76,7 @@ def test_history_is_answered_in_the_channel(slack, fresh_stack):
     h.command(f"history {PRICING}")
     first, second = h.channel_messages()
     said = h.thread(second["ts"])[-1]["text"]
-    assert "https://shop.example/pricing — 1 request(s)" in said and "UBOB" in said and "verified fresh" in said
+    assert "https://shop.example/pricing — 1 request," in said and "UBOB" in said and "verified fresh" in said
 
 
 def test_unknown_verbs_and_missing_urls_get_help_not_a_run(slack):

@@ -48,7 +48,7 @@ def test_approval_across_two_commands(fresh_stack, tmp_path):
 
     approved = runner.invoke(app, ["approve", waiting["thread_id"], "--config", config, "--as", "alice"])
     assert approved.exit_code == 0, approved.output
-    assert "Done" in approved.output
+    assert "done and verified fresh" in approved.output
 
     again = runner.invoke(app, ["approve", waiting["thread_id"], "--config", config, "--as", "alice"])
     assert again.exit_code == 1 and "already approved by alice" in again.output

@@ -25,7 +25,7 @@ def test_a_question_in_the_chat_offers_to_purge_and_yes_purges_those_pages(fresh
                             input="is it safe to purge https://shop.example/pricing?\nyes\n")
     assert outcome.exit_code == 0, outcome.output
     assert "nothing was purged" in outcome.output and "Purge these" in outcome.output
-    assert "Done" in outcome.output
+    assert "done and verified fresh" in outcome.output
     assert "$12" in through_edge(fresh_stack, "/pricing").text
     assert through_edge(fresh_stack, "/about").headers["X-Cache-Status"] == "HIT"
 
