@@ -175,6 +175,9 @@ class CheckResult(BaseModel):
     cached: bool | None
     fresh: bool | None
     detail: str
+    served_version: str | None = Field(
+        default=None, description="the Last-Modified of what the layer serves, when it differs from the origin's"
+    )
 
 
 class RunResult(BaseModel):

@@ -6,10 +6,11 @@ words the Slack cards reuse, history lines (``describe``), the answer to "what w
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
-from agent.models import Intent, ItemResult, ItemStatus, Operation, Plan, PlanItem, RunResult
+from agent.models import CheckResult, Intent, ItemResult, ItemStatus, Operation, Plan, PlanItem, RunResult
 from agent.periods import window_in
 from agent.policy import approvers_description
 from agent.state import AgentContext, PurgeState
@@ -179,11 +180,56 @@ def rejected_lines(state: PurgeState) -> list[str]:
 
 
 def check_lines(state: PurgeState) -> list[str]:
-    lines = []
-    for url in state["urls"]:
+    """The verdict first (one line per page when there are several), then what each layer said."""
+    checks = state.get("checks", [])
+    urls = state["urls"]
+    lines = [check_verdict([c for c in checks if c.url == urls[0]])] if len(urls) == 1 else [
+        checks_overview(urls, checks), *(f"  {url}: {check_verdict([c for c in checks if c.url == url])}"
+                                        for url in urls)]
+    for url in urls:
         lines.append(url)
-        lines += [f"  {c.layer}: {c.detail}" for c in state.get("checks", []) if c.url == url]
+        lines += [f"  {c.layer}: {c.detail}" for c in checks if c.url == url]
     return lines
+
+
+APP_CACHE_CAVEAT = "but the origin answers from "  # agent.nodes.check.caveat_app_caches says why it cannot tell
+
+
+def check_verdict(checks: list[CheckResult]) -> str:
+    """One page: "Stale on edge and varnish: …", "Fresh everywhere." or "Can't tell …: why"."""
+    stale = [c for c in checks if c.fresh is False]
+    unknown = [c for c in checks if c.fresh is None and c.cached is not False]
+    if stale:
+        layers = " and ".join(dict.fromkeys(c.layer for c in stale))
+        versions = {c.served_version for c in stale}
+        when = f"the version from {http_time(versions.pop())}" if len(versions) == 1 and None not in versions \
+            else "an older version"
+        pronoun = "they serve" if len({c.layer for c in stale}) > 1 else "it serves"
+        return f"Stale on {layers}: {pronoun} {when}; the origin serves a newer one."
+    if unknown:
+        caveat = next((c.detail for c in unknown if APP_CACHE_CAVEAT in c.detail), None)
+        if caveat:
+            return f"Can't tell beyond the app cache: the origin answers from {caveat.split(APP_CACHE_CAVEAT, 1)[1]}."
+        first = unknown[0]
+        return f"Can't tell on {' and '.join(dict.fromkeys(c.layer for c in unknown))}: {first.detail}."
+    return "Fresh everywhere." if checks else "Nothing to look at: no cache layer is configured for this page."
+
+
+def checks_overview(urls: list[str], checks: list[CheckResult]) -> str:
+    stale = [u for u in urls if any(c.fresh is False for c in checks if c.url == u)]
+    if not stale:
+        return "No page is stale anywhere I can look:"
+    return f"{plural(len(stale), 'page')} of {len(urls)} {'is' if len(stale) == 1 else 'are'} stale:"
+
+
+def http_time(value: str) -> str:
+    """An HTTP date ("Sun, 29 Nov 2026 12:03:00 GMT") as people read it: "12:03 UTC", with the day if not today."""
+    try:
+        moment = parsedate_to_datetime(value).astimezone(timezone.utc)
+    except (TypeError, ValueError):
+        return value
+    today = datetime.now(timezone.utc).date()
+    return moment.strftime("%H:%M UTC" if moment.date() == today else "%Y-%m-%d %H:%M UTC")
 
 
 def purge_lines(state: PurgeState) -> list[str]:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.mapping import count_purges
-from agent.models import ItemResult, PlanItem, Rejection, RunResult
+from agent.models import Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.storage.audit import HistoryEntry
 from agent.words import BAD, ORDER, item_words, plan_notes, plural, result_summary, scope_lines
 
@@ -278,10 +278,22 @@ def offer_blocks(result: RunResult, offer_id: str) -> list[Block]:
     ]
 
 
+def check_offer_blocks(result: RunResult, offer_id: str, pages: int, keep: tuple[str, ...] = ()) -> list[Block]:
+    """A check's answer (its verdict first) and one button to purge the pages it did not find fresh: the same
+    offer as after a question (the value names the run and the offer; the URLs come from the stored run)."""
+    value = json.dumps({"run": result.thread_id, "offer": offer_id})
+    answer = text_blocks(result.reply, keep)[: MAX_BLOCKS - 1]
+    return [*answer, {"type": "actions", "block_id": OFFER_BLOCK_ID, "elements": [
+        {"type": "button", "action_id": OFFER_PURGE_ACTION, "style": "primary",
+         "text": {"type": "plain_text", "text": purge_offer_label(pages)}, "value": value}]}]
+
+
 def offer_taken_blocks(result: RunResult, choice: str, by: str) -> list[Block]:
-    """The offer after a click: the plan, no buttons, and who chose what."""
+    """The offer after a click: the plan (or the check's answer), no buttons, and who chose what."""
     chose = "asked to purge these pages" if choice == "purge" else "asked to check them"
-    return [*plan_blocks(result.plan, result.pages, result.rejected), section(f"{mention(by)} {chose}.")]
+    shown = text_blocks(result.reply)[: MAX_BLOCKS - 1] if result.intent == Intent.CHECK else \
+        plan_blocks(result.plan, result.pages, result.rejected)
+    return [*shown, section(f"{mention(by)} {chose}.")]
 
 
 def dry_run_blocks(result: RunResult) -> list[Block]:

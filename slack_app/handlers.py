@@ -238,6 +238,9 @@ class Handlers:
             offer = self.agent.offer(result.thread_id)
             blocks = kit.offer_blocks(result, offer.id) if offer else kit.dry_run_blocks(result)
             self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
+        elif result.intent == Intent.CHECK and (offer := self.agent.offer(result.thread_id)):
+            blocks = kit.check_offer_blocks(result, offer.id, offer.pages, self.slack.keep)
+            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
         elif result.plan and result.dry_run:
             self.slack.show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
         elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):

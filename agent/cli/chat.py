@@ -32,7 +32,7 @@ def chat(config: ConfigOption = None, as_user: UserOption = None) -> None:
             render(result)
             while result.pending:
                 result = prompt_for_decision(agent, result)
-            if result.intent == Intent.ASK:
+            if result.intent in (Intent.ASK, Intent.CHECK):
                 result = prompt_for_offer(agent, result, user)
                 while result.pending:
                     result = prompt_for_decision(agent, result)
@@ -44,7 +44,8 @@ def prompt_for_offer(agent: Agent, result: RunResult, user: str) -> RunResult:
     if offer is None:
         return result
     pages = "this page" if offer.pages == 1 else f"these {offer.pages} pages"
-    answer = console.input(f"[bold]Purge {pages}?[/bold] (yes / check / no, the default) ").strip().lower()
+    choices = "yes / no, the default" if result.intent == Intent.CHECK else "yes / check / no, the default"
+    answer = console.input(f"[bold]Purge {pages}?[/bold] ({choices}) ").strip().lower()
     if answer not in ("y", "yes", "c", "check"):
         console.print("Nothing was purged.")
         return result

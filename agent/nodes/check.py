@@ -84,4 +84,6 @@ def describe(url: str, layer: CacheLayer, seen: Observation, origin: Observation
                            detail=verdict.evidence.replace("still stale", "STALE"))
     fresh = seen.body_hash == origin.body_hash
     verdict = "same content as the origin serves now" if fresh else "STALE: differs from the origin"
-    return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=fresh, detail=f"{state}, {verdict}")
+    served = None if fresh else seen.last_modified  # "they serve the version from 12:03"
+    return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=fresh, detail=f"{state}, {verdict}",
+                       served_version=served)

@@ -26,7 +26,7 @@ from langgraph.types import Command
 
 from agent.config import AppConfig
 from agent.graph import build_graph
-from agent.models import ApprovalRecord, Intent, Plan, PurgeOutcome, Rejection, RunResult
+from agent.models import ApprovalRecord, CheckResult, Intent, Plan, PurgeOutcome, Rejection, RunResult
 from agent.nodes.common import unverified_results
 from agent.policy import is_expired, refuse_approver
 from agent.service.events import EventHandler, EventReader, Executing
@@ -55,6 +55,12 @@ class Offer:
     id: str
     urls: list[str]
     pages: int
+
+
+def not_fresh_pages(urls: list[str], checks: list[CheckResult]) -> list[str]:
+    """The checked pages some layer serves stale, or that a layer could not vouch for while holding them."""
+    return [url for url in urls
+            if any(c.fresh is False or (c.fresh is None and c.cached is not False) for c in checks if c.url == url)]
 
 
 class Agent:
@@ -170,12 +176,19 @@ class Agent:
     # --- offers: "Purge these N pages" / "Just check them" after a question --------------------------------
 
     def offer(self, thread_id: str) -> Offer | None:
-        """The offer left open on a thread: its last request was a question about purging that planned pages."""
+        """The offer left open on a thread: its last request was a question about purging that planned pages,
+        or a check that found pages not fresh everywhere (offered: purge those pages)."""
         snapshot = self.snapshot(thread_id)
         values = snapshot.values
-        if values.get("intent") != Intent.ASK or not values.get("urls") or snapshot.next:
+        if not values.get("urls") or snapshot.next:
             return None
-        return Offer(id=str(snapshot.config["configurable"].get("checkpoint_id") or ""), urls=list(values["urls"]),
+        offer_id = str(snapshot.config["configurable"].get("checkpoint_id") or "")
+        if values.get("intent") == Intent.CHECK:
+            urls = not_fresh_pages(values["urls"], values.get("checks") or [])
+            return Offer(id=offer_id, urls=urls, pages=len(urls)) if urls else None
+        if values.get("intent") != Intent.ASK:
+            return None
+        return Offer(id=offer_id, urls=list(values["urls"]),
                      pages=len((values.get("plan") or Plan()).pages or values["urls"]))
 
     def take_offer(self, thread_id: str, offer_id: str, choice: Literal["purge", "check"], *, user: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from agent.mapping import count_purges
 from agent.models import Intent, ItemStatus, Operation
 from tests.agent.conftest import through_edge, warm
@@ -72,6 +74,9 @@ def test_check_says_which_layer_is_stale_without_purging(fresh_stack, make_agent
     by_layer = {c.layer: c for c in result.checks}
     assert by_layer["varnish"].cached and by_layer["varnish"].fresh is False
     assert by_layer["edge"].cached and by_layer["edge"].fresh is False
+    # the verdict first, in words: where it is stale and which version those caches serve
+    assert re.match(r"Stale on varnish and edge: they serve the version from \d\d:\d\d UTC; "
+                    r"the origin serves a newer one\.\n", result.reply), result.reply
     assert result.results == [] and result.plan == []
     assert "$10" in through_edge(fresh_stack, "/pricing").text  # still stale: check never purges
 
@@ -144,3 +149,13 @@ def test_a_tag_purge_counts_the_pages_it_clears(fresh_stack, make_agent):
     assert varnish[PRICING].target == "pricing" and varnish[PRICING].clears == 2
     assert result.reply.startswith("Dry run: nothing was purged. The plan: 6 purges over 2 pages")
     assert "Scope: tag pricing: clears the 2 pages of this plan that carry it" in result.reply
+
+
+def test_check_says_fresh_everywhere_or_why_it_cannot_tell(fresh_stack, make_agent):
+    warm(fresh_stack, "/pricing")  # the app cache holds the render the origin answers from
+    unsure = make_agent().ask(f"is <{PRICING}> cached?", user="bob")
+    assert unsure.reply.startswith("Can't tell beyond the app cache: the origin answers from appcache"), unsure.reply
+
+    fresh_stack.flush_app_cache()  # now the origin renders afresh: the HTTP caches can be compared with it
+    fresh = make_agent().ask(f"is <{PRICING}> cached?", user="bob")
+    assert fresh.reply.startswith("Fresh everywhere.\n"), fresh.reply

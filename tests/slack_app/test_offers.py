@@ -147,3 +147,31 @@ def test_a_cancellation_is_answered_plainly(slack, fresh_stack):
     [reply] = h.thread(thread_ts)
     assert "Cancelled: I did not purge anything for this message." in all_text(reply)
     assert still_cached(fresh_stack)
+
+
+def test_a_check_that_finds_a_stale_page_says_so_first_and_offers_to_purge_it(slack, fresh_stack):
+    warm(fresh_stack, "/pricing")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    fresh_stack.flush_app_cache()  # the origin renders the new price; varnish and nginx still hold the old one
+    h = slack(approval={"threshold": 20})
+    thread_ts = h.mention(f"why is <{PRICING}> stale?", user="UBOB")
+
+    offer = offer_message(h, thread_ts)
+    assert all_text(offer).startswith("Stale on varnish and edge: they serve the version from")
+    assert [e["text"]["text"] for e in buttons(offer)] == ["Purge this page"]
+    assert still_cached(fresh_stack)  # a check never purges
+
+    assert click_offer(h, thread_ts, "UCAROL") == 200
+    [report] = h.reports(thread_ts)
+    assert report["text"].endswith("done and verified fresh.")
+    assert "$12" in through_edge(fresh_stack, "/pricing").text
+    assert "<@UCAROL> asked to purge these pages" in all_text(h.fake.messages[offer["ts"]])
+
+
+def test_a_check_that_finds_everything_fresh_offers_nothing(slack, fresh_stack):
+    warm(fresh_stack, "/pricing")
+    fresh_stack.flush_app_cache()
+    h = slack()
+    thread_ts = h.mention(f"is <{PRICING}> cached?")
+    [answer] = h.thread(thread_ts)
+    assert all_text(answer).startswith("Fresh everywhere.") and not buttons(answer)

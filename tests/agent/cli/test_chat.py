@@ -38,3 +38,17 @@ def test_a_question_in_the_chat_left_unanswered_purges_nothing(fresh_stack, tmp_
     assert outcome.exit_code == 0, outcome.output
     assert "Nothing was purged." in outcome.output
     assert through_edge(fresh_stack, "/pricing").headers["X-Cache-Status"] == "HIT"
+
+
+def test_a_check_in_the_chat_gives_the_verdict_first_and_offers_to_purge_the_stale_page(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    fresh_stack.flush_app_cache()
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["chat", "--config", config, "--as", "bob"],
+                            input="why is https://shop.example/pricing stale?\nyes\n")
+    assert outcome.exit_code == 0, outcome.output
+    assert "Stale on varnish and edge: they serve the version from" in outcome.output
+    assert "Purge this page? (yes / no, the default)" in outcome.output
+    assert "done and verified fresh" in outcome.output
+    assert "$12" in through_edge(fresh_stack, "/pricing").text
