@@ -481,6 +481,10 @@ def _screen_one(candidate: str, config: AppConfig) -> tuple[str, str | None]:
     return key, None
 
 
+def _is_email_link(candidate: str) -> bool:
+    return candidate[:7].lower() == "mailto:"
+
+
 def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection]]:
     """Accepted URLs (normalised, first-seen order, no duplicates) and a rejection for everything else.
 
@@ -496,6 +500,8 @@ def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection
     # (position, rejection); the position lets over-limit rejections merge back into message order
     rejected: list[tuple[int, Rejection]] = []
     for position, candidate in enumerate(extract_candidates(text)):
+        if _is_email_link(candidate):  # Slack links every e-mail address: nobody meant it as a page to purge
+            continue
         key, reason = _screen_one(candidate, config)
         if key in seen:
             continue

@@ -251,7 +251,8 @@ class Agent:
             rejected=values.get("rejected", []),
             plan=plan.items,
             pages=plan.pages,
-            needs_approval=plan.needs_approval,
+            # what a real run would need: a dry run or a question waits for nobody, but says the same
+            needs_approval=plan.needs_approval or bool(plan.approval_reason),
             approval_reason=plan.approval_reason,
             approval=values.get("approval") or ApprovalRecord(),
             results=values.get("results", []),

@@ -371,13 +371,18 @@ def test_bullet_list_of_fifty(config):
     assert rejected == []
 
 
+def test_an_email_link_is_ignored_quietly_not_listed_as_not_touched(config):
+    # Slack turns "bob@shop.example" into <mailto:…|…>: it is a person to write to, not a page nobody touched
+    text = "ask <mailto:bob@shop.example|bob@shop.example> or MAILTO:x@shop.example about https://shop.example/pricing"
+    assert screen_urls(text, config) == (["https://shop.example/pricing"], [])
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [
         ("<javascript:alert(1)>", ["javascript: links are never fetched"]),
         ("ftp://shop.example/a", ["only http and https URLs can be purged"]),
         ("file:///etc/passwd", ["only http and https URLs can be purged"]),
-        ("<mailto:bob@shop.example|bob@shop.example>", ["only http and https URLs can be purged"]),
         ("data:text/html,hi", ["only http and https URLs can be purged"]),
         ("gopher://shop.example/", ["only http and https URLs can be purged"]),
     ],

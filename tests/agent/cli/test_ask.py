@@ -107,3 +107,14 @@ def test_what_people_typed_is_never_read_as_terminal_markup(fresh_stack, tmp_pat
     # an accepted URL is shown as it will be purged (brackets percent-encoded)
     assert "  https://shop.example/%5Bbold%5Dx%5B/bold%5D\n" in outcome.output
     assert "✗ https://phish.example/]click[/link:" in outcome.output
+
+
+def test_a_dry_run_reports_the_same_needs_approval_as_the_real_run(fresh_stack, tmp_path):
+    config = write_config(fresh_stack, tmp_path)
+    dry = json.loads(runner.invoke(app, ["ask", "purge everything on shop", "--dry-run", "--json", "--config", config,
+                                         "--as", "bob"]).output)
+    real = json.loads(runner.invoke(app, ["ask", "purge everything on shop", "--json", "--config", config,
+                                          "--as", "bob"]).output)
+    assert dry["needs_approval"] is True and real["needs_approval"] is True
+    assert dry["pending"] is None and dry["results"] == []  # a dry run still asks nobody and sends nothing
+    assert real["pending"]
