@@ -6,6 +6,7 @@ words the Slack cards reuse, history lines (``describe``), the answer to "what w
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,10 +19,21 @@ from agent.storage.audit import AuditStore, HistoryEntry
 from agent.urls import screen_urls
 
 
-def describe(entry: HistoryEntry) -> str:
-    """One line for people: when, who, from where, what, and whether it worked."""
+def as_written(name: str) -> str:
+    """How a person or a channel is named at the terminal: as stored. (Slack names them ``<@U…>``, ``<#C…>``.)"""
+    return name
+
+
+def as_channel(channel: str) -> str:
+    return f"#{channel}"
+
+
+def describe(entry: HistoryEntry, who: Callable[[str], str] = as_written,
+             place: Callable[[str], str] = as_channel) -> str:
+    """One line for people: when, who, from where, what, and whether it worked. ``who`` and ``place`` name a
+    person and a channel (``as_written`` at the terminal; Slack mentions in Slack)."""
     when = entry.received_at.strftime("%Y-%m-%d %H:%M UTC")
-    where = entry.interface + (f" #{entry.channel}" if entry.channel else "")
+    where = entry.interface + (f" {place(entry.channel)}" if entry.channel else "")
     if entry.match is not None:
         what = entry.match.url + ("" if entry.match.requested else f" (added: {entry.match.reason})")
         worked = entry.match.worked
@@ -34,11 +46,24 @@ def describe(entry: HistoryEntry) -> str:
         "waiting_approval": "waiting for approval", "denied": "denied", "expired": "approval expired",
         "dry_run": "dry run, nothing sent", "error": "error", "received": "in progress",
     }.get(entry.status) or ("verified fresh" if worked else "NOT confirmed fresh" if worked is False else entry.status)
-    approved = f", approved by {entry.approved_by}" if entry.approved_by else ""
-    return f"{when} — {entry.user} ({where}): {what} → {verdict}{approved}"
+    approved = f", approved by {who(entry.approved_by)}" if entry.approved_by else ""
+    denier = next((d.by for d in reversed(entry.decisions) if d.status == "denied"), None)
+    if entry.status == "denied" and denier:
+        verdict = f"denied by {who(denier)}"
+    return f"{when} — {who(entry.user)} ({where}): {what} → {verdict}{approved}"
 
 
-def answer_history(store: AuditStore, message: str, urls: list[str], now: datetime, limit: int = 10) -> str:
+def undecided_line(entries: list[HistoryEntry]) -> list[str]:
+    """Which of the listed requests were denied, and which still wait for approval: said, not left to spot."""
+    denied = sum(1 for e in entries if e.status == "denied")
+    waiting = sum(1 for e in entries if e.status == "waiting_approval")
+    parts = ([f"{plural(denied, 'request')} denied"] if denied else []) + \
+        ([f"{plural(waiting, 'request')} still waiting for approval"] if waiting else [])
+    return [f"Of these, {' and '.join(parts)}."] if parts else []
+
+
+def answer_history(store: AuditStore, message: str, urls: list[str], now: datetime, limit: int = 10,
+                   who: Callable[[str], str] = as_written, place: Callable[[str], str] = as_channel) -> str:
     """The graph's answer to "what was purged today?" / "who cleared <url>?"."""
     if urls:
         lines = []
@@ -48,7 +73,8 @@ def answer_history(store: AuditStore, message: str, urls: list[str], now: dateti
                 lines.append(f"I have no record of {url} being purged.")
                 continue
             lines.append(f"{url} — {plural(len(entries), 'request')}, newest first:")
-            lines += [f"  • {describe(entry)}" for entry in entries]
+            lines += [f"  • {describe(entry, who, place)}" for entry in entries]
+            lines += [f"  {line}" for line in undecided_line(entries)]
         return "\n".join(lines)
     since, until, said = window_in(message, now)
     entries = store.history(since=since, until=until, limit=limit + 1)
@@ -57,7 +83,8 @@ def answer_history(store: AuditStore, message: str, urls: list[str], now: dateti
     shown = entries[:limit]
     more = " (the newest ones; `cachebot history` lists all)" if len(entries) > limit else ""
     lines = [f"Purges {said}{more}:"]
-    lines += [f"  • {describe(entry)}" for entry in shown]
+    lines += [f"  • {describe(entry, who, place)}" for entry in shown]
+    lines += undecided_line(shown)
     return "\n".join(lines)
 
 
@@ -163,11 +190,12 @@ def offer_lines(state: PurgeState) -> list[str]:
     return lines
 
 
-def history_reply(state: PurgeState, context: AgentContext) -> str:
+def history_reply(state: PurgeState, context: AgentContext, who: Callable[[str], str] = as_written,
+                  place: Callable[[str], str] = as_channel) -> str:
     """"what was purged today?" / "who cleared <url>?": answered from the audit trail."""
     message = state.get("message", "")
     urls, _ = screen_urls(message, context.config)
-    return answer_history(context.audit, message, urls, context.now())
+    return answer_history(context.audit, message, urls, context.now(), who=who, place=place)
 
 
 def rejected_lines(state: PurgeState) -> list[str]:
@@ -243,12 +271,16 @@ def purge_lines(state: PurgeState) -> list[str]:
             lines.append(f"A real purge would need approval: {plan.approval_reason}.")
         return lines
     if status == "denied":
-        return [f"Not purged: {approval.by} denied the request."]
+        return [denied_line(approval.by)]
     if status == "expired":
         return ["Not purged: the approval request expired. Ask again if it is still needed."]
     if status == "pending":
         return [f"Waiting for approval: {plan.approval_reason}.", *scope]
     return result_lines(state.get("results", []), plan.items)
+
+
+def denied_line(by: str | None, who: Callable[[str], str] = as_written) -> str:
+    return f"Not purged: {who(by or 'an approver')} denied the request."
 
 
 def plan_scope_lines(items: list[PlanItem], limit: int = 20) -> list[str]:

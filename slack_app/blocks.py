@@ -15,6 +15,8 @@ import csv
 import io
 import json
 import re
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +87,33 @@ def mention(user: object) -> str:
     """``<@U…>`` for a Slack user id; anyone else (a name typed in the terminal with ``--as``) as plain text."""
     text = str(user or "")
     return f"<@{text}>" if SLACK_USER_ID.fullmatch(text) else (neutralise(text) or "someone")
+
+
+def channel_ref(channel: object) -> str:
+    """``<#C…>`` for a Slack channel id (Slack shows its name); anything else as plain text."""
+    text = str(channel or "")
+    return f"<#{text}>" if SLACK_CHANNEL_ID.fullmatch(text) else neutralise(f"#{text}")
+
+
+def naming_people(render: Callable[[Callable[[str], str], Callable[[str], str]], str]) -> list[Block]:
+    """Sentences (``render(who, place)``) as blocks in which people and channels from stored records are live
+    Slack mentions and everything else is neutralised: each name goes in as a one-off placeholder that
+    neutralising leaves alone and nobody can type, and comes out as ``mention`` / ``channel_ref``."""
+    nonce = uuid.uuid4().hex
+    live: dict[str, str] = {}
+
+    def placeholder(shown: str) -> str:
+        key = f"name{nonce}n{len(live)}x"
+        live[key] = shown
+        return key
+
+    blocks = text_blocks(render(lambda user: placeholder(mention(user)), lambda ch: placeholder(channel_ref(ch))))
+    for block in blocks:
+        text = block.get("text") or {}
+        for key, shown in live.items():
+            if "text" in text:
+                text["text"] = text["text"].replace(key, shown)
+    return blocks
 
 
 def clip(text: str, limit: int = MAX_SECTION_CHARS) -> str:

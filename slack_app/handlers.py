@@ -43,6 +43,7 @@ from agent.service.agent import Agent, NothingPending
 from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
 from agent.storage.claims import ClaimStore
 from agent.urls import extract_candidates
+from agent.words import denied_line
 from slack_app import blocks as kit
 from slack_app.jobs import (
     AnswerPrivately,
@@ -244,7 +245,13 @@ class Handlers:
         elif result.plan and result.dry_run:
             self.slack.show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
         elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
-            self.slack.post(channel, thread_ts, result.reply)  # denied, expired: the plan message stays
+            # denied, expired: the plan message stays; the approver named as Slack shows people
+            blocks = kit.naming_people(lambda who, _: denied_line(result.approval.by, who)) \
+                if result.approval.status == "denied" else None
+            self.slack.post(channel, thread_ts, result.reply, blocks)
+        elif result.intent == Intent.HISTORY and self.agent.audit is not None:
+            blocks = kit.naming_people(lambda who, place: self.agent.history_answer(result.thread_id, who, place))
+            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
         else:
             self.slack.reply_in_place(channel, thread_ts, status_ts, result.reply)
 

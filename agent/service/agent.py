@@ -34,7 +34,7 @@ from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage
 from agent.storage.audit import HistoryEntry
 from agent.urls import screen_urls
-from agent.words import failure_reply, waiting_reply
+from agent.words import failure_reply, history_reply, waiting_reply
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,11 @@ class Agent:
         return screen_urls(text, self.config)
 
     # --- what a person has going on (Slack's App Home) ------------------------------------------------
+
+    def history_answer(self, thread_id: str, who: Callable[[str], str], place: Callable[[str], str]) -> str:
+        """The thread's history answer again, naming people and channels with ``who`` / ``place`` (Slack
+        mentions): the same audit query and words as the reply the graph wrote."""
+        return history_reply(self.snapshot(thread_id).values, self.context, who, place)
 
     def requests_of(self, user: str, *, limit: int = 10) -> list[HistoryEntry]:
         """``user``'s latest requests and their status, newest first (from the audit trail)."""

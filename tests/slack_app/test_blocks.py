@@ -188,3 +188,11 @@ def test_only_slack_user_ids_become_mentions():
     assert kit.mention("UALICE") == "<@UALICE>"
     assert kit.mention("alice> <!channel") == "alice&gt; &lt;!channel"
     assert kit.mention("") == "someone"
+
+
+def test_people_and_channels_from_records_are_named_and_anything_else_is_inert():
+    [block] = kit.naming_people(lambda who, place: f"{who('UALICE')} denied; {who('<!channel> bob')} asked in "
+                                                   f"{place('CWEB')} and {place('<!here>')}; typed: <@UMALLORY>")
+    text = block["text"]["text"]
+    assert text.startswith("<@UALICE> denied;") and "in <#CWEB> and" in text
+    assert "<!channel>" not in text and "<!here>" not in text and "<@UMALLORY>" not in text

@@ -188,8 +188,20 @@ def test_deny_purges_nothing(slack, fresh_stack):
     h.click(thread_ts, "UCAROL", "deny")
     assert "Denied by <@UCAROL>" in all_text(h.fake.messages[approval["ts"]])
     assert not buttons(h.fake.messages[approval["ts"]]) and not h.reports(thread_ts)
-    assert any("denied the request" in all_text(m) for m in h.thread(thread_ts))
+    assert any("Not purged: <@UCAROL> denied the request." in all_text(m) for m in h.thread(thread_ts))
     assert through_edge(fresh_stack, "/products/shoes/runner").headers["X-Cache-Status"] == "HIT"
+
+
+def test_history_names_people_and_channels_and_says_what_was_denied_or_still_waits(slack):
+    h = slack()
+    denied = h.mention(BIG, user="UBOB")
+    h.click(denied, "UCAROL", "deny")
+    h.mention(BIG, user="UDAVE")  # left waiting
+    asked = h.mention("what was purged today?", user="UBOB")
+    answer = all_text(h.thread(asked)[-1])
+    assert f"<@UBOB> (slack <#{CHANNEL}>)" in answer and "denied by <@UCAROL>" in answer
+    assert f"<@UDAVE> (slack <#{CHANNEL}>)" in answer and "waiting for approval" in answer
+    assert "Of these, 1 request denied and 1 request still waiting for approval." in answer
 
 
 def test_unauthorised_click_gets_an_ephemeral_and_the_request_stays_pending(slack):

@@ -77,6 +77,7 @@ def test_history_is_answered_in_the_channel(slack, fresh_stack):
     first, second = h.channel_messages()
     said = h.thread(second["ts"])[-1]["text"]
     assert "https://shop.example/pricing — 1 request," in said and "UBOB" in said and "verified fresh" in said
+    assert f"<@UBOB> (slack <#{CHANNEL}>)" in all_text(h.thread(second["ts"])[-1])  # Slack shows their names
 
 
 def test_unknown_verbs_and_missing_urls_get_help_not_a_run(slack):
