@@ -165,6 +165,10 @@ class ItemResult(BaseModel):
         default=False, description="the layer took the purge but verification found it still serving stale content "
                                    "(status FAILED): the graph purges it once more, the audit counts it as stale"
     )
+    origin_status: int | None = Field(
+        default=None, description="the HTTP status the origin answered when this page was verified (404/410: a "
+                                  "deleted page, 3xx: a redirect, 5xx: the origin itself failing); None: not asked"
+    )
 
 
 class CheckResult(BaseModel):

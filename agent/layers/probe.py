@@ -188,4 +188,5 @@ async def read_observation(
         body_bytes=read,
         body_capped=capped,
         content_length=response.headers.get("content-length"),
+        location=response.headers.get("location"),
     )

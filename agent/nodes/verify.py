@@ -69,7 +69,7 @@ async def verify_within_limits(
         own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
         verifications |= await verify_group(own_storage, layers, {}, context)
         pages = [i.url for i in to_verify if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
-        origin = await origin_observations(client, pages, context)
+        origin = await origin_observations(client, pages, context, any_status=True)
         for tier in layer_tiers(items, context):
             group = [i for i in to_verify if i.layer in tier and layers[i.layer].verifies_against_origin]
             verifications |= await verify_group(group, layers, origin, context)

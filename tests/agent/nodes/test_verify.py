@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
+from agent.cli.output import exit_code
 from agent.storage.audit import AuditStore
 from agent.config import parse_config
 from agent.layers import build_layer
@@ -111,3 +112,66 @@ def test_a_failed_purge_is_not_stale_after_purge_whatever_its_words_say(tmp_path
     assert items_to_repair([item], [failed]) == []
     assert route_after_verify({"repair": items_to_repair([item], [failed])}) == "report"
     assert found_stale_in_audit(failed, item, tmp_path) == 0
+
+
+# --- whatever the origin answers now: deleted pages, redirects, a failing origin --------------------------------
+
+DELETED = [f"/products/retired/item-{n}" for n in range(25)]
+
+
+def agent_on(stack, tmp_path, **approval) -> Agent:
+    data = stack.config_dict()
+    data["approval"] = {**data["approval"], "threshold": 1000, **approval}
+    config = parse_config(data)
+    return Agent(config, context=AgentContext(config=config), checkpoint_path=str(tmp_path / "s.sqlite"))
+
+
+def test_25_deleted_pages_are_verified_gone_from_every_cache_and_exit_0(fresh_stack, tmp_path):
+    for path in DELETED:
+        fresh_stack.content.edit(path, "A product we no longer sell.")
+    warm(fresh_stack, *DELETED)  # every cache holds the old 200
+    for n, path in enumerate(DELETED):  # some deleted outright (404), some marked gone (410)
+        fresh_stack.content.delete(path) if n % 2 else fresh_stack.content.retire(path)
+    urls = " ".join(f"<https://shop.example{path}>" for path in DELETED)
+    with agent_on(fresh_stack, tmp_path) as agent:
+        result = agent.ask(f"we took these down but they still show: {urls}", user="bob")
+
+    deleted = [r for r in result.results if r.url.removeprefix("https://shop.example") in DELETED]
+    assert len(deleted) == 25 * 3
+    assert {r.status for r in deleted} <= {ItemStatus.PURGED_VERIFIED, ItemStatus.NOT_CACHED}
+    http = [r for r in deleted if r.layer != "appcache"]
+    assert all(r.origin_status in (404, 410) and "deleted page: gone" in r.evidence for r in http)
+    assert exit_code(result) == 0
+    assert "cannot compare" not in result.reply and "NOT confirmed" not in result.reply
+    assert {through_edge(fresh_stack, path).status_code for path in DELETED} == {404, 410}
+
+
+def test_a_redirected_page_is_verified_when_status_and_location_match(fresh_stack, tmp_path):
+    warm(fresh_stack, "/about")
+    fresh_stack.content.retire("/about", redirect_to="/pricing")
+    with agent_on(fresh_stack, tmp_path) as agent:
+        result = agent.ask("the about page should redirect now: <https://shop.example/about>", user="bob")
+
+    about = {r.layer: r for r in result.results if r.url == "https://shop.example/about"}
+    assert about["varnish"].status == about["edge"].status == ItemStatus.PURGED_VERIFIED
+    assert "redirect matches origin (HTTP 301 to /pricing)" in about["edge"].evidence
+    assert exit_code(result) == 0
+    answer = through_edge(fresh_stack, "/about")
+    assert (answer.status_code, answer.headers["location"]) == (301, "/pricing")
+
+
+def test_a_failing_origin_leaves_pages_unverified_never_failed(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    content = fresh_stack.content.path
+    content.rename(content.with_suffix(".away"))  # the origin loses its content: every page answers HTTP 500
+    try:
+        with agent_on(fresh_stack, tmp_path) as agent:
+            result = agent.ask(f"purge <{PRICING}>", user="bob")
+    finally:
+        content.with_suffix(".away").rename(content)
+
+    pricing = {r.layer: r for r in result.results if r.url == PRICING}
+    assert pricing["varnish"].status == pricing["edge"].status == ItemStatus.PURGED_UNVERIFIED
+    assert "the origin itself is failing: 500" in pricing["edge"].evidence
+    assert pricing["edge"].origin_status == 500
+    assert not any(r.stale_after_purge or r.status == ItemStatus.FAILED for r in result.results)
