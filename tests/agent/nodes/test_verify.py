@@ -175,3 +175,65 @@ def test_a_failing_origin_leaves_pages_unverified_never_failed(fresh_stack, tmp_
     assert "the origin itself is failing: 500" in pricing["edge"].evidence
     assert pricing["edge"].origin_status == 500
     assert not any(r.stale_after_purge or r.status == ItemStatus.FAILED for r in result.results)
+
+
+# --- assets: compared by a hash of the streamed body, within limits.max_body_bytes -----------------------------
+
+STYLESHEET = "https://shop.example/static/shop.css"
+
+
+def test_an_edited_stylesheet_is_verified_fresh_by_its_body(fresh_stack, tmp_path):
+    warm(fresh_stack, "/static/shop.css")
+    fresh_stack.content.edit("/static/shop.css", "body { color: #c00; }\n")
+    with agent_on(fresh_stack, tmp_path) as agent:
+        result = agent.ask(f"the old colours still show: <{STYLESHEET}>", user="bob")
+
+    css = {r.layer: r for r in result.results if r.url == STYLESHEET}
+    assert {r.status for r in css.values()} == {ItemStatus.PURGED_VERIFIED}
+    assert "matches origin" in css["edge"].evidence
+    answer = through_edge(fresh_stack, "/static/shop.css")
+    assert answer.text == "body { color: #c00; }\n" and answer.headers["content-type"].startswith("text/css")
+
+
+def test_an_asset_over_the_byte_cap_is_compared_by_its_first_bytes_and_headers(fresh_stack, tmp_path):
+    big = "".join(f".rule-{n} {{ margin: {n}px; }}\n" for n in range(20_000))  # ~500 KiB, cap 1 KiB
+    fresh_stack.content.edit("/static/shop.css", big)
+    warm(fresh_stack, "/static/shop.css")
+    fresh_stack.content.edit("/static/shop.css", big + ".new { color: red; }\n")  # differs after the cap only
+    data = fresh_stack.config_dict()
+    data["approval"] = {**data["approval"], "threshold": 1000}
+    data["limits"] = {**data["limits"], "max_body_bytes": 1024}
+    config = parse_config(data)
+    with Agent(config, context=AgentContext(config=config), checkpoint_path=str(tmp_path / "s.sqlite")) as agent:
+        result = agent.ask(f"purge <{STYLESHEET}>", user="bob")
+
+    edge = next(r for r in result.results if r.url == STYLESHEET and r.layer == "edge")
+    assert edge.status == ItemStatus.PURGED_VERIFIED
+    assert "the first 1 KiB and ETag" in edge.evidence and "only the first 1 KiB compared" in edge.evidence
+
+
+def test_a_stale_asset_over_the_byte_cap_is_found_by_its_etag_reading_only_the_cap(fresh_stack):
+    import httpx
+
+    from agent.layers.probe import FetchLimits, fetch_limits, observe_http
+
+    big = "".join(f".rule-{n} {{ margin: {n}px; }}\n" for n in range(20_000))
+    fresh_stack.content.edit("/static/shop.css", big)
+    warm(fresh_stack, "/static/shop.css")
+    fresh_stack.content.edit("/static/shop.css", big + ".new { color: red; }\n")
+    fresh_stack.flush_app_cache()  # the origin serves the new file; Varnish still holds the old one
+    config = parse_config(fresh_stack.config_dict())
+    varnish = build_layer(next(layer for layer in config.layers if layer.name == "varnish"))
+
+    async def look():
+        with fetch_limits(FetchLimits(max_body_bytes=1024)):
+            async with httpx.AsyncClient() as client:
+                origin = await observe_http(client, fresh_stack.origin_url, STYLESHEET)
+            try:
+                return origin, await varnish.verify(STYLESHEET, origin)
+            finally:
+                await varnish.aclose()
+
+    origin, verdict = asyncio.run(look())
+    assert origin.body_capped and origin.body_bytes == 1024  # the rest of the file was never read
+    assert verdict.verified is False and "ETag" in verdict.evidence
