@@ -100,6 +100,20 @@ class SiteConfig(Strict):
     broad_tag_pages: int = Field(
         default=20, ge=1, description="a tag advertised by more than this many of the pages looked at is broad too"
     )
+    ignore_query_params: list[str] = Field(
+        default_factory=list,
+        description="query parameters the caches leave out of their key (names or shell patterns like utm_*, "
+                    "fbclid): dropped from a pasted URL when it is screened, so the purge hits the key the cache "
+                    "uses; the reply says which were dropped",
+    )
+
+    @field_validator("ignore_query_params")
+    @classmethod
+    def _ignore_query_params(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.strip() or any(c in pattern for c in "&=?# "):
+                raise ValueError(f"{pattern!r} is not a query parameter name or pattern (such as utm_* or fbclid)")
+        return value
 
     @field_validator("hosts")
     @classmethod

@@ -36,6 +36,14 @@ class Rejection(BaseModel):
     reason: str
 
 
+class DroppedQuery(BaseModel):
+    """Query parameters taken off a pasted URL because the site's caches leave them out of their key
+    (``sites[].ignore_query_params``): ``url`` is what is purged."""
+
+    url: str
+    params: list[str]
+
+
 class Operation(StrEnum):
     PURGE_URL = "purge_url"
     PURGE_TAG = "purge_tag"
@@ -189,6 +197,9 @@ class RunResult(BaseModel):
     reply: str
     urls: list[str] = []
     rejected: list[Rejection] = []
+    dropped_query: list[DroppedQuery] = Field(
+        default=[], description="query parameters dropped from pasted URLs (sites[].ignore_query_params)"
+    )
     plan: list[PlanItem] = []
     pages: list[str] = []
     needs_approval: bool = False

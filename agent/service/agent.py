@@ -236,6 +236,7 @@ class Agent:
             reply=values.get("reply") or (waiting_reply(pending.value) if pending else ""),
             urls=values.get("urls", []),
             rejected=values.get("rejected", []),
+            dropped_query=values.get("dropped_query", []),
             plan=plan.items,
             pages=plan.pages,
             needs_approval=plan.needs_approval,
