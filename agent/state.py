@@ -115,7 +115,7 @@ def new_request(message: str, *, user: str, channel: str | None, dry_run: bool,
 
 # Every class a checkpoint may name: the ModelValue records above, the records inside them, and the enums their
 # fields hold (msgpack writes an enum as its class and value).
-STATE_MODELS = (Rejection, Plan, PlanItem, ApprovalRecord, PurgeOutcome, ItemResult, CheckResult)
+STATE_MODELS = (Rejection, DroppedQuery, Plan, PlanItem, ApprovalRecord, PurgeOutcome, ItemResult, CheckResult)
 STATE_ENUMS = (Operation, PurgeStatus, ItemStatus)
 
 

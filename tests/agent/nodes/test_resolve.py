@@ -30,3 +30,17 @@ def test_a_marketing_link_purges_the_page_the_caches_hold_and_says_what_was_drop
     assert set(pricing.values()) <= {ItemStatus.PURGED_VERIFIED, ItemStatus.NOT_CACHED}
     assert "$12" in through_edge(fresh_stack, "/pricing?utm_source=newsletter").text
     assert "$12" in through_edge(fresh_stack, "/pricing").text
+
+
+def test_what_was_dropped_survives_a_wait_for_approval(fresh_stack, tmp_path, caplog):
+    data = fresh_stack.config_dict()
+    data["approval"] = {**data["approval"], "threshold": 1}
+    config = parse_config(data)
+    with Agent(config, context=AgentContext(config=config), checkpoint_path=str(tmp_path / "s.sqlite")) as agent:
+        waiting = agent.ask(f"purge <{PRICING}?fbclid=IwAR0x>", user="bob")
+        assert waiting.needs_approval and [d.params for d in waiting.dropped_query] == [["fbclid"]]
+        done = agent.decide(waiting.thread_id, "approve", user="alice")
+
+    assert [(d.url, d.params) for d in done.dropped_query] == [(PRICING, ["fbclid"])]
+    assert "Dropped fbclid from https://shop.example/pricing" in done.reply
+    assert "Blocked deserialization" not in caplog.text
