@@ -237,3 +237,56 @@ def test_a_stale_asset_over_the_byte_cap_is_found_by_its_etag_reading_only_the_c
     origin, verdict = asyncio.run(look())
     assert origin.body_capped and origin.body_bytes == 1024  # the rest of the file was never read
     assert verdict.verified is False and "ETag" in verdict.evidence
+
+
+# --- variants: every configured header set is looked at, a stale one is named ---------------------------------
+
+VARIANTS = [{"Accept-Encoding": "gzip"}, {"User-Agent": "mobile"}]
+
+
+def with_variants(stack) -> dict:
+    data = stack.config_dict()
+    data["sites"][0]["variants"] = VARIANTS
+    return data
+
+
+def test_every_configured_variant_is_verified_after_a_purge(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    config = parse_config(with_variants(fresh_stack))
+    with Agent(config, context=AgentContext(config=config), checkpoint_path=str(tmp_path / "s.sqlite")) as agent:
+        result = agent.ask(f"purge <{PRICING}>", user="bob")
+
+    pricing = {r.layer: r for r in result.results if r.url == PRICING}
+    assert pricing["varnish"].status == pricing["edge"].status == ItemStatus.PURGED_VERIFIED
+    assert "(variants Accept-Encoding: gzip; User-Agent: mobile too)" in pricing["edge"].evidence
+
+
+def test_a_variant_left_stale_is_found_and_named(fresh_stack):
+    from agent.nodes.verify import verify_items
+
+    warm(fresh_stack, "/pricing")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    fresh_stack.flush_app_cache()  # the origin serves the new price; Varnish was never purged
+    config = parse_config(with_variants(fresh_stack))
+    item = PlanItem(url=PRICING, site="shop", layer="varnish", operation=Operation.PURGE_URL, target=PRICING,
+                    reason="you asked for this page", requested=True)
+    said = PurgeOutcome(layer="varnish", operation=Operation.PURGE_URL, target=PRICING, status=PurgeStatus.PURGED,
+                        attempts=1)
+    [result] = asyncio.run(verify_items([item], {("varnish", PRICING): said}, AgentContext(config=config)))
+
+    assert result.status == ItemStatus.FAILED and result.stale_after_purge
+    assert "variant Accept-Encoding: gzip still stale" in result.evidence
+    assert "variant User-Agent: mobile still stale" in result.evidence
+
+
+def test_a_variant_header_cannot_be_host_or_span_lines():
+    import pytest
+
+    data = {"sites": [{"name": "s", "hosts": ["s.example"], "layers": ["v"], "variants": [{"Host": "x"}]}],
+            "layers": [{"name": "v", "kind": "varnish", "endpoint": "http://127.0.0.1:6081"}]}
+    with pytest.raises(Exception, match="not a header a variant can set"):
+        parse_config(data)
+    data["sites"][0]["variants"] = [{"User-Agent": "a\r\nX: y"}]
+    with pytest.raises(Exception, match="must be one line"):
+        parse_config(data)
