@@ -100,7 +100,8 @@ class PurgeState(TypedDict, total=False):
 # results forward.
 REQUEST_DEFAULTS: PurgeState = {
     "intent": "", "scope": "urls", "selected": [], "understood_by": "", "understanding_note": "",
-    "token_usage": None, "target_sites": [], "urls": [], "rejected": [], "dropped_query": [], "plan": Plan(), "approval": ApprovalRecord(),
+    "token_usage": None, "target_sites": [], "urls": [], "rejected": [], "dropped_query": [], "plan": Plan(),
+    "approval": ApprovalRecord(),
     "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "",
     "chosen_intent": None,
 }

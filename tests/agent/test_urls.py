@@ -718,7 +718,8 @@ def test_ignored_query_params_are_dropped_at_screening_and_named() -> None:
     })
     assert drop_ignored_params("https://shop.example/p?utm_source=a&b=1&fbclid=x", config) == \
         ("https://shop.example/p?b=1", ["utm_source", "fbclid"])
-    assert drop_ignored_params("https://shop.example/p?utm_source=a", config) == ("https://shop.example/p", ["utm_source"])
+    assert drop_ignored_params("https://shop.example/p?utm_source=a", config) == \
+        ("https://shop.example/p", ["utm_source"])
     assert drop_ignored_params("https://shop.example/p?Utm_source=a", config)[1] == []  # names are case-sensitive
     assert drop_ignored_params("https://shop.example/p?b=1", config) == ("https://shop.example/p?b=1", [])
     urls, rejected, dropped = screen(
