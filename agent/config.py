@@ -100,6 +100,38 @@ class SiteConfig(Strict):
     broad_tag_pages: int = Field(
         default=20, ge=1, description="a tag advertised by more than this many of the pages looked at is broad too"
     )
+    variants: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="header sets a cache may keep a page apart by (e.g. {Accept-Encoding: gzip}, {User-Agent: "
+                    "mobile}): verification looks at each too, and names a variant left stale",
+    )
+    ignore_query_params: list[str] = Field(
+        default_factory=list,
+        description="query parameters the caches leave out of their key (names or shell patterns like utm_*, "
+                    "fbclid): dropped from a pasted URL when it is screened, so the purge hits the key the cache "
+                    "uses; the reply says which were dropped",
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        for variant in value:
+            if not variant:
+                raise ValueError("a variant needs at least one header, such as {Accept-Encoding: gzip}")
+            for name, header in variant.items():
+                if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or name.lower() == "host":
+                    raise ValueError(f"{name!r} is not a header a variant can set")
+                if any(c in header for c in "\r\n\0"):
+                    raise ValueError(f"the value of {name} must be one line")
+        return value
+
+    @field_validator("ignore_query_params")
+    @classmethod
+    def _ignore_query_params(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.strip() or any(c in pattern for c in "&=?# "):
+                raise ValueError(f"{pattern!r} is not a query parameter name or pattern (such as utm_* or fbclid)")
+        return value
 
     @field_validator("hosts")
     @classmethod

@@ -36,6 +36,14 @@ class Rejection(BaseModel):
     reason: str
 
 
+class DroppedQuery(BaseModel):
+    """Query parameters taken off a pasted URL because the site's caches leave them out of their key
+    (``sites[].ignore_query_params``): ``url`` is what is purged."""
+
+    url: str
+    params: list[str]
+
+
 class Operation(StrEnum):
     PURGE_URL = "purge_url"
     PURGE_TAG = "purge_tag"
@@ -165,6 +173,10 @@ class ItemResult(BaseModel):
         default=False, description="the layer took the purge but verification found it still serving stale content "
                                    "(status FAILED): the graph purges it once more, the audit counts it as stale"
     )
+    origin_status: int | None = Field(
+        default=None, description="the HTTP status the origin answered when this page was verified (404/410: a "
+                                  "deleted page, 3xx: a redirect, 5xx: the origin itself failing); None: not asked"
+    )
 
 
 class CheckResult(BaseModel):
@@ -188,6 +200,9 @@ class RunResult(BaseModel):
     reply: str
     urls: list[str] = []
     rejected: list[Rejection] = []
+    dropped_query: list[DroppedQuery] = Field(
+        default=[], description="query parameters dropped from pasted URLs (sites[].ignore_query_params)"
+    )
     plan: list[PlanItem] = []
     pages: list[str] = []
     needs_approval: bool = False

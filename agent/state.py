@@ -27,6 +27,7 @@ from agent.layers.base import CacheLayer
 from agent.models import (
     ApprovalRecord,
     CheckResult,
+    DroppedQuery,
     ItemResult,
     ItemStatus,
     Operation,
@@ -81,6 +82,7 @@ class PurgeState(TypedDict, total=False):
     # resolution
     urls: list[str]
     rejected: Annotated[list[Rejection], ModelValue]
+    dropped_query: Annotated[list[DroppedQuery], ModelValue]  # parameters taken off URLs (ignore_query_params)
     # plan and approval (an empty Plan: nothing planned on this request)
     plan: Annotated[Plan, ModelValue]
     approval: Annotated[ApprovalRecord, ModelValue]
@@ -98,7 +100,8 @@ class PurgeState(TypedDict, total=False):
 # results forward.
 REQUEST_DEFAULTS: PurgeState = {
     "intent": "", "scope": "urls", "selected": [], "understood_by": "", "understanding_note": "",
-    "token_usage": None, "target_sites": [], "urls": [], "rejected": [], "plan": Plan(), "approval": ApprovalRecord(),
+    "token_usage": None, "target_sites": [], "urls": [], "rejected": [], "dropped_query": [], "plan": Plan(),
+    "approval": ApprovalRecord(),
     "purge_outcomes": [], "deadline_at": None, "repair": [], "results": [], "checks": [], "reply": "",
     "chosen_intent": None,
 }
@@ -113,7 +116,7 @@ def new_request(message: str, *, user: str, channel: str | None, dry_run: bool,
 
 # Every class a checkpoint may name: the ModelValue records above, the records inside them, and the enums their
 # fields hold (msgpack writes an enum as its class and value).
-STATE_MODELS = (Rejection, Plan, PlanItem, ApprovalRecord, PurgeOutcome, ItemResult, CheckResult)
+STATE_MODELS = (Rejection, DroppedQuery, Plan, PlanItem, ApprovalRecord, PurgeOutcome, ItemResult, CheckResult)
 STATE_ENUMS = (Operation, PurgeStatus, ItemStatus)
 
 

@@ -28,9 +28,10 @@ import ipaddress
 import re
 import string
 import unicodedata
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, NamedTuple
 
-from agent.models import Rejection
+from agent.models import DroppedQuery, Rejection
 
 if TYPE_CHECKING:
     from agent.config import AppConfig
@@ -485,7 +486,49 @@ def _is_email_link(candidate: str) -> bool:
     return candidate[:7].lower() == "mailto:"
 
 
+def drop_ignored_params(url: str, config: AppConfig) -> tuple[str, list[str]]:
+    """``url`` without the query parameters its site's caches leave out of their key
+    (``sites[].ignore_query_params``: names or shell patterns, case-sensitive like parameter names), and the
+    names dropped. The other parameters keep their order and spelling; no parameter left, no ``?`` either."""
+    head, question, query = url.partition("?")
+    site = config.site_for_host(_host_of(head))
+    if not question or site is None or not site.ignore_query_params:
+        return url, []
+    kept, dropped = [], []
+    for pair in query.split("&"):
+        name = _unescape_name(pair.partition("=")[0])
+        if name and any(fnmatchcase(name, pattern) for pattern in site.ignore_query_params):
+            dropped.append(name)
+        else:
+            kept.append(pair)
+    if not dropped:
+        return url, []
+    rest = "&".join(p for p in kept if p)
+    return head + (f"?{rest}" if rest else ""), list(dict.fromkeys(dropped))
+
+
+def _host_of(head: str) -> str:
+    """The host of a normalised URL's part before its query (``https://host/path``)."""
+    return head.partition("://")[2].partition("/")[0]
+
+
+def _unescape_name(name: str) -> str:
+    return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), name) if "%" in name else name
+
+
+class Screening(NamedTuple):
+    urls: list[str]
+    rejected: list[Rejection]
+    dropped: list[DroppedQuery]  # parameters taken off accepted URLs (``drop_ignored_params``)
+
+
 def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection]]:
+    """``screen``'s URLs and rejections, for callers that need not say which query parameters were dropped."""
+    urls, rejected, _ = screen(text, config)
+    return urls, rejected
+
+
+def screen(text: str, config: AppConfig) -> Screening:
     """Accepted URLs (normalised, first-seen order, no duplicates) and a rejection for everything else.
 
     When there are more distinct acceptable URLs than ``config.limits.max_urls_per_request``, none is
@@ -494,8 +537,9 @@ def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection
     longer than ``limits.max_url_length`` is refused on its own and the others go on.
     """
     if too_long := message_too_long(text, config):
-        return [], [Rejection(input=_shown(" ".join(text[:200].split()), 60), reason=too_long)]
+        return Screening([], [Rejection(input=_shown(" ".join(text[:200].split()), 60), reason=too_long)], [])
     seen: set[str] = set()
+    dropped: dict[str, list[str]] = {}  # accepted URL -> parameters taken off it
     accepted: list[tuple[int, str, str]] = []  # (position, normalised, as written)
     # (position, rejection); the position lets over-limit rejections merge back into message order
     rejected: list[tuple[int, Rejection]] = []
@@ -503,6 +547,10 @@ def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection
         if _is_email_link(candidate):  # Slack links every e-mail address: nobody meant it as a page to purge
             continue
         key, reason = _screen_one(candidate, config)
+        if reason is None:  # the key the cache uses: marketing parameters it ignores are not part of it
+            key, names = drop_ignored_params(key, config)
+            if names:
+                dropped[key] = list(dict.fromkeys(dropped.get(key, []) + names))
         if key in seen:
             continue
         seen.add(key)
@@ -513,7 +561,8 @@ def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection
 
     limit = config.limits.max_urls_per_request
     if len(accepted) <= limit:
-        return [url for _, url, _ in accepted], [rejection for _, rejection in rejected]
+        return Screening([url for _, url, _ in accepted], [rejection for _, rejection in rejected],
+                         [DroppedQuery(url=url, params=names) for url, names in dropped.items()])
 
     reason = (
         f"this request has {len(accepted):,} URLs; the limit is {limit:,} per request — "
@@ -521,4 +570,4 @@ def screen_urls(text: str, config: AppConfig) -> tuple[list[str], list[Rejection
     )
     over = [(position, Rejection(input=written, reason=reason)) for position, _, written in accepted]
     merged = sorted(rejected + over, key=lambda item: item[0])
-    return [], [rejection for _, rejection in merged]
+    return Screening([], [rejection for _, rejection in merged], [])

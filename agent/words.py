@@ -136,7 +136,7 @@ def compose_reply(state: PurgeState, context: AgentContext) -> str:
         return state.get("reply") or "I could not tell what you want. Say 'help' to see what I can do."
     if intent in (Intent.ASK, Intent.DRY_RUN) and state.get("scope") not in (None, "", "urls"):
         return whole_site_answer(config)
-    lines = rejected_lines(state)
+    lines = [*dropped_query_lines(state), *rejected_lines(state)]
     if intent == Intent.PURGE_ALL and not state.get("target_sites"):
         names = ", ".join(s.name for s in config.sites)
         return "\n".join([f"Which site should I purge everything on? I manage: {names}.", *lines])
@@ -196,6 +196,16 @@ def history_reply(state: PurgeState, context: AgentContext, who: Callable[[str],
     message = state.get("message", "")
     urls, _ = screen_urls(message, context.config)
     return answer_history(context.audit, message, urls, context.now(), who=who, place=place)
+
+
+def dropped_query_lines(state: PurgeState) -> list[str]:
+    """Which query parameters were taken off a pasted URL, so nobody wonders why the plan shows another URL."""
+    lines = []
+    for dropped in state.get("dropped_query", []):
+        names = ", ".join(dropped.params)
+        lines.append(f"Dropped {names} from {dropped.url}: the caches keep this page without "
+                     f"{'it' if len(dropped.params) == 1 else 'them'} (ignore_query_params).")
+    return lines
 
 
 def rejected_lines(state: PurgeState) -> list[str]:

@@ -22,7 +22,8 @@ demo_app = typer.Typer(help="A local demo site behind real caches.", no_args_is_
 console = Console(highlight=False)
 
 DirOption = Annotated[Path, typer.Option("--dir", help="where the demo keeps its state")]
-WARM_PATHS = ("/", "/pricing", "/products/shoes", "/products/shoes/runner", "/sitemap.xml")
+WARM_PATHS = ("/", "/pricing", "/products/shoes", "/products/shoes/runner", "/sitemap.xml",
+              "/products/hats/bowler", "/offers", "/static/shop.css", "/pricing?utm_source=newsletter")
 
 
 @demo_app.command()
@@ -32,8 +33,14 @@ def up(directory: DirOption = DEMO_DIR) -> None:
     stack = start_stack(directory)
     stack.save_pids()
     config_path = stack.write_config(directory / "cachebot.yaml")
+    # The bowler and /offers start as pages the caches store, then the shop takes one down and moves the other.
+    stack.content.edit("/products/hats/bowler", "Black bowler hat. Price: $60.")
+    stack.content.edit("/offers", "No offers at the moment.")
     warm(stack)
     stack.content.edit("/pricing", "Pro plan: $12/month. Free plan: $0/month.")
+    stack.content.retire("/products/hats/bowler")
+    stack.content.retire("/offers", redirect_to="/pricing")
+    stack.content.edit("/static/shop.css", "body { font-family: sans-serif; color: #c00; }\n")
     console.print(f"Demo stack is up; config written to [cyan]{config_path}[/cyan].")
     console.print(
         "Every cache has just stored the shop's pages, and then the price on /pricing changed from $10 to $12.\n"
@@ -44,7 +51,11 @@ def up(directory: DirOption = DEMO_DIR) -> None:
         f"Try: [bold]is https://{stack.host}/pricing stale?[/bold]   then   "
         f"[bold]these still show the old price: https://{stack.host}/pricing[/bold]\n"
         f"Other terminals: [cyan]cachebot demo show /pricing[/cyan], "
-        f"[cyan]cachebot demo edit /pricing 'Pro plan: $15/month'[/cyan], [cyan]cachebot demo down[/cyan]."
+        f"[cyan]cachebot demo edit /pricing 'Pro plan: $15/month'[/cyan], [cyan]cachebot demo down[/cyan].\n"
+        f"Also stale in every cache: a product taken down (https://{stack.host}/products/hats/bowler, now 410), "
+        f"an address that now redirects (https://{stack.host}/offers → /pricing), a changed stylesheet "
+        f"(https://{stack.host}/static/shop.css) and a marketing link "
+        f"(https://{stack.host}/pricing?utm_source=newsletter)."
     )
 
 
@@ -96,7 +107,10 @@ def show_page(stack: Stack, path: str) -> None:
     table = Table(title=f"https://{stack.host}{path}")
     for column in ("where", "cache status", "says"):
         table.add_column(column)
-    table.add_row("content store (truth)", "", headline(stack.content.body(path)))
+    entry = stack.content.get(path.partition("?")[0]) or {}
+    truth = ("taken down (410)" if entry.get("gone") else f"moves to {entry['redirect']} (301)"
+             if entry.get("redirect") else headline(entry.get("body", "")))
+    table.add_row("content store (truth)", "", truth)
     with httpx.Client(timeout=10) as client:
         for name, base, header in (("origin (via Redis app cache)", stack.origin_url, None),
                                    ("varnish", stack.varnish_url, "X-Cache"),

@@ -44,6 +44,11 @@ SEED_CONTENT: dict[str, dict[str, Any]] = {
     "/products/shoes/loafer": {"title": "Loafer", "body": "Leather loafer. Price: $95."},
     "/products/hats/beanie": {"title": "Beanie", "body": "Warm wool beanie. Price: $20."},
     "/products/hats/fedora": {"title": "Fedora", "body": "Classic felt fedora. Price: $45."},
+    # what a shop also has: a product taken down (410 Gone), an old address that redirects, a stylesheet
+    "/products/hats/bowler": {"title": "Bowler", "body": "Black bowler hat. Price: $60.", "gone": True},
+    "/offers": {"title": "Offers", "body": "", "redirect": "/pricing"},
+    "/static/shop.css": {"title": "shop.css", "body": "body { font-family: sans-serif; color: #222; }\n",
+                         "content_type": "text/css; charset=utf-8"},
 }
 
 PRODUCT_PATH = re.compile(r"^/products/(?P<category>[a-z0-9-]+)/(?P<slug>[a-z0-9-]+)$")
@@ -54,6 +59,8 @@ class ContentStore:
     """The shop's content: a JSON file mapping page path -> {"title", "body", "updated"}.
 
     Products are the entries keyed ``/products/<category>/<slug>``; a category exists while it has a product.
+    An entry marked ``"gone": true`` was taken down (the origin answers 410 Gone); one with ``"redirect": "/x"``
+    moved (301 to /x); one with a ``"content_type"`` is an asset served as its body alone (a stylesheet).
     Writes are atomic (temp file + rename) under a lock file, so several processes can share the store.
     """
 
@@ -79,6 +86,10 @@ class ContentStore:
     def get(self, page_path: str) -> dict[str, Any] | None:
         return self.load().get(page_path)
 
+    def live(self) -> dict[str, dict[str, Any]]:
+        """Entries the origin renders (neither taken down nor moved)."""
+        return {p: page for p, page in self.load().items() if not retired(page)}
+
     def body(self, page_path: str) -> str:
         page = self.get(page_path)
         if page is None:
@@ -86,7 +97,7 @@ class ContentStore:
         return page["body"]
 
     def products(self, category: str | None = None) -> dict[str, dict[str, Any]]:
-        pages = self.load()
+        pages = self.live()
         found = {}
         for page_path, page in sorted(pages.items()):
             match = PRODUCT_PATH.match(page_path)
@@ -99,7 +110,7 @@ class ContentStore:
 
     def paths(self) -> list[str]:
         """Every page the origin serves (with the listings and the XML documents)."""
-        pages = [p for p in self.load() if not PRODUCT_PATH.match(p)]
+        pages = [p for p in self.live() if not PRODUCT_PATH.match(p)]
         listings = [f"/products/{c}" for c in self.categories()]
         return sorted(set(pages) | set(listings) | set(self.products()) | {"/sitemap.xml", "/feed.xml"})
 
@@ -111,9 +122,22 @@ class ContentStore:
         with self._locked():
             pages = self.load()
             page = pages.get(page_path) or {"title": title or page_path.rsplit("/", 1)[-1].title() or "Page"}
+            page = {key: value for key, value in page.items() if key not in ("gone", "redirect")}  # back in place
             page = {**page, "body": new_body, "updated": time.time()}
             if title is not None:
                 page["title"] = title
+            pages[page_path] = page
+            self._write(pages)
+
+    def retire(self, page_path: str, *, redirect_to: str | None = None) -> None:
+        """Take a page down: the origin answers 410 Gone, or 301 to ``redirect_to`` (the caches keep the old page
+        until purged)."""
+        with self._locked():
+            pages = self.load()
+            page = {**pages.get(page_path, {"title": page_path, "body": ""}), "updated": time.time()}
+            page.pop("gone", None)
+            page.pop("redirect", None)
+            page.update({"redirect": redirect_to} if redirect_to else {"gone": True})
             pages[page_path] = page
             self._write(pages)
 
@@ -149,6 +173,10 @@ class Page:
         self.updated = updated
 
 
+def retired(page: dict[str, Any]) -> bool:
+    return bool(page.get("gone") or page.get("redirect"))
+
+
 def product_tags(page_path: str) -> list[str]:
     match = PRODUCT_PATH.match(page_path)
     assert match
@@ -157,7 +185,7 @@ def product_tags(page_path: str) -> list[str]:
 
 def page_tags(store: ContentStore, page_path: str) -> list[str] | None:
     """The cache tags of a page (None when the page does not exist)."""
-    pages = store.load()
+    pages = store.live()
     if PRODUCT_PATH.match(page_path):
         return product_tags(page_path) if page_path in pages else None
     if match := LISTING_PATH.match(page_path):
@@ -186,7 +214,7 @@ def render(store: ContentStore, page_path: str, host: str) -> Page | None:
     tags = page_tags(store, page_path)
     if tags is None:
         return None
-    pages = store.load()
+    pages = store.live()
     newest = max((p.get("updated", 0) for p in pages.values()), default=time.time())
     base = f"http://{host}"
     if page_path == "/sitemap.xml":
@@ -214,6 +242,8 @@ def render(store: ContentStore, page_path: str, host: str) -> Page | None:
         updated = max(p.get("updated", 0) for p in products.values())
         return Page(_html(title, f"<ul>\n{items}</ul>", store), "text/html; charset=utf-8", tags, updated)
     page = pages[page_path]
+    if page.get("content_type"):  # an asset: its body as it is
+        return Page(page["body"], page["content_type"], tags, page.get("updated", 0))
     content = f"<p>{html.escape(page['body'])}</p>"
     updated = page.get("updated", 0)
     if page_path == "/":
@@ -312,6 +342,9 @@ class OriginHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a demo server answers 500 with the reason
             self._plain(500, f"origin error: {exc}\n", count, send_body)
             return
+        if page is None and retired(entry := self.server.store.get(path) or {}):  # unless the app cache holds it
+            self._retired(entry, count, send_body)
+            return
         if page is None:
             self._plain(404, f"not found: {path}\n", count, send_body)
             return
@@ -377,11 +410,22 @@ class OriginHandler(BaseHTTPRequestHandler):
             pipe.execute()
         return page, "MISS"
 
-    def _plain(self, status: int, text: str, count: int, send_body: bool) -> None:
+    def _retired(self, entry: dict[str, Any], count: int, send_body: bool) -> None:
+        """A page taken down (410) or moved (301): cacheable like any page, so a cache can hold the old one."""
+        if entry.get("redirect"):
+            self._plain(301, f"moved to {entry['redirect']}\n", count, send_body,
+                        {"Location": entry["redirect"], "Cache-Control": CACHE_CONTROL})
+        else:
+            self._plain(410, "gone: this product was taken down\n", count, send_body)
+
+    def _plain(self, status: int, text: str, count: int, send_body: bool,
+               headers: dict[str, str] | None = None) -> None:
         data = text.encode()
+        headers = {"Cache-Control": "no-store", **(headers or {})}
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Cache-Control", "no-store")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("X-Origin-Render", str(count))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -137,6 +137,7 @@ class Stack:
                 "hosts": list(self.hosts),
                 "origin": self.origin_url,
                 "layers": ["appcache", "varnish", "edge"],
+                "ignore_query_params": ["utm_*", "fbclid"],  # what the demo's Varnish and nginx leave out of their keys
                 "dependencies": [
                     {
                         "match": "^/products/(?P<category>[^/]+)/[^/]+$",

@@ -66,6 +66,7 @@ class Observation:
     body_bytes: int | None = None
     body_capped: bool = False
     content_length: str | None = None
+    location: str | None = None  # a redirect's target, as sent: verification compares it with the origin's
 
     @property
     def cached(self) -> bool | None:
@@ -78,6 +79,7 @@ class Observation:
 class Verification:
     verified: bool | None  # True fresh, False still stale, None could not tell
     evidence: str
+    origin_status: int | None = None  # what the origin answered when this was judged (404: a deleted page)
 
 
 class CacheLayer(ABC):

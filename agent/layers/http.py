@@ -158,45 +158,79 @@ class HttpCacheLayer(CacheLayer):
             await asyncio.sleep(0.25)
 
 
+GONE = (404, 410)
+
+
 def judge(layer: str, seen: Observation, origin: Observation | None) -> Verification:
-    """Compare what a layer serves with what the origin serves; the evidence is one short human line."""
+    """Compare what a layer serves with what the origin serves now, whatever the status; the evidence is one
+    short human line. A deleted page (404/410 at the origin) is fresh when the layer answers the same; a
+    redirect when status and Location match; a failing origin (5xx, unreachable) leaves it unverified, never
+    stale: the purge did its part, there is just nothing true to compare with."""
+    verdict = judge_statuses(layer, seen, origin)
+    if origin is not None and origin.reachable:
+        verdict.origin_status = origin.status_code
+    return verdict
+
+
+def judge_statuses(layer: str, seen: Observation, origin: Observation | None) -> Verification:
     if not seen.reachable:
         if (seen.error or "").startswith("timed out"):
             return Verification(None, f"unverified: {layer} {seen.error}")
         return Verification(None, f"could not reach {layer}: {seen.error or 'no answer'}")
-    if seen.status_code is None or not 200 <= seen.status_code < 300:
-        return Verification(None, f"{layer} answered HTTP {seen.status_code}, cannot compare")
     status = seen.cache_status or "no cache status"
-    usable_origin = (
-        origin is not None and origin.reachable and origin.status_code is not None and 200 <= origin.status_code < 300
-    )
-    if usable_origin:
-        assert origin is not None
-        if seen.body_capped or origin.body_capped:
-            return judge_capped(status, seen, origin)
-        tag = strong_etag(seen.etag)
-        etags_match = tag is not None and tag == strong_etag(origin.etag)
-        if seen.body_hash is not None and seen.body_hash == origin.body_hash:
-            reason = f"ETag {seen.etag} matches origin" if etags_match else "body matches origin"
-            return Verification(True, f"{status}→fresh ({reason})")
-        if etags_match:
-            return Verification(True, f"{status}→fresh (ETag {seen.etag} matches origin)")
-        if seen.etag and origin.etag and seen.etag != origin.etag:
-            return Verification(False, f"still stale: {status}, ETag {seen.etag}≠{origin.etag}")
-        if seen.last_modified and origin.last_modified and seen.last_modified != origin.last_modified:
-            return Verification(
-                False, f"still stale: {status}, Last-Modified {seen.last_modified}≠{origin.last_modified}"
-            )
-        return Verification(False, f"still stale: {status}, body differs from origin")
     if origin is not None and not origin.reachable:
-        note = "origin unreachable"
-    elif origin is not None:
-        note = f"origin answered HTTP {origin.status_code}"
-    else:
-        note = "no origin copy to compare"
+        return Verification(None, f"unverified: the origin itself is unreachable ({origin.error or 'no answer'})")
+    if origin is not None and origin.status_code is not None and origin.status_code >= 500:
+        return Verification(None, f"unverified: the origin itself is failing: {origin.status_code}")
+    if seen.status_code is not None and seen.status_code >= 500:
+        return Verification(None, f"{layer} answered HTTP {seen.status_code}, cannot compare")
+    if origin is not None and origin.status_code is not None and not 200 <= origin.status_code < 300:
+        return judge_other_status(layer, status, seen, origin)
+    if seen.status_code is None or not 200 <= seen.status_code < 300:
+        if origin is not None:  # the origin serves the page (2xx), the layer something else: an old answer
+            return Verification(False, f"still stale: {status}, serves HTTP {seen.status_code}, the origin "
+                                       f"HTTP {origin.status_code}")
+        return Verification(None, f"{layer} answered HTTP {seen.status_code}, cannot compare")
+    if origin is not None:
+        return judge_bodies(status, seen, origin)
     if seen.cache_status in {"MISS", "EXPIRED", "BYPASS", "PASS", "DYNAMIC"}:
-        return Verification(True, f"{status}→fetched from origin ({note})")
-    return Verification(None, f"{status}, {note}: cannot tell if fresh")
+        return Verification(True, f"{status}→fetched from origin (no origin copy to compare)")
+    return Verification(None, f"{status}, no origin copy to compare: cannot tell if fresh")
+
+
+def judge_other_status(layer: str, status: str, seen: Observation, origin: Observation) -> Verification:
+    """The origin answers neither 2xx nor 5xx: a deleted page, a redirect, a refusal. The layer must answer the
+    same status (and, for a redirect, send visitors to the same place)."""
+    code = origin.status_code
+    if seen.status_code != code:
+        what = f"deleted page (HTTP {code} at the origin)" if code in GONE else f"the origin answers HTTP {code}"
+        return Verification(False, f"still stale: {status}, serves HTTP {seen.status_code}; {what}")
+    if code in GONE:
+        return Verification(True, f"deleted page: gone from {layer} (HTTP {code}, as at the origin)")
+    if 300 <= code < 400:
+        if seen.location != origin.location:
+            return Verification(False, f"still stale: {status}, redirects to {seen.location or 'nowhere'}; the "
+                                       f"origin to {origin.location or 'nowhere'}")
+        return Verification(True, f"redirect matches origin (HTTP {code} to {origin.location or 'nowhere'})")
+    return Verification(True, f"{status}, HTTP {code} as the origin answers")
+
+
+def judge_bodies(status: str, seen: Observation, origin: Observation) -> Verification:
+    """Both answer 2xx: the content must match (body hash, else a strong ETag, else Last-Modified)."""
+    if seen.body_capped or origin.body_capped:
+        return judge_capped(status, seen, origin)
+    tag = strong_etag(seen.etag)
+    etags_match = tag is not None and tag == strong_etag(origin.etag)
+    if seen.body_hash is not None and seen.body_hash == origin.body_hash:
+        reason = f"ETag {seen.etag} matches origin" if etags_match else "body matches origin"
+        return Verification(True, f"{status}→fresh ({reason})")
+    if etags_match:
+        return Verification(True, f"{status}→fresh (ETag {seen.etag} matches origin)")
+    if seen.etag and origin.etag and seen.etag != origin.etag:
+        return Verification(False, f"still stale: {status}, ETag {seen.etag}≠{origin.etag}")
+    if seen.last_modified and origin.last_modified and seen.last_modified != origin.last_modified:
+        return Verification(False, f"still stale: {status}, Last-Modified {seen.last_modified}≠{origin.last_modified}")
+    return Verification(False, f"still stale: {status}, body differs from origin")
 
 
 def judge_capped(status: str, seen: Observation, origin: Observation) -> Verification:

@@ -108,6 +108,26 @@ def current_fetch_limits() -> FetchLimits:
     return _limits.get()
 
 
+# A page's variant being looked at (sites[].variants: e.g. {"Accept-Encoding": "gzip"}): its headers go with
+# every look in this context, at the origin and at the layer alike, so they compare the same variant.
+_variant: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("cachebot_variant", default=())
+
+
+@contextmanager
+def looking_as(variant: dict[str, str]) -> Iterator[None]:
+    """Every ``observe_http`` in this context sends ``variant``'s headers (they cannot replace ``Host``)."""
+    token = _variant.set(tuple((k, v) for k, v in variant.items() if k.lower() != "host"))
+    try:
+        yield
+    finally:
+        _variant.reset(token)
+
+
+def variant_name(variant: dict[str, str]) -> str:
+    """``{"Accept-Encoding": "gzip"}`` -> ``Accept-Encoding: gzip``: how a report names a variant."""
+    return ", ".join(f"{name}: {value}" for name, value in variant.items())
+
+
 def seconds_left(limits: FetchLimits | None = None) -> float | None:
     """Time left before the request's deadline (None: no deadline set)."""
     deadline = (limits or current_fetch_limits()).deadline
@@ -144,10 +164,11 @@ async def observe_http(
         return Observation(reachable=False, error=f"timed out: {bound} had passed before this look")
     try:
         async with asyncio.timeout(seconds):
-            async with client.stream(
-                method, base_url.rstrip("/") + path, headers={"Host": host, "Accept-Encoding": "identity"}
-            ) as response:
-                return await read_observation(response, cache_status_header, limits.max_body_bytes)
+            variant = dict(_variant.get())
+            headers = {"Accept-Encoding": "identity", **variant, "Host": host}
+            async with client.stream(method, base_url.rstrip("/") + path, headers=headers) as response:
+                return await read_observation(response, cache_status_header, limits.max_body_bytes,
+                                              decoded="Accept-Encoding" in variant)
     except TimeoutError:
         return Observation(reachable=False, error=f"timed out: no complete answer within {seconds:.3g} s ({bound})")
     except (httpx.TransportError, httpx.TimeoutException) as exc:
@@ -162,14 +183,16 @@ async def observe_http(
 
 
 async def read_observation(
-    response: httpx.Response, cache_status_header: str | None, max_body_bytes: int
+    response: httpx.Response, cache_status_header: str | None, max_body_bytes: int, *, decoded: bool = False
 ) -> Observation:
-    """Headers, and the body hashed as it streams in: at most ``max_body_bytes`` are read (raw, as sent: a
-    compressed body is never inflated here), so memory stays bounded whatever the server sends."""
+    """Headers, and the body hashed as it streams in: at most ``max_body_bytes`` are read, so memory stays
+    bounded whatever the server sends. Raw, as sent, unless ``decoded`` (a variant that asked for gzip/br:
+    the origin and a cache may compress the same content differently, so the content is what is compared;
+    inflating stops at the same cap)."""
     hashed, read, capped = None, None, False
     if response.request.method != "HEAD":
         digest, read = hashlib.sha256(), 0
-        async for chunk in response.aiter_raw():
+        async for chunk in (response.aiter_bytes() if decoded else response.aiter_raw()):
             room = max_body_bytes - read
             digest.update(chunk[:room])
             read += min(len(chunk), room)
@@ -188,4 +211,5 @@ async def read_observation(
         body_bytes=read,
         body_capped=capped,
         content_length=response.headers.get("content-length"),
+        location=response.headers.get("location"),
     )

@@ -65,14 +65,16 @@ STILL_STALE = "but it still serves stale content"  # words for people: what coun
 
 
 async def origin_observations(
-    client: httpx.AsyncClient, urls: list[str], context: AgentContext
+    client: httpx.AsyncClient, urls: list[str], context: AgentContext, *, any_status: bool = False
 ) -> dict[str, Observation]:
-    """The origin's current answer per page: what "fresh" means for the HTTP caches in front of it."""
+    """The origin's current answer per page: what "fresh" means for the HTTP caches in front of it. Only 200
+    answers, unless ``any_status``: then every answer, a 404, a redirect, a 502 or no answer at all, because
+    verification compares whatever the origin says now (a deleted page is fresh when the caches say 404 too)."""
     wanted = [u for u in dict.fromkeys(urls) if site_of(u, context.config).origin]
     found = await map_bounded(
         wanted, 16, lambda url: observe_http(client, site_of(url, context.config).origin, url)
     )
-    return {url: obs for url, obs in zip(wanted, found) if obs.reachable and obs.status_code == 200}
+    return {url: obs for url, obs in zip(wanted, found) if any_status or (obs.reachable and obs.status_code == 200)}
 
 
 async def within_deadline(work: Awaitable[T]) -> T:
@@ -100,7 +102,8 @@ def judge(item: PlanItem, outcome: PurgeOutcome | None, verification: Verificati
     status = item_status(outcome.status, fresh)
     evidence = verification.evidence if verification else "not checked"
     return ItemResult(status=status, detail=verdict_words(item, outcome, status), evidence=evidence,
-                      stale_after_purge=fresh is False, **base)
+                      stale_after_purge=fresh is False,
+                      origin_status=verification.origin_status if verification else None, **base)
 
 
 def verdict_words(item: PlanItem, outcome: PurgeOutcome, status: ItemStatus) -> str:

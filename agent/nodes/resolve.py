@@ -11,15 +11,16 @@ from langgraph.runtime import Runtime
 from agent.models import Intent
 from agent.state import AgentContext, PurgeState, context_of
 from agent.understanding import mask_urls, words_only
-from agent.urls import message_too_long, normalise, screen_urls
+from agent.urls import drop_ignored_params, message_too_long, normalise, screen
 
 
 async def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     config = context_of(runtime).config
-    urls, rejected = screen_urls(state.get("message", ""), config)
+    urls, rejected, dropped = screen(state.get("message", ""), config)
     if state.get("selected") and state["intent"] != Intent.PURGE_ALL:
-        urls = narrow_to_selection(state.get("message", ""), urls, state["selected"])
-    update: PurgeState = {"urls": urls, "rejected": rejected}
+        urls = narrow_to_selection(state.get("message", ""), urls, state["selected"], config)
+    update: PurgeState = {"urls": urls, "rejected": rejected,
+                          "dropped_query": [d for d in dropped if d.url in urls]}
     if state["intent"] == Intent.PURGE_ALL:
         # A message refused for its length is refused whole: its words do not name a site either.
         too_long = message_too_long(state.get("message", ""), config)
@@ -27,7 +28,7 @@ async def resolve_node(state: PurgeState, runtime: Runtime[AgentContext]) -> Pur
     return update
 
 
-def narrow_to_selection(message: str, urls: list[str], selected: list[int]) -> list[str]:
+def narrow_to_selection(message: str, urls: list[str], selected: list[int], config) -> list[str]:
     """Only the screened URLs behind the selected placeholders ([URL2] -> 2). A selection can only narrow:
     placeholders that do not exist select nothing, and nothing outside ``urls`` is ever added."""
     candidates = mask_urls(message).urls
@@ -35,7 +36,7 @@ def narrow_to_selection(message: str, urls: list[str], selected: list[int]) -> l
     for number in selected:
         if 1 <= number <= len(candidates):
             try:
-                wanted.add(normalise(candidates[number - 1]))
+                wanted.add(drop_ignored_params(normalise(candidates[number - 1]), config)[0])
             except ValueError:
                 continue
     return [url for url in urls if url in wanted]

@@ -18,7 +18,8 @@ from langgraph.runtime import Runtime
 
 from agent.layers.base import CacheLayer, Capability, Observation, Verification
 from agent.layers.batching import map_bounded
-from agent.layers.probe import FetchLimits, fetch_limits
+from agent.config import SiteConfig
+from agent.layers.probe import FetchLimits, fetch_limits, looking_as, observe_http, variant_name
 from agent.layerset import open_layers
 from agent.models import ItemResult, Operation, PlanItem, PurgeOutcome
 from agent.nodes.common import (
@@ -69,17 +70,18 @@ async def verify_within_limits(
         own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
         verifications |= await verify_group(own_storage, layers, {}, context)
         pages = [i.url for i in to_verify if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
-        origin = await origin_observations(client, pages, context)
+        origin = await origin_observations(client, pages, context, any_status=True)
         for tier in layer_tiers(items, context):
             group = [i for i in to_verify if i.layer in tier and layers[i.layer].verifies_against_origin]
-            verifications |= await verify_group(group, layers, origin, context)
+            verifications |= await verify_group(group, layers, origin, context, client)
             progress({"type": "progress", "phase": "verify", "done": len(verifications), "total": len(to_verify)})
     return [judge(item, outcomes.get((item.layer, item.target)), verifications.get((item.url, item.layer)))
             for item in items]
 
 
 async def verify_group(
-    items: list[PlanItem], layers: dict[str, CacheLayer], origin: dict[str, Observation], context: AgentContext
+    items: list[PlanItem], layers: dict[str, CacheLayer], origin: dict[str, Observation], context: AgentContext,
+    client: httpx.AsyncClient | None = None,
 ) -> dict[tuple[str, str], Verification]:
     async def one(item: PlanItem) -> Verification:
         layer = layers[item.layer]
@@ -89,6 +91,9 @@ async def verify_group(
             if item.operation == Operation.PURGE_PREFIX and item.url == item.target:  # a scope, not one page
                 return await within_deadline(layer.verify_prefix(item.target))
             verification = await within_deadline(layer.verify(item.url, origin.get(item.url)))
+            site = context.config.site_named(item.site)
+            if client is not None and site is not None and site.variants and layer.verifies_against_origin:
+                verification = await within_deadline(verify_variants(layer, item.url, verification, site, client))
             if item.operation == Operation.PURGE_ALL:  # the home page stands in for the whole site
                 verification.evidence = f"home page {verification.evidence}"
             return verification
@@ -103,3 +108,26 @@ async def verify_group(
     return {(item.url, item.layer): verification for item, verification in zip(items, found)}
 
 
+async def verify_variants(
+    layer: CacheLayer, url: str, plain: Verification, site: SiteConfig, client: httpx.AsyncClient
+) -> Verification:
+    """The page as each configured variant asks for it (``sites[].variants``), at the origin and at the layer:
+    a variant left stale makes the page stale, named, so it is purged once more and reported by its name."""
+    stale, unsure = [], []
+    for variant in site.variants:
+        with looking_as(variant):
+            origin = await observe_http(client, site.origin, url) if site.origin else None
+            verdict = await layer.verify(url, origin)
+        if verdict.verified is False:
+            stale.append(f"variant {variant_name(variant)} {verdict.evidence}")
+        elif verdict.verified is None:
+            unsure.append(f"variant {variant_name(variant)}: {verdict.evidence}")
+    names = "; ".join(variant_name(v) for v in site.variants)
+    if stale:
+        also = [plain.evidence] if plain.verified is False else []
+        return Verification(False, "; ".join(also + stale), origin_status=plain.origin_status)
+    if plain.verified is True and unsure:
+        return Verification(None, f"{plain.evidence}; but {'; '.join(unsure)}", origin_status=plain.origin_status)
+    if plain.verified is True:
+        return Verification(True, f"{plain.evidence} (variants {names} too)", origin_status=plain.origin_status)
+    return plain

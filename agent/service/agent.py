@@ -254,6 +254,7 @@ class Agent:
             reply=values.get("reply") or (waiting_reply(pending.value) if pending else ""),
             urls=values.get("urls", []),
             rejected=values.get("rejected", []),
+            dropped_query=values.get("dropped_query", []),
             plan=plan.items,
             pages=plan.pages,
             # what a real run would need: a dry run or a question waits for nobody, but says the same

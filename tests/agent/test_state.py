@@ -125,7 +125,7 @@ def test_every_class_the_state_can_hold_is_on_the_serializer_allow_list():
 def test_record_fields_turn_json_into_records_and_pass_records_through():
     channels = build_graph().channels
     assert {key for key, channel in channels.items() if isinstance(channel, ModelValue)} == {
-        "rejected", "plan", "approval", "purge_outcomes", "repair", "results", "checks"}
+        "rejected", "dropped_query", "plan", "approval", "purge_outcomes", "repair", "results", "checks"}
 
     old = channels["plan"].from_checkpoint({"items": [], "pages": ["https://shop.example/"], "needs_approval": True,
                                             "expires_at": "2026-11-25T12:30:00Z"})

@@ -710,3 +710,24 @@ def test_hostile_input_does_not_make_extraction_slow(text):
     started = time.perf_counter()
     extract_candidates(text)
     assert time.perf_counter() - started < 1.0
+
+
+def test_ignored_query_params_are_dropped_at_screening_and_named() -> None:
+    from agent.config import parse_config
+    from agent.urls import drop_ignored_params, screen
+
+    config = parse_config({
+        "sites": [{"name": "shop", "hosts": ["shop.example"], "layers": ["v"],
+                   "ignore_query_params": ["utm_*", "fbclid"]}],
+        "layers": [{"name": "v", "kind": "varnish", "endpoint": "http://127.0.0.1:6081"}],
+    })
+    assert drop_ignored_params("https://shop.example/p?utm_source=a&b=1&fbclid=x", config) == \
+        ("https://shop.example/p?b=1", ["utm_source", "fbclid"])
+    assert drop_ignored_params("https://shop.example/p?utm_source=a", config) == \
+        ("https://shop.example/p", ["utm_source"])
+    assert drop_ignored_params("https://shop.example/p?Utm_source=a", config)[1] == []  # names are case-sensitive
+    assert drop_ignored_params("https://shop.example/p?b=1", config) == ("https://shop.example/p?b=1", [])
+    urls, rejected, dropped = screen(
+        "see https://shop.example/p?utm_source=a and https://shop.example/p?utm_medium=b", config)
+    assert urls == ["https://shop.example/p"] and not rejected
+    assert [(d.url, d.params) for d in dropped] == [("https://shop.example/p", ["utm_source", "utm_medium"])]

@@ -83,3 +83,25 @@ def test_a_password_in_an_http_layers_endpoint_is_a_config_error(layer: dict) ->
     with pytest.raises(ConfigError, match=r"layers\[0\]\.endpoint: must not contain a user name or password") as caught:
         parse_config(config)
     assert "s3cret" not in str(caught.value)
+
+
+def test_judge_compares_whatever_status_the_origin_answers() -> None:
+    gone = Observation(True, 404)
+    assert judge("edge", Observation(True, 404, "MISS"), gone).evidence == \
+        "deleted page: gone from edge (HTTP 404, as at the origin)"
+    assert judge("edge", Observation(True, 404, "MISS"), gone).origin_status == 404
+    stale = judge("edge", Observation(True, 200, "HIT", body_hash="old"), Observation(True, 410))
+    assert stale.verified is False and "deleted page (HTTP 410 at the origin)" in stale.evidence
+
+    moved = Observation(True, 301, location="/new")
+    assert judge("edge", Observation(True, 301, "HIT", location="/new"), moved).verified is True
+    elsewhere = judge("edge", Observation(True, 301, "HIT", location="/old"), moved)
+    assert elsewhere.verified is False and "redirects to /old; the origin to /new" in elsewhere.evidence
+    assert judge("edge", Observation(True, 200, "HIT", body_hash="x"), moved).verified is False
+
+    failing = judge("edge", Observation(True, 502, "MISS"), Observation(True, 502))
+    assert (failing.verified, failing.evidence) == (None, "unverified: the origin itself is failing: 502")
+    down = judge("edge", Observation(True, 200, "MISS"), Observation(False, error="connection refused"))
+    assert down.verified is None and "the origin itself is unreachable (connection refused)" in down.evidence
+    cached_404 = judge("edge", Observation(True, 404, "HIT"), Observation(True, 200, body_hash="new"))
+    assert cached_404.verified is False and "serves HTTP 404, the origin HTTP 200" in cached_404.evidence

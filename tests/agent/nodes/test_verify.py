@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
+from agent.cli.output import exit_code
 from agent.storage.audit import AuditStore
 from agent.config import parse_config
 from agent.layers import build_layer
@@ -111,3 +112,181 @@ def test_a_failed_purge_is_not_stale_after_purge_whatever_its_words_say(tmp_path
     assert items_to_repair([item], [failed]) == []
     assert route_after_verify({"repair": items_to_repair([item], [failed])}) == "report"
     assert found_stale_in_audit(failed, item, tmp_path) == 0
+
+
+# --- whatever the origin answers now: deleted pages, redirects, a failing origin --------------------------------
+
+DELETED = [f"/products/retired/item-{n}" for n in range(25)]
+
+
+def agent_on(stack, tmp_path, **approval) -> Agent:
+    data = stack.config_dict()
+    data["approval"] = {**data["approval"], "threshold": 1000, **approval}
+    config = parse_config(data)
+    return Agent(config, context=AgentContext(config=config), checkpoint_path=str(tmp_path / "s.sqlite"))
+
+
+def test_25_deleted_pages_are_verified_gone_from_every_cache_and_exit_0(fresh_stack, tmp_path):
+    for path in DELETED:
+        fresh_stack.content.edit(path, "A product we no longer sell.")
+    warm(fresh_stack, *DELETED)  # every cache holds the old 200
+    for n, path in enumerate(DELETED):  # some deleted outright (404), some marked gone (410)
+        fresh_stack.content.delete(path) if n % 2 else fresh_stack.content.retire(path)
+    urls = " ".join(f"<https://shop.example{path}>" for path in DELETED)
+    with agent_on(fresh_stack, tmp_path) as agent:
+        result = agent.ask(f"we took these down but they still show: {urls}", user="bob")
+
+    deleted = [r for r in result.results if r.url.removeprefix("https://shop.example") in DELETED]
+    assert len(deleted) == 25 * 3
+    assert {r.status for r in deleted} <= {ItemStatus.PURGED_VERIFIED, ItemStatus.NOT_CACHED}
+    http = [r for r in deleted if r.layer != "appcache"]
+    assert all(r.origin_status in (404, 410) and "deleted page: gone" in r.evidence for r in http)
+    assert exit_code(result) == 0
+    assert "cannot compare" not in result.reply and "NOT confirmed" not in result.reply
+    assert {through_edge(fresh_stack, path).status_code for path in DELETED} == {404, 410}
+
+
+def test_a_redirected_page_is_verified_when_status_and_location_match(fresh_stack, tmp_path):
+    warm(fresh_stack, "/about")
+    fresh_stack.content.retire("/about", redirect_to="/pricing")
+    with agent_on(fresh_stack, tmp_path) as agent:
+        result = agent.ask("the about page should redirect now: <https://shop.example/about>", user="bob")
+
+    about = {r.layer: r for r in result.results if r.url == "https://shop.example/about"}
+    assert about["varnish"].status == about["edge"].status == ItemStatus.PURGED_VERIFIED
+    assert "redirect matches origin (HTTP 301 to /pricing)" in about["edge"].evidence
+    assert exit_code(result) == 0
+    answer = through_edge(fresh_stack, "/about")
+    assert (answer.status_code, answer.headers["location"]) == (301, "/pricing")
+
+
+def test_a_failing_origin_leaves_pages_unverified_never_failed(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    content = fresh_stack.content.path
+    content.rename(content.with_suffix(".away"))  # the origin loses its content: every page answers HTTP 500
+    try:
+        with agent_on(fresh_stack, tmp_path) as agent:
+            result = agent.ask(f"purge <{PRICING}>", user="bob")
+    finally:
+        content.with_suffix(".away").rename(content)
+
+    pricing = {r.layer: r for r in result.results if r.url == PRICING}
+    assert pricing["varnish"].status == pricing["edge"].status == ItemStatus.PURGED_UNVERIFIED
+    assert "the origin itself is failing: 500" in pricing["edge"].evidence
+    assert pricing["edge"].origin_status == 500
+    assert not any(r.stale_after_purge or r.status == ItemStatus.FAILED for r in result.results)
+
+
+# --- assets: compared by a hash of the streamed body, within limits.max_body_bytes -----------------------------
+
+STYLESHEET = "https://shop.example/static/shop.css"
+
+
+def test_an_edited_stylesheet_is_verified_fresh_by_its_body(fresh_stack, tmp_path):
+    warm(fresh_stack, "/static/shop.css")
+    fresh_stack.content.edit("/static/shop.css", "body { color: #c00; }\n")
+    with agent_on(fresh_stack, tmp_path) as agent:
+        result = agent.ask(f"the old colours still show: <{STYLESHEET}>", user="bob")
+
+    css = {r.layer: r for r in result.results if r.url == STYLESHEET}
+    assert {r.status for r in css.values()} == {ItemStatus.PURGED_VERIFIED}
+    assert "matches origin" in css["edge"].evidence
+    answer = through_edge(fresh_stack, "/static/shop.css")
+    assert answer.text == "body { color: #c00; }\n" and answer.headers["content-type"].startswith("text/css")
+
+
+def test_an_asset_over_the_byte_cap_is_compared_by_its_first_bytes_and_headers(fresh_stack, tmp_path):
+    big = "".join(f".rule-{n} {{ margin: {n}px; }}\n" for n in range(20_000))  # ~500 KiB, cap 1 KiB
+    fresh_stack.content.edit("/static/shop.css", big)
+    warm(fresh_stack, "/static/shop.css")
+    fresh_stack.content.edit("/static/shop.css", big + ".new { color: red; }\n")  # differs after the cap only
+    data = fresh_stack.config_dict()
+    data["approval"] = {**data["approval"], "threshold": 1000}
+    data["limits"] = {**data["limits"], "max_body_bytes": 1024}
+    config = parse_config(data)
+    with Agent(config, context=AgentContext(config=config), checkpoint_path=str(tmp_path / "s.sqlite")) as agent:
+        result = agent.ask(f"purge <{STYLESHEET}>", user="bob")
+
+    edge = next(r for r in result.results if r.url == STYLESHEET and r.layer == "edge")
+    assert edge.status == ItemStatus.PURGED_VERIFIED
+    assert "the first 1 KiB and ETag" in edge.evidence and "only the first 1 KiB compared" in edge.evidence
+
+
+def test_a_stale_asset_over_the_byte_cap_is_found_by_its_etag_reading_only_the_cap(fresh_stack):
+    import httpx
+
+    from agent.layers.probe import FetchLimits, fetch_limits, observe_http
+
+    big = "".join(f".rule-{n} {{ margin: {n}px; }}\n" for n in range(20_000))
+    fresh_stack.content.edit("/static/shop.css", big)
+    warm(fresh_stack, "/static/shop.css")
+    fresh_stack.content.edit("/static/shop.css", big + ".new { color: red; }\n")
+    fresh_stack.flush_app_cache()  # the origin serves the new file; Varnish still holds the old one
+    config = parse_config(fresh_stack.config_dict())
+    varnish = build_layer(next(layer for layer in config.layers if layer.name == "varnish"))
+
+    async def look():
+        with fetch_limits(FetchLimits(max_body_bytes=1024)):
+            async with httpx.AsyncClient() as client:
+                origin = await observe_http(client, fresh_stack.origin_url, STYLESHEET)
+            try:
+                return origin, await varnish.verify(STYLESHEET, origin)
+            finally:
+                await varnish.aclose()
+
+    origin, verdict = asyncio.run(look())
+    assert origin.body_capped and origin.body_bytes == 1024  # the rest of the file was never read
+    assert verdict.verified is False and "ETag" in verdict.evidence
+
+
+# --- variants: every configured header set is looked at, a stale one is named ---------------------------------
+
+VARIANTS = [{"Accept-Encoding": "gzip"}, {"User-Agent": "mobile"}]
+
+
+def with_variants(stack) -> dict:
+    data = stack.config_dict()
+    data["sites"][0]["variants"] = VARIANTS
+    return data
+
+
+def test_every_configured_variant_is_verified_after_a_purge(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    config = parse_config(with_variants(fresh_stack))
+    with Agent(config, context=AgentContext(config=config), checkpoint_path=str(tmp_path / "s.sqlite")) as agent:
+        result = agent.ask(f"purge <{PRICING}>", user="bob")
+
+    pricing = {r.layer: r for r in result.results if r.url == PRICING}
+    assert pricing["varnish"].status == pricing["edge"].status == ItemStatus.PURGED_VERIFIED
+    assert "(variants Accept-Encoding: gzip; User-Agent: mobile too)" in pricing["edge"].evidence
+
+
+def test_a_variant_left_stale_is_found_and_named(fresh_stack):
+    from agent.nodes.verify import verify_items
+
+    warm(fresh_stack, "/pricing")
+    fresh_stack.content.edit("/pricing", "Pro plan: $12/month.")
+    fresh_stack.flush_app_cache()  # the origin serves the new price; Varnish was never purged
+    config = parse_config(with_variants(fresh_stack))
+    item = PlanItem(url=PRICING, site="shop", layer="varnish", operation=Operation.PURGE_URL, target=PRICING,
+                    reason="you asked for this page", requested=True)
+    said = PurgeOutcome(layer="varnish", operation=Operation.PURGE_URL, target=PRICING, status=PurgeStatus.PURGED,
+                        attempts=1)
+    [result] = asyncio.run(verify_items([item], {("varnish", PRICING): said}, AgentContext(config=config)))
+
+    assert result.status == ItemStatus.FAILED and result.stale_after_purge
+    assert "variant Accept-Encoding: gzip still stale" in result.evidence
+    assert "variant User-Agent: mobile still stale" in result.evidence
+
+
+def test_a_variant_header_cannot_be_host_or_span_lines():
+    import pytest
+
+    data = {"sites": [{"name": "s", "hosts": ["s.example"], "layers": ["v"], "variants": [{"Host": "x"}]}],
+            "layers": [{"name": "v", "kind": "varnish", "endpoint": "http://127.0.0.1:6081"}]}
+    with pytest.raises(Exception, match="not a header a variant can set"):
+        parse_config(data)
+    data["sites"][0]["variants"] = [{"User-Agent": "a\r\nX: y"}]
+    with pytest.raises(Exception, match="must be one line"):
+        parse_config(data)
