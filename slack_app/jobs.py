@@ -8,6 +8,7 @@ pools or worker processes and ``Handlers.handle`` does the work. Nothing here re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 # --- intake: what a listener hands on --------------------------------------------------------------------
@@ -158,3 +159,13 @@ class Intake(Protocol):
     def take_in(self, job: IntakeJob) -> None: ...
 
     def count_received(self) -> None: ...
+
+
+def hand_on(intake: Intake, make_job: Callable[[], IntakeJob], ack: Callable[[], Any]) -> None:
+    """What every listener does with what Slack sent: the job is queued before the ack (so "acked" implies
+    "queued"), and the ack goes out whatever happens, also when building the job fails."""
+    try:
+        intake.take_in(make_job())
+    finally:
+        ack()
+        intake.count_received()

@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt import App
 
 from slack_app import blocks as kit
-from slack_app.jobs import ApprovalClick, Intake, IntakeJob, OfferClick
+from slack_app.jobs import ApprovalClick, Intake, OfferClick, hand_on
 
 # Every button we render. tests/slack_app/test_manifest.py checks that each has a listener.
 ACTION_IDS = kit.ACTION_IDS + kit.OFFER_ACTION_IDS
@@ -16,21 +16,13 @@ ACTION_IDS = kit.ACTION_IDS + kit.OFFER_ACTION_IDS
 
 def register(app: App, intake: Intake) -> None:
     def on_approval(ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        _hand_on(intake, ApprovalClick(body=body, action=action), ack)
+        hand_on(intake, lambda: ApprovalClick(body=body, action=action), ack)
 
     def on_offer(ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        _hand_on(intake, OfferClick(body=body, action=action), ack)
+        hand_on(intake, lambda: OfferClick(body=body, action=action), ack)
 
     for action_id in kit.ACTION_IDS:
         app.action(action_id)(on_approval)
     for action_id in kit.OFFER_ACTION_IDS:
         app.action(action_id)(on_offer)
 
-
-def _hand_on(intake: Intake, job: IntakeJob, ack) -> None:
-    # queued before the ack (so "acked" implies "queued"); acked whatever happens
-    try:
-        intake.take_in(job)
-    finally:
-        ack()
-        intake.count_received()

@@ -9,7 +9,7 @@ from typing import Any
 
 from slack_bolt import App
 
-from slack_app.jobs import Intake, SlashCommand
+from slack_app.jobs import Intake, SlashCommand, hand_on
 
 # Every slash command the app answers. tests/slack_app/test_manifest.py keeps manifest.yml in step with it.
 COMMANDS = ("/cachebot",)
@@ -17,12 +17,7 @@ COMMANDS = ("/cachebot",)
 
 def register(app: App, intake: Intake) -> None:
     def on_command(ack, command: dict[str, Any]) -> None:
-        # queued before the ack (so "acked" implies "queued"); acked whatever happens
-        try:
-            intake.take_in(SlashCommand(command=dict(command)))
-        finally:
-            ack()
-            intake.count_received()
+        hand_on(intake, lambda: SlashCommand(command=dict(command)), ack)
 
     for name in COMMANDS:
         app.command(name)(on_command)

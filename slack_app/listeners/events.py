@@ -4,12 +4,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App
 
-from slack_app.jobs import AssistantThreadStarted, HomeOpened, Intake, IntakeJob, NewEvent
+from slack_app.jobs import AssistantThreadStarted, HomeOpened, Intake, NewEvent, hand_on
 
 # What the app listens to (manifest event -> Bolt event type). tests/slack_app/test_manifest.py keeps
 # manifest.yml in step with it.
@@ -23,16 +22,16 @@ def register(app: App, intake: Intake) -> None:
 
     def on_event(ack, body: dict[str, Any], event: dict[str, Any], context, request) -> None:
         retry_num = request.headers.get("x-slack-retry-num", [None])[0]
-        _hand_on(intake, lambda: NewEvent(event=event, event_id=body.get("event_id"),
+        hand_on(intake, lambda: NewEvent(event=event, event_id=body.get("event_id"),
                                           bot_user_id=context.bot_user_id, retry_num=retry_num), ack)
 
     def on_home(ack, event: dict[str, Any]) -> None:
-        _hand_on(intake, lambda: HomeOpened(user=str(event.get("user") or ""), tab=str(event.get("tab") or "")),
+        hand_on(intake, lambda: HomeOpened(user=str(event.get("user") or ""), tab=str(event.get("tab") or "")),
                  ack)
 
     def on_assistant_thread(ack, event: dict[str, Any]) -> None:
         thread = event.get("assistant_thread") or {}
-        _hand_on(intake, lambda: AssistantThreadStarted(channel=str(thread.get("channel_id") or ""),
+        hand_on(intake, lambda: AssistantThreadStarted(channel=str(thread.get("channel_id") or ""),
                                                         thread_ts=str(thread.get("thread_ts") or ""),
                                                         user=str(thread.get("user_id") or "")), ack)
 
@@ -41,11 +40,3 @@ def register(app: App, intake: Intake) -> None:
     app.event("app_home_opened")(on_home)
     app.event("assistant_thread_started")(on_assistant_thread)
 
-
-def _hand_on(intake: Intake, job: Callable[[], IntakeJob], ack) -> None:
-    # queued before the ack (so "acked" implies "queued"); acked whatever happens
-    try:
-        intake.take_in(job())
-    finally:
-        ack()
-        intake.count_received()

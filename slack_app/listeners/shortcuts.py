@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt import App
 
 from slack_app import blocks as kit
-from slack_app.jobs import Intake, IntakeJob, MessageShortcut, ModalSubmitted
+from slack_app.jobs import Intake, MessageShortcut, ModalSubmitted, hand_on
 
 # Every shortcut we offer (callback ids). tests/slack_app/test_manifest.py keeps manifest.yml in step with it.
 MESSAGE_SHORTCUTS = (kit.CLEAR_LINKS_SHORTCUT,)
@@ -18,21 +18,13 @@ VIEWS = (kit.CLEAR_LINKS_VIEW,)
 
 def register(app: App, intake: Intake) -> None:
     def on_shortcut(ack, body: dict[str, Any]) -> None:
-        _hand_on(intake, MessageShortcut(body=body), ack)
+        hand_on(intake, lambda: MessageShortcut(body=body), ack)
 
     def on_submission(ack, body: dict[str, Any]) -> None:
-        _hand_on(intake, ModalSubmitted(body=body), ack)
+        hand_on(intake, lambda: ModalSubmitted(body=body), ack)
 
     for callback_id in MESSAGE_SHORTCUTS:
         app.message_shortcut(callback_id)(on_shortcut)
     for callback_id in VIEWS:
         app.view_submission(callback_id)(on_submission)
 
-
-def _hand_on(intake: Intake, job: IntakeJob, ack) -> None:
-    # queued before the ack (so "acked" implies "queued"); acked whatever happens
-    try:
-        intake.take_in(job)
-    finally:
-        ack()
-        intake.count_received()
