@@ -463,3 +463,131 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."
+
+
+# --- run traces (`cachebot trace`, agent/trace.py) ------------------------------------------------------------
+
+SUMMARY_ITEMS = 3  # a changed list shows its count and this many of its items
+SUMMARY_CHARS = 80
+
+
+def short(text: Any, limit: int = SUMMARY_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _item_words(item: Any) -> str:
+    if isinstance(item, PlanItem):
+        return f"{item.layer} {item.operation.value} {item.target}"
+    layer, target = getattr(item, "layer", None), getattr(item, "target", None) or getattr(item, "url", None)
+    status = getattr(item, "status", None)
+    if layer and target:
+        return f"{layer} {target}" + (f" {getattr(status, 'value', status)}" if status is not None else "")
+    if isinstance(item, dict):
+        return short(", ".join(f"{k}={v}" for k, v in list(item.items())[:3]), 40)
+    return short(item, 60)
+
+
+def change_summary(value: Any) -> str:
+    """A state field's new value in a line: counts and the first few items, never a wall of JSON."""
+    if isinstance(value, Plan):
+        return (f"{plural(len(value.items), 'item')} on {plural(len(value.pages), 'page')}, "
+                f"{plural(value.purge_count, 'purge')}" + (", needs approval" if value.needs_approval else ""))
+    if hasattr(value, "refusals") and hasattr(value, "status"):  # ApprovalRecord
+        by = f" by {value.by}" if value.by else ""
+        refused = f", {plural(len(value.refusals), 'refusal')}" if value.refusals else ""
+        return f"{value.status}{by}{refused}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "none"
+        first = "; ".join(_item_words(v) for v in value[:SUMMARY_ITEMS])
+        statuses = Counter(str(getattr(getattr(v, "status", None), "value", getattr(v, "status", "")))
+                           for v in value if getattr(v, "status", None) is not None)
+        counts = f" ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})" if statuses else ""
+        more = f"; and {len(value) - SUMMARY_ITEMS} more" if len(value) > SUMMARY_ITEMS else ""
+        return f"{len(value)}{counts}: {first}{more}"
+    if isinstance(value, dict):
+        return short(", ".join(f"{k}={v}" for k, v in value.items()) or "empty")
+    if value is None or value == "":
+        return "(empty)"
+    return short(value)
+
+
+def step_decision(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any], *,
+                  refused: list[str] = (), decisions: list[Any] = (), waiting: str | None = None,
+                  error: Any = None) -> str:
+    """What a step decided and why, as a trace shows it: ``plan → approval: 84 purges is over …``.
+    ``goes_to`` is the node it routed to, or "waiting" / "died" / "failed" / "running"."""
+    if goes_to == "waiting":
+        return f"{node} ⏸ waiting for {waiting}"
+    if goes_to == "died":
+        return f"{node} ✗ the process stopped during this step (no checkpoint after it); recovery ran it again"
+    if goes_to == "running":
+        return f"{node} … still running (or its process died: `cachebot recover` finishes it)"
+    if goes_to == "failed":
+        return f"{node} ✗ failed: {short(getattr(error, 'args', [error])[0] if error is not None else '', 160)}"
+    arrow = "↺" if goes_to == node else "→"
+    why = _why(node, goes_to, changed, state, refused, decisions)
+    target = "refused" if refused else ("end" if goes_to == "__end__" else goes_to)
+    return f"{node} {arrow} {target}" + (f": {why}" if why else "")
+
+
+def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any], refused: list[str],
+         decisions: list[Any]) -> str:
+    plan = state.get("plan") if isinstance(state.get("plan"), Plan) else Plan()
+    if node == "understand":
+        by = changed.get("understood_by") or state.get("understood_by") or "rules"
+        return f"{changed.get('intent') or state.get('intent') or 'unknown'} (understood by {by})"
+    if node == "resolve":
+        urls, rejected = state.get("urls") or [], state.get("rejected") or []
+        rejected_words = f", {plural(len(rejected), 'URL')} rejected" if rejected else ""
+        if goes_to == "report" and not urls:
+            return f"no URL cachebot manages{rejected_words}"
+        return f"{plural(len(urls), 'URL')} to act on{rejected_words}"
+    if node == "plan":
+        if goes_to == "approval":
+            return plan.approval_reason or "needs approval"
+        if goes_to == "report":
+            return f"plan only (question or dry run): {plural(plan.purge_count, 'purge')} not sent"
+        return f"{plural(plan.purge_count, 'purge')}, no approval needed"
+    if node == "approval":
+        approval = changed.get("approval") or state.get("approval")
+        if refused:
+            return "; ".join(_refusal_words(r) for r in refused)
+        status = getattr(approval, "status", "")
+        by = getattr(approval, "by", None)
+        return f"{status} by {by}" if by else str(status)
+    if node == "execute":
+        outcomes = changed.get("purge_outcomes") or []
+        counts = Counter(getattr(getattr(o, "status", None), "value", "") for o in outcomes)
+        repaired = sum(1 for o in outcomes if getattr(o, "repaired", False))
+        what = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+        return f"{plural(len(outcomes), 'purge answer')} ({what})" + (f", {repaired} of them a repair pass"
+                                                                       if repaired else "")
+    if node == "verify":
+        results = changed.get("results") or []
+        if goes_to == "execute":
+            repair = changed.get("repair") or []
+            layers = sorted({getattr(i, "layer", "") for i in repair})
+            pages = {getattr(i, "url", "") for i in repair}
+            return (f"{plural(len(pages), 'page')} still stale on {', '.join(layers)} after purge, "
+                    "one repair pass")
+        fresh = sum(1 for r in results if getattr(r, "status", None) == ItemStatus.PURGED_VERIFIED)
+        return f"{fresh} of {len(results)} page × layer results verified fresh"
+    if node == "check":
+        checks = changed.get("checks") or []
+        stale = sum(1 for c in checks if getattr(c, "fresh", None) is False)
+        return f"{plural(len(checks), 'look')}, {stale} stale"
+    if node == "report":
+        return f"final message: {short(changed.get('reply') or state.get('reply') or '', 60)}"
+    return ""
+
+
+def _refusal_words(refusal: str) -> str:
+    """A stored refusal ("U0BOB: you asked for this purge, and self-approval…") as a trace says it."""
+    user, _, why = refusal.partition(": ")
+    if why.startswith("you asked for this purge"):
+        return f"{user} may not approve their own request"
+    if why.startswith("you are not an approver"):
+        return f"{user} is not an approver"
+    return short(refusal, 160)
