@@ -237,16 +237,12 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
                                    decision=step_decision(node, "waiting", {}, state, waiting=waiting_for),
                                    changed={}, outcome="waiting"))
             continue
-        if following is None and not writes.goes_to:
-            outcome = "failed" if writes.error is not None else ("running" if status == "received" and executing
-                                                                  else "died" if status in ("received",
-                                                                                            "interrupted")
-                                                                  else "done")
-            if outcome != "done":
-                steps.append(TraceStep(attempt=attempt, node=node, started_at=started, duration_s=None,
-                                       decision=step_decision(node, outcome, {}, state, error=writes.error),
-                                       changed={}, outcome=outcome))
-                continue
+        if following is None:  # the run has not reached its end and is not waiting: running, failed or died
+            outcome = _stopped(writes, status, executing)
+            steps.append(TraceStep(attempt=attempt, node=node, started_at=started, duration_s=None,
+                                   decision=step_decision(node, outcome, {}, state, error=writes.error),
+                                   changed={}, outcome=outcome))
+            continue
         ended = _time(following) if following is not None else started
         duration = max(0.0, (ended - started).total_seconds())
         goes_to = writes.goes_to or [END]
@@ -269,6 +265,16 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
     return RunTrace(request_id="", thread_id="", status=status, attempts=attempts, steps=steps,
                     waiting_at=waiting_at, waiting_for=waiting_for, edge_counts=dict(edges),
                     node_seconds={k: round(v, 6) for k, v in seconds.items()}, visited=visited)
+
+
+def _stopped(writes: _Writes, status: str, executing: bool) -> str:
+    """How a step with no checkpoint after it ended: "failed" (an error was saved or recorded), "running" (its
+    thread is still marked as sending purges: live, or its process died and recovery has not run yet), "died"."""
+    if writes.error is not None or status == "error":
+        return "failed"
+    if executing or status == "received":
+        return "running"
+    return "died"
 
 
 def _interrupt_words(value: Any) -> str:

@@ -523,9 +523,10 @@ def step_decision(node: str, goes_to: str, changed: dict[str, Any], state: dict[
     if goes_to == "died":
         return f"{node} ✗ the process stopped during this step (no checkpoint after it); recovery ran it again"
     if goes_to == "running":
-        return f"{node} … still running (or its process died: `cachebot recover` finishes it)"
+        return f"{node} … still running, or its process died (`cachebot recover` finishes such runs)"
     if goes_to == "failed":
-        return f"{node} ✗ failed: {short(getattr(error, 'args', [error])[0] if error is not None else '', 160)}"
+        why = short(error, 160) if error is not None else "the run stopped with an error (see the logs)"
+        return f"{node} ✗ failed: {why}"
     arrow = "↺" if goes_to == node else "→"
     why = _why(node, goes_to, changed, state, refused, decisions)
     target = "refused" if refused else ("end" if goes_to == "__end__" else goes_to)
@@ -591,3 +592,47 @@ def _refusal_words(refusal: str) -> str:
     if why.startswith("you are not an approver"):
         return f"{user} is not an approver"
     return short(refusal, 160)
+
+
+def took_words(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+TRACE_STATUS = {
+    "done": "finished", "answered": "finished (answered)", "dry_run": "finished (dry run, nothing sent)",
+    "waiting_approval": "waiting for approval", "denied": "denied", "expired": "approval expired",
+    "error": "stopped with an error", "interrupted": "interrupted by a restart, not finished",
+    "received": "running (or its process died)", "unknown": "no audit record",
+}
+
+
+def trace_text(trace: Any, changes: bool = True) -> str:
+    """A run trace (``agent.trace.RunTrace``) for a person at a terminal: who asked what, then every step in order
+    with its start, duration and decision, the fields it changed, and what the run waits at."""
+    attempts = f", {trace.attempts} attempts (picked up again after a crash)" if trace.attempts > 1 else ""
+    lines = [f"Request {trace.request_id or '(no audit record)'} on thread {trace.thread_id}: "
+             f"{TRACE_STATUS.get(trace.status, trace.status)}{attempts}"]
+    if trace.user or trace.message:
+        when = trace.received_at.strftime("%Y-%m-%d %H:%M:%S UTC") if trace.received_at else ""
+        lines.append(f"  {trace.user} asked{' at ' + when if when else ''}: {short(trace.message, 100)}")
+    lines += [f"  note: {note}" for note in trace.notes]
+    lines.append("")
+    for number, step in enumerate(trace.steps, 1):
+        attempt = f"[attempt {step.attempt}] " if trace.attempts > 1 else ""
+        lines.append(f"{number:>3}. {step.started_at.strftime('%H:%M:%S.%f')[:-3]}  {took_words(step.duration_s):>8}  "
+                     f"{attempt}{step.decision}")
+        if changes:
+            lines += [f"{'':>25}{name}: {summary}" for name, summary in step.changed.items()]
+    if trace.waiting_at:
+        lines += ["", f"Waiting at {trace.waiting_at}: {trace.waiting_for}"]
+    if trace.node_seconds:
+        spent = ", ".join(f"{node} {took_words(s)}" for node, s in
+                          sorted(trace.node_seconds.items(), key=lambda kv: -kv[1]))
+        lines += ["", f"Time per step: {spent}"]
+    return "\n".join(lines)
