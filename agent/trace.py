@@ -253,7 +253,7 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
         steps.append(TraceStep(
             attempt=attempt, node=node, started_at=started, duration_s=duration,
             decision=step_decision(node, goes_to[0], writes.changed, state, refused=refused, decisions=decisions),
-            changed={name: change_summary(value) for name, value in writes.changed.items()
+            changed={name: change_summary(value, name) for name, value in writes.changed.items()
                      if value is not None and value != ""},
             goes_to=goes_to))
         seconds[node] += duration

@@ -488,8 +488,17 @@ def _item_words(item: Any) -> str:
     return short(item, 60)
 
 
-def change_summary(value: Any) -> str:
+TRACE_RESULT_WORDS = {
+    ItemStatus.PURGED_VERIFIED: "verified fresh", ItemStatus.PURGED_UNVERIFIED: "NOT verified",
+    ItemStatus.NOT_CACHED: "not cached", ItemStatus.SKIPPED: "skipped", ItemStatus.FAILED: "FAILED",
+}
+
+
+def change_summary(value: Any, name: str = "") -> str:
     """A state field's new value in a line: counts and the first few items, never a wall of JSON."""
+    if name == "deadline_at" and isinstance(value, (int, float)):  # time.time(): shown as a time of day
+        return "purges and verification due by " + datetime.fromtimestamp(value, timezone.utc).strftime(
+            "%H:%M:%S UTC")
     if isinstance(value, Plan):
         return (f"{plural(len(value.items), 'item')} on {plural(len(value.pages), 'page')}, "
                 f"{plural(value.purge_count, 'purge')}" + (", needs approval" if value.needs_approval else ""))
@@ -573,8 +582,9 @@ def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any]
             pages = {getattr(i, "url", "") for i in repair}
             return (f"{plural(len(pages), 'page')} still stale on {', '.join(layers)} after purge, "
                     "one repair pass")
-        fresh = sum(1 for r in results if getattr(r, "status", None) == ItemStatus.PURGED_VERIFIED)
-        return f"{fresh} of {len(results)} page × layer results verified fresh"
+        counts = Counter(getattr(r, "status", None) for r in results)
+        said = ", ".join(f"{counts[status]} {TRACE_RESULT_WORDS[status]}" for status in ORDER if counts[status])
+        return f"{plural(len(results), 'page × layer result')}: {said or 'none'}"
     if node == "check":
         checks = changed.get("checks") or []
         stale = sum(1 for c in checks if getattr(c, "fresh", None) is False)
