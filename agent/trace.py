@@ -97,7 +97,7 @@ def find_request(storage: Any, ref: str) -> tuple[str, dict[str, Any] | None]:
     rows = audit.thread_requests(thread_id)
     if rows:
         return thread_id, rows[-1]
-    if _checkpoints(storage, thread_id, limit=1):
+    if _checkpoints(storage, thread_id):
         return thread_id, None
     raise TraceNotFound(f"no request or thread {ref!r} is recorded (a request id, a thread id, a Slack message "
                         "link, or `last`)")
@@ -106,11 +106,9 @@ def find_request(storage: Any, ref: str) -> tuple[str, dict[str, Any] | None]:
 # ------------------------------------------------------------------------------------------------- reading
 
 
-def _checkpoints(storage: Any, thread_id: str, limit: int | None = None) -> list[Any]:
-    """The thread's checkpoints (``CheckpointTuple``), oldest first."""
-    found = list(storage.checkpointer.list({"configurable": {"thread_id": thread_id}}, limit=limit))
-    found.reverse()
-    return found
+def _checkpoints(storage: Any, thread_id: str) -> list[Any]:
+    """The thread's checkpoints (``agent.storage.checkpoints.CheckpointRecord``), oldest first."""
+    return storage.thread_history(thread_id)
 
 
 def _segments(tuples: list[Any]) -> list[list[Any]]:
@@ -136,11 +134,12 @@ def _segment_of(segments: list[list[Any]], row: dict[str, Any] | None, rows: lis
     return segments[-1 - index] if index < len(segments) else []
 
 
-def _node_of(item: Any) -> str | None:
-    """The node a checkpoint runs next (one per step in this graph: no node fans out)."""
+def _node_of(item: Any, before: Any) -> str | None:
+    """The node a checkpoint runs next: the one the previous step routed to (``branch:to:<node>``; one per step
+    in this graph: no node fans out); the input checkpoint runs LangGraph's ``__start__``."""
     if item.metadata.get("source") == "input":
         return START
-    for channel in item.checkpoint.get("updated_channels") or ():
+    for _task, channel, _value in (before.writes if before is not None else ()):
         if channel.startswith(BRANCH):
             return channel[len(BRANCH):]
     return None
@@ -151,7 +150,7 @@ def _attempt(item: Any) -> int:
 
 
 def _time(item: Any) -> datetime:
-    return datetime.fromisoformat(item.checkpoint["ts"])
+    return item.ts
 
 
 @dataclass
@@ -165,7 +164,7 @@ class _Writes:
 
 def _writes_of(item: Any) -> _Writes:
     writes = _Writes()
-    for _task, channel, value in item.pending_writes or ():
+    for _task, channel, value in item.writes:
         if channel.startswith(BRANCH):
             writes.goes_to.append(channel[len(BRANCH):])
         elif channel == INTERRUPT:
@@ -212,7 +211,7 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
     refusals_seen = 0
     state: dict[str, Any] = {}
     for index, item in enumerate(segment):
-        node = _node_of(item)
+        node = _node_of(item, segment[index - 1] if index else None)
         writes = _writes_of(item)
         state.update(writes.changed)
         following = segment[index + 1] if index + 1 < len(segment) else None
