@@ -13,7 +13,7 @@ the run back, not purging. Printed per database, with the data size (checkpoints
 
     python bench/trace_bench.py [--urls 5000] [--repeat 5] [--no-postgres]
 
-``bench_trace(...)`` returns the figures; bench/console.py prints them with the console's.
+``bench_trace(...)`` prints and returns the figures; bench/console.py runs it after the console's.
 """
 
 from __future__ import annotations
@@ -109,8 +109,9 @@ def data_size(agent: Agent, thread_id: str) -> dict[str, Any]:
 
 
 def bench_trace(urls: int = 5000, repeat: int = 5, database_url: str | None = None,
-                command: bool = True) -> dict[str, Any]:
-    """Record a run of ``urls`` pages on ``database_url`` (None: SQLite in a temp dir) and time reading it back."""
+                command: bool = True, verbose: bool = True) -> dict[str, Any]:
+    """Record a run of ``urls`` pages on ``database_url`` (None: SQLite in a temp dir) and time reading it back;
+    prints the figures (``verbose``) and returns them."""
     with tempfile.TemporaryDirectory(prefix="cachebot-trace-bench-") as temp:
         directory = Path(temp)
         config = bench_config(directory, database_url, urls)
@@ -130,6 +131,8 @@ def bench_trace(urls: int = 5000, repeat: int = 5, database_url: str | None = No
                 lambda: list(agent.graph.get_state_history(config_dict)), max(1, repeat // 2))
         if command:
             figures["command_seconds"] = _command_seconds(config, directory, request_id, database_url)
+    if verbose:
+        print_figures(figures)
     return figures
 
 
@@ -195,7 +198,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     print(f"cachebot trace of a {args.urls:,}-URL run (load on this machine: {os.getloadavg()[0]:.1f})")
-    print_figures(bench_trace(args.urls, args.repeat))
+    bench_trace(args.urls, args.repeat)
     if args.no_postgres:
         return
     made = postgres_database()
@@ -204,7 +207,7 @@ def main() -> None:
         return
     url, name = made
     try:
-        print_figures(bench_trace(args.urls, args.repeat, database_url=url))
+        bench_trace(args.urls, args.repeat, database_url=url)
     finally:
         drop_postgres(name)
 
