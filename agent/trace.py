@@ -195,6 +195,7 @@ def load_trace(storage: Any, ref: str) -> RunTrace:
     trace.thread_id = thread_id
     if row:
         trace.message, trace.user, trace.received_at = row["text"], row["requested_by"], row["received_at"]
+    _redact(trace, storage.audit.redact)
     if len(rows) > 1:
         trace.notes.append(f"this is request {rows.index(row) + 1} of {len(rows)} on its thread")
     if not segment:
@@ -264,6 +265,15 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
     return RunTrace(request_id="", thread_id="", status=status, attempts=attempts, steps=steps,
                     waiting_at=waiting_at, waiting_for=waiting_for, edge_counts=dict(edges),
                     node_seconds={k: round(v, 6) for k, v in seconds.items()}, visited=visited)
+
+
+def _redact(trace: RunTrace, redact: Any) -> None:
+    """Configuration secrets never reach a trace: what the checkpoints say (words people typed, a layer's error)
+    passes the audit trail's redactor, as the audit's own texts did when they were written."""
+    for step in trace.steps:
+        step.decision = redact(step.decision) if step.decision else step.decision
+        step.changed = {name: redact(summary) for name, summary in step.changed.items()}
+    trace.waiting_for = redact(trace.waiting_for) if trace.waiting_for else trace.waiting_for
 
 
 def _stopped(writes: _Writes, status: str, executing: bool) -> str:
