@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
+from enum import Enum
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -483,11 +484,16 @@ def kind_of(value: Any) -> str:
 
 def value_of(value: Any) -> Any:
     """An enum's value, or the value itself (records read back as fields hold the values already)."""
-    return getattr(value, "value", value)
+    return value.value if isinstance(value, Enum) else value
 
 
 def _field(item: Any, name: str) -> Any:
-    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+    """A field of a model, a ``Record`` or a dict, or None (fields are in a model's and a Record's ``__dict__``;
+    looking there is several times quicker than ``getattr`` with a default, over 15,000 records)."""
+    if isinstance(item, dict):
+        return item.get(name)
+    fields = getattr(item, "__dict__", None)
+    return fields.get(name) if fields is not None else None
 
 
 def _item_words(item: Any) -> str:
@@ -525,7 +531,7 @@ def change_summary(value: Any, name: str = "") -> str:
         if not value:
             return "none"
         first = "; ".join(_item_words(v) for v in value[:SUMMARY_ITEMS])
-        statuses = Counter(str(value_of(v.status)) for v in value if getattr(v, "status", None) is not None)
+        statuses = Counter(str(value_of(status)) for v in value if (status := _field(v, "status")) is not None)
         counts = f" ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})" if statuses else ""
         more = f"; and {len(value) - SUMMARY_ITEMS} more" if len(value) > SUMMARY_ITEMS else ""
         return f"{len(value)}{counts}: {first}{more}"
@@ -583,8 +589,8 @@ def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any]
         return f"{status} by {by}" if by else str(status)
     if node == "execute":
         outcomes = changed.get("purge_outcomes") or []
-        counts = Counter(str(value_of(getattr(o, "status", ""))) for o in outcomes)
-        repaired = sum(1 for o in outcomes if getattr(o, "repaired", False))
+        counts = Counter(str(value_of(_field(o, "status"))) for o in outcomes)
+        repaired = sum(1 for o in outcomes if _field(o, "repaired"))
         what = ", ".join(f"{n} {s}" for s, n in counts.most_common())
         return f"{plural(len(outcomes), 'purge answer')} ({what})" + (f", {repaired} of them a repair pass"
                                                                        if repaired else "")
@@ -596,7 +602,7 @@ def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any]
             pages = {getattr(i, "url", "") for i in repair}
             return (f"{plural(len(pages), 'page')} still stale on {', '.join(layers)} after purge, "
                     "one repair pass")
-        counts = Counter(getattr(r, "status", None) for r in results)
+        counts = Counter(_field(r, "status") for r in results)
         said = ", ".join(f"{counts[status]} {TRACE_RESULT_WORDS[status]}" for status in ORDER if counts[status])
         return f"{plural(len(results), 'page × layer result')}: {said or 'none'}"
     if node == "check":
