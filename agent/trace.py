@@ -290,7 +290,7 @@ def _interrupt_words(value: Any) -> str:
     interrupts = value if isinstance(value, (list, tuple)) else [value]
     payload = getattr(interrupts[0], "value", interrupts[0]) if interrupts else {}
     if isinstance(payload, dict) and payload.get("kind") == "approval":
-        return (f"approval: {payload.get('reason')}; approvers: {payload.get('approvers')}; "
+        return (f"{payload.get('reason')}; approvers: {payload.get('approvers')}; "
                 f"expires {payload.get('expires_at')}")
     return str(payload)[:200]
 

@@ -548,7 +548,7 @@ def step_decision(node: str, goes_to: str, changed: dict[str, Any], state: dict[
     """What a step decided and why, as a trace shows it: ``plan → approval: 84 purges is over …``.
     ``goes_to`` is the node it routed to, or "waiting" / "died" / "failed" / "running"."""
     if goes_to == "waiting":
-        return f"{node} ⏸ waiting for {waiting}"
+        return f"{node} ⏸ waiting for {'approval' if node == 'approval' else 'an answer'}: {waiting}"
     if goes_to == "died":
         return f"{node} ✗ the process stopped during this step (no checkpoint after it); recovery ran it again"
     if goes_to == "running":

@@ -23,7 +23,8 @@ def test_trace_lists_the_steps_of_a_waiting_then_approved_request(fresh_stack, t
     waiting = runner.invoke(app, ["trace", thread_id, "--config", config])
     assert waiting.exit_code == 0, waiting.output
     assert "waiting for approval" in waiting.output.splitlines()[0]
-    assert "plan → approval: " in waiting.output and "Waiting at approval: approval: " in waiting.output
+    assert "plan → approval: " in waiting.output
+    assert "Waiting at approval: 6 purges is over the approval threshold of 1; approvers: alice" in waiting.output
 
     runner.invoke(app, ["approve", thread_id, "--config", config, "--as", "alice"])
     done = runner.invoke(app, ["trace", "last", "--config", config])
