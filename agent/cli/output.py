@@ -1,5 +1,6 @@
 """What a person at the terminal sees: replies, the plan as a table, a progress bar while the graph runs,
-the agent's warnings as one line each, and the exit code (1 when any page was not confirmed fresh)."""
+the agent's warnings as one line each, and the exit code (1 when any page was not confirmed fresh, 3 when
+only because the origin itself is failing)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.text import Text
 from agent.models import Plan, RunResult
 from agent.service.events import PlanReady, ProgressEvent, StepDone, UrlsFound
 from agent.service.events import Progress as BatchProgress  # rich has a Progress too
-from agent.words import plural
+from agent.words import origin_failing, plural
 
 console = Console(highlight=False)
 
@@ -63,9 +64,18 @@ def progress_events(enabled: bool) -> Iterator:
         yield on_event
 
 
+ORIGIN_FAILING = 3  # every purge went through, but the origin itself is failing: freshness is unknown
+
+
 def exit_code(result: RunResult) -> int:
+    """0: every page confirmed fresh (or gone, or redirecting as the origin does). 1: something failed or is not
+    confirmed fresh. 3: nothing failed, but some pages could not be verified because the origin itself is failing
+    (5xx or no answer): a script can tell "fix the origin, check again later" from "the purge did not work".
+    (2 is an unusable configuration.)"""
     failed = result.error is not None or any(r.status in ("failed", "purged_unverified") for r in result.results)
-    return 1 if failed else 0
+    if not failed:
+        return 0
+    return ORIGIN_FAILING if result.error is None and origin_failing(result.results) else 1
 
 
 def emit(result: RunResult, json_output: bool) -> None:

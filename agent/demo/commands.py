@@ -24,6 +24,7 @@ console = Console(highlight=False)
 DirOption = Annotated[Path, typer.Option("--dir", help="where the demo keeps its state")]
 WARM_PATHS = ("/", "/pricing", "/products/shoes", "/products/shoes/runner", "/sitemap.xml",
               "/products/hats/bowler", "/offers", "/static/shop.css", "/pricing?utm_source=newsletter")
+VARIED_PATHS = ("/static/shop.css",)  # sent gzipped or not (Vary: Accept-Encoding): both variants get cached
 
 
 @demo_app.command()
@@ -54,7 +55,7 @@ def up(directory: DirOption = DEMO_DIR) -> None:
         f"[cyan]cachebot demo edit /pricing 'Pro plan: $15/month'[/cyan], [cyan]cachebot demo down[/cyan].\n"
         f"Also stale in every cache: a product taken down (https://{stack.host}/products/hats/bowler, now 410), "
         f"an address that now redirects (https://{stack.host}/offers → /pricing), a changed stylesheet "
-        f"(https://{stack.host}/static/shop.css) and a marketing link "
+        f"(https://{stack.host}/static/shop.css, cached gzipped and not) and a marketing link "
         f"(https://{stack.host}/pricing?utm_source=newsletter)."
     )
 
@@ -100,7 +101,9 @@ def warm(stack: Stack) -> None:
     with httpx.Client(timeout=10) as client:
         for path in WARM_PATHS:
             for _ in range(2):  # the second request is the HIT that proves the page is cached
-                client.get(stack.nginx_url + path, headers={"Host": stack.host})
+                client.get(stack.nginx_url + path, headers={"Host": stack.host})  # as browsers ask: gzip
+                if path in VARIED_PATHS:  # and the identity variant too: each is a cache entry of its own
+                    client.get(stack.nginx_url + path, headers={"Host": stack.host, "Accept-Encoding": "identity"})
 
 
 def show_page(stack: Stack, path: str) -> None:

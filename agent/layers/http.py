@@ -169,7 +169,21 @@ def judge(layer: str, seen: Observation, origin: Observation | None) -> Verifica
     verdict = judge_statuses(layer, seen, origin)
     if origin is not None and origin.reachable:
         verdict.origin_status = origin.status_code
+    if verdict.verified is None and seen.reachable:
+        verdict.origin_problem = origin_problem(origin)
     return verdict
+
+
+def origin_problem(origin: Observation | None) -> str | None:
+    """What is wrong with the origin itself, in the words "the origin itself is …" ends with: "failing: 502",
+    "unreachable (connection refused)"; None when it answered something to compare with (or was not asked)."""
+    if origin is None:
+        return None
+    if not origin.reachable:
+        return f"unreachable ({origin.error or 'no answer'})"
+    if origin.status_code is not None and origin.status_code >= 500:
+        return f"failing: {origin.status_code}"
+    return None
 
 
 def judge_statuses(layer: str, seen: Observation, origin: Observation | None) -> Verification:
@@ -178,10 +192,8 @@ def judge_statuses(layer: str, seen: Observation, origin: Observation | None) ->
             return Verification(None, f"unverified: {layer} {seen.error}")
         return Verification(None, f"could not reach {layer}: {seen.error or 'no answer'}")
     status = seen.cache_status or "no cache status"
-    if origin is not None and not origin.reachable:
-        return Verification(None, f"unverified: the origin itself is unreachable ({origin.error or 'no answer'})")
-    if origin is not None and origin.status_code is not None and origin.status_code >= 500:
-        return Verification(None, f"unverified: the origin itself is failing: {origin.status_code}")
+    if problem := origin_problem(origin):
+        return Verification(None, f"unverified: the origin itself is {problem}")
     if seen.status_code is not None and seen.status_code >= 500:
         return Verification(None, f"{layer} answered HTTP {seen.status_code}, cannot compare")
     if origin is not None and origin.status_code is not None and not 200 <= origin.status_code < 300:
@@ -242,7 +254,10 @@ def judge_capped(status: str, seen: Observation, origin: Observation) -> Verific
         return Verification(False, f"still stale: {status}, body size differs from origin ({caveat})")
     if seen.body_hash != origin.body_hash:
         return Verification(False, f"still stale: {status}, the first {cap} differ from origin")
-    headers = (("ETag", seen.etag, origin.etag), ("Last-Modified", seen.last_modified, origin.last_modified),
+    # A weak ETag says nothing here: a cache that transformed the body (Varnish gunzipping a gzip object for a
+    # client that asked for identity) weakens the tag of the representation it started from ("…-gzip").
+    headers = (("ETag", strong_etag(seen.etag), strong_etag(origin.etag)),
+               ("Last-Modified", seen.last_modified, origin.last_modified),
                ("Content-Length", seen.content_length, origin.content_length))
     for header, mine, theirs in headers:
         if mine and theirs and mine != theirs:

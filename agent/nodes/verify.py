@@ -113,7 +113,7 @@ async def verify_variants(
 ) -> Verification:
     """The page as each configured variant asks for it (``sites[].variants``), at the origin and at the layer:
     a variant left stale makes the page stale, named, so it is purged once more and reported by its name."""
-    stale, unsure = [], []
+    stale, unsure, problems = [], [], []
     for variant in site.variants:
         with looking_as(variant):
             origin = await observe_http(client, site.origin, url) if site.origin else None
@@ -122,12 +122,16 @@ async def verify_variants(
             stale.append(f"variant {variant_name(variant)} {verdict.evidence}")
         elif verdict.verified is None:
             unsure.append(f"variant {variant_name(variant)}: {verdict.evidence}")
+            problems.append(verdict.origin_problem)
     names = "; ".join(variant_name(v) for v in site.variants)
+    # only when the origin is what left every unsure variant unverified is the page "unverified: origin failing"
+    problem = problems[0] if problems and all(problems) else None
     if stale:
         also = [plain.evidence] if plain.verified is False else []
         return Verification(False, "; ".join(also + stale), origin_status=plain.origin_status)
     if plain.verified is True and unsure:
-        return Verification(None, f"{plain.evidence}; but {'; '.join(unsure)}", origin_status=plain.origin_status)
+        return Verification(None, f"{plain.evidence}; but {'; '.join(unsure)}", origin_status=plain.origin_status,
+                            origin_problem=problem)
     if plain.verified is True:
         return Verification(True, f"{plain.evidence} (variants {names} too)", origin_status=plain.origin_status)
     return plain
