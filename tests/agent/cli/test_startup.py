@@ -90,3 +90,14 @@ def test_history_reads_the_audit_trail_without_the_graph_or_the_cache_clients(tm
         loaded = imported_by(*command, cwd=tmp_path)
         assert "sqlalchemy" in loaded  # it did read the database
         assert not loaded & AGENT_MACHINERY, (command, sorted(loaded & AGENT_MACHINERY))
+
+
+def test_the_agent_on_sqlite_loads_neither_the_postgresql_driver_nor_unused_clients(tmp_path):
+    """`cachebot ask` needs LangGraph; it does not need psycopg on SQLite, boto3 without a CloudFront layer, the
+    OpenAI client without a model, Bolt outside Slack, or Alembic once the schema is current."""
+    write_config(tmp_path)
+    imported_by("ask", "help", cwd=tmp_path)  # the first run creates the schema
+    loaded = imported_by("ask", "help", cwd=tmp_path)
+    assert "langgraph" in loaded
+    unused = {"psycopg", "psycopg_pool", "boto3", "botocore", "openai", "langchain_openai", "slack_bolt", "alembic"}
+    assert not loaded & unused, sorted(loaded & unused)
