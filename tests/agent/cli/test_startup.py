@@ -30,21 +30,28 @@ AGENT_MACHINERY = {"langgraph", "langchain_core", "langchain_openai", "langsmith
 # `--help` reads no file and no database: not even the records (pydantic) or the audit store (SQLAlchemy).
 HELP_ALSO_NOT = {"sqlalchemy", "pydantic", "httpx", "yaml", "regex"}
 
+# Runs `cachebot` with each argument list in turn, in one fresh process (one start-up, however many commands),
+# then prints the top-level packages imported by then.
 RUN_CACHEBOT = """
-import atexit, json, sys
-atexit.register(lambda: print("\\nMODULES " + json.dumps(sorted({m.split('.')[0] for m in sys.modules}))))
+import json, sys
 sys.argv[0] = "cachebot"
 from agent.cli.main import app
-app()
+for arguments in json.loads(sys.argv[1]):
+    try:
+        app(arguments)
+    except SystemExit as exit:
+        if exit.code:
+            sys.exit(f"cachebot {' '.join(arguments)} exited with {exit.code}")
+print("\\nMODULES " + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
 """
 
 
-def imported_by(*arguments: str, cwd: Path) -> set[str]:
-    """The top-level packages a fresh `cachebot ARGUMENTS` process had imported when it exited."""
+def imported_by(*commands: list[str], cwd: Path) -> set[str]:
+    """The top-level packages a fresh process had imported after running `cachebot` with each of ``commands``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHEBOT_", "OPENAI_", "SLACK_"))}
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", RUN_CACHEBOT, *arguments], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", RUN_CACHEBOT, json.dumps(commands)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout + done.stderr
     listed = done.stdout.rsplit("MODULES ", 1)
     assert len(listed) == 2, done.stdout + done.stderr
@@ -70,15 +77,16 @@ def write_config(directory: Path) -> Path:
 
 
 def test_help_lists_every_command_without_loading_the_agent(tmp_path):
-    loaded = imported_by("--help", cwd=tmp_path)
+    loaded = imported_by(["--help"], cwd=tmp_path)
     assert not loaded & (AGENT_MACHINERY | HELP_ALSO_NOT), sorted(loaded & (AGENT_MACHINERY | HELP_ALSO_NOT))
     assert "agent" in loaded and "slack_app" in loaded  # the plug-in commands were listed too
 
 
 def test_a_commands_help_does_not_load_the_agent(tmp_path):
-    for command in ("ask", "chat", "history", "slack", "db", "demo"):
-        loaded = imported_by(command, "--help", cwd=tmp_path)
-        assert not loaded & AGENT_MACHINERY, (command, sorted(loaded & AGENT_MACHINERY))
+    commands = [[name, "--help"] for name in ("ask", "approve", "chat", "history", "stats", "recover", "graph",
+                                              "slack", "digest", "db", "demo")]
+    loaded = imported_by(*commands, cwd=tmp_path)
+    assert not loaded & AGENT_MACHINERY, sorted(loaded & AGENT_MACHINERY)
 
 
 def test_history_reads_the_audit_trail_without_the_graph_or_the_cache_clients(tmp_path):
@@ -86,18 +94,17 @@ def test_history_reads_the_audit_trail_without_the_graph_or_the_cache_clients(tm
     storage = StorageConfig(sqlite_path=str(tmp_path / "state" / "state.sqlite"))
     AuditStore.open(resolve_database_url(storage)).close()  # the schema exists, as after any earlier run
 
-    for command in (["history", "--since", "1d"], ["stats"]):
-        loaded = imported_by(*command, cwd=tmp_path)
-        assert "sqlalchemy" in loaded  # it did read the database
-        assert not loaded & AGENT_MACHINERY, (command, sorted(loaded & AGENT_MACHINERY))
+    loaded = imported_by(["history", "--since", "1d"], ["stats"], cwd=tmp_path)
+    assert "sqlalchemy" in loaded  # it did read the database
+    assert not loaded & AGENT_MACHINERY, sorted(loaded & AGENT_MACHINERY)
 
 
 def test_the_agent_on_sqlite_loads_neither_the_postgresql_driver_nor_unused_clients(tmp_path):
     """`cachebot ask` needs LangGraph; it does not need psycopg on SQLite, boto3 without a CloudFront layer, the
     OpenAI client without a model, Bolt outside Slack, or Alembic once the schema is current."""
     write_config(tmp_path)
-    imported_by("ask", "help", cwd=tmp_path)  # the first run creates the schema
-    loaded = imported_by("ask", "help", cwd=tmp_path)
+    imported_by(["ask", "help"], cwd=tmp_path)  # the first run creates the schema
+    loaded = imported_by(["ask", "help"], cwd=tmp_path)
     assert "langgraph" in loaded
     unused = {"psycopg", "psycopg_pool", "boto3", "botocore", "openai", "langchain_openai", "slack_bolt", "alembic"}
     assert not loaded & unused, sorted(loaded & unused)
