@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -189,6 +190,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="the Slack app's worker processes (default 0)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the baseline's child process
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a `timeout` still removes the baseline worktree
     if args.json:
         print(json.dumps(measure(args.runs, args.workers)))
         return 0

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -133,6 +134,7 @@ def main() -> int:
                         f"(default {BEFORE_LAZY_START}, before start-up was made lazy)")
     parser.add_argument("--profile", action="store_true", help="print the slowest imports of each command")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a `timeout` still removes the baseline worktree
 
     workdir = Path(tempfile.mkdtemp(prefix="cachebot-startup-"))
     write_workdir(workdir)
