@@ -9,14 +9,17 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.models import CheckResult, Intent, ItemResult, ItemStatus, Operation, Plan, PlanItem, RunResult
 from agent.periods import window_in
 from agent.policy import approvers_description
-from agent.state import AgentContext, PurgeState
-from agent.storage.audit import AuditStore, HistoryEntry
 from agent.urls import screen_urls
+
+if TYPE_CHECKING:  # annotations only: the graph's state pulls in LangGraph, the audit store SQLAlchemy, and the
+    # terminal's `history` and `--help` read their words from here (see tests/agent/cli/test_startup.py)
+    from agent.state import AgentContext, PurgeState
+    from agent.storage.audit import AuditStore, HistoryEntry
 
 
 def as_written(name: str) -> str:

@@ -16,7 +16,6 @@ from agent.config import LayerConfig
 from agent.layers.base import CacheLayer, LayerUnavailable, Observation, Outcome, Verification, refused
 from agent.layers.probe import normalise_cache_status, observe_http, size_words
 from agent.layers.retry import with_retries
-from agent.layers.transport import AiohttpTransport
 from agent.layers.wire import check_request_path
 from agent.urls import UnsafePath
 
@@ -80,6 +79,10 @@ class HttpCacheLayer(CacheLayer):
         """One client per layer, made on first use and closed by ``aclose``. A layer lives on one event loop: a
         step of a run opens and closes it there (``agent.layerset.open_layers``)."""
         if self._client is None or self._client.is_closed:
+            # aiohttp (the heaviest import of a layer) loads with the first client, not with the Options a
+            # config is checked against (`cachebot history` checks the config and never sends a request)
+            from agent.layers.transport import AiohttpTransport
+
             auth = None
             creds = self.config.credentials
             if "username" in creds and "password" in creds:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 
-import httpx
 from langgraph.runtime import Runtime
 
 from agent.layers.base import CacheLayer, Observation, Verification
 from agent.layers.batching import map_bounded
 from agent.layers.http import judge
-from agent.layers.probe import FetchLimits, fetch_limits
+from agent.layers.probe import FetchLimits, fetch_limits, origin_client
 from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import CheckResult
@@ -43,7 +42,7 @@ async def observe_in_time(layer: CacheLayer, url: str) -> Observation:
 
 async def check_within_limits(urls: list[str], context: AgentContext) -> list[CheckResult]:
     pairs = [(url, name) for url in urls for name in site_of(url, context.config).layers]
-    async with open_layers(context, {name for _, name in pairs}) as layers, httpx.AsyncClient(timeout=10) as client:
+    async with open_layers(context, {name for _, name in pairs}) as layers, origin_client(timeout=10) as client:
         # Application caches first: looking through the HTTP layers refills them from the origin.
         own = [(u, n) for u, n in pairs if not layers[n].verifies_against_origin]
         seen = dict(zip(own, await map_bounded(own, 16, lambda p: observe_in_time(layers[p[1]], p[0]))))

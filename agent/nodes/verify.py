@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from agent.layers.base import CacheLayer, Capability, Observation, Verification
 from agent.layers.batching import map_bounded
 from agent.config import SiteConfig
-from agent.layers.probe import FetchLimits, fetch_limits, looking_as, observe_http, variant_name
+from agent.layers.probe import FetchLimits, fetch_limits, looking_as, observe_http, origin_client, variant_name
 from agent.layerset import open_layers
 from agent.models import ItemResult, Operation, PlanItem, PurgeOutcome
 from agent.nodes.common import (
@@ -66,7 +66,7 @@ async def verify_within_limits(
     progress = stream_writer()
     to_verify = [i for i in items if accepted(outcomes.get((i.layer, i.target)))]
     verifications: dict[tuple[str, str], Verification] = {}
-    async with open_layers(context, {i.layer for i in items}) as layers, httpx.AsyncClient(timeout=10) as client:
+    async with open_layers(context, {i.layer for i in items}) as layers, origin_client(timeout=10) as client:
         own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
         verifications |= await verify_group(own_storage, layers, {}, context)
         pages = [i.url for i in to_verify if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
