@@ -177,6 +177,10 @@ class ItemResult(BaseModel):
         default=None, description="the HTTP status the origin answered when this page was verified (404/410: a "
                                   "deleted page, 3xx: a redirect, 5xx: the origin itself failing); None: not asked"
     )
+    origin_problem: str | None = Field(
+        default=None, description="why this page could not be verified through no fault of the purge: the origin "
+                                  "itself is 'failing: 502' or 'unreachable (…)'; None: the origin answered usably"
+    )
 
 
 class CheckResult(BaseModel):
@@ -189,6 +193,13 @@ class CheckResult(BaseModel):
     detail: str
     served_version: str | None = Field(
         default=None, description="the Last-Modified of what the layer serves, when it differs from the origin's"
+    )
+    origin_status: int | None = Field(
+        default=None, description="what the origin answered when this was looked at (404/410: a deleted page, 3xx: "
+                                  "a redirect); None: not asked or no answer"
+    )
+    origin_problem: str | None = Field(
+        default=None, description="the origin itself is 'failing: 502' or 'unreachable (…)': nothing to compare with"
     )
 
 

@@ -10,14 +10,17 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import Enum
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.models import CheckResult, Intent, ItemResult, ItemStatus, Operation, Plan, PlanItem, RunResult
 from agent.periods import window_in
 from agent.policy import approvers_description
-from agent.state import AgentContext, PurgeState
-from agent.storage.audit import AuditStore, HistoryEntry
 from agent.urls import screen_urls
+
+if TYPE_CHECKING:  # annotations only: the graph's state pulls in LangGraph, the audit store SQLAlchemy, and the
+    # terminal's `history` and `--help` read their words from here (see tests/agent/cli/test_startup.py)
+    from agent.state import AgentContext, PurgeState
+    from agent.storage.audit import AuditStore, HistoryEntry
 
 
 def as_written(name: str) -> str:
@@ -235,23 +238,42 @@ APP_CACHE_CAVEAT = "but the origin answers from "  # agent.nodes.check.caveat_ap
 
 
 def check_verdict(checks: list[CheckResult]) -> str:
-    """One page: "Stale on edge and varnish: …", "Fresh everywhere." or "Can't tell …: why"."""
+    """One page: "Stale on edge and varnish: …", "Fresh everywhere.", "Gone from every cache: …" (a deleted
+    page), "Can't tell: the origin itself is failing: 502." or "Can't tell …: why"."""
     stale = [c for c in checks if c.fresh is False]
     unknown = [c for c in checks if c.fresh is None and c.cached is not False]
     if stale:
         layers = " and ".join(dict.fromkeys(c.layer for c in stale))
+        many = len({c.layer for c in stale}) > 1
+        code = next((c.origin_status for c in stale if c.origin_status is not None), None)
+        if code in DELETED_STATUSES:
+            return (f"Stale on {layers}: {'they still serve' if many else 'it still serves'} a page the origin has "
+                    f"deleted (HTTP {code} there).")
+        if code is not None and 300 <= code < 400:
+            return (f"Stale on {layers}: {'they serve' if many else 'it serves'} an old answer; the origin now "
+                    f"redirects (HTTP {code}).")
         versions = {c.served_version for c in stale}
         when = f"the version from {http_time(versions.pop())}" if len(versions) == 1 and None not in versions \
             else "an older version"
-        pronoun = "they serve" if len({c.layer for c in stale}) > 1 else "it serves"
+        pronoun = "they serve" if many else "it serves"
         return f"Stale on {layers}: {pronoun} {when}; the origin serves a newer one."
     if unknown:
+        problem = next((c.origin_problem for c in unknown if c.origin_problem), None)
+        if problem:
+            return f"Can't tell: the origin itself is {problem}."
         caveat = next((c.detail for c in unknown if APP_CACHE_CAVEAT in c.detail), None)
         if caveat:
             return f"Can't tell beyond the app cache: the origin answers from {caveat.split(APP_CACHE_CAVEAT, 1)[1]}."
         first = unknown[0]
         return f"Can't tell on {' and '.join(dict.fromkeys(c.layer for c in unknown))}: {first.detail}."
-    return "Fresh everywhere." if checks else "Nothing to look at: no cache layer is configured for this page."
+    if not checks:
+        return "Nothing to look at: no cache layer is configured for this page."
+    statuses = {c.origin_status for c in checks} - {None}
+    if statuses and statuses <= set(DELETED_STATUSES):
+        return f"Gone from every cache: the origin answers HTTP {min(statuses)} (a deleted page)."
+    if statuses and all(300 <= code < 400 for code in statuses):
+        return f"Every cache serves the origin's redirect (HTTP {min(statuses)})."
+    return "Fresh everywhere."
 
 
 def checks_overview(urls: list[str], checks: list[CheckResult]) -> str:
@@ -409,6 +431,8 @@ def result_summary(results: list[ItemResult], plan_items: list[PlanItem] | None 
         if kinds["redirect"]:
             parts.append(f"{plural(kinds['redirect'], 'redirect')} now served by every cache")
         return f"All {plural(len(sent), 'purge')} done: {'; '.join(parts)}.{skip_note}"
+    if origin_failing(results):
+        return origin_failing_summary(by_page, bad, sent, skip_note)
     stale = any(r.status == ItemStatus.FAILED for rows in bad.values() for r in rows)
     how = "NOT fresh" if stale else "NOT verified"
     where = [f"{url} on {' and '.join(r.layer for r in rows if r.status in BAD)}" for url, rows in bad.items()]
@@ -420,6 +444,27 @@ def result_summary(results: list[ItemResult], plan_items: list[PlanItem] | None 
         head += f"; and {len(where) - 3} more" if len(where) > 3 else ""
     good = sum(1 for r in sent if r.status not in BAD)
     return f"{head}. {good} of {plural(len(sent), 'purge')} verified fresh.{skip_note}"
+
+
+def origin_failing(results: list[ItemResult]) -> bool:
+    """Every purge went through, and what is not verified is so only because the origin itself is failing (5xx,
+    or no answer): nothing failed on our side or in the caches, but freshness is unknown (the CLI exits 3)."""
+    bad = [r for r in results if r.status in BAD]
+    return bool(bad) and all(r.status == ItemStatus.PURGED_UNVERIFIED and r.origin_problem for r in bad)
+
+
+def origin_failing_summary(by_page: dict[str, list[ItemResult]], bad: dict[str, list[ItemResult]],
+                           sent: list[ItemResult], skip_note: str) -> str:
+    """"All 3 purges done; 1 page NOT verified because the origin itself is failing: 502 (…)." and what to do."""
+    problems = "; ".join(dict.fromkeys(r.origin_problem for rows in bad.values() for r in rows if r.origin_problem))
+    urls = list(bad)
+    shown = ", ".join(urls[:3]) + (f" and {len(urls) - 3} more" if len(urls) > 3 else "")
+    fine = len(by_page) - len(bad)
+    also = f"{plural(fine, 'page')} verified; " if fine else ""
+    return (f"All {plural(len(sent), 'purge')} done; {also}{plural(len(bad), 'page')} NOT verified because the "
+            f"origin itself is {problems} ({shown}). Nothing failed on our side, but whether the caches are fresh is "
+            f"unknown until the origin answers: ask me to check {'it' if len(bad) == 1 else 'them'} then."
+            f"{skip_note}")
 
 
 def result_lines(results: list[ItemResult], plan_items: list[PlanItem] | None = None) -> list[str]:

@@ -9,21 +9,20 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from agent.words import digest_text
 from agent.cli.options import ConfigOption, audit_or_exit, config_or_exit, storage_or_exit
 from agent.cli.output import console
-from agent.config import DigestConfig
 from agent.service.recovery import Notify
-from agent.service.agent import Agent
-from slack_app.app import SlackFrontEnd
-from slack_app.digest import digest_figures, post_digest
-from slack_app.server import SetupError, run_http, run_socket_mode
-from slack_app.slack_api import make_client
+
+if TYPE_CHECKING:
+    from agent.service.agent import Agent
+
+# `cachebot` loads this module to list its commands, `--help` included, so Bolt, the Slack SDK and the agent are
+# imported by the command that runs (tests/agent/cli/test_startup.py).
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +48,8 @@ def slack(
     if socket == http:
         console.print("[red]Choose one:[/red] --socket or --http")
         raise typer.Exit(2)
+    from slack_app.server import SetupError, run_http, run_socket_mode
+
     settings = config_or_exit(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -64,6 +65,11 @@ def digest(
     post: Annotated[bool, typer.Option("--post", help="post it to the digest channel (SLACK_BOT_TOKEN, SLACK_API_URL)")] = False,
 ) -> None:
     """The weekly usage digest (config `digest`): printed, or posted to Slack with --post."""
+    from agent.config import DigestConfig
+    from agent.words import digest_text
+    from slack_app.digest import digest_figures, post_digest
+    from slack_app.slack_api import make_client
+
     settings, url = storage_or_exit(config)
     wanted = settings.digest if settings and settings.digest else None
     if post and wanted is None:
@@ -93,6 +99,9 @@ def recovery_notifier(agent: Agent) -> Iterator[Notify | None]:
     if not os.environ.get("SLACK_BOT_TOKEN"):
         yield None
         return
+    from slack_app.app import SlackFrontEnd
+    from slack_app.slack_api import make_client
+
     front = SlackFrontEnd(agent, make_client(os.environ["SLACK_BOT_TOKEN"], os.environ.get("SLACK_API_URL")),
                           signing_secret=os.environ.get("SLACK_SIGNING_SECRET", "unused"), token_verification=False)
     try:

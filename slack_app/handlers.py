@@ -221,12 +221,14 @@ class Handlers:
             self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing "
                                       "more will happen for this request. Please try again.")
             return
-        progress.finish()
+        # the answer first: the progress message's last edit may have to wait out its rate limit (up to a second,
+        # longer than a one-URL run takes), and nobody should wait for the report because of it
         if result.pending:
             self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
             self._tell_approvers(result, channel, status_ts)
         else:
             self._finish(result, channel, thread_ts, status_ts)
+        progress.finish()
 
     def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
         """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
@@ -331,16 +333,18 @@ class Handlers:
                 self.claims.release(job.claim)  # the decision never reached the graph: let a new click try again
             tell_clicker("Something went wrong on my side; please try again.")
             return
-        progress.finish()
-        if result.notice:
-            tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
-            if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
-                self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result), also=clicked)
-            return
-        if job.clicked_in == HOME:
-            self.show_home(HomeOpened(clicker, "home"), notice=kit.decided_on_home(
-                channel, result.approval.status, self.slack.permalink(channel, thread_ts)))
-        self._finish(result, channel, thread_ts, None)
+        try:  # the answer first, then the progress message's last edit (see _run_and_answer)
+            if result.notice:
+                tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
+                if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
+                    self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result), also=clicked)
+                return
+            if job.clicked_in == HOME:
+                self.show_home(HomeOpened(clicker, "home"), notice=kit.decided_on_home(
+                    channel, result.approval.status, self.slack.permalink(channel, thread_ts)))
+            self._finish(result, channel, thread_ts, None)
+        finally:
+            progress.finish()
 
     # --- App Home ----------------------------------------------------------------------------------------
 

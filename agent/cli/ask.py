@@ -11,7 +11,9 @@ from rich.markup import escape
 
 from agent.cli.options import ConfigOption, UserOption, config_or_exit, current_user
 from agent.cli.output import console, emit, exit_code, progress_events, terminal_logging
-from agent.service.agent import Agent, NothingPending
+
+# The agent (LangGraph, the storage, the layers) is imported inside each command, when it runs: `cachebot --help`,
+# `history` and the other light commands import this module too (tests/agent/cli/test_startup.py).
 
 ThreadArgument = Annotated[str, typer.Argument(help="the request id printed when approval was asked for")]
 
@@ -24,6 +26,8 @@ def ask(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; send no purge")] = False,
 ) -> None:
     """Send one message through the agent and print what it did."""
+    from agent.service.agent import Agent
+
     terminal_logging()
     settings = config_or_exit(config)
     with Agent(settings) as agent, progress_events(not json_output) as on_event:
@@ -53,6 +57,8 @@ def deny(
 
 
 def decide(thread_id: str, choice: str, config: Path | None, as_user: str | None, json_output: bool) -> None:
+    from agent.service.agent import Agent, NothingPending
+
     terminal_logging()
     settings = config_or_exit(config)
     with Agent(settings) as agent, progress_events(not json_output) as on_event:

@@ -3,16 +3,25 @@ approver; after a question about purging, the person is offered to purge or chec
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 
 from agent.cli.options import ConfigOption, UserOption, config_or_exit, current_user
 from agent.cli.output import console, progress_events, render, terminal_logging
-from agent.models import Intent, RunResult
-from agent.service.agent import Agent, NothingPending
+
+if TYPE_CHECKING:
+    from agent.models import RunResult
+    from agent.service.agent import Agent
+
+# The agent and its records are imported when the conversation starts, not with this module (see agent/cli/ask.py).
 
 
 def chat(config: ConfigOption = None, as_user: UserOption = None) -> None:
     """A conversation with the agent in the terminal, as it would be in Slack. Ctrl-D to leave."""
+    from agent.models import Intent
+    from agent.service.agent import Agent
+
     terminal_logging()
     settings = config_or_exit(config)
     user = current_user(as_user)
@@ -40,6 +49,8 @@ def chat(config: ConfigOption = None, as_user: UserOption = None) -> None:
 
 def prompt_for_offer(agent: Agent, result: RunResult, user: str) -> RunResult:
     """After a question about purging: purge exactly those pages, check them, or leave it (the default)."""
+    from agent.models import Intent
+
     offer = agent.offer(result.thread_id)
     if offer is None:
         return result
@@ -58,6 +69,8 @@ def prompt_for_offer(agent: Agent, result: RunResult, user: str) -> RunResult:
 
 def prompt_for_decision(agent: Agent, result: RunResult) -> RunResult:
     """Ask who approves at this terminal; the graph still decides whether that person may."""
+    from agent.service.agent import NothingPending
+
     answer = console.input(
         "[bold]approver>[/bold] type 'approve NAME' or 'deny NAME', or press Enter to leave it waiting: "
     ).split()

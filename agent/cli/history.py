@@ -9,9 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agent.words import describe
 from agent.cli.options import ConfigOption, SinceOption, audit_or_exit, since_or_exit
 from agent.cli.output import console
+
+# The words (and through them the records, pydantic models) are imported when a command runs, not for `--help`.
 
 
 def history(
@@ -23,6 +24,8 @@ def history(
     config: ConfigOption = None,
 ) -> None:
     """Past purge requests, newest first: who asked, from where, what, whether every layer was verified fresh."""
+    from agent.words import describe
+
     since_at = since_or_exit(since)
     store = audit_or_exit(config)
     try:

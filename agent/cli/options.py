@@ -7,16 +7,21 @@ import getpass
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from agent.periods import parse_since
-from agent.storage.audit import AuditStore
 from agent.cli.output import console
-from agent.config import AppConfig, ConfigError, StorageConfig, load_config
-from agent.storage.database import ENV_VAR, Database
+from agent.periods import parse_since
+
+if TYPE_CHECKING:
+    from agent.config import AppConfig
+    from agent.storage.audit import AuditStore
+
+# The configuration (pydantic, and each configured layer's backend) and the audit store (SQLAlchemy, Alembic) are
+# imported where they are used, not here: every command module imports this one, and `cachebot --help` should not
+# pay for them (tests/agent/cli/test_startup.py keeps it so).
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default $CACHEBOT_CONFIG or ./cachebot.yaml)")]
 UserOption = Annotated[Optional[str], typer.Option("--as", help="who is asking (default: your login name)")]
@@ -28,6 +33,8 @@ def current_user(explicit: str | None) -> str:
 
 
 def config_or_exit(path: Path | None) -> AppConfig:
+    from agent.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -37,6 +44,9 @@ def config_or_exit(path: Path | None) -> AppConfig:
 
 def storage_or_exit(path: Path | None) -> tuple[AppConfig | None, str]:
     """(config or None, database URL). Without a config file, $CACHEBOT_DATABASE_URL alone is enough."""
+    from agent.config import ConfigError, StorageConfig, load_config
+    from agent.storage.database import ENV_VAR, Database
+
     try:
         settings = load_config(path)
     except ConfigError as exc:
@@ -48,6 +58,8 @@ def storage_or_exit(path: Path | None) -> tuple[AppConfig | None, str]:
 
 
 def audit_or_exit(path: Path | None) -> AuditStore:
+    from agent.storage.audit import AuditStore
+
     settings, url = storage_or_exit(path)
     return AuditStore.open(url, config=settings)
 

@@ -1,5 +1,6 @@
 """What a person at the terminal sees: replies, the plan as a table, a progress bar while the graph runs,
-the agent's warnings as one line each, and the exit code (1 when any page was not confirmed fresh)."""
+the agent's warnings as one line each, and the exit code (1 when any page was not confirmed fresh, 3 when
+only because the origin itself is failing)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from agent.models import Plan, RunResult
-from agent.service.events import PlanReady, ProgressEvent, StepDone, UrlsFound
-from agent.service.events import Progress as BatchProgress  # rich has a Progress too
-from agent.words import plural
+if TYPE_CHECKING:
+    from agent.models import Plan, RunResult
+    from agent.service.events import ProgressEvent
+
+# Every command imports this module, `cachebot --help` included, so the records (pydantic models: a third of a
+# second to build) and the words are imported by the functions that show them (tests/agent/cli/test_startup.py).
 
 console = Console(highlight=False)
 
@@ -45,6 +48,10 @@ def terminal_logging() -> None:
 @contextmanager
 def progress_events(enabled: bool) -> Iterator:
     """A rich progress bar fed by the graph's progress events; silent for machine output."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from agent.service.events import Progress as BatchProgress  # rich has a Progress too
+
     if not enabled:
         yield None
         return
@@ -63,9 +70,20 @@ def progress_events(enabled: bool) -> Iterator:
         yield on_event
 
 
+ORIGIN_FAILING = 3  # every purge went through, but the origin itself is failing: freshness is unknown
+
+
 def exit_code(result: RunResult) -> int:
+    """0: every page confirmed fresh (or gone, or redirecting as the origin does). 1: something failed or is not
+    confirmed fresh. 3: nothing failed, but some pages could not be verified because the origin itself is failing
+    (5xx or no answer): a script can tell "fix the origin, check again later" from "the purge did not work".
+    (2 is an unusable configuration.)"""
     failed = result.error is not None or any(r.status in ("failed", "purged_unverified") for r in result.results)
-    return 1 if failed else 0
+    if not failed:
+        return 0
+    from agent.words import origin_failing
+
+    return ORIGIN_FAILING if result.error is None and origin_failing(result.results) else 1
 
 
 def emit(result: RunResult, json_output: bool) -> None:
@@ -80,6 +98,8 @@ STEP_WORDS = {"purged": "execute", "verified": "verify"}  # what the narration h
 
 def show_step(event: ProgressEvent) -> None:
     """Live narration while the graph runs: what was understood, then the plan, before anything is purged."""
+    from agent.service.events import PlanReady, StepDone, UrlsFound
+
     if isinstance(event, UrlsFound) and event.urls:
         urls = event.urls
         console.print(f"[bold]Understood {len(urls)} URL(s):[/bold]")
@@ -107,6 +127,8 @@ GROUP_BY_PAGE_ABOVE = 20  # rows: a bigger plan shows one row per page, so it do
 
 def plan_table(plan: Plan) -> Table:
     """The plan before anything is sent: one row per page × layer when small, one row per page when big."""
+    from agent.words import plural
+
     layers = list(dict.fromkeys(i.layer for i in plan.items))
     title = (f"Plan: {plural(plan.purge_count, 'purge')} over {plural(len(plan.pages), 'page')} on "
              f"{plural(len(layers), 'layer')}")

@@ -14,16 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 import typer
 
 from agent.service.recovery import Notify, Recovered
-from agent.service.agent import Agent
+
+if TYPE_CHECKING:  # the agent itself is imported by the commands that run it (agent/cli/ask.py)
+    from agent.service.agent import Agent
 
 COMMANDS = "cachebot.commands"
 RECOVERY_NOTIFIERS = "cachebot.recovery_notifiers"
 
-RecoveryNotifier = Callable[[Agent], AbstractContextManager[Notify | None]]
+RecoveryNotifier = Callable[["Agent"], AbstractContextManager[Notify | None]]
 
 
 def add_plugin_commands(app: typer.Typer) -> None:

@@ -9,8 +9,6 @@ import typer
 from agent.cli.options import ConfigOption, config_or_exit
 from agent.cli.output import console
 from agent.cli.plugins import recovery_notifications
-from agent.service.recovery import recover as recover_runs
-from agent.service.agent import Agent
 
 
 def recover(
@@ -21,6 +19,9 @@ def recover(
 ) -> None:
     """Finish (or mark interrupted) the purges a process was sending when it died. `cachebot slack` does this on
     start; Slack threads are told when SLACK_BOT_TOKEN is set. Pending approvals stay pending."""
+    from agent.service.agent import Agent  # the agent, when it runs (see agent/cli/ask.py)
+    from agent.service.recovery import recover as recover_runs
+
     settings = config_or_exit(config)
     with Agent(settings) as agent, recovery_notifications(agent) as notify:
         done = recover_runs(agent, resume=resume, notify=notify)

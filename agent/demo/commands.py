@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.demo.stack import Stack, load_stack, start_stack, stop_saved_stack
+if TYPE_CHECKING:
+    from agent.demo.stack import Stack
+
+# The stack (and httpx) is imported by the commands that use it: `cachebot --help` lists these commands too.
 
 DEMO_DIR = Path(".demo")
 demo_app = typer.Typer(help="A local demo site behind real caches.", no_args_is_help=True)
@@ -24,11 +26,14 @@ console = Console(highlight=False)
 DirOption = Annotated[Path, typer.Option("--dir", help="where the demo keeps its state")]
 WARM_PATHS = ("/", "/pricing", "/products/shoes", "/products/shoes/runner", "/sitemap.xml",
               "/products/hats/bowler", "/offers", "/static/shop.css", "/pricing?utm_source=newsletter")
+VARIED_PATHS = ("/static/shop.css",)  # sent gzipped or not (Vary: Accept-Encoding): both variants get cached
 
 
 @demo_app.command()
 def up(directory: DirOption = DEMO_DIR) -> None:
     """Start the demo stack, warm the caches, and make /pricing stale."""
+    from agent.demo.stack import start_stack, stop_saved_stack
+
     stop_saved_stack(directory)  # a leftover stack from an earlier `demo up` would hold the ports' state
     stack = start_stack(directory)
     stack.save_pids()
@@ -54,7 +59,7 @@ def up(directory: DirOption = DEMO_DIR) -> None:
         f"[cyan]cachebot demo edit /pricing 'Pro plan: $15/month'[/cyan], [cyan]cachebot demo down[/cyan].\n"
         f"Also stale in every cache: a product taken down (https://{stack.host}/products/hats/bowler, now 410), "
         f"an address that now redirects (https://{stack.host}/offers → /pricing), a changed stylesheet "
-        f"(https://{stack.host}/static/shop.css) and a marketing link "
+        f"(https://{stack.host}/static/shop.css, cached gzipped and not) and a marketing link "
         f"(https://{stack.host}/pricing?utm_source=newsletter)."
     )
 
@@ -62,6 +67,8 @@ def up(directory: DirOption = DEMO_DIR) -> None:
 @demo_app.command()
 def down(directory: DirOption = DEMO_DIR) -> None:
     """Stop the demo stack."""
+    from agent.demo.stack import stop_saved_stack
+
     console.print("Demo stack stopped." if stop_saved_stack(directory) else "No demo stack was running.")
 
 
@@ -89,6 +96,8 @@ def show(path: Annotated[str, typer.Argument(help="page path, e.g. /pricing")] =
 
 
 def saved_stack(directory: Path) -> Stack:
+    from agent.demo.stack import load_stack
+
     try:
         return load_stack(directory)
     except FileNotFoundError:
@@ -97,13 +106,19 @@ def saved_stack(directory: Path) -> Stack:
 
 
 def warm(stack: Stack) -> None:
+    import httpx
+
     with httpx.Client(timeout=10) as client:
         for path in WARM_PATHS:
             for _ in range(2):  # the second request is the HIT that proves the page is cached
-                client.get(stack.nginx_url + path, headers={"Host": stack.host})
+                client.get(stack.nginx_url + path, headers={"Host": stack.host})  # as browsers ask: gzip
+                if path in VARIED_PATHS:  # and the identity variant too: each is a cache entry of its own
+                    client.get(stack.nginx_url + path, headers={"Host": stack.host, "Accept-Encoding": "identity"})
 
 
 def show_page(stack: Stack, path: str) -> None:
+    import httpx
+
     table = Table(title=f"https://{stack.host}{path}")
     for column in ("where", "cache status", "says"):
         table.add_column(column)

@@ -6,7 +6,9 @@ Run it as a server (``python -m agent.demo.origin --port N --content FILE [--red
 Every 200 answer carries what a real CMS would send to its caches: ``Cache-Control: public, max-age=3600``, a
 strong ``ETag`` (hash of the body), ``Last-Modified``, and the page's cache tags three ways (``xkey`` and
 ``Surrogate-Key`` space separated, ``Cache-Tag`` comma separated). ``X-Origin-Render`` counts the requests the
-origin answered, so a test can tell whether a cache answered instead.
+origin answered, so a test can tell whether a cache answered instead. Stylesheets and scripts are sent with
+``Vary: Accept-Encoding``, gzipped (``Content-Encoding: gzip``, ETag ``"…-gzip"``) when the request accepts gzip:
+the caches keep an identity and a gzip variant of them.
 
 With ``--redis`` the origin keeps an *application* cache: the rendered body is stored at
 ``demo:page:<host><path>[?<query>]`` and served from there while the key exists, so an edit stays invisible, even at
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gzip
 import hashlib
 import html
 import json
@@ -34,6 +37,8 @@ from urllib.parse import urlsplit
 APP_CACHE_PREFIX = "demo:page:"
 APP_CACHE_META_PREFIX = "demo:meta:"
 CACHE_CONTROL = "public, max-age=3600"
+# Assets the origin also sends gzipped (with Vary: Accept-Encoding), so the caches hold two variants of them.
+COMPRESSIBLE = ("text/css", "application/javascript", "text/javascript")
 
 SEED_CONTENT: dict[str, dict[str, Any]] = {
     "/": {"title": "Welcome", "body": "Welcome to the Demo Shop: shoes and hats since 2024."},
@@ -350,7 +355,15 @@ class OriginHandler(BaseHTTPRequestHandler):
             return
         data = page.body.encode()
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        vary = {}
+        if page.content_type.startswith(COMPRESSIBLE):  # a stylesheet or script: also sent gzipped, when asked
+            vary = {"Vary": "Accept-Encoding"}
+            if accepts_gzip(self.headers.get("Accept-Encoding", "")):
+                data = gzip.compress(data, mtime=0)  # mtime 0: the same file gives the same bytes every time
+                etag = etag[:-1] + '-gzip"'  # another representation, another strong ETag (as Apache does)
+                vary["Content-Encoding"] = "gzip"
         headers = {
+            **vary,
             "Content-Type": page.content_type,
             "Cache-Control": CACHE_CONTROL,
             "ETag": etag,
@@ -431,6 +444,15 @@ class OriginHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(data)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """``Accept-Encoding`` names gzip (or ``*``) without ``q=0``."""
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*") and params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            return True
+    return False
 
 
 def _content_type(path: str) -> str:

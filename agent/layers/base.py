@@ -80,6 +80,9 @@ class Verification:
     verified: bool | None  # True fresh, False still stale, None could not tell
     evidence: str
     origin_status: int | None = None  # what the origin answered when this was judged (404: a deleted page)
+    # the origin itself could not give an answer to compare with ("failing: 502", "unreachable (…)"): the page is
+    # unverified through no fault of the purge (the CLI's exit code 3)
+    origin_problem: str | None = None
 
 
 class CacheLayer(ABC):
@@ -101,6 +104,9 @@ class CacheLayer(ABC):
         # Identifies the run (thread and pass) for backends with idempotency keys; set by the execute node so
         # a resumed or retried run re-sends the same key instead of purging twice.
         self.run_id: str | None = None
+        # Header sets each host's pages are also cached under (sites[].variants, by host), for backends whose purge
+        # removes only the variant its own request names (nginx): set by the execute node, like run_id.
+        self.variants: dict[str, list[dict[str, str]]] = {}
         # One token bucket per layer instance: every API request a backend sends takes a token first.
         self.limiter = (
             AsyncLimiter(config.rate_limit_requests, config.rate_limit_period_seconds)

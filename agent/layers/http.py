@@ -16,7 +16,6 @@ from agent.config import LayerConfig
 from agent.layers.base import CacheLayer, LayerUnavailable, Observation, Outcome, Verification, refused
 from agent.layers.probe import normalise_cache_status, observe_http, size_words
 from agent.layers.retry import with_retries
-from agent.layers.transport import AiohttpTransport
 from agent.layers.wire import check_request_path
 from agent.urls import UnsafePath
 
@@ -80,6 +79,10 @@ class HttpCacheLayer(CacheLayer):
         """One client per layer, made on first use and closed by ``aclose``. A layer lives on one event loop: a
         step of a run opens and closes it there (``agent.layerset.open_layers``)."""
         if self._client is None or self._client.is_closed:
+            # aiohttp (the heaviest import of a layer) loads with the first client, not with the Options a
+            # config is checked against (`cachebot history` checks the config and never sends a request)
+            from agent.layers.transport import AiohttpTransport
+
             auth = None
             creds = self.config.credentials
             if "username" in creds and "password" in creds:
@@ -169,7 +172,21 @@ def judge(layer: str, seen: Observation, origin: Observation | None) -> Verifica
     verdict = judge_statuses(layer, seen, origin)
     if origin is not None and origin.reachable:
         verdict.origin_status = origin.status_code
+    if verdict.verified is None and seen.reachable:
+        verdict.origin_problem = origin_problem(origin)
     return verdict
+
+
+def origin_problem(origin: Observation | None) -> str | None:
+    """What is wrong with the origin itself, in the words "the origin itself is …" ends with: "failing: 502",
+    "unreachable (connection refused)"; None when it answered something to compare with (or was not asked)."""
+    if origin is None:
+        return None
+    if not origin.reachable:
+        return f"unreachable ({origin.error or 'no answer'})"
+    if origin.status_code is not None and origin.status_code >= 500:
+        return f"failing: {origin.status_code}"
+    return None
 
 
 def judge_statuses(layer: str, seen: Observation, origin: Observation | None) -> Verification:
@@ -178,10 +195,8 @@ def judge_statuses(layer: str, seen: Observation, origin: Observation | None) ->
             return Verification(None, f"unverified: {layer} {seen.error}")
         return Verification(None, f"could not reach {layer}: {seen.error or 'no answer'}")
     status = seen.cache_status or "no cache status"
-    if origin is not None and not origin.reachable:
-        return Verification(None, f"unverified: the origin itself is unreachable ({origin.error or 'no answer'})")
-    if origin is not None and origin.status_code is not None and origin.status_code >= 500:
-        return Verification(None, f"unverified: the origin itself is failing: {origin.status_code}")
+    if problem := origin_problem(origin):
+        return Verification(None, f"unverified: the origin itself is {problem}")
     if seen.status_code is not None and seen.status_code >= 500:
         return Verification(None, f"{layer} answered HTTP {seen.status_code}, cannot compare")
     if origin is not None and origin.status_code is not None and not 200 <= origin.status_code < 300:
@@ -242,7 +257,10 @@ def judge_capped(status: str, seen: Observation, origin: Observation) -> Verific
         return Verification(False, f"still stale: {status}, body size differs from origin ({caveat})")
     if seen.body_hash != origin.body_hash:
         return Verification(False, f"still stale: {status}, the first {cap} differ from origin")
-    headers = (("ETag", seen.etag, origin.etag), ("Last-Modified", seen.last_modified, origin.last_modified),
+    # A weak ETag says nothing here: a cache that transformed the body (Varnish gunzipping a gzip object for a
+    # client that asked for identity) weakens the tag of the representation it started from ("…-gzip").
+    headers = (("ETag", strong_etag(seen.etag), strong_etag(origin.etag)),
+               ("Last-Modified", seen.last_modified, origin.last_modified),
                ("Content-Length", seen.content_length, origin.content_length))
     for header, mine, theirs in headers:
         if mine and theirs and mine != theirs:

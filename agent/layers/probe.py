@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cache
 
 import httpx
 
@@ -34,6 +36,21 @@ KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", 
 _STATUS_WORD = re.compile(r"(?<![A-Z])(" + "|".join(KNOWN_STATUSES) + r")(?![A-Z])")
 TAG_HEADERS = ("xkey", "Surrogate-Key", "Cache-Tag", "X-Magento-Tags")
 _TAG_SPLIT = re.compile(r"[\s,]+")
+
+
+def origin_client(timeout: float) -> httpx.AsyncClient:
+    """A client for looking at origins (tag discovery, verification, checks): httpx's defaults, with the TLS
+    trust store loaded once per process (``tls_context``) instead of once per client."""
+    return httpx.AsyncClient(timeout=timeout, verify=tls_context())
+
+
+@cache
+def tls_context() -> ssl.SSLContext:
+    """The certificates an origin's TLS is checked against, as httpx chooses them by default (certifi, or
+    $SSL_CERT_FILE / $SSL_CERT_DIR). Loading them takes 20–40 ms, several times that on a busy machine, and every
+    ``httpx.AsyncClient()`` does it again: the plan and verify steps each opened one, which was most of the time
+    a one-URL request took (bench/one_url.py). An SSLContext is safe to share between clients and threads."""
+    return httpx.create_ssl_context()
 
 
 def body_hash(content: bytes) -> str:

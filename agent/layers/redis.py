@@ -14,14 +14,10 @@ import re
 import string
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-import redis.exceptions as rexc
 from pydantic import Field, field_validator
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from agent.config import LayerConfig
 from agent.layers.base import CacheLayer, Capability, LayerUnavailable, Observation, Outcome, Verification, refused
@@ -30,6 +26,13 @@ from agent.layers.probe import body_hash
 from agent.layers.retry import backoff_delay
 from agent.layers.wire import host_and_path, prefix_parts, purge_refusal, wire_url
 from agent.urls import UnsafePath
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+# The client library (redis-py: a sizeable import) is imported by the functions that talk to Redis, not with this
+# module: loading a config that names a redis layer imports this module for its Options, and `cachebot history`
+# loads the config without ever purging (as cloudfront.py does with boto3).
 
 T = TypeVar("T")
 PLACEHOLDERS = ("host", "path", "url", "path_only")
@@ -92,6 +95,8 @@ def redact(endpoint: str) -> str:
 
 def describe_redis_error(exc: BaseException) -> str:
     """A short reason that never echoes connection details (which may hold credentials)."""
+    from redis import exceptions as rexc
+
     text = str(exc).lower()
     if isinstance(exc, (rexc.TimeoutError, asyncio.TimeoutError, TimeoutError)) or "timeout" in text or "timed out" in text:
         return "timed out"
@@ -177,6 +182,10 @@ class RedisLayer(CacheLayer):
     def client(self) -> aioredis.Redis:
         """Made on first use and closed by ``aclose``, on the one event loop the layer lives on (``open_layers``)."""
         if self._client is None:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
             kwargs: dict = {
                 "socket_timeout": self.config.timeout_seconds,
                 "socket_connect_timeout": self.config.timeout_seconds,
@@ -201,6 +210,8 @@ class RedisLayer(CacheLayer):
 
     async def _retrying(self, op: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """``op`` with ``config.retries`` retries on connection errors/timeouts; raises ``LayerUnavailable``."""
+        from redis import exceptions as rexc
+
         retries = self.config.retries
         last = ""
         for number in range(1, retries + 2):
@@ -216,6 +227,8 @@ class RedisLayer(CacheLayer):
         raise LayerUnavailable(f"could not reach redis at {self.address}: {last} after {retries + 1} attempts")
 
     def _failed(self, exc: Exception, deleted: int = 0) -> Outcome:
+        from redis import exceptions as rexc
+
         if isinstance(exc, LayerUnavailable):
             detail, attempts = str(exc), self.config.retries + 1
         elif isinstance(exc, rexc.ResponseError):
@@ -428,6 +441,8 @@ class RedisLayer(CacheLayer):
 
     async def _present(self, url: str) -> tuple[list[str], str | None]:
         """Keys (or patterns) of ``url`` that exist now, and the body hash of the first existing string key."""
+        from redis import exceptions as rexc
+
         keys, globs = self.keys_for(url)
         present: list[str] = []
         digest = None

@@ -51,8 +51,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.ClientError as exc:
             raise httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request) from exc
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers]
-        # the body is never decoded by aiohttp, so httpx must not decode it either
-        headers = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "transfer-encoding")]
+        # aiohttp has undone the chunking but never decodes the body: Content-Encoding stays, so the body arrives
+        # as sent through aiter_raw (verify's plain look compares bytes as sent) and inflated through aiter_bytes
+        # (a gzip variant is compared by its content with the origin's, agent.layers.probe.read_observation)
+        headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         return httpx.Response(response.status, headers=headers, stream=_Body(response, request), request=request)
 
     async def aclose(self) -> None:

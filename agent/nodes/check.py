@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 
-import httpx
 from langgraph.runtime import Runtime
 
-from agent.layers.base import CacheLayer, Observation
+from agent.layers.base import CacheLayer, Observation, Verification
 from agent.layers.batching import map_bounded
-from agent.layers.http import judge_capped
-from agent.layers.probe import FetchLimits, fetch_limits
+from agent.layers.http import judge
+from agent.layers.probe import FetchLimits, fetch_limits, origin_client
 from agent.layerset import open_layers
 from agent.mapping import site_of
 from agent.models import CheckResult
@@ -43,11 +42,11 @@ async def observe_in_time(layer: CacheLayer, url: str) -> Observation:
 
 async def check_within_limits(urls: list[str], context: AgentContext) -> list[CheckResult]:
     pairs = [(url, name) for url in urls for name in site_of(url, context.config).layers]
-    async with open_layers(context, {name for _, name in pairs}) as layers, httpx.AsyncClient(timeout=10) as client:
+    async with open_layers(context, {name for _, name in pairs}) as layers, origin_client(timeout=10) as client:
         # Application caches first: looking through the HTTP layers refills them from the origin.
         own = [(u, n) for u, n in pairs if not layers[n].verifies_against_origin]
         seen = dict(zip(own, await map_bounded(own, 16, lambda p: observe_in_time(layers[p[1]], p[0]))))
-        origin = await origin_observations(client, urls, context)
+        origin = await origin_observations(client, urls, context, any_status=True)
         http = [(u, n) for u, n in pairs if layers[n].verifies_against_origin]
         seen |= dict(zip(http, await map_bounded(http, 16, lambda p: observe_in_time(layers[p[1]], p[0]))))
     checks = [describe(url, layers[name], seen[(url, name)], origin.get(url)) for url, name in pairs]
@@ -75,15 +74,28 @@ def describe(url: str, layer: CacheLayer, seen: Observation, origin: Observation
         return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=None,
                            detail=f"{held} cached entries for this page")
     state = seen.cache_status or f"HTTP {seen.status_code}"
-    if origin is None or seen.body_hash is None:
+    if origin is None:
         return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=None,
                            detail=f"{state}; the origin's answer was not available to compare")
-    if seen.body_capped or origin.body_capped:  # bigger than limits.max_body_bytes: the verify rules decide
-        verdict = judge_capped(state, seen, origin)
-        return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=verdict.verified,
-                           detail=verdict.evidence.replace("still stale", "STALE"))
-    fresh = seen.body_hash == origin.body_hash
-    verdict = "same content as the origin serves now" if fresh else "STALE: differs from the origin"
-    served = None if fresh else seen.last_modified  # "they serve the version from 12:03"
-    return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=fresh, detail=f"{state}, {verdict}",
-                       served_version=served)
+    # The same rules as verification, whatever the origin answers now: a deleted page is fresh where the layer
+    # says 404/410 too, a redirect where status and Location match, and a failing origin leaves it unknown.
+    verdict = judge(layer.name, seen, origin)
+    served = seen.last_modified if verdict.verified is False and both_pages(seen, origin) else None
+    return CheckResult(url=url, layer=layer.name, cached=seen.cached, fresh=verdict.verified,
+                       detail=check_detail(state, seen, origin, verdict), served_version=served,
+                       origin_status=origin.status_code if origin.reachable else None,
+                       origin_problem=verdict.origin_problem)
+
+
+def both_pages(seen: Observation, origin: Observation) -> bool:
+    return all(o.status_code is not None and 200 <= o.status_code < 300 for o in (seen, origin))
+
+
+def check_detail(state: str, seen: Observation, origin: Observation, verdict: Verification) -> str:
+    """What one layer serves, as a check says it (nothing was purged: no "→fresh", no "still")."""
+    if verdict.origin_problem:
+        return f"{state}; can't tell: the origin itself is {verdict.origin_problem}"
+    if both_pages(seen, origin) and not (seen.body_capped or origin.body_capped) and verdict.verified is not None:
+        same = "same content as the origin serves now" if verdict.verified else "STALE: differs from the origin"
+        return f"{state}, {same}"
+    return verdict.evidence.replace("still stale", "STALE").replace("unverified: ", "")

@@ -103,7 +103,8 @@ def judge(item: PlanItem, outcome: PurgeOutcome | None, verification: Verificati
     evidence = verification.evidence if verification else "not checked"
     return ItemResult(status=status, detail=verdict_words(item, outcome, status), evidence=evidence,
                       stale_after_purge=fresh is False,
-                      origin_status=verification.origin_status if verification else None, **base)
+                      origin_status=verification.origin_status if verification else None,
+                      origin_problem=verification.origin_problem if verification and fresh is None else None, **base)
 
 
 def verdict_words(item: PlanItem, outcome: PurgeOutcome, status: ItemStatus) -> str:

@@ -82,8 +82,10 @@ async def execute_plan(
             failures[layer.name] = f"{layer.name} failed unexpectedly: {type(exc).__name__}: {exc}"
 
     async with open_layers(context, {item.layer for item in items}) as layers:
+        variants = {host: site.variants for site in context.config.sites for host in site.hosts if site.variants}
         for layer in layers.values():
             layer.run_id = run_id
+            layer.variants = variants  # a layer whose purge drops one variant at a time purges each (nginx)
         try:
             await asyncio.wait_for(asyncio.gather(*(purge_guarded(layer) for layer in layers.values())), seconds)
         except TimeoutError:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-import httpx
 from langgraph.runtime import Runtime
 
 from agent.config import AppConfig
 from agent.layers.batching import map_bounded
-from agent.layers.probe import observe_http
+from agent.layers.probe import observe_http, origin_client
 from agent.layerset import open_layers
 from agent.mapping import (
     count_purges,
@@ -67,7 +66,7 @@ async def discover_tags(urls: list[str], config: AppConfig) -> dict[str, tuple[s
     wanted = [url for url in urls if (site := site_of(url, config)).origin and site.discover_tags]
     if not wanted:
         return {}
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with origin_client(timeout=5.0) as client:
 
         async def tags_of(url: str) -> tuple[str, ...]:
             observation = await observe_http(client, site_of(url, config).origin, url, method="HEAD")

@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from agent.layers.base import CacheLayer, Capability, Observation, Verification
 from agent.layers.batching import map_bounded
 from agent.config import SiteConfig
-from agent.layers.probe import FetchLimits, fetch_limits, looking_as, observe_http, variant_name
+from agent.layers.probe import FetchLimits, fetch_limits, looking_as, observe_http, origin_client, variant_name
 from agent.layerset import open_layers
 from agent.models import ItemResult, Operation, PlanItem, PurgeOutcome
 from agent.nodes.common import (
@@ -66,7 +66,7 @@ async def verify_within_limits(
     progress = stream_writer()
     to_verify = [i for i in items if accepted(outcomes.get((i.layer, i.target)))]
     verifications: dict[tuple[str, str], Verification] = {}
-    async with open_layers(context, {i.layer for i in items}) as layers, httpx.AsyncClient(timeout=10) as client:
+    async with open_layers(context, {i.layer for i in items}) as layers, origin_client(timeout=10) as client:
         own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
         verifications |= await verify_group(own_storage, layers, {}, context)
         pages = [i.url for i in to_verify if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
@@ -113,7 +113,7 @@ async def verify_variants(
 ) -> Verification:
     """The page as each configured variant asks for it (``sites[].variants``), at the origin and at the layer:
     a variant left stale makes the page stale, named, so it is purged once more and reported by its name."""
-    stale, unsure = [], []
+    stale, unsure, problems = [], [], []
     for variant in site.variants:
         with looking_as(variant):
             origin = await observe_http(client, site.origin, url) if site.origin else None
@@ -122,12 +122,16 @@ async def verify_variants(
             stale.append(f"variant {variant_name(variant)} {verdict.evidence}")
         elif verdict.verified is None:
             unsure.append(f"variant {variant_name(variant)}: {verdict.evidence}")
+            problems.append(verdict.origin_problem)
     names = "; ".join(variant_name(v) for v in site.variants)
+    # only when the origin is what left every unsure variant unverified is the page "unverified: origin failing"
+    problem = problems[0] if problems and all(problems) else None
     if stale:
         also = [plain.evidence] if plain.verified is False else []
         return Verification(False, "; ".join(also + stale), origin_status=plain.origin_status)
     if plain.verified is True and unsure:
-        return Verification(None, f"{plain.evidence}; but {'; '.join(unsure)}", origin_status=plain.origin_status)
+        return Verification(None, f"{plain.evidence}; but {'; '.join(unsure)}", origin_status=plain.origin_status,
+                            origin_problem=problem)
     if plain.verified is True:
         return Verification(True, f"{plain.evidence} (variants {names} too)", origin_status=plain.origin_status)
     return plain

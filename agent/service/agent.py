@@ -60,9 +60,12 @@ class Offer:
 
 
 def not_fresh_pages(urls: list[str], checks: list[CheckResult]) -> list[str]:
-    """The checked pages some layer serves stale, or that a layer could not vouch for while holding them."""
-    return [url for url in urls
-            if any(c.fresh is False or (c.fresh is None and c.cached is not False) for c in checks if c.url == url)]
+    """The checked pages some layer serves stale, or that a layer could not vouch for while holding them. A page
+    whose origin itself is failing is not offered: purging it would swap the caches' last good copy for the
+    origin's error."""
+    failing = {c.url for c in checks if c.origin_problem}
+    return [url for url in urls if url not in failing
+            and any(c.fresh is False or (c.fresh is None and c.cached is not False) for c in checks if c.url == url)]
 
 
 class Agent:

@@ -23,22 +23,27 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractAsyncContextManager, ExitStack, closing
+from typing import TYPE_CHECKING
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Engine
 
-from agent.config import AppConfig
 from agent.storage.audit import AuditStore
-from agent.storage.checkpoints import (
-    CheckpointRecord, Checkpointer, open_async_checkpointer, open_checkpointer, thread_history,
-)
 from agent.storage.claims import ClaimStore
 from agent.storage.copies import ApprovalCopies
 from agent.storage.database import Database, make_engine
 from agent.storage.locks import ThreadLocks
 from agent.storage.migrations import upgrade
 from agent.storage.runs import RunTracker
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+
+    from agent.config import AppConfig
+    from agent.storage.checkpoints import CheckpointRecord, Checkpointer
+
+# The checkpoint savers (LangGraph, psycopg, aiosqlite) are imported when a Storage opens, not with this package:
+# `cachebot history` reads the audit trail (agent.storage.audit) and nothing else (tests/agent/cli/test_startup.py).
 
 
 class Storage:
@@ -64,6 +69,8 @@ class Storage:
         """Decide where the records go, migrate the schema (a no-op when current) and open every store.
         ``checkpoint_path`` / ``database_url`` override the config (tests, a second Agent on other files);
         ``serde`` writes and reads the checkpoints (the Agent's allow-lists the graph state's classes)."""
+        from agent.storage.checkpoints import open_checkpointer
+
         database = Database.choose(config.storage, checkpoint_path=checkpoint_path, database_url=database_url)
         with ExitStack() as opened:  # a store that fails to open closes the ones opened before it
             engine = make_engine(database.url)
@@ -93,10 +100,14 @@ class Storage:
     def async_checkpointer(self) -> AbstractAsyncContextManager[BaseCheckpointSaver]:
         """``async with storage.async_checkpointer() as saver:`` an async saver on the same checkpoints, open
         for the block (its connections belong to the running event loop)."""
+        from agent.storage.checkpoints import open_async_checkpointer
+
         return open_async_checkpointer(self.database, serde=self._serde)
 
     def thread_history(self, thread_id: str) -> list[CheckpointRecord]:
         """The thread's checkpoints, oldest first: metadata, time and each step's writes (``cachebot trace``)."""
+        from agent.storage.checkpoints import thread_history
+
         return thread_history(self.database, self._checkpoints, thread_id, engine=self.engine, serde=self._serde)
 
     def close(self) -> None:

@@ -9,6 +9,9 @@ twins (``AsyncSqliteSaver``, ``AsyncPostgresSaver``) on the same checkpoints for
   PgBouncer). ``setup()`` creates/migrates the savers' tables; it is idempotent and runs under a PostgreSQL
   advisory lock so replicas starting at once do not race. ``open_checkpointer`` runs it, so the async saver
   (opened from a ``Storage``, after it) finds the tables ready.
+
+psycopg and the PostgreSQL savers are imported only for a PostgreSQL database: on SQLite they are a third of what
+starting the Agent imports besides LangGraph itself (bench/startup.py).
 """
 
 from __future__ import annotations
@@ -26,15 +29,12 @@ from typing import Any, Callable
 
 import aiosqlite
 import ormsgpack
-import psycopg
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.postgres import PostgresSaver
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from agent.storage.database import Database, libpq_url
 
@@ -49,8 +49,13 @@ RESUMED_AT_KEY = "cachebot_resumed_at"
 SETUP_LOCK = 7_240_517_302  # pg_advisory_lock key for PostgresSaver.setup()
 POOL_SIZE = 4
 SQLITE_BUSY_SECONDS = 30  # an async run's connection waits this long for another connection's write
-# what PostgresSaver and AsyncPostgresSaver need from their connections (langgraph-checkpoint-postgres docs)
-SAVER_CONNECTION: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
+
+
+def saver_connection() -> dict[str, Any]:
+    """What PostgresSaver and AsyncPostgresSaver need from their connections (langgraph-checkpoint-postgres docs)."""
+    from psycopg.rows import dict_row
+
+    return {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
 
 
 @dataclass
@@ -74,7 +79,10 @@ def open_checkpointer(database: Database, *, pool_size: int = POOL_SIZE,
 
 def prepare_postgres(database_url: str) -> None:
     """Create or migrate ``PostgresSaver``'s tables, one replica at a time (idempotent)."""
-    with psycopg.connect(libpq_url(database_url), **SAVER_CONNECTION) as connection:
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with psycopg.connect(libpq_url(database_url), **saver_connection()) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
         try:
             PostgresSaver(connection).setup()
@@ -90,8 +98,11 @@ async def open_async_checkpointer(database: Database, *,
     it is opened for one run and closed after it. On PostgreSQL the tables must exist (``open_checkpointer`` or
     ``prepare_postgres`` first); SQLite creates its own. ``serde``: as for ``open_checkpointer``."""
     if database.postgres:
+        import psycopg
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
         # one connection is enough for one run (the saver takes turns on it), with the sync pool's settings
-        async with await psycopg.AsyncConnection.connect(libpq_url(database.url), **SAVER_CONNECTION) as connection:
+        async with await psycopg.AsyncConnection.connect(libpq_url(database.url), **saver_connection()) as connection:
             yield AsyncPostgresSaver(connection, serde=serde)
         return
     database.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +118,11 @@ def _sqlite(path: Path, serde: SerializerProtocol | None) -> Checkpointer:
 
 
 def _postgres(database_url: str, pool_size: int, serde: SerializerProtocol | None) -> Checkpointer:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg_pool import ConnectionPool
+
     prepare_postgres(database_url)
-    pool = ConnectionPool(libpq_url(database_url), kwargs=SAVER_CONNECTION, min_size=1, max_size=pool_size, open=True,
+    pool = ConnectionPool(libpq_url(database_url), kwargs=saver_connection(), min_size=1, max_size=pool_size, open=True,
                           check=ConnectionPool.check_connection, name="cachebot-checkpoints")
     return Checkpointer(PostgresSaver(pool, serde=serde), "postgres", pool.close)
 
@@ -187,7 +201,7 @@ def thread_history(database: Database, checkpointer: Checkpointer | BaseCheckpoi
         if database.postgres:
             return _postgres_history(engine, thread_id, serde)
         return _sqlite_history(database.checkpoint_file, thread_id, serde)
-    except (sqlite3.Error, psycopg.Error, LookupError, ValueError, TypeError):
+    except (sqlite3.Error, SQLAlchemyError, LookupError, ValueError, TypeError):
         log.warning("reading checkpoints the quick way failed; reading them through LangGraph", exc_info=True)
     saver = checkpointer.saver if isinstance(checkpointer, Checkpointer) else checkpointer
     found = [CheckpointRecord(t.config["configurable"]["checkpoint_id"], datetime.fromisoformat(t.checkpoint["ts"]),
@@ -219,7 +233,6 @@ def _sqlite_history(path: Path, thread_id: str, serde: SerializerProtocol | None
 
 
 def _postgres_history(engine: Any, thread_id: str, serde: SerializerProtocol | None) -> list[CheckpointRecord]:
-    from sqlalchemy import text
 
     with engine.connect() as db:
         checkpoints = db.execute(text("SELECT checkpoint_id, metadata FROM checkpoints WHERE thread_id = :t AND "

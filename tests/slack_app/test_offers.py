@@ -175,3 +175,38 @@ def test_a_check_that_finds_everything_fresh_offers_nothing(slack, fresh_stack):
     thread_ts = h.mention(f"is <{PRICING}> cached?")
     [answer] = h.thread(thread_ts)
     assert all_text(answer).startswith("Fresh everywhere.") and not buttons(answer)
+
+
+def test_a_check_of_a_deleted_page_says_gone_or_stale_and_offers_only_when_stale(slack, fresh_stack):
+    warm(fresh_stack, "/about")
+    fresh_stack.content.retire("/about")
+    fresh_stack.flush_app_cache()  # the origin answers 410; varnish and nginx still hold the old 200
+    h = slack(approval={"threshold": 20})
+    thread_ts = h.mention("is <https://shop.example/about> stale?", user="UBOB")
+
+    offer = offer_message(h, thread_ts)
+    assert all_text(offer).startswith("Stale on varnish and edge: they still serve a page the origin has deleted "
+                                      "(HTTP 410 there).")
+    assert click_offer(h, thread_ts, "UCAROL") == 200
+    [report] = h.reports(thread_ts)
+    assert "1 deleted page is gone from every cache" in report["text"]
+
+    again = h.mention("is <https://shop.example/about> stale?", user="UBOB")
+    [answer] = h.thread(again)
+    assert all_text(answer).startswith("Gone from every cache: the origin answers HTTP 410 (a deleted page).")
+    assert not buttons(answer)
+
+
+def test_a_check_while_the_origin_fails_cannot_tell_and_offers_no_purge(slack, fresh_stack):
+    warm(fresh_stack, "/pricing")
+    content = fresh_stack.content.path
+    h = slack()
+    content.rename(content.with_suffix(".away"))  # the origin answers HTTP 500 for every page
+    try:
+        thread_ts = h.mention(f"is <{PRICING}> stale?")
+        [answer] = h.thread(thread_ts)
+    finally:
+        content.with_suffix(".away").rename(content)
+    assert all_text(answer).startswith("Can't tell: the origin itself is failing: 500.")
+    assert not buttons(answer)
+    assert still_cached(fresh_stack)

@@ -118,3 +118,38 @@ def test_a_dry_run_reports_the_same_needs_approval_as_the_real_run(fresh_stack, 
     assert dry["needs_approval"] is True and real["needs_approval"] is True
     assert dry["pending"] is None and dry["results"] == []  # a dry run still asks nobody and sends nothing
     assert real["pending"]
+
+
+def test_a_failing_origin_exits_3_saying_the_purges_went_through_but_freshness_is_unknown(fresh_stack, tmp_path):
+    """Exit 3, not 1: nothing failed on our side or in the caches, but nobody can say the pages are fresh yet."""
+    warm(fresh_stack, "/about")
+    config = write_config(fresh_stack, tmp_path)
+    content = fresh_stack.content.path
+    content.rename(content.with_suffix(".away"))  # the origin answers HTTP 500 for every page
+    try:
+        outcome = runner.invoke(app, ["ask", "purge https://shop.example/about", "--config", config, "--as", "bob"])
+    finally:
+        content.with_suffix(".away").rename(content)
+
+    assert outcome.exit_code == 3, outcome.output
+    said = " ".join(outcome.output.split())  # the terminal wraps long lines
+    assert ("verify done All 3 purges done; 1 page NOT verified because the origin itself is failing: 500 "
+            "(https://shop.example/about). Nothing failed on our side") in said, said
+
+
+def test_a_stale_page_beside_a_failing_origin_still_exits_1():
+    from agent.cli.output import exit_code
+    from agent.models import Intent, ItemResult, ItemStatus, RunResult
+
+    unknown = ItemResult(url="https://shop.example/a", layer="edge", status=ItemStatus.PURGED_UNVERIFIED,
+                         origin_problem="failing: 502")
+    stale = ItemResult(url="https://shop.example/b", layer="edge", status=ItemStatus.FAILED, stale_after_purge=True)
+    fresh = ItemResult(url="https://shop.example/c", layer="edge", status=ItemStatus.PURGED_VERIFIED)
+    timed_out = ItemResult(url="https://shop.example/d", layer="edge", status=ItemStatus.PURGED_UNVERIFIED)
+
+    def code(*results):
+        return exit_code(RunResult(thread_id="t", intent=Intent.PURGE, reply="", results=list(results)))
+
+    assert code(fresh) == 0
+    assert code(fresh, unknown) == 3
+    assert code(unknown, stale) == 1 and code(unknown, timed_out) == 1

@@ -153,6 +153,35 @@ def test_nginx_miss_hit_purge_200_then_404_then_miss(fresh_stack: Stack) -> None
     assert nginx_purge(fresh_stack, "/products/hats/fedora?ref=mail").status_code == 200
 
 
+def test_the_stylesheet_has_a_gzip_and_an_identity_variant_in_every_cache(fresh_stack: Stack) -> None:
+    """Vary: Accept-Encoding at the origin; nginx keeps the two apart by its key, and one purge drops the variant
+    its own Accept-Encoding names. Pages other than stylesheets and scripts are never gzipped."""
+    import gzip
+
+    plain = get(fresh_stack.origin_url, "/static/shop.css", **{"Accept-Encoding": "identity"})
+    with httpx.stream("GET", fresh_stack.origin_url + "/static/shop.css", timeout=10,
+                      headers={"Host": HOST, "Accept-Encoding": "gzip, deflate, br"}) as packed:
+        raw = b"".join(packed.iter_raw())  # as sent, not inflated by httpx
+    assert plain.headers["vary"] == packed.headers["vary"] == "Accept-Encoding"
+    assert "content-encoding" not in plain.headers and packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["etag"] == plain.headers["etag"][:-1] + '-gzip"'
+    assert gzip.decompress(raw) == plain.content
+    assert "vary" not in get(fresh_stack.origin_url, "/pricing", **{"Accept-Encoding": "gzip"}).headers
+
+    for encoding in ("gzip", "identity", "gzip", "identity"):
+        get(fresh_stack.nginx_url, "/static/shop.css", **{"Accept-Encoding": encoding})
+    status = {e: get(fresh_stack.nginx_url, "/static/shop.css", **{"Accept-Encoding": e}) for e in ("gzip", "identity")}
+    assert {e: r.headers["x-cache-status"] for e, r in status.items()} == {"gzip": "HIT", "identity": "HIT"}
+    assert status["gzip"].headers["content-encoding"] == "gzip" and "content-encoding" not in status["identity"].headers
+
+    purge = httpx.get(fresh_stack.nginx_url + "/purge/static/shop.css",
+                      headers={"Host": HOST, "Accept-Encoding": "gzip"}, timeout=10)
+    assert purge.status_code == 200
+    after = {e: get(fresh_stack.nginx_url, "/static/shop.css", **{"Accept-Encoding": e}).headers["x-cache-status"]
+             for e in ("identity", "gzip")}
+    assert after == {"identity": "HIT", "gzip": "MISS"}
+
+
 # -- the whole chain ---------------------------------------------------------------------------------------
 def test_edit_stays_stale_until_app_cache_key_deleted_and_layers_purged(fresh_stack: Stack) -> None:
     stack = fresh_stack

@@ -35,6 +35,18 @@ def test_a_capped_body_is_stale_when_any_known_part_differs():
     assert older.verified is False and 'ETag "v1"≠"v2"' in older.evidence
 
 
+def test_a_weak_etag_of_a_cache_that_inflated_the_body_is_neither_proof_nor_alarm():
+    """Varnish gunzips a gzip object for an identity look and weakens its tag ("…-gzip"): the other headers decide."""
+    inflated = capped(cache_status="HIT", etag='W/"v2-gzip"', content_length=None)
+    found = judge("varnish", inflated, capped())
+    assert found.verified is True and "the first 64 KiB and Last-Modified match origin" in found.evidence
+    older = judge("varnish", capped(cache_status="HIT", etag='W/"v1-gzip"', last_modified="Tue, 24 Nov 2026 "
+                                                                                          "12:00:00 GMT"), capped())
+    assert older.verified is False and "Last-Modified" in older.evidence
+    assert judge("varnish", capped(cache_status="HIT", etag='W/"v2-gzip"', last_modified=None, content_length=None),
+                 capped()).verified is None
+
+
 def test_a_capped_body_against_a_small_one_differs():
     small = Observation(True, 200, None, '"v2"', None, "whole", body_bytes=1000, body_capped=False)
     found = judge("edge", capped(cache_status="HIT"), small)

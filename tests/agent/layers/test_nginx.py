@@ -178,3 +178,37 @@ def test_a_dot_segment_never_turns_the_purge_into_a_fetch(stack, layer: NginxLay
     lines = request_lines(stack, since, naming=path, at_least=4)
     # the page fetched, fetched again (HIT), purged once by its own path, fetched (MISS): nothing else reached nginx
     assert lines == [f"GET {path}", f"GET {path}", f"GET /purge{path}", f"GET {path}"]
+
+
+# --- variants: one purge drops the variant its own headers name ----------------------------------------------
+
+GZIP = {"Accept-Encoding": "gzip"}
+
+
+def test_a_purge_drops_every_configured_variant_of_a_stylesheet(fresh_stack, layer: NginxLayer) -> None:
+    """The demo's nginx keeps a stylesheet twice (gzip and identity): a purge sent once per configured variant
+    leaves neither; one sent without the variant's headers leaves the gzip one cached."""
+    from agent.layers.probe import looking_as
+
+    url = f"https://{HOST}/static/shop.css"
+
+    async def looks():
+        plain = await layer.observe(url)
+        with looking_as(GZIP):
+            gzipped = await layer.observe(url)
+        return plain.cache_status, gzipped.cache_status
+
+    async def scenario(variants):
+        await looks(), await looks()  # both variants cached: HIT, HIT
+        cached = await looks()
+        layer.variants = variants
+        purged = await layer.purge_urls([url])
+        return cached, purged[url], await looks()
+
+    cached, purged, after = run(layer, lambda: scenario({}))
+    assert cached == ("HIT", "HIT")
+    assert purged.status == "purged" and after == ("MISS", "HIT")  # the gzip variant was left in the cache
+
+    cached, purged, after = run(layer, lambda: scenario({HOST: [GZIP]}))
+    assert cached == ("HIT", "HIT")
+    assert purged.status == "purged" and purged.attempts == 2 and after == ("MISS", "MISS")

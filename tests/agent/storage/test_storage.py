@@ -11,7 +11,7 @@ from agent.cli.main import app
 from agent.config import StorageConfig, parse_config
 from agent.storage import Storage
 from agent.storage.database import ENV_VAR, display_url, is_postgres, libpq_url, make_engine, resolve_database_url
-from agent.storage.migrations import VERSION_TABLE, current_revision, head_revision, upgrade
+from agent.storage.migrations import VERSION_TABLE, current_revision, head_on_disk, head_revision, is_current, upgrade
 from tests.agent.test_approval import BIG
 
 AUDIT_TABLES = {"audit_requests", "audit_plan_items", "audit_decisions", "audit_results"}
@@ -45,6 +45,21 @@ def test_migrations_create_the_schema_on_an_empty_database_and_are_idempotent(em
         assert current_revision(engine) == head_revision() is not None
         columns = {c["name"] for c in inspect(engine).get_columns("audit_results")}
         assert {"url", "site", "layer", "status", "attempts", "evidence", "found_stale", "recorded_at"} <= columns
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_an_older_revision_is_migrated_to_the_head(empty_database_url):
+    """The quick look that spares Alembic on a current database (``is_current``) must never take an older one
+    for current: the head it reads from the migration files is Alembic's own."""
+    assert head_on_disk() == head_revision() is not None
+    upgrade(empty_database_url, revision="0002_claims")
+    engine = make_engine(empty_database_url)
+    try:
+        assert not is_current(engine)
+        upgrade(empty_database_url)
+        assert is_current(engine) and current_revision(engine) == head_revision()
+        assert "cachebot_approval_copies" in inspect(engine).get_table_names()  # 0003's table
     finally:
         engine.dispose()
 
