@@ -66,7 +66,9 @@ def test_a_finished_run_shows_each_step_why_it_went_there_and_survives_a_restart
     assert decisions[2].startswith("plan → approval: ") and "over the approval threshold of 1" in decisions[2]
     assert decisions[3] == "approval ↺ refused: bob may not approve their own request"
     assert decisions[4] == "approval → execute: approved by alice"
-    assert re.fullmatch(r"verify → execute: \d+ pages? still stale on edge after purge, one repair pass", decisions[6])
+    # which layer a visitor refilled first depends on timing; the sentence names it
+    assert re.fullmatch(r"verify → execute: \d+ pages? still stale on [a-z, ]+ after purge, one repair pass",
+                        decisions[6])
     assert decisions[9].startswith("report → end: final message: ")
     assert all(step.duration_s is not None and step.duration_s >= 0 for step in trace.steps)
     assert [s.started_at for s in trace.steps] == sorted(s.started_at for s in trace.steps)
