@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
+from enum import Enum
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -508,3 +509,205 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."
+
+
+# --- run traces (`cachebot trace`, agent/trace.py) ------------------------------------------------------------
+
+SUMMARY_ITEMS = 3  # a changed list shows its count and this many of its items
+SUMMARY_CHARS = 80
+
+
+def short(text: Any, limit: int = SUMMARY_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def kind_of(value: Any) -> str:
+    """A record's class name, whether revived (``Plan``) or read as fields (``agent.storage.checkpoints.Record``)."""
+    return getattr(value, "record_kind", None) or type(value).__name__
+
+
+def value_of(value: Any) -> Any:
+    """An enum's value, or the value itself (records read back as fields hold the values already)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _field(item: Any, name: str) -> Any:
+    """A field of a model, a ``Record`` or a dict, or None (fields are in a model's and a Record's ``__dict__``;
+    looking there is several times quicker than ``getattr`` with a default, over 15,000 records)."""
+    if isinstance(item, dict):
+        return item.get(name)
+    fields = getattr(item, "__dict__", None)
+    return fields.get(name) if fields is not None else None
+
+
+def _item_words(item: Any) -> str:
+    """One record in a few words; records nested in others were stored as plain fields (dicts)."""
+    if kind_of(item) == "PlanItem" or (isinstance(item, dict) and {"operation", "reason"} <= item.keys()):
+        return f"{_field(item, 'layer')} {value_of(_field(item, 'operation'))} {_field(item, 'target')}"
+    layer, target = _field(item, "layer"), _field(item, "target") or _field(item, "url")
+    status = _field(item, "status")
+    if layer and target:
+        return f"{layer} {target}" + (f" {value_of(status)}" if status is not None else "")
+    if isinstance(item, dict):
+        return short(", ".join(f"{k}={v}" for k, v in list(item.items())[:3]), 40)
+    return short(item, 60)
+
+
+TRACE_RESULT_WORDS = {
+    ItemStatus.PURGED_VERIFIED: "verified fresh", ItemStatus.PURGED_UNVERIFIED: "NOT verified",
+    ItemStatus.NOT_CACHED: "not cached", ItemStatus.SKIPPED: "skipped", ItemStatus.FAILED: "FAILED",
+}
+
+
+def change_summary(value: Any, name: str = "") -> str:
+    """A state field's new value in a line: counts and the first few items, never a wall of JSON."""
+    if name == "deadline_at" and isinstance(value, (int, float)):  # time.time(): shown as a time of day
+        return "purges and verification due by " + datetime.fromtimestamp(value, timezone.utc).strftime(
+            "%H:%M:%S UTC")
+    if kind_of(value) == "Plan":
+        return (f"{plural(len(value.items), 'item')} on {plural(len(value.pages), 'page')}, "
+                f"{plural(value.purge_count, 'purge')}" + (", needs approval" if value.needs_approval else ""))
+    if kind_of(value) == "ApprovalRecord":
+        by = f" by {value.by}" if value.by else ""
+        refused = f", {plural(len(value.refusals), 'refusal')}" if value.refusals else ""
+        return f"{value.status}{by}{refused}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "none"
+        first = "; ".join(_item_words(v) for v in value[:SUMMARY_ITEMS])
+        statuses = Counter(str(value_of(status)) for v in value if (status := _field(v, "status")) is not None)
+        counts = f" ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})" if statuses else ""
+        more = f"; and {len(value) - SUMMARY_ITEMS} more" if len(value) > SUMMARY_ITEMS else ""
+        return f"{len(value)}{counts}: {first}{more}"
+    if isinstance(value, dict):
+        return short(", ".join(f"{k}={v}" for k, v in value.items()) or "empty")
+    if value is None or value == "":
+        return "(empty)"
+    return short(value)
+
+
+def step_decision(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any], *,
+                  refused: list[str] = (), decisions: list[Any] = (), waiting: str | None = None,
+                  error: Any = None) -> str:
+    """What a step decided and why, as a trace shows it: ``plan → approval: 84 purges is over …``.
+    ``goes_to`` is the node it routed to, or "waiting" / "died" / "failed" / "running"."""
+    if goes_to == "waiting":
+        return f"{node} ⏸ waiting for {'approval' if node == 'approval' else 'an answer'}: {waiting}"
+    if goes_to == "died":
+        return f"{node} ✗ the process stopped during this step (no checkpoint after it); recovery ran it again"
+    if goes_to == "running":
+        return f"{node} … still running, or its process died (`cachebot recover` finishes such runs)"
+    if goes_to == "failed":
+        why = short(error, 160) if error is not None else "the run stopped with an error (see the logs)"
+        return f"{node} ✗ failed: {why}"
+    arrow = "↺" if goes_to == node else "→"
+    why = _why(node, goes_to, changed, state, refused, decisions)
+    target = "refused" if refused else ("end" if goes_to == "__end__" else goes_to)
+    return f"{node} {arrow} {target}" + (f": {why}" if why else "")
+
+
+def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any], refused: list[str],
+         decisions: list[Any]) -> str:
+    plan = state.get("plan") if kind_of(state.get("plan")) == "Plan" else Plan()
+    if node == "understand":
+        by = changed.get("understood_by") or state.get("understood_by") or "rules"
+        return f"{changed.get('intent') or state.get('intent') or 'unknown'} (understood by {by})"
+    if node == "resolve":
+        urls, rejected = state.get("urls") or [], state.get("rejected") or []
+        rejected_words = f", {plural(len(rejected), 'URL')} rejected" if rejected else ""
+        if goes_to == "report" and not urls:
+            return f"no URL cachebot manages{rejected_words}"
+        return f"{plural(len(urls), 'URL')} to act on{rejected_words}"
+    if node == "plan":
+        if goes_to == "approval":
+            return plan.approval_reason or "needs approval"
+        if goes_to == "report":
+            return f"plan only (question or dry run): {plural(plan.purge_count, 'purge')} not sent"
+        return f"{plural(plan.purge_count, 'purge')}, no approval needed"
+    if node == "approval":
+        approval = changed.get("approval") or state.get("approval")
+        if refused:
+            return "; ".join(_refusal_words(r) for r in refused)
+        status = getattr(approval, "status", "")
+        by = getattr(approval, "by", None)
+        return f"{status} by {by}" if by else str(status)
+    if node == "execute":
+        outcomes = changed.get("purge_outcomes") or []
+        counts = Counter(str(value_of(_field(o, "status"))) for o in outcomes)
+        repaired = sum(1 for o in outcomes if _field(o, "repaired"))
+        what = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+        return f"{plural(len(outcomes), 'purge answer')} ({what})" + (f", {repaired} of them a repair pass"
+                                                                       if repaired else "")
+    if node == "verify":
+        results = changed.get("results") or []
+        if goes_to == "execute":
+            repair = changed.get("repair") or []
+            layers = sorted({getattr(i, "layer", "") for i in repair})
+            pages = {getattr(i, "url", "") for i in repair}
+            return (f"{plural(len(pages), 'page')} still stale on {', '.join(layers)} after purge, "
+                    "one repair pass")
+        counts = Counter(_field(r, "status") for r in results)
+        said = ", ".join(f"{counts[status]} {TRACE_RESULT_WORDS[status]}" for status in ORDER if counts[status])
+        return f"{plural(len(results), 'page × layer result')}: {said or 'none'}"
+    if node == "check":
+        checks = changed.get("checks") or []
+        stale = sum(1 for c in checks if getattr(c, "fresh", None) is False)
+        return f"{plural(len(checks), 'look')}, {stale} stale"
+    if node == "report":
+        return f"final message: {short(changed.get('reply') or state.get('reply') or '', 60)}"
+    return ""
+
+
+def _refusal_words(refusal: str) -> str:
+    """A stored refusal ("U0BOB: you asked for this purge, and self-approval…") as a trace says it."""
+    user, _, why = refusal.partition(": ")
+    if why.startswith("you asked for this purge"):
+        return f"{user} may not approve their own request"
+    if why.startswith("you are not an approver"):
+        return f"{user} is not an approver"
+    return short(refusal, 160)
+
+
+def took_words(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+TRACE_STATUS = {
+    "done": "finished", "answered": "finished (answered)", "dry_run": "finished (dry run, nothing sent)",
+    "waiting_approval": "waiting for approval", "denied": "denied", "expired": "approval expired",
+    "error": "stopped with an error", "interrupted": "interrupted by a restart, not finished",
+    "received": "running (or its process died)", "unknown": "no audit record",
+}
+
+
+def trace_text(trace: Any, changes: bool = True) -> str:
+    """A run trace (``agent.trace.RunTrace``) for a person at a terminal: who asked what, then every step in order
+    with its start, duration and decision, the fields it changed, and what the run waits at."""
+    attempts = f", {trace.attempts} attempts (picked up again after a crash)" if trace.attempts > 1 else ""
+    lines = [f"Request {trace.request_id or '(no audit record)'} on thread {trace.thread_id}: "
+             f"{TRACE_STATUS.get(trace.status, trace.status)}{attempts}"]
+    if trace.user or trace.message:
+        when = trace.received_at.strftime("%Y-%m-%d %H:%M:%S UTC") if trace.received_at else ""
+        lines.append(f"  {trace.user} asked{' at ' + when if when else ''}: {short(trace.message, 100)}")
+    lines += [f"  note: {note}" for note in trace.notes]
+    lines.append("")
+    for number, step in enumerate(trace.steps, 1):
+        attempt = f"[attempt {step.attempt}] " if trace.attempts > 1 else ""
+        lines.append(f"{number:>3}. {step.started_at.strftime('%H:%M:%S.%f')[:-3]}  {took_words(step.duration_s):>8}  "
+                     f"{attempt}{step.decision}")
+        if changes:
+            lines += [f"{'':>25}{name}: {summary}" for name, summary in step.changed.items()]
+    if trace.waiting_at:
+        lines += ["", f"Waiting at {trace.waiting_at}: {trace.waiting_for}"]
+    if trace.node_seconds:
+        spent = ", ".join(f"{node} {took_words(s)}" for node, s in
+                          sorted(trace.node_seconds.items(), key=lambda kv: -kv[1]))
+        lines += ["", f"Time per step: {spent}"]
+    return "\n".join(lines)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.serde.base import SerializerProtocol
 
     from agent.config import AppConfig
-    from agent.storage.checkpoints import Checkpointer
+    from agent.storage.checkpoints import CheckpointRecord, Checkpointer
 
 # The checkpoint savers (LangGraph, psycopg, aiosqlite) are imported when a Storage opens, not with this package:
 # `cachebot history` reads the audit trail (agent.storage.audit) and nothing else (tests/agent/cli/test_startup.py).
@@ -103,6 +103,12 @@ class Storage:
         from agent.storage.checkpoints import open_async_checkpointer
 
         return open_async_checkpointer(self.database, serde=self._serde)
+
+    def thread_history(self, thread_id: str) -> list[CheckpointRecord]:
+        """The thread's checkpoints, oldest first: metadata, time and each step's writes (``cachebot trace``)."""
+        from agent.storage.checkpoints import thread_history
+
+        return thread_history(self.database, self._checkpoints, thread_id, engine=self.engine, serde=self._serde)
 
     def close(self) -> None:
         self._on_close.close()
