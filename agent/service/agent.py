@@ -47,6 +47,10 @@ class NothingPending(Exception):
     """There is no approval waiting on this thread (it was decided, expired, or never existed)."""
 
 
+class DeadlinePassed(Exception):
+    """A run went past its whole budget (``Agent.run_budget``) and was stopped."""
+
+
 class Superseded(Exception):
     """The request a front end accepted was picked up by another process (a sweeper) while it waited to run."""
 
@@ -472,9 +476,30 @@ class Agent:
              request_id: str | None = None, interface: str | None = None, channel: str | None = None,
              recorder: ProgressRecorder | None = None) -> None:
         """Stream the graph on an event loop of its own: the nodes of one request (execute and verify among them)
-        share it, while front ends keep calling synchronously (Slack handlers run in threads)."""
-        asyncio.run(self._arun(graph_input, thread_id, on_event, request_id=request_id, interface=interface,
-                               channel=channel, recorder=recorder))
+        share it, while front ends keep calling synchronously (Slack handlers run in threads).
+
+        Whatever a node does, the run stops at ``run_budget`` (``DeadlinePassed``): the nodes keep their own
+        steps within ``limits.deadline_seconds``; this catches what none of them bounds (a layer that hangs
+        while being closed, say), so the request still ends with what was and was not purged."""
+        budget = self.run_budget()
+
+        async def bounded() -> None:
+            try:
+                async with asyncio.timeout(budget):
+                    await self._arun(graph_input, thread_id, on_event, request_id=request_id, interface=interface,
+                                     channel=channel, recorder=recorder)
+            except TimeoutError as exc:
+                raise DeadlinePassed(f"it went past its deadline ({budget:g} s) and was stopped") from exc
+
+        asyncio.run(bounded())
+
+    def run_budget(self) -> float:
+        """How long one run of the graph may take at most: twice ``limits.deadline_seconds`` (purges and their
+        verification keep within one), plus the model's time to understand when one is configured."""
+        budget = 2 * self.config.limits.deadline_seconds
+        if self.config.llm is not None:
+            budget += self.config.llm.timeout_seconds * (self.config.llm.max_retries + 1)
+        return budget
 
     async def _arun(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
                     request_id: str | None = None, interface: str | None = None, channel: str | None = None,
