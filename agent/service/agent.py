@@ -234,6 +234,25 @@ class Agent:
         """The front end could not post the final message: stop beating, so a sweeper answers later."""
         self.heartbeat.drop(thread_id)
 
+    def take_in(self, keys: list[str], thread_id: str, *, interface: str, channel: str | None,
+                reply_to: dict[str, Any]) -> bool:
+        """Claim every key (the first that was claimed before: False, and nothing else happens) and ``accept``
+        the request, together: on PostgreSQL in one transaction, so no kill can leave a claim without the lease
+        that makes sure the request is answered. (On SQLite the claims have a file of their own: one after the
+        other.)"""
+        claims = self.storage.claims
+        if claims.engine is self.runs.engine:
+            with self.runs.engine.begin() as db:
+                if not all(claims.claim(key, db=db) for key in keys):
+                    return False  # the keys won so far stay claimed (their events were seen)
+                self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to, db=db)
+        else:
+            if not all(claims.claim(key) for key in keys):
+                return False
+            self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to)
+        self.heartbeat.hold(thread_id)
+        return True
+
     def accept(self, thread_id: str, *, interface: str, channel: str | None, reply_to: dict[str, Any]) -> None:
         """A front end took a request in and will run it (``reply_to`` says what was asked and where to answer,
         with a ``key`` naming this request): from now on a process dying before it answers leaves a lease a

@@ -117,3 +117,19 @@ def test_the_standard_jobs_take_over_and_prune(make_agent):
     names = [job.__name__ for job in standard_jobs()]
     assert names == ["take_over_runs", "prune"]
     assert Sweeper(agent, jobs=standard_jobs()).interval == agent.config.recovery.sweep_seconds == 15
+
+
+def test_taking_a_request_in_claims_it_and_leases_it_together_once(make_agent, database_url):
+    empty_run_tables(database_url)
+    first, second = make_agent(), make_agent()
+    asked = {"key": "event:Ev9", "kind": "answer", "message": "purge https://shop.example/pricing", "user": "UBOB"}
+    keys = ["event:Ev9", "message:C1:1.2"]
+
+    assert first.take_in(keys, "C1:1.2", interface="slack", channel="C1", reply_to=asked)
+    assert not second.take_in(keys, "C1:1.2", interface="slack", channel="C1", reply_to={**asked, "user": "UEVE"})
+    assert not second.take_in(["event:Ev10", "message:C1:1.2"], "C1:1.2", interface="slack", channel="C1",
+                              reply_to=asked)  # the same message as the other event type
+
+    lease = first.runs.get("C1:1.2")
+    assert lease["status"] == ACCEPTED and lease["owner"] == first.runs.owner and lease["reply_to"] == asked
+    assert first.storage.claims.claimed("event:Ev10")  # seen: a redelivery of it is not looked at again
