@@ -223,10 +223,11 @@ class Agent:
     def answered(self, thread_id: str, key: str | None = None) -> None:
         """The front end posted the run's final message: the lease is finished. With ``key``, only if the lease
         is still that request's (a newer request in the thread may hold it by now)."""
-        self.heartbeat.drop(thread_id)
         try:
-            if key is None or lease_key(self.runs.get(thread_id)) in (key, None):
-                self.runs.finished(thread_id)
+            if key is not None and lease_key(self.runs.get(thread_id)) not in (key, None):
+                return  # the thread's lease belongs to a newer request now (a click on this one's card, say)
+            self.heartbeat.drop(thread_id)
+            self.runs.finished(thread_id)
         except Exception:
             log.exception("could not mark the lease of %s finished", thread_id)
 
