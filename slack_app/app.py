@@ -17,6 +17,7 @@ from slack_sdk import WebClient
 
 from agent.service import recovery
 from agent.service.agent import Agent
+from agent.service.sweeper import Job, Sweeper, standard_jobs
 from agent.storage.claims import ClaimStore
 from slack_app.dispatch import Dispatcher, WorkerSpec
 from slack_app.handlers import Handlers
@@ -84,6 +85,11 @@ class SlackFrontEnd:
     def start_recovery(self) -> None:
         """Crash recovery in the background, on the runs pool (on start: ``slack_app/server.py``)."""
         self.dispatch.start(RecoverRuns())
+
+    def sweeper(self, *jobs: Job) -> Sweeper:
+        """This process's periodic jobs (``agent/service/sweeper.py``): take over runs whose holder stopped
+        (their threads answered here), prune old claims and leases, and ``jobs``. Started by the caller."""
+        return Sweeper(self.agent, jobs=[*standard_jobs(notify=self.handlers.tell_recovered), *jobs])
 
     def close(self) -> None:
         self.dispatch.close()

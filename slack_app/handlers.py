@@ -31,7 +31,9 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from slack_sdk import WebClient
@@ -39,11 +41,11 @@ from slack_sdk import WebClient
 from agent.models import Intent, RunResult
 from agent.policy import approval_recipients
 from agent.service import recovery
-from agent.service.agent import Agent, NothingPending
+from agent.service.agent import Agent, NothingPending, Superseded
 from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
 from agent.storage.claims import ClaimStore
 from agent.urls import extract_candidates
-from agent.words import denied_line
+from agent.words import denied_line, taken_over_waiting
 from slack_app import blocks as kit
 from slack_app.jobs import (
     AnswerPrivately,
@@ -126,14 +128,38 @@ class Handlers:
         return recovery.recover(self.agent, resume=resume, notify=self.tell_recovered)
 
     def tell_recovered(self, item: recovery.Recovered) -> None:
-        channel, _, thread_ts = item.thread_id.partition(":")
+        """A request picked up again by this process (``agent.service.recovery``): its thread is told so once,
+        in place of its "Looking at…" message when there is one, then gets the answer it was owed: the report,
+        the approval card that may never have been posted, or what was and was not purged."""
+        asked = item.reply_to or {}
+        channel, thread_ts = asked.get("channel"), asked.get("thread_ts")
+        if not channel or not thread_ts:  # a lease from before front ends recorded where to answer
+            channel, _, thread_ts = item.thread_id.partition(":")
         if item.interface != "slack" or not channel or not thread_ts:
             return
-        if item.outcome == "finished" and item.result is not None:
-            self.slack.post(channel, thread_ts, recovery.finished_message(item))
-            self._finish(item.result, channel, thread_ts, None)
-        else:
-            self.slack.post(channel, thread_ts, recovery.interrupted_message(item))
+        status_ts = asked.get("status_ts")
+        if item.outcome == "interrupted" or item.result is None:
+            self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.interrupted_message(item))
+            return
+        result = item.result
+        if item.outcome == "waiting_approval" and asked.get("kind") == "decision":
+            # the click never landed: the card still has its buttons, a new click works (Agent.decide)
+            self.slack.post(channel, thread_ts, taken_over_waiting(asked.get("clicker"), kit.mention))
+            return
+        if asked.get("kind") == "decision" and result.approval.status in ("approved", "denied", "expired"):
+            # the card and its copies may still show their buttons: the process stopped before updating them
+            record = result.approval
+            self._update_every_copy(item.thread_id, f"Request {record.status}", kit.decided_blocks(
+                result, record.status, record.by, record.at))
+        if item.first_time:
+            notice = taken_over_waiting(None) if result.pending else recovery.finished_message(item)
+            self.slack.reply_in_place(channel, thread_ts, status_ts, notice)
+            status_ts = None
+        if result.pending:
+            self.slack.show(channel, thread_ts, status_ts, result.reply, kit.approval_blocks(result))
+            self._tell_approvers(result, channel, status_ts)
+            return
+        self._finish(result, channel, thread_ts, status_ts)
 
     # --- events: a new request ----------------------------------------------------------------------------
 
@@ -146,31 +172,60 @@ class Handlers:
         if not channel or not ts:
             return
         event_id = job.event_id or f"{channel}:{ts}:{event.get('type')}"
-        if not self.claims.claim(f"event:{event_id}"):
-            log.info("event %s already handled (retry %s)", event_id, job.retry_num)
-            return
+        key = f"event:{event_id}"
         thread_ts = event.get("thread_ts") or ts
         thread_id = f"{channel}:{thread_ts}"
         if event.get("type") == "message" and event.get("channel_type") != "im":
             # channel chatter is not for us, except replies in a thread where we are already talking
             if not event.get("thread_ts") or not self._known_thread(thread_id):
                 return
-        if not self.claims.claim(f"message:{channel}:{ts}"):
-            return  # the same message already came in as the other event type (app_mention + message)
+        # the event, and the message (it also comes in as the other event type: app_mention + message)
+        keys = [key, f"message:{channel}:{ts}"]
         message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
         pending = self.agent.result(thread_id).pending
         if pending:
-            self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny "
-                                                "it first, or start a new thread for a new request.")
+            if all(self.claims.claim(k) for k in keys):
+                self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or "
+                                                    "deny it first, or start a new thread for a new request.")
             return
-        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(_url_count(message)))
         assistant = bool(event.get("channel_type") == "im" and event.get("thread_ts")
                          and self.claims.claimed(_assistant_key(channel, thread_ts)))
-        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts, assistant=assistant)
+        taken = self._taken_in(AnswerRequest(channel, thread_ts, thread_id, event["user"], message, None,
+                                             assistant=assistant, key=key), _url_count(message), claim=keys)
+        if taken is None:
+            log.info("event %s already handled (retry %s)", event_id, job.retry_num)
+        return taken
 
     def _known_thread(self, thread_id: str) -> bool:
         result = self.agent.result(thread_id)
         return bool(result.reply or result.pending)
+
+    def _taken_in(self, job: AnswerRequest, urls: int, *, claim: list[str] | None = None) -> AnswerRequest | None:
+        """The request is ours: its lease records what was asked before anything is said, so a process dying
+        from here on leaves it for another to run and answer (``Agent.accept``); then "Looking at…". ``claim``:
+        keys to win first, together with the lease (``Agent.take_in``: one transaction on PostgreSQL, so no kill
+        leaves a claimed event without a lease); None when one was already claimed."""
+        asked = {"key": job.key, "kind": "answer", "channel": job.channel, "thread_ts": job.thread_ts,
+                 "user": job.user, "message": job.message, "intent": job.intent}
+        if claim is None:
+            self.agent.accept(job.thread_id, interface="slack", channel=job.channel, reply_to=asked)
+        elif self.claims is self.agent.storage.claims:
+            if not self.agent.take_in(claim, job.thread_id, interface="slack", channel=job.channel, reply_to=asked):
+                return None
+        elif all(self.claims.claim(key) for key in claim):
+            self.agent.accept(job.thread_id, interface="slack", channel=job.channel, reply_to=asked)
+        else:
+            return None
+        status_ts = self.slack.post(job.channel, job.thread_ts, kit.looking_at(urls))
+        if status_ts:
+            self.agent.accept(job.thread_id, interface="slack", channel=job.channel,
+                              reply_to={**asked, "status_ts": status_ts})
+        return replace(job, status_ts=status_ts)
+
+    @staticmethod
+    def _reply_to(job: AnswerRequest | TakeOffer) -> dict[str, Any]:
+        return {"key": job.key, "kind": "answer", "channel": job.channel, "thread_ts": job.thread_ts,
+                "status_ts": job.status_ts}
 
     def run_request(self, job: AnswerRequest) -> None:
         status = ThreadStatus(self.slack, job.channel, job.thread_ts, interval=self.progress_interval) \
@@ -182,8 +237,9 @@ class Handlers:
                                  lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
                                                                  thread_id=job.thread_id, interface="slack",
                                                                  on_event=on_event,
-                                                                 chosen_intent=_intent(job.intent)),
-                                 also=status.event if status is not None else None)
+                                                                 chosen_intent=_intent(job.intent),
+                                                                 reply_to=self._reply_to(job) if job.key else None),
+                                 also=status.event if status is not None else None, key=job.key)
         finally:
             if status is not None:
                 status.clear()
@@ -197,10 +253,11 @@ class Handlers:
 
     def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
                         run: Callable[[Callable[[ProgressEvent], None]], RunResult],
-                        also: Callable[[ProgressEvent], None] | None = None) -> None:
+                        also: Callable[[ProgressEvent], None] | None = None, key: str | None = None) -> None:
         """Run one request with live progress (the plan replaces the status message as soon as it is known),
         then post its answer: the approval request, the report, or the reply. ``also`` hears every event too
-        (an assistant thread's status line)."""
+        (an assistant thread's status line). ``key``: the request's lease (``_taken_in``), finished once the
+        answer is out; a request another process picked up meanwhile is left to it."""
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
 
         def on_event(event: ProgressEvent) -> None:
@@ -213,22 +270,46 @@ class Handlers:
 
         try:
             result = run(on_event)
+        except Superseded:
+            log.info("request %s in %s was picked up by another process meanwhile", key, thread_id)
+            return
         except NothingPending as exc:  # an offer that was taken or replaced meanwhile
             self.slack.reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
+            self._answered(thread_id, key)
             return
         except Exception:
             log.exception("run %s failed", thread_id)
             self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing "
                                       "more will happen for this request. Please try again.")
+            self._answered(thread_id, key)
             return
         # the answer first: the progress message's last edit may have to wait out its rate limit (up to a second,
         # longer than a one-URL run takes), and nobody should wait for the report because of it
-        if result.pending:
-            self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
-            self._tell_approvers(result, channel, status_ts)
-        else:
-            self._finish(result, channel, thread_ts, status_ts)
-        progress.finish()
+        try:
+            with self._answering(thread_id, key):
+                if result.pending:
+                    self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
+                    self._tell_approvers(result, channel, status_ts)
+                else:
+                    self._finish(result, channel, thread_ts, status_ts)
+        finally:
+            progress.finish()
+
+    def _answered(self, thread_id: str, key: str | None) -> None:
+        if key is not None:
+            self.agent.answered(thread_id, key)
+
+    @contextmanager
+    def _answering(self, thread_id: str, key: str | None) -> Iterator[None]:
+        """Posting a run's final message: its lease is finished when it is out, and left for a sweeper to
+        answer again when posting failed with an error."""
+        try:
+            yield
+        except BaseException:
+            if key is not None:
+                self.agent.not_answered(thread_id)
+            raise
+        self._answered(thread_id, key)
 
     def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
         """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
@@ -289,14 +370,9 @@ class Handlers:
             self.slack.ephemeral(channel, clicker, None,
                                  "That button does not belong to this conversation; nothing was done.")
             return
+        # claimed when it is applied, under the thread's lock (Agent.decide): a claim cannot outlive a process
+        # that died before its decision landed, so a second click after a crash works
         key = f"decision:{thread_id}:{interrupt_id}"
-        if not self.claims.claim(key):
-            why = self._why_taken(thread_id, interrupt_id)
-            if on_home:
-                self.show_home(HomeOpened(clicker, "home"), notice=why)
-            else:
-                self.slack.ephemeral(channel, clicker, thread_ts if in_thread else None, why)
-            return
         clicked_in = HOME if on_home else "" if in_thread else channel
         return ApplyDecision(run_channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key,
                              clicked_in=clicked_in)
@@ -320,11 +396,14 @@ class Handlers:
                 self._update_every_copy(thread_id, f"Request {record.status}", kit.decided_blocks(
                     self.agent.result(thread_id), record.status, record.by, record.at), also=clicked)
 
+        reply_to = {"key": job.claim, "kind": "decision", "channel": channel, "thread_ts": thread_ts,
+                    "clicker": clicker, "decision": decision}
         try:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
-                                       interface="slack", on_event=on_event)
+                                       interface="slack", on_event=on_event, claim=job.claim, reply_to=reply_to)
         except NothingPending as exc:
-            tell_clicker(f"Nothing to {decision}: {exc}.")
+            log.info("nothing to %s on %s: %s", decision, thread_id, exc)
+            tell_clicker(self._why_taken(thread_id, interrupt_id))
             return
         except Exception:
             log.exception("decision on %s failed", thread_id)
@@ -332,19 +411,29 @@ class Handlers:
             if current and current.get("interrupt_id") == interrupt_id:
                 self.claims.release(job.claim)  # the decision never reached the graph: let a new click try again
             tell_clicker("Something went wrong on my side; please try again.")
+            self._answered(thread_id, job.claim)
             return
         try:  # the answer first, then the progress message's last edit (see _run_and_answer)
-            if result.notice:
-                tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
-                if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
-                    self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result), also=clicked)
-                return
-            if job.clicked_in == HOME:
-                self.show_home(HomeOpened(clicker, "home"), notice=kit.decided_on_home(
-                    channel, result.approval.status, self.slack.permalink(channel, thread_ts)))
-            self._finish(result, channel, thread_ts, None)
+            with self._answering(thread_id, job.claim):
+                self._decided(job, result, tell_clicker, clicked)
         finally:
             progress.finish()
+
+    def _decided(self, job: ApplyDecision, result: RunResult,
+                 tell_clicker: Callable[[str], None], clicked: tuple[str, str | None]) -> None:
+        """After a decision: the clicker told of a refusal, or the card and its copies updated and the answer
+        posted."""
+        channel, thread_ts, thread_id, decision, clicker = (job.channel, job.thread_ts, job.thread_id, job.decision,
+                                                            job.clicker)
+        if result.notice:
+            tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
+            if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
+                self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result), also=clicked)
+            return
+        if job.clicked_in == HOME:
+            self.show_home(HomeOpened(clicker, "home"), notice=kit.decided_on_home(
+                channel, result.approval.status, self.slack.permalink(channel, thread_ts)))
+        self._finish(result, channel, thread_ts, None)
 
     # --- App Home ----------------------------------------------------------------------------------------
 
@@ -454,9 +543,9 @@ class Handlers:
             self.slack.respond(response_url, "I cannot post in this conversation: invite me to it (`/invite "
                                              "@cachebot`) or write to me directly.")
             return None
-        status_ts = self.slack.post(channel, root, kit.looking_at(_url_count(text)))
-        return AnswerRequest(channel, root, f"{channel}:{root}", user, text, status_ts,
-                             intent="purge" if verb == "purge" else None)
+        return self._taken_in(AnswerRequest(channel, root, f"{channel}:{root}", user, text, None,
+                                            intent="purge" if verb == "purge" else None,
+                                            key=f"command:{channel}:{root}"), _url_count(text))
 
     def answer_privately(self, job: AnswerPrivately) -> None:
         """Run a request whose answer only the asker sees (``/cachebot check``)."""
@@ -508,8 +597,8 @@ class Handlers:
                                                           "decide on it first.")
             return None
         message = "purge " + " ".join(chosen)
-        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(chosen)))
-        return AnswerRequest(channel, thread_ts, thread_id, user, message, status_ts, intent="purge")
+        return self._taken_in(AnswerRequest(channel, thread_ts, thread_id, user, message, None, intent="purge",
+                                            key=f"view:{view.get('id') or thread_ts}"), len(chosen))
 
     # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
 
@@ -542,15 +631,20 @@ class Handlers:
         if message_ts:
             self.slack.update(channel, message_ts, f"{choice} chosen",
                               kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
-        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(offer.urls)))
-        return TakeOffer(channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
+        # the lease records the request the offer stands for (its URLs, from the stored run), as a typed one would
+        taken = self._taken_in(AnswerRequest(channel, thread_ts, thread_id, clicker, f"{choice} " + " ".join(
+            offer.urls), None, intent=choice, key=key), len(offer.urls))
+        return TakeOffer(channel, thread_ts, thread_id, offer_id, choice, clicker, taken.status_ts, key=key)
 
     def take_offer(self, job: TakeOffer) -> None:
         """A normal request by the clicker for exactly the offer's URLs: same policy, same approval rules."""
         self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
                              lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
                                                                     user=job.clicker, channel=job.channel,
-                                                                    interface="slack", on_event=on_event))
+                                                                    interface="slack", on_event=on_event,
+                                                                    reply_to=self._reply_to(job) if job.key
+                                                                    else None),
+                             key=job.key)
 
 
 def _assistant_key(channel: str, thread_ts: str) -> str:
