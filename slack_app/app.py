@@ -10,6 +10,8 @@ Nothing here decides anything: how an event becomes a run is in ``handlers.py``,
 
 from __future__ import annotations
 
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
@@ -22,6 +24,10 @@ from slack_app.dispatch import Dispatcher, WorkerSpec
 from slack_app.handlers import Handlers
 from slack_app.jobs import RecoverRuns
 from slack_app.listeners import actions, commands, events, shortcuts
+
+log = logging.getLogger("cachebot.slack")
+
+EXPIRY_INTERVAL = 15.0  # seconds between looks for overdue approvals (each replica; one of them expires each)
 
 
 class SlackFrontEnd:
@@ -64,6 +70,8 @@ class SlackFrontEnd:
         actions.register(self.app, self.dispatch)
         commands.register(self.app, self.dispatch)
         shortcuts.register(self.app, self.dispatch)
+        self._expiry_stop = threading.Event()
+        self._expiry_thread: threading.Thread | None = None
 
     @property
     def received(self) -> int:
@@ -85,6 +93,26 @@ class SlackFrontEnd:
         """Crash recovery in the background, on the runs pool (on start: ``slack_app/server.py``)."""
         self.dispatch.start(RecoverRuns())
 
+    def expire_now(self) -> int:
+        """Expire overdue approvals now, in this thread, telling their threads (``Handlers.expire``)."""
+        return self.handlers.expire()
+
+    def start_expiry(self, interval: float = EXPIRY_INTERVAL) -> None:
+        """Look for overdue approvals every ``interval`` seconds in the background (``slack_app/server.py``).
+        Every replica runs it; the thread lock and a claim make one of them expire and tell each request."""
+        def loop() -> None:
+            while not self._expiry_stop.wait(interval):
+                try:
+                    self.expire_now()
+                except Exception:  # the next round tries again
+                    log.exception("looking for overdue approvals failed")
+
+        self._expiry_thread = threading.Thread(target=loop, name="cachebot-expiry", daemon=True)
+        self._expiry_thread.start()
+
     def close(self) -> None:
+        self._expiry_stop.set()
+        if self._expiry_thread is not None:
+            self._expiry_thread.join(timeout=60)
         self.dispatch.close()
         self._listeners.shutdown(wait=True)
