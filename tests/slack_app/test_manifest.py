@@ -109,7 +109,7 @@ def test_every_manifest_event_has_a_listener(slack, kind):
 @pytest.mark.parametrize("action_id", ACTION_IDS)
 def test_every_action_has_a_listener_and_unknown_ones_do_not(slack, action_id):
     h = slack()
-    value = json.dumps({"run": f"{CHANNEL}:1.2", "interrupt": "nope", "offer": "nope"})
+    value = json.dumps({"run": f"{CHANNEL}:1.2", "interrupt": "nope", "offer": "nope", "request": "nope"})
     payload = block_actions(user="UALICE", channel=CHANNEL, message_ts="1.2", thread_ts="1.2", action_id=action_id,
                             value=value)
     assert h.sender.interaction(payload)[0] == 200
