@@ -2,8 +2,8 @@
 
 ``make_client`` waits out ``ratelimited`` (429 + Retry-After), retries Slack's server errors (500, 502, 503, 504)
 with exponential backoff and jitter (or after their Retry-After) and retries dropped connections, so no caller
-retries by hand and a final message is not lost to one bad answer. ``SlackApi`` posts, updates, answers ephemerally and uploads; a failed call is logged and
-never breaks a run (the run's outcome is in the audit trail whatever Slack said). ``SlackUserGroups`` answers
+retries by hand and a final message is not lost to one bad answer. ``SlackApi`` posts, updates, answers
+ephemerally and uploads; a failed call (after those retries) is logged and never breaks a run (the run's outcome is in the audit trail whatever Slack said). ``SlackUserGroups`` answers
 "which approver groups is this user in" for the agent (``slack_context``); who may approve is still decided
 in ``agent/``.
 """

@@ -14,7 +14,7 @@ import pytest
 
 from slack_app.blocks import APPROVE_ACTION, DENY_ACTION, REQUEST_AGAIN_ACTION
 from tests.fakes.slack import block_actions, home_opened
-from tests.slack_app.conftest import BIG, CHANNEL, all_text, buttons
+from tests.slack_app.conftest import BIG, all_text, buttons
 
 APPROVERS_CHANNEL = "CAPPROVERS"
 
@@ -62,7 +62,7 @@ def test_an_expired_card_says_so_in_place_and_the_requester_is_told_once(slack):
 
 def test_copies_in_the_approvers_channel_and_dms_are_updated_too(slack):
     h = slack(approval={"channel": APPROVERS_CHANNEL, "dm_approvers": True})
-    thread_ts = h.mention(BIG)
+    h.mention(BIG)
     copies = [m for m in h.fake.messages.values() if m["channel"] in (APPROVERS_CHANNEL, "DALICE", "DCAROL")]
     assert len(copies) == 3
     h.clock.advance(minutes=31)
