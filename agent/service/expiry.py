@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTICE_WINDOW = timedelta(hours=1)  # beyond the expiry: how long a notice owed after a crash is still given
+NOTICE_WINDOW = timedelta(minutes=30)  # beyond the expiry: a notice owed after a crash is still given (claims
+# are kept at least an hour, so the claim of a notice given outlives this window)
 
 
 @dataclass(frozen=True)
