@@ -497,3 +497,49 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."
+
+
+# --- a request picked up again by another process (agent/service/recovery.py) -------------------------------
+
+RESTARTED = "Picked up again after a restart"
+MAX_STOPPED_URLS = 5
+
+
+def _some(urls: list[str]) -> str:
+    if not urls:
+        return "nothing"
+    shown = ", ".join(urls[:MAX_STOPPED_URLS])
+    return shown + (f" and {len(urls) - MAX_STOPPED_URLS} more" if len(urls) > MAX_STOPPED_URLS else "")
+
+
+def stopped_reply(why: str, result: RunResult | None) -> str:
+    """What a request that could not finish says: "Stopped: <why>; purged so far: …; not purged: …"."""
+    purged: list[str] = []
+    missing: list[str] = []
+    if result is not None and result.results:
+        for url in dict.fromkeys(r.url for r in result.results):
+            rows = [r for r in result.results if r.url == url]
+            done = all(r.status in (ItemStatus.PURGED_VERIFIED, ItemStatus.PURGED_UNVERIFIED, ItemStatus.NOT_CACHED)
+                       for r in rows if r.status != ItemStatus.SKIPPED)
+            (purged if done else missing).append(url)
+    elif result is not None:
+        missing = list(dict.fromkeys([i.url for i in result.plan] or result.urls))
+    return f"Stopped: {why}; purged so far: {_some(purged)}; not purged: {_some(missing)}."
+
+
+def taken_over_finished() -> str:
+    return (f"{RESTARTED}: cachebot stopped while working on this request; I carried on from where it stopped and "
+            "finished it. The answer follows.")
+
+
+def taken_over_stopped(result: RunResult | None, why: str) -> str:
+    return (f"{RESTARTED}; it was not finished. {stopped_reply(why, result)} "
+            "Some caches may still be stale: please check the pages, or ask again.")
+
+
+def taken_over_waiting(decided_by: str | None, who: Callable[[str], str] = as_written) -> str:
+    """A decision was being applied when its process stopped: it did not land, the request still waits."""
+    if decided_by:
+        return (f"{RESTARTED}: the decision by {who(decided_by)} did not land before cachebot stopped, so this "
+                "request is still waiting. Click Approve or Deny again.")
+    return f"{RESTARTED}: this request is waiting for approval."

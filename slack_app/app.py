@@ -10,8 +10,6 @@ Nothing here decides anything: how an event becomes a run is in ``handlers.py``,
 
 from __future__ import annotations
 
-import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
@@ -19,15 +17,13 @@ from slack_sdk import WebClient
 
 from agent.service import recovery
 from agent.service.agent import Agent
+from agent.service.expiry import expire_overdue_approvals
+from agent.service.sweeper import Job, Sweeper, standard_jobs
 from agent.storage.claims import ClaimStore
 from slack_app.dispatch import Dispatcher, WorkerSpec
 from slack_app.handlers import Handlers
 from slack_app.jobs import RecoverRuns
 from slack_app.listeners import actions, commands, events, shortcuts
-
-log = logging.getLogger("cachebot.slack")
-
-EXPIRY_INTERVAL = 15.0  # seconds between looks for overdue approvals (each replica; one of them expires each)
 
 
 class SlackFrontEnd:
@@ -70,8 +66,6 @@ class SlackFrontEnd:
         actions.register(self.app, self.dispatch)
         commands.register(self.app, self.dispatch)
         shortcuts.register(self.app, self.dispatch)
-        self._expiry_stop = threading.Event()
-        self._expiry_thread: threading.Thread | None = None
 
     @property
     def received(self) -> int:
@@ -93,26 +87,21 @@ class SlackFrontEnd:
         """Crash recovery in the background, on the runs pool (on start: ``slack_app/server.py``)."""
         self.dispatch.start(RecoverRuns())
 
+    def sweeper(self, *jobs: Job) -> Sweeper:
+        """This process's periodic jobs (``agent/service/sweeper.py``): take over runs whose holder stopped
+        (their threads answered here), prune old claims and leases, expire overdue approvals (their cards and
+        threads told here), and ``jobs``. Started by the caller."""
+        return Sweeper(self.agent, jobs=[*standard_jobs(notify=self.handlers.tell_recovered), self.expire_approvals,
+                                         *jobs])
+
+    async def expire_approvals(self, agent: Agent) -> None:
+        """The sweeper's expiry job (``agent/service/expiry.py``), telling Slack through the handlers."""
+        await expire_overdue_approvals(agent, self.handlers.tell_expired)
+
     def expire_now(self) -> int:
         """Expire overdue approvals now, in this thread, telling their threads (``Handlers.expire``)."""
         return self.handlers.expire()
 
-    def start_expiry(self, interval: float = EXPIRY_INTERVAL) -> None:
-        """Look for overdue approvals every ``interval`` seconds in the background (``slack_app/server.py``).
-        Every replica runs it; the thread lock and a claim make one of them expire and tell each request."""
-        def loop() -> None:
-            while not self._expiry_stop.wait(interval):
-                try:
-                    self.expire_now()
-                except Exception:  # the next round tries again
-                    log.exception("looking for overdue approvals failed")
-
-        self._expiry_thread = threading.Thread(target=loop, name="cachebot-expiry", daemon=True)
-        self._expiry_thread.start()
-
     def close(self) -> None:
-        self._expiry_stop.set()
-        if self._expiry_thread is not None:
-            self._expiry_thread.join(timeout=60)
         self.dispatch.close()
         self._listeners.shutdown(wait=True)

@@ -106,6 +106,7 @@ class AnswerRequest:
     status_ts: str | None
     intent: str | None = None  # "purge" | "check" when the surface already says which (a command, the modal)
     assistant: bool = False  # an assistant thread: its status line shows what the run is doing
+    key: str | None = None  # the request's lease (what intake claimed): run only if nobody picked it up meanwhile
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class TakeOffer:
     choice: str  # "purge" | "check"
     clicker: str
     status_ts: str | None
+    key: str | None = None  # the request's lease, as for AnswerRequest
 
 
 @dataclass(frozen=True)
