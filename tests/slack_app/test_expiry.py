@@ -198,14 +198,21 @@ def test_a_restart_after_the_expiry_time_still_expires_it(slack, shared_storage)
     assert len(notices(h, thread_ts)) == 1
 
 
-def test_the_background_loop_expires_it(slack):
+def test_the_sweeper_expires_it(slack):
+    """The Slack process's sweeper (agent/service/sweeper.py, every ``recovery.sweep_seconds``) runs the job."""
     h = slack()
     thread_ts = h.mention(BIG)
     card = h.approval_message(thread_ts)
     h.clock.advance(minutes=31)
-    h.front.start_expiry(interval=0.05)
-    h.fake.wait_for(lambda: notices(h, thread_ts), what="the expiry notice")
+    sweeper = h.front.sweeper()
+    sweeper.interval = 0.05
+    sweeper.start()
+    try:
+        h.fake.wait_for(lambda: notices(h, thread_ts), what="the expiry notice")
+    finally:
+        sweeper.stop()
     assert action_ids(h.fake.messages[card["ts"]]) == [REQUEST_AGAIN_ACTION]
+    assert len(notices(h, thread_ts)) == 1
 
 
 def test_the_notice_gets_through_a_rate_limit_and_server_errors(slack):
