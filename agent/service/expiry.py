@@ -1,7 +1,7 @@
 """Active expiry: an approval nobody decided on in time is ended when it expires, not when someone clicks late.
 
-``expire_overdue_approvals(agent, notify)`` is a periodic job (every replica runs it on an interval: the
-sweeper, or the Slack server's loop until there is one). Each run:
+``expire_overdue_approvals(agent, notify)`` is a periodic job: every replica runs it on its sweeper
+(``agent/service/sweeper.py``; the Slack app adds it in ``SlackFrontEnd.sweeper``). Each run:
 
 1. finds the pending approvals past their expiry (``Agent.overdue_approvals``: the audit's waiting requests,
    confirmed against their checkpoints) and, for each, takes the thread's lock **without waiting** (another
