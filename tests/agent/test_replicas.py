@@ -261,7 +261,7 @@ def test_an_approval_nobody_decides_expires_once_across_two_replicas(cluster):
     gets Request again, the requester is told once, nothing is purged."""
     start, fake, hook, url = cluster
     fast = {"approval": {"expiry_minutes": 0.1}, "recovery": {"sweep_seconds": 0.5}}
-    a, b = start("a", **fast), start("b", **fast)
+    a, _ = start("a", **fast), start("b", **fast)
     thread_ts = "1800000301.000200"
     assert a.sender.event(mention(BIG, user="UBOB", channel=CHANNEL, ts=thread_ts))[0] == 200
     card = approval_message(fake, thread_ts)
