@@ -1,13 +1,14 @@
 """What active expiry costs (agent/service/expiry.py): every replica runs the job on each sweep (15 s by default).
 
-For N requests waiting for approval (SQLite files in a temporary directory, or PostgreSQL with --postgres URL):
+For N requests waiting for approval (SQLite files in a temporary directory, and with --postgres a fresh PostgreSQL
+database made on the test server, $CACHEBOT_TEST_POSTGRES_URL, and dropped after):
 
 - a sweep with nothing due: it reads the audit's waiting requests and each one's checkpoint (the steady cost every
   sweep pays), against the baseline of a sweep with nothing waiting at all, measured in the same run;
 - the sweep that expires all N (each through the graph, recorded in the audit, told once: the notifier here
   only counts), per approval.
 
-    python bench/expiry.py [--waiting 50 200] [--postgres postgresql://…]
+    python bench/expiry.py [--waiting 50 200] [--postgres]
 
 Figures are wall-clock on whatever else the machine is doing: compare the ratios, not the milliseconds.
 """
@@ -15,6 +16,7 @@ Figures are wall-clock on whatever else the machine is doing: compare the ratios
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from agent.config import parse_config  # noqa: E402
 from agent.service.agent import Agent  # noqa: E402
@@ -43,13 +48,30 @@ class Clock:
 
 
 def make_agent(workdir: Path, database_url: str | None, clock: Clock) -> Agent:
+    storage = {"sqlite_path": str(workdir / "state.sqlite")} | ({"database_url": database_url} if database_url else {})
     config = parse_config({
         "sites": [{"name": "bench", "hosts": ["bench.example"], "layers": ["edge"]}],
         "layers": [{"name": "edge", "kind": "varnish", "endpoint": "http://127.0.0.1:9"}],
         "approval": {"threshold": 1, "approvers": ["alice"], "expiry_minutes": 30},
-        "storage": {"sqlite_path": str(workdir / "state.sqlite"), "database_url": database_url or ""},
+        "storage": storage,
     })
     return Agent(config, context=AgentContext(config=config, now=clock))
+
+
+def admin_url() -> str:
+    return os.environ.get("CACHEBOT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def create_database() -> tuple[str, str]:
+    name = f"cachebot_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url(), autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}"')
+    return name, make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(admin_url(), autocommit=True) as db:
+        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def timed_sweeps(agent: Agent, repeats: int) -> float:
@@ -67,7 +89,7 @@ def measure(waiting: int, database_url: str | None, repeats: int) -> dict[str, f
         clock = Clock()
         agent = make_agent(Path(tmp), database_url, clock)
         try:
-            agent.audit.prune(older_than_days=0, now=clock.now + timedelta(days=1))  # a shared database: start empty
+            agent.audit.prune(older_than_days=0, now=clock.now + timedelta(days=1))  # start empty on PostgreSQL
             for _ in range(waiting):
                 assert agent.ask(MESSAGE, user="bob", channel="C1", thread_id=f"C1:{uuid.uuid4().hex}",
                                  interface="slack").pending
@@ -87,18 +109,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--waiting", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--postgres", default=None, help="a PostgreSQL URL to measure on instead of SQLite files "
-                                                          "(its audit rows are deleted)")
+    parser.add_argument("--postgres", action="store_true", help="also on a fresh PostgreSQL database")
     args = parser.parse_args()
-    where = "PostgreSQL" if args.postgres else "SQLite"
-    baseline = measure(0, args.postgres, args.repeats)["idle"]
-    print(f"{where}: a sweep with nothing waiting (baseline): {baseline * 1000:.1f} ms")
-    for waiting in args.waiting:
-        figures = measure(waiting, args.postgres, args.repeats)
-        print(f"{waiting} waiting, none due: {figures['idle'] * 1000:.1f} ms a sweep "
-              f"({figures['idle'] / baseline:.1f}× baseline, {figures['idle'] / waiting * 1000:.2f} ms per waiting "
-              f"request); expiring all {waiting}: {figures['expiring']:.2f} s "
-              f"({figures['expiring'] / waiting * 1000:.1f} ms each)")
+    places: list[tuple[str, str | None]] = [("SQLite", None)]
+    made = None
+    if args.postgres:
+        made, url = create_database()
+        places.append(("PostgreSQL", url))
+    try:
+        for where, url in places:
+            baseline = measure(0, url, args.repeats)["idle"]
+            print(f"{where}: a sweep with nothing waiting (baseline): {baseline * 1000:.1f} ms")
+            for waiting in args.waiting:
+                figures = measure(waiting, url, args.repeats)
+                print(f"  {waiting} waiting, none due: {figures['idle'] * 1000:.1f} ms a sweep "
+                      f"({figures['idle'] / baseline:.1f}× baseline); expiring all {waiting}: "
+                      f"{figures['expiring']:.2f} s ({figures['expiring'] / waiting * 1000:.1f} ms each)")
+    finally:
+        if made:
+            drop_database(made)
     return 0
 
 
