@@ -165,7 +165,8 @@ class Handlers:
             self._update_every_copy(item.thread_id, f"Request {record.status}", kit.decided_blocks(
                 result, record.status, record.by, record.at))
         if item.first_time:
-            self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.finished_message(item))
+            notice = taken_over_waiting(None) if result.pending else recovery.finished_message(item)
+            self.slack.reply_in_place(channel, thread_ts, status_ts, notice)
             status_ts = None
         if result.pending:
             self.slack.show(channel, thread_ts, status_ts, result.reply, kit.approval_blocks(result))
@@ -278,34 +279,49 @@ class Handlers:
             return
         event_id = job.event_id or f"{channel}:{ts}:{event.get('type')}"
         key = f"event:{event_id}"
-        if not self.claims.claim(key):
-            log.info("event %s already handled (retry %s)", event_id, job.retry_num)
-            return
         thread_ts = event.get("thread_ts") or ts
         thread_id = f"{channel}:{thread_ts}"
         if event.get("type") == "message" and event.get("channel_type") != "im":
             # channel chatter is not for us, except replies in a thread where we are already talking
             if not event.get("thread_ts") or not self._known_thread(thread_id):
                 return
-        if not self.claims.claim(f"message:{channel}:{ts}"):
-            return  # the same message already came in as the other event type (app_mention + message)
+        # the event, and the message (it also comes in as the other event type: app_mention + message)
+        keys = [key, f"message:{channel}:{ts}"]
         message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
         pending = self.agent.result(thread_id).pending
         if pending:
-            self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny "
-                                                "it first, or start a new thread for a new request.")
+            if all(self.claims.claim(k) for k in keys):
+                self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or "
+                                                    "deny it first, or start a new thread for a new request.")
             return
         assistant = bool(event.get("channel_type") == "im" and event.get("thread_ts")
                          and self.claims.claimed(_assistant_key(channel, thread_ts)))
-        return self._taken_in(AnswerRequest(channel, thread_ts, thread_id, event["user"], message, None,
-                                            assistant=assistant, key=key), _url_count(message))
+        taken = self._taken_in(AnswerRequest(channel, thread_ts, thread_id, event["user"], message, None,
+                                             assistant=assistant, key=key), _url_count(message), claim=keys)
+        if taken is None:
+            log.info("event %s already handled (retry %s)", event_id, job.retry_num)
+        return taken
 
-    def _taken_in(self, job: AnswerRequest, urls: int) -> AnswerRequest:
+    def _known_thread(self, thread_id: str) -> bool:
+        result = self.agent.result(thread_id)
+        return bool(result.reply or result.pending)
+
+    def _taken_in(self, job: AnswerRequest, urls: int, *, claim: list[str] | None = None) -> AnswerRequest | None:
         """The request is ours: its lease records what was asked before anything is said, so a process dying
-        from here on leaves it for another to run and answer (``Agent.accept``); then "Looking at…"."""
+        from here on leaves it for another to run and answer (``Agent.accept``); then "Looking at…". ``claim``:
+        keys to win first, together with the lease (``Agent.take_in``: one transaction on PostgreSQL, so no kill
+        leaves a claimed event without a lease); None when one was already claimed."""
         asked = {"key": job.key, "kind": "answer", "channel": job.channel, "thread_ts": job.thread_ts,
                  "user": job.user, "message": job.message, "intent": job.intent}
-        self.agent.accept(job.thread_id, interface="slack", channel=job.channel, reply_to=asked)
+        if claim is None:
+            self.agent.accept(job.thread_id, interface="slack", channel=job.channel, reply_to=asked)
+        elif self.claims is self.agent.storage.claims:
+            if not self.agent.take_in(claim, job.thread_id, interface="slack", channel=job.channel, reply_to=asked):
+                return None
+        elif all(self.claims.claim(key) for key in claim):
+            self.agent.accept(job.thread_id, interface="slack", channel=job.channel, reply_to=asked)
+        else:
+            return None
         status_ts = self.slack.post(job.channel, job.thread_ts, kit.looking_at(urls))
         if status_ts:
             self.agent.accept(job.thread_id, interface="slack", channel=job.channel,
@@ -316,10 +332,6 @@ class Handlers:
     def _reply_to(job: AnswerRequest | TakeOffer) -> dict[str, Any]:
         return {"key": job.key, "kind": "answer", "channel": job.channel, "thread_ts": job.thread_ts,
                 "status_ts": job.status_ts}
-
-    def _known_thread(self, thread_id: str) -> bool:
-        result = self.agent.result(thread_id)
-        return bool(result.reply or result.pending)
 
     def run_request(self, job: AnswerRequest) -> None:
         status = ThreadStatus(self.slack, job.channel, job.thread_ts, interval=self.progress_interval) \

@@ -67,12 +67,15 @@ class ClaimStore:
             raise
         return cls(engine, owns_engine=True)
 
-    def claim(self, key: str) -> bool:
-        """True only for the first caller that claims ``key``; everyone after gets False."""
+    def claim(self, key: str, *, db: Connection | None = None) -> bool:
+        """True only for the first caller that claims ``key``; everyone after gets False. ``db``: claim inside that
+        transaction (on this store's engine), so the claim and what it guards are written together."""
         statement = (self._insert(claims).values(key=key, claimed_at=time.time())
                      .on_conflict_do_nothing(index_elements=[claims.c.key]).returning(claims.c.key))
-        with self.engine.begin() as db:
+        if db is not None:
             return db.execute(statement).first() is not None
+        with self.engine.begin() as own:
+            return own.execute(statement).first() is not None
 
     def claimed(self, key: str) -> bool:
         """Whether ``key`` was claimed (a claim is also a durable mark: "this assistant thread was greeted")."""

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from agent.periods import utc_now
 from agent.storage.tables import runs
@@ -58,13 +59,14 @@ class RunTracker:
     # --- a holder's side ------------------------------------------------------------------------------------
 
     def accept(self, thread_id: str, *, interface: str | None, channel: str | None, reply_to: dict[str, Any],
-               at: datetime | None = None) -> None:
+               at: datetime | None = None, db: Connection | None = None) -> None:
         """A front end took a request in (nothing run yet): the row says what was asked and where to answer, so
-        another process can run it if this one dies before it starts."""
+        another process can run it if this one dies before it starts. ``db``: inside that transaction."""
         at = at or utc_now()
         self._put(thread_id, {"status": ACCEPTED, "request_id": None, "interface": interface, "channel": channel,
                               "owner": self.owner, "started_at": at, "updated_at": at, "heartbeat_at": at,
-                              "finished_at": None, "reply_to": json.dumps(reply_to), "takeovers": 0, "told": False})
+                              "finished_at": None, "reply_to": json.dumps(reply_to), "takeovers": 0, "told": False},
+                  db=db)
 
     def running(self, thread_id: str, *, request_id: str | None, interface: str | None, channel: str | None,
                 reply_to: dict[str, Any] | None = None, at: datetime | None = None) -> None:
@@ -166,10 +168,13 @@ class RunTracker:
         with self.engine.begin() as db:
             db.execute(update(runs).where(runs.c.thread_id == thread_id).values(**values))
 
-    def _put(self, thread_id: str, row: dict[str, Any]) -> None:
-        with self.engine.begin() as db:
-            if db.execute(update(runs).where(runs.c.thread_id == thread_id).values(**row)).rowcount == 0:
-                db.execute(insert(runs).values(thread_id=thread_id, **row))
+    def _put(self, thread_id: str, row: dict[str, Any], db: Connection | None = None) -> None:
+        if db is None:
+            with self.engine.begin() as own:
+                self._put(thread_id, row, own)
+            return
+        if db.execute(update(runs).where(runs.c.thread_id == thread_id).values(**row)).rowcount == 0:
+            db.execute(insert(runs).values(thread_id=thread_id, **row))
 
 
 def _row(row: Any) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def test_config_path_from_environment(tmp_path, monkeypatch):
         ({"sites": [{"name": "shop", "hosts": ["shop.example"], "layers": ["varnish"],
                      "dependencies": [{"match": "/x", "add": ["/"], "resaon": "r"}]}]},
          "sites[0].dependencies[0].resaon: unknown key; known keys here: match, add, why"),
-        ({"zzz": 1}, "zzz: unknown key; known keys here: sites, layers, approval, limits, storage, llm, digest"),
+        ({"zzz": 1}, "zzz: unknown key; known keys here: sites, layers, approval, limits, storage, recovery, llm, digest"),
     ],
 )
 def test_an_unknown_key_is_named_with_where_it_is_and_what_was_meant(change, line):
