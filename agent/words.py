@@ -306,7 +306,7 @@ def purge_lines(state: PurgeState) -> list[str]:
     if status == "denied":
         return [denied_line(approval.by)]
     if status == "expired":
-        return ["Not purged: the approval request expired. Ask again if it is still needed."]
+        return [expired_line(plan.expires_at)]
     if status == "pending":
         return [f"Waiting for approval: {plan.approval_reason}.", *scope]
     return result_lines(state.get("results", []), plan.items)
@@ -314,6 +314,40 @@ def purge_lines(state: PurgeState) -> list[str]:
 
 def denied_line(by: str | None, who: Callable[[str], str] = as_written) -> str:
     return f"Not purged: {who(by or 'an approver')} denied the request."
+
+
+def clock_time(moment: datetime | str | None) -> str:
+    """A moment as people read it in a reply or on a card: "2026-11-25 12:30 UTC"."""
+    if not moment:
+        return "—"
+    value = moment if isinstance(moment, datetime) else datetime.fromisoformat(str(moment))
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def expired_line(expires_at: datetime | str | None) -> str:
+    """The final answer of a request nobody decided on in time."""
+    when = f" at {clock_time(expires_at)}" if expires_at else ""
+    return (f"Not purged: the approval request expired{when} without a decision — nothing was purged. "
+            "Ask again if it is still needed.")
+
+
+def expired_card_line(expires_at: datetime | str | None) -> str:
+    """What the approval card says once it expired (its buttons give way to Request again)."""
+    return f"Expired at {clock_time(expires_at)} — nothing was purged."
+
+
+def expired_notice(requester: str, expires_at: datetime | str | None, who: Callable[[str], str] = as_written) -> str:
+    """What the requester is told in the thread when their request expired undecided."""
+    return (f"{who(requester)}, nobody approved or denied your request before it expired at "
+            f"{clock_time(expires_at)}, so nothing was purged. Press “Request again” on the request to send the "
+            "same plan back for approval.")
+
+
+def asked_again_notice(by: str, approvers: str, expires_at: datetime | str | None,
+                       who: Callable[[str], str] = as_written) -> str:
+    """Said in the thread when an expired request goes back for a fresh approval."""
+    return (f"{who(by)} asked again: the same plan waits for approval by {approvers}. "
+            f"It expires at {clock_time(expires_at)}.")
 
 
 def plan_scope_lines(items: list[PlanItem], limit: int = 20) -> list[str]:

@@ -40,12 +40,19 @@ from slack_sdk import WebClient
 
 from agent.models import Intent, RunResult
 from agent.policy import approval_recipients
-from agent.service import recovery
-from agent.service.agent import Agent, NothingPending, Superseded
+from agent.service import expiry, recovery
+from agent.service.agent import Agent, NotAllowed, NothingPending, Superseded
 from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
 from agent.storage.claims import ClaimStore
 from agent.urls import extract_candidates
-from agent.words import denied_line, taken_over_waiting
+from agent.words import (
+    asked_again_notice,
+    clock_time,
+    denied_line,
+    expired_card_line,
+    expired_notice,
+    taken_over_waiting,
+)
 from slack_app import blocks as kit
 from slack_app.jobs import (
     AnswerPrivately,
@@ -60,6 +67,8 @@ from slack_app.jobs import (
     NewEvent,
     OfferClick,
     RecoverRuns,
+    RequestAgain,
+    RequestAgainClick,
     RunJob,
     SlashCommand,
     TakeOffer,
@@ -96,6 +105,8 @@ class Handlers:
                 return self.click(job)
             case OfferClick():
                 return self.offer_click(job)
+            case RequestAgainClick():
+                return self.again_click(job)
             case SlashCommand():
                 return self.command(job)
             case MessageShortcut():
@@ -114,6 +125,8 @@ class Handlers:
                 self.decide(job)
             case TakeOffer():
                 self.take_offer(job)
+            case RequestAgain():
+                self.request_again(job)
             case RecoverRuns():
                 self.recover(resume=job.resume)
             case _:
@@ -160,6 +173,99 @@ class Handlers:
             self._tell_approvers(result, channel, status_ts)
             return
         self._finish(result, channel, thread_ts, status_ts)
+
+    # --- expiry: approvals nobody decided on in time -------------------------------------------------------
+
+    def expire(self) -> int:
+        """Expire every overdue approval and tell each once (``agent.service.expiry``); the periodic job's work.
+        Returns how many this call expired."""
+        return expiry.expire_overdue(self.agent, self.tell_expired)
+
+    def tell_expired(self, item: expiry.Expired) -> None:
+        """An approval expired undecided: the card and every copy say so, with Request again in place of
+        Approve / Deny; the requester is told in the thread; approvers' Home tabs drop it. Raises when the thread
+        could not be told (``expiry`` then tells it again later)."""
+        channel, _, thread_ts = item.thread_id.partition(":")
+        if item.interface != "slack" or not channel or not thread_ts:
+            return
+        self._update_every_copy(item.thread_id, expired_card_line(item.expires_at),
+                                kit.expired_blocks(item.result, item.expires_at, item.request_id))
+        notice = kit.naming_people(lambda who, _: expired_notice(item.requester, item.expires_at, who))
+        if self.slack.post(channel, thread_ts, expired_notice(item.requester, item.expires_at), notice) is None:
+            raise NotTold(f"could not post the expiry of {item.thread_id} in its thread")
+        self._refresh_approvers_homes()
+
+    def _refresh_approvers_homes(self) -> None:
+        """Publish each configured approver's Home tab again, so a request that stopped waiting leaves it."""
+        for user in self.agent.config.approval.approvers:
+            if kit.SLACK_USER_ID.fullmatch(user):
+                self.show_home(HomeOpened(user, "home"))
+
+    def again_click(self, job: RequestAgainClick) -> RequestAgain | None:
+        """Request again on an expired card (or a copy): checked against where it was clicked and against policy
+        (the requester or an approver: ``Agent.may_request_again``), then claimed (one fresh approval)."""
+        clicker, channel, message_ts = _clicked(job.body)
+        named = self._button_value(job.action, channel, clicker, "run", "request")
+        if named is None:
+            return None
+        thread_id, request_id = named
+        run_channel, _, thread_ts = thread_id.partition(":")
+        is_copy = self.copies.is_copy(thread_id, channel, message_ts)
+        in_thread = run_channel == channel and (_clicked_thread(job.body) == thread_ts or is_copy)
+        if not clicker or not thread_ts or not (in_thread or is_copy):
+            self.slack.ephemeral(channel, clicker, None,
+                                 "That button does not belong to this conversation; nothing was done.")
+            return None
+        where = thread_ts if in_thread else None
+        refusal = self.agent.may_request_again(thread_id, clicker)
+        if refusal:
+            self.slack.ephemeral(channel, clicker, where, f"You cannot ask again: {kit.neutralise(refusal)}.")
+            return None
+        key = f"again:{thread_id}:{request_id}"
+        if not self.claims.claim(key):
+            self.slack.ephemeral(channel, clicker, where, "Nothing to do: this request was already sent back "
+                                                          "for approval.")
+            return None
+        return RequestAgain(run_channel, thread_ts, thread_id, request_id, clicker, channel, key)
+
+    def request_again(self, job: RequestAgain) -> None:
+        """The same plan back for a fresh approval: every copy gets fresh Approve / Deny, the thread says who
+        asked again and until when, approvers' Home tabs show it again. The run holds a lease (``reply_to``)
+        until that is posted, so a process dying meanwhile leaves the new card to a sweeper."""
+        channel, thread_ts, thread_id = job.channel, job.thread_ts, job.thread_id
+
+        def tell_clicker(text: str) -> None:
+            self.slack.ephemeral(job.clicked_in, job.clicker, thread_ts if job.clicked_in == channel else None, text)
+
+        reply_to = {"key": job.claim, "kind": "again", "channel": channel, "thread_ts": thread_ts,
+                    "clicker": job.clicker}
+        try:
+            result = self.agent.request_again(thread_id, job.request_id, user=job.clicker, interface="slack",
+                                              reply_to=reply_to)
+        except NotAllowed as exc:
+            self.claims.release(job.claim)  # a refusal is not an answer: someone allowed may still press it
+            tell_clicker(f"You cannot ask again: {kit.neutralise(exc)}.")
+            return
+        except NothingPending as exc:
+            tell_clicker(f"Nothing to do: {kit.neutralise(exc)}.")
+            return
+        except Exception:
+            log.exception("asking again on %s failed", thread_id)
+            self.claims.release(job.claim)
+            tell_clicker("Something went wrong on my side; please try again.")
+            self._answered(thread_id, job.claim)
+            return
+        with self._answering(thread_id, job.claim):
+            if not result.pending:  # the run stopped with an error before asking: say so, as any run would
+                self._finish(result, channel, thread_ts, None)
+                return
+            self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result))
+            pending = result.pending
+            said = asked_again_notice(job.clicker, str(pending.get("approvers") or ""), pending.get("expires_at"),
+                                      who=kit.mention)
+            self.slack.post(channel, thread_ts, asked_again_notice(job.clicker, "the approvers",
+                                                                   pending.get("expires_at")), [kit.section(said)])
+            self._refresh_approvers_homes()
 
     # --- events: a new request ----------------------------------------------------------------------------
 
@@ -391,7 +497,7 @@ class Handlers:
 
         def on_event(event: ProgressEvent) -> None:
             progress.event(event)
-            if isinstance(event, ApprovalDecided):
+            if isinstance(event, ApprovalDecided) and event.approval.status != "expired":  # (told once, below)
                 record = event.approval
                 self._update_every_copy(thread_id, f"Request {record.status}", kit.decided_blocks(
                     self.agent.result(thread_id), record.status, record.by, record.at), also=clicked)
@@ -425,6 +531,12 @@ class Handlers:
         posted."""
         channel, thread_ts, thread_id, decision, clicker = (job.channel, job.thread_ts, job.thread_id, job.decision,
                                                             job.clicker)
+        if result.approval.status == "expired":  # a late click: the expiry notice, once, as the sweep gives it
+            tell_clicker(f"Nothing to {decision}: this approval request expired at "
+                         f"{clock_time(self.agent.snapshot(thread_id).values['plan'].expires_at)}; nothing was "
+                         "purged.")
+            expiry.tell_expired(self.agent, thread_id, self.tell_expired)
+            return
         if result.notice:
             tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
             if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
@@ -645,6 +757,10 @@ class Handlers:
                                                                     reply_to=self._reply_to(job) if job.key
                                                                     else None),
                              key=job.key)
+
+
+class NotTold(Exception):
+    """Slack did not take a message that had to get through (after the client's retries)."""
 
 
 def _assistant_key(channel: str, thread_ts: str) -> str:

@@ -41,6 +41,14 @@ class OfferClick:
 
 
 @dataclass(frozen=True)
+class RequestAgainClick:
+    """A click on Request again, on an expired approval card (or a copy of it)."""
+
+    body: dict[str, Any]
+    action: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class SlashCommand:
     """A ``/cachebot`` command: the form fields Slack posted (``command``, ``text``, ``user_id``, ``channel_id``,
     ``trigger_id``, ``response_url``…), untouched."""
@@ -79,8 +87,8 @@ class AssistantThreadStarted:
     user: str
 
 
-IntakeJob = (NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted | HomeOpened
-             | AssistantThreadStarted)
+IntakeJob = (NewEvent | ApprovalClick | OfferClick | RequestAgainClick | SlashCommand | MessageShortcut
+             | ModalSubmitted | HomeOpened | AssistantThreadStarted)
 
 
 # --- runs: what intake (or start-up) asks to run -----------------------------------------------------------
@@ -145,13 +153,27 @@ class TakeOffer:
 
 
 @dataclass(frozen=True)
+class RequestAgain:
+    """Send an expired request (``request_id``, the thread's latest) back for a fresh approval, as ``clicker``
+    asked (``claim``: released when policy refuses, so the requester can still press it)."""
+
+    channel: str
+    thread_ts: str
+    thread_id: str
+    request_id: str
+    clicker: str
+    clicked_in: str  # the channel the button was pressed in (the run's, or a copy's)
+    claim: str
+
+
+@dataclass(frozen=True)
 class RecoverRuns:
     """Finish (``resume``) or report as interrupted the runs a dead process left executing."""
 
     resume: bool = True
 
 
-RunJob = AnswerRequest | AnswerPrivately | ApplyDecision | TakeOffer | RecoverRuns
+RunJob = AnswerRequest | AnswerPrivately | ApplyDecision | TakeOffer | RequestAgain | RecoverRuns
 Job = IntakeJob | RunJob
 
 

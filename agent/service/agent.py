@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from langgraph.types import Command
@@ -30,7 +30,7 @@ from agent.models import (
     ApprovalRecord, CheckResult, Intent, Plan, PurgeOutcome, PurgeStatus, Rejection, RunResult,
 )
 from agent.nodes.common import unverified_results
-from agent.policy import is_expired, refuse_approver
+from agent.policy import is_expired, refuse_approver, refuse_request_again
 from agent.service.events import EventHandler, EventReader, Executing
 from agent.service.leases import Heartbeat
 from agent.state import AgentContext, checkpoint_serializer, new_request
@@ -51,12 +51,19 @@ class NothingPending(Exception):
     """There is no approval waiting on this thread (it was decided, expired, or never existed)."""
 
 
+class NotAllowed(Exception):
+    """Policy refused what was asked (``agent.policy``); the message says why."""
+
+
 class DeadlinePassed(Exception):
     """A run went past its whole budget (``Agent.run_budget``) and was stopped."""
 
 
 class Superseded(Exception):
     """The request a front end accepted was picked up by another process (a sweeper) while it waited to run."""
+
+
+SYSTEM_USER = "cachebot"  # who the audit names for what cachebot decided by itself (an approval expiring)
 
 
 @dataclass(frozen=True)
@@ -313,6 +320,103 @@ class Agent:
             self.answered(thread_id)
         except Exception:
             log.exception("could not record the end of run %s in its lease", thread_id)
+
+    # --- expiry: approvals nobody decided on in time ---------------------------------------------------------
+
+    def overdue_approvals(self, *, limit: int = 200) -> list[str]:
+        """The threads whose approval is still pending past its expiry (the audit's waiting requests, each
+        confirmed against its checkpoint), oldest first. Expiring them is ``expire``'s.
+
+        Only requests received at least ``approval.expiry_minutes`` ago can be due (a plan's expiry counts from
+        when it was made, after the request arrived), so a sweep with nothing due reads no checkpoint. (Should
+        the setting grow, requests planned under the shorter one are expired that much later.)"""
+        due_before = self.context.now() - timedelta(minutes=self.config.approval.expiry_minutes)
+        waiting = self.audit.history(status="waiting_approval", purges_only=False, until=due_before, limit=limit)
+        overdue = []
+        for entry in reversed(waiting):
+            pending = self.result(entry.thread_id).pending
+            if pending and self._expired(pending):
+                overdue.append(entry.thread_id)
+        return list(dict.fromkeys(overdue))
+
+    def recently_expired(self, *, within: timedelta, limit: int = 200) -> list[tuple[str, str]]:
+        """(thread, request) of the requests recorded as expired that were received within ``within``: the ones
+        whose requester may still be owed the news (``agent.service.expiry`` tells each once)."""
+        since = self.context.now() - within
+        entries = self.audit.history(status="expired", purges_only=False, since=since, limit=limit)
+        return [(entry.thread_id, entry.request_id) for entry in entries]
+
+    def expire(self, thread_id: str) -> RunResult | None:
+        """Decide the thread's pending approval as expired, through the graph's own path (the approval node sees
+        the time has passed and ends the run: nothing is purged), and record it. None when there is nothing to
+        expire (decided meanwhile, not yet due). The caller holds the thread's lock (``agent.service.expiry``
+        takes it without waiting, so one replica does it)."""
+        snapshot = self.snapshot(thread_id)
+        pending = snapshot.interrupts[0] if snapshot.interrupts else None
+        if pending is None or not self._expired(dict(pending.value)):
+            return None
+        request = self.audit.latest_request(thread_id)
+        request_id = request["id"] if request else None
+        interface = request["interface"] if request else None
+        failure = self._run_recorded(Command(resume={pending.id: {"decision": "expire", "user": SYSTEM_USER}}),
+                                     thread_id, None, request_id, interface=interface,
+                                     channel=request["channel"] if request else None)
+        result = failure or self.result(thread_id)
+        if request_id is not None:
+            self._record_decision(request_id, thread_id, "expire", SYSTEM_USER, interface or "cli", result)
+            if failure is None:
+                self.record_result(request_id, thread_id, result)
+        return result
+
+    def may_request_again(self, thread_id: str, user: str) -> str | None:
+        """Why ``user`` may not send this thread's expired request back for approval, or None when they may."""
+        requester = str(self.snapshot(thread_id).values.get("user") or "")
+        return refuse_request_again(user, requester, self.context.user_groups(user), self.config)
+
+    def request_again(self, thread_id: str, request_id: str, *, user: str, on_event: EventHandler | None = None,
+                      interface: str | None = None, reply_to: dict[str, Any] | None = None) -> RunResult:
+        """Send an expired request's plan, exactly as it was approved-for, back for a fresh approval (a new
+        expiry), by its requester or an approver (``agent.policy.refuse_request_again``). The run goes on
+        from the plan step of the stored run, so nothing is re-planned and the scope cannot change; the request
+        stays its requester's (self-approval rules unchanged). Raises ``NothingPending`` when the request is
+        not the thread's latest expired one (asked again already, or a newer request), ``NotAllowed`` on a
+        refusal. ``reply_to``: as for ``ask`` (the front end posts the new card; the run's lease says so)."""
+        with self._serialised(thread_id):
+            snapshot = self.snapshot(thread_id)
+            values = snapshot.values
+            approval = values.get("approval") or ApprovalRecord()
+            latest = self.audit.latest_request(thread_id)
+            if snapshot.interrupts or snapshot.next or approval.status != "expired" or latest is None \
+                    or latest["id"] != request_id:
+                raise NothingPending("that request was already sent back for approval, or a newer request "
+                                     "replaced it")
+            requester = str(values.get("user") or "")
+            refusal = refuse_request_again(user, requester, self.context.user_groups(user), self.config)
+            if refusal:
+                raise NotAllowed(refusal)
+            now = self.context.now()
+            plan: Plan = values["plan"]
+            fresh = plan.model_copy(update={"created_at": now, "needs_approval": True,
+                                            "expires_at": now + timedelta(minutes=self.config.approval.expiry_minutes)})
+            new_id = self.audit.request_received(
+                thread_id=thread_id, user=requester, interface=interface or latest["interface"],
+                channel=latest["channel"], text=latest["text"], dry_run=False, at=now)
+            self.audit.decision_made(request_id=new_id, thread_id=thread_id, user=user,
+                                     interface=interface or latest["interface"], decision="request_again",
+                                     status="asked_again", at=now)
+            with self._leased(thread_id, interface=latest["interface"], channel=latest["channel"],
+                              reply_to=reply_to, request_id=new_id):
+                # as if the plan step had just made this plan: the graph's own edges take it to approval
+                self.graph.update_state(self._config(thread_id), {
+                    "plan": fresh, "approval": ApprovalRecord(status="pending"), "reply": "", "results": [],
+                    "purge_outcomes": [], "repair": [], "deadline_at": None, "checks": []}, as_node="plan")
+                failure = self._run_recorded(None, thread_id, on_event, new_id, interface=latest["interface"],
+                                             channel=latest["channel"])
+                if failure is not None:
+                    return failure
+                result = self.result(thread_id)
+                self.record_result(new_id, thread_id, result)
+                return result
 
     # --- offers: "Purge these N pages" / "Just check them" after a question --------------------------------
 
