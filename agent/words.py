@@ -463,3 +463,24 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."
+
+
+# --- the web console (cachebot web, agent/web/) ---------------------------------------------------------------
+
+DETAILS_LINK = "What this request did, step by step"
+
+
+def details_line(url: str) -> str:
+    """The line a report ends with when the console's address is configured (``web.base_url``)."""
+    return f"{DETAILS_LINK}: {url}"
+
+
+def web_needs_token(host: str) -> str:
+    """Why ``cachebot web --host`` on another address than loopback refuses to start without a token."""
+    return (f"Refusing to serve the console on {host} without a token: anyone who can reach that address would read "
+            "every request. Pass --token or set CACHEBOT_WEB_TOKEN (or serve on 127.0.0.1, the default).")
+
+
+def web_listening(url: str, token: bool) -> str:
+    return f"cachebot console on {url}" + (" (token required: open it once with ?token=…)" if token else "")
+

@@ -18,7 +18,7 @@ from rich.text import Text
 from agent.models import Plan, RunResult
 from agent.service.events import PlanReady, ProgressEvent, StepDone, UrlsFound
 from agent.service.events import Progress as BatchProgress  # rich has a Progress too
-from agent.words import plural
+from agent.words import details_line, plural
 
 console = Console(highlight=False)
 
@@ -98,8 +98,12 @@ def render(result: RunResult) -> None:
     if result.pending:
         console.print(f"[yellow]Waiting for approval[/yellow] (request id [cyan]{result.thread_id}[/cyan]): ", end="")
         console.print(f"{result.pending['reason']}. Approvers: {result.pending['approvers']}.", markup=False)
+        if result.web_url:
+            console.print(details_line(result.web_url), markup=False, soft_wrap=True)
         return
     console.print(result.reply, markup=False)
+    if result.web_url:
+        console.print(details_line(result.web_url), markup=False, soft_wrap=True)
 
 
 GROUP_BY_PAGE_ABOVE = 20  # rows: a bigger plan shows one row per page, so it does not fill the screen
