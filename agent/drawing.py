@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.graph import build_graph
@@ -43,3 +44,112 @@ def write_drawings(directory: Path) -> list[Path]:
         subprocess.run(["dot", "-Tpng", "-o", str(png), str(directory / f"{GRAPH_NAME}.dot")], check=True)
         written.append(png)
     return written
+
+
+# --- one run's path on the graph (`cachebot trace --format …`, agent/trace.py) -------------------------------
+
+VISITED_FILL, UNVISITED_FILL, WAITING_FILL = "#bfb6fc", "#eeeeee", "#ffd27f"
+VISITED_LINE, UNVISITED_LINE = "#3b2bbf", "#bbbbbb"
+
+
+@dataclass
+class RunPath:
+    """What a run did on the graph: nodes it visited, how often it took each edge ("a->b"), time per node."""
+
+    visited: set[str] = field(default_factory=set)
+    edge_counts: dict[str, int] = field(default_factory=dict)
+    node_seconds: dict[str, float] = field(default_factory=dict)
+    waiting_at: str | None = None
+
+
+def _shape() -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """The graph's nodes and edges (source, target, conditional), as the code builds them."""
+    drawn = build_graph().compile().get_graph()
+    return list(drawn.nodes), [(e.source, e.target, bool(e.conditional)) for e in drawn.edges]
+
+
+def seconds_words(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _node_label(node: str, path: RunPath) -> str:
+    label = node.strip("_")
+    if node in path.node_seconds:
+        label += f"\\n{seconds_words(path.node_seconds[node])}"
+    if node == path.waiting_at:
+        label += "\\nwaiting"
+    return label
+
+
+def _edges_with_loops(edges: list[tuple[str, str, bool]], path: RunPath) -> list[tuple[str, str, bool]]:
+    """The drawn edges plus any the run took that the drawing lacks (approval's refused click loops to itself:
+    ``Command`` routes are drawn from their Literal, but a self-loop may be left out)."""
+    known = {(s, t) for s, t, _ in edges}
+    extra = [(s, t, True) for key in path.edge_counts for s, t in [key.split("->", 1)] if (s, t) not in known]
+    return edges + extra
+
+
+def dot_with_path(path: RunPath) -> str:
+    nodes, edges = _shape()
+    lines = [f"digraph {GRAPH_NAME} {{",
+             '  rankdir=TB; node [shape=box, style="rounded,filled", fontname="Helvetica"];'
+             ' edge [fontname="Helvetica", fontsize=10];']
+    for node in nodes:
+        shape = ", shape=oval" if node in ("__start__", "__end__") else ""
+        if node == path.waiting_at:
+            style = f'fillcolor="{WAITING_FILL}", penwidth=2'
+        elif node in path.visited:
+            style = f'fillcolor="{VISITED_FILL}", penwidth=2'
+        else:
+            style = f'fillcolor="{UNVISITED_FILL}", fontcolor="#999999", color="#bbbbbb"'
+        lines.append(f'  "{node}" [label="{_node_label(node, path)}"{shape}, {style}];')
+    for source, target, conditional in _edges_with_loops(edges, path):
+        count = path.edge_counts.get(f"{source}->{target}", 0)
+        if count:
+            attrs = f'color="{VISITED_LINE}", penwidth=2.5, label="{count}×"'
+        else:
+            attrs = f'color="{UNVISITED_LINE}"' + (", style=dashed" if conditional else "")
+        lines.append(f'  "{source}" -> "{target}" [{attrs}];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_id(node: str) -> str:
+    return node  # LangGraph's ids as they are: "end" alone is a Mermaid keyword
+
+
+def mermaid_with_path(path: RunPath) -> str:
+    nodes, edges = _shape()
+    lines = ["flowchart TD"]
+    for node in nodes:
+        label = _node_label(node, path).replace("\\n", "<br/>")
+        shape = f'(["{label}"])' if node in ("__start__", "__end__") else f'["{label}"]'
+        lines.append(f"  {_mermaid_id(node)}{shape}")
+    styles = []
+    for index, (source, target, conditional) in enumerate(_edges_with_loops(edges, path)):
+        count = path.edge_counts.get(f"{source}->{target}", 0)
+        arrow = f'-->|"{count}×"|' if count else ("-.->" if conditional else "-->")
+        lines.append(f"  {_mermaid_id(source)} {arrow} {_mermaid_id(target)}")
+        styles.append(f"  linkStyle {index} stroke:{VISITED_LINE if count else UNVISITED_LINE}"
+                      + (",stroke-width:3px" if count else ""))
+    lines += styles
+    lines.append(f"  classDef visited fill:{VISITED_FILL},stroke:{VISITED_LINE},stroke-width:2px")
+    lines.append(f"  classDef waiting fill:{WAITING_FILL},stroke:{VISITED_LINE},stroke-width:2px")
+    lines.append(f"  classDef unvisited fill:{UNVISITED_FILL},stroke:#bbbbbb,color:#999999")
+    for node in nodes:
+        kind = "waiting" if node == path.waiting_at else "visited" if node in path.visited else "unvisited"
+        lines.append(f"  class {_mermaid_id(node)} {kind}")
+    return "\n".join(lines) + "\n"
+
+
+def render_dot(text: str, fmt: str) -> bytes | str:
+    """SVG (text) or PNG (bytes) from DOT, by the local graphviz ``dot``: offline."""
+    if not shutil.which("dot"):
+        raise RuntimeError("graphviz's `dot` is not installed (Debian: apt-get install graphviz); "
+                           "use --format mermaid or dot")
+    drawn = subprocess.run(["dot", f"-T{fmt}"], input=text.encode(), capture_output=True, check=True).stdout
+    return drawn.decode() if fmt == "svg" else drawn

@@ -465,6 +465,179 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."
 
 
+# --- run traces (`cachebot trace`, agent/trace.py) ------------------------------------------------------------
+
+SUMMARY_ITEMS = 3  # a changed list shows its count and this many of its items
+SUMMARY_CHARS = 80
+
+
+def short(text: Any, limit: int = SUMMARY_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _item_words(item: Any) -> str:
+    if isinstance(item, PlanItem):
+        return f"{item.layer} {item.operation.value} {item.target}"
+    layer, target = getattr(item, "layer", None), getattr(item, "target", None) or getattr(item, "url", None)
+    status = getattr(item, "status", None)
+    if layer and target:
+        return f"{layer} {target}" + (f" {getattr(status, 'value', status)}" if status is not None else "")
+    if isinstance(item, dict):
+        return short(", ".join(f"{k}={v}" for k, v in list(item.items())[:3]), 40)
+    return short(item, 60)
+
+
+def change_summary(value: Any) -> str:
+    """A state field's new value in a line: counts and the first few items, never a wall of JSON."""
+    if isinstance(value, Plan):
+        return (f"{plural(len(value.items), 'item')} on {plural(len(value.pages), 'page')}, "
+                f"{plural(value.purge_count, 'purge')}" + (", needs approval" if value.needs_approval else ""))
+    if hasattr(value, "refusals") and hasattr(value, "status"):  # ApprovalRecord
+        by = f" by {value.by}" if value.by else ""
+        refused = f", {plural(len(value.refusals), 'refusal')}" if value.refusals else ""
+        return f"{value.status}{by}{refused}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "none"
+        first = "; ".join(_item_words(v) for v in value[:SUMMARY_ITEMS])
+        statuses = Counter(str(getattr(getattr(v, "status", None), "value", getattr(v, "status", "")))
+                           for v in value if getattr(v, "status", None) is not None)
+        counts = f" ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})" if statuses else ""
+        more = f"; and {len(value) - SUMMARY_ITEMS} more" if len(value) > SUMMARY_ITEMS else ""
+        return f"{len(value)}{counts}: {first}{more}"
+    if isinstance(value, dict):
+        return short(", ".join(f"{k}={v}" for k, v in value.items()) or "empty")
+    if value is None or value == "":
+        return "(empty)"
+    return short(value)
+
+
+def step_decision(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any], *,
+                  refused: list[str] = (), decisions: list[Any] = (), waiting: str | None = None,
+                  error: Any = None) -> str:
+    """What a step decided and why, as a trace shows it: ``plan → approval: 84 purges is over …``.
+    ``goes_to`` is the node it routed to, or "waiting" / "died" / "failed" / "running"."""
+    if goes_to == "waiting":
+        return f"{node} ⏸ waiting for {waiting}"
+    if goes_to == "died":
+        return f"{node} ✗ the process stopped during this step (no checkpoint after it); recovery ran it again"
+    if goes_to == "running":
+        return f"{node} … still running, or its process died (`cachebot recover` finishes such runs)"
+    if goes_to == "failed":
+        why = short(error, 160) if error is not None else "the run stopped with an error (see the logs)"
+        return f"{node} ✗ failed: {why}"
+    arrow = "↺" if goes_to == node else "→"
+    why = _why(node, goes_to, changed, state, refused, decisions)
+    target = "refused" if refused else ("end" if goes_to == "__end__" else goes_to)
+    return f"{node} {arrow} {target}" + (f": {why}" if why else "")
+
+
+def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any], refused: list[str],
+         decisions: list[Any]) -> str:
+    plan = state.get("plan") if isinstance(state.get("plan"), Plan) else Plan()
+    if node == "understand":
+        by = changed.get("understood_by") or state.get("understood_by") or "rules"
+        return f"{changed.get('intent') or state.get('intent') or 'unknown'} (understood by {by})"
+    if node == "resolve":
+        urls, rejected = state.get("urls") or [], state.get("rejected") or []
+        rejected_words = f", {plural(len(rejected), 'URL')} rejected" if rejected else ""
+        if goes_to == "report" and not urls:
+            return f"no URL cachebot manages{rejected_words}"
+        return f"{plural(len(urls), 'URL')} to act on{rejected_words}"
+    if node == "plan":
+        if goes_to == "approval":
+            return plan.approval_reason or "needs approval"
+        if goes_to == "report":
+            return f"plan only (question or dry run): {plural(plan.purge_count, 'purge')} not sent"
+        return f"{plural(plan.purge_count, 'purge')}, no approval needed"
+    if node == "approval":
+        approval = changed.get("approval") or state.get("approval")
+        if refused:
+            return "; ".join(_refusal_words(r) for r in refused)
+        status = getattr(approval, "status", "")
+        by = getattr(approval, "by", None)
+        return f"{status} by {by}" if by else str(status)
+    if node == "execute":
+        outcomes = changed.get("purge_outcomes") or []
+        counts = Counter(getattr(getattr(o, "status", None), "value", "") for o in outcomes)
+        repaired = sum(1 for o in outcomes if getattr(o, "repaired", False))
+        what = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+        return f"{plural(len(outcomes), 'purge answer')} ({what})" + (f", {repaired} of them a repair pass"
+                                                                       if repaired else "")
+    if node == "verify":
+        results = changed.get("results") or []
+        if goes_to == "execute":
+            repair = changed.get("repair") or []
+            layers = sorted({getattr(i, "layer", "") for i in repair})
+            pages = {getattr(i, "url", "") for i in repair}
+            return (f"{plural(len(pages), 'page')} still stale on {', '.join(layers)} after purge, "
+                    "one repair pass")
+        fresh = sum(1 for r in results if getattr(r, "status", None) == ItemStatus.PURGED_VERIFIED)
+        return f"{fresh} of {len(results)} page × layer results verified fresh"
+    if node == "check":
+        checks = changed.get("checks") or []
+        stale = sum(1 for c in checks if getattr(c, "fresh", None) is False)
+        return f"{plural(len(checks), 'look')}, {stale} stale"
+    if node == "report":
+        return f"final message: {short(changed.get('reply') or state.get('reply') or '', 60)}"
+    return ""
+
+
+def _refusal_words(refusal: str) -> str:
+    """A stored refusal ("U0BOB: you asked for this purge, and self-approval…") as a trace says it."""
+    user, _, why = refusal.partition(": ")
+    if why.startswith("you asked for this purge"):
+        return f"{user} may not approve their own request"
+    if why.startswith("you are not an approver"):
+        return f"{user} is not an approver"
+    return short(refusal, 160)
+
+
+def took_words(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+TRACE_STATUS = {
+    "done": "finished", "answered": "finished (answered)", "dry_run": "finished (dry run, nothing sent)",
+    "waiting_approval": "waiting for approval", "denied": "denied", "expired": "approval expired",
+    "error": "stopped with an error", "interrupted": "interrupted by a restart, not finished",
+    "received": "running (or its process died)", "unknown": "no audit record",
+}
+
+
+def trace_text(trace: Any, changes: bool = True) -> str:
+    """A run trace (``agent.trace.RunTrace``) for a person at a terminal: who asked what, then every step in order
+    with its start, duration and decision, the fields it changed, and what the run waits at."""
+    attempts = f", {trace.attempts} attempts (picked up again after a crash)" if trace.attempts > 1 else ""
+    lines = [f"Request {trace.request_id or '(no audit record)'} on thread {trace.thread_id}: "
+             f"{TRACE_STATUS.get(trace.status, trace.status)}{attempts}"]
+    if trace.user or trace.message:
+        when = trace.received_at.strftime("%Y-%m-%d %H:%M:%S UTC") if trace.received_at else ""
+        lines.append(f"  {trace.user} asked{' at ' + when if when else ''}: {short(trace.message, 100)}")
+    lines += [f"  note: {note}" for note in trace.notes]
+    lines.append("")
+    for number, step in enumerate(trace.steps, 1):
+        attempt = f"[attempt {step.attempt}] " if trace.attempts > 1 else ""
+        lines.append(f"{number:>3}. {step.started_at.strftime('%H:%M:%S.%f')[:-3]}  {took_words(step.duration_s):>8}  "
+                     f"{attempt}{step.decision}")
+        if changes:
+            lines += [f"{'':>25}{name}: {summary}" for name, summary in step.changed.items()]
+    if trace.waiting_at:
+        lines += ["", f"Waiting at {trace.waiting_at}: {trace.waiting_for}"]
+    if trace.node_seconds:
+        spent = ", ".join(f"{node} {took_words(s)}" for node, s in
+                          sorted(trace.node_seconds.items(), key=lambda kv: -kv[1]))
+        lines += ["", f"Time per step: {spent}"]
+    return "\n".join(lines)
+
+
 # --- the web console (cachebot web, agent/web/) ---------------------------------------------------------------
 
 DETAILS_LINK = "What this request did, step by step"
@@ -483,4 +656,3 @@ def web_needs_token(host: str) -> str:
 
 def web_listening(url: str, token: bool) -> str:
     return f"cachebot console on {url}" + (" (token required: open it once with ?token=…)" if token else "")
-

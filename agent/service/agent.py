@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from langgraph.types import Command
@@ -33,6 +33,7 @@ from agent.service.events import EventHandler, EventReader, Executing
 from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage
 from agent.storage.audit import HistoryEntry
+from agent.storage.checkpoints import ATTEMPT_KEY, REQUEST_ID_KEY, RESUMED_AT_KEY
 from agent.urls import screen_urls
 from agent.words import failure_reply, history_reply, waiting_reply
 
@@ -355,7 +356,10 @@ class Agent:
         """Continue a run from its last checkpoint (crash recovery: the interrupted step runs again; purges are
         idempotent) and record its result. The caller holds the thread's lock (recovery takes it without
         waiting, so a live replica's run is never continued twice)."""
-        self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel)
+        # the checkpoints this attempt writes say so, and when it began: `cachebot trace` shows both attempts
+        attempt = int(self.snapshot(thread_id).metadata.get(ATTEMPT_KEY) or 1) + 1
+        self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel,
+                  marks={ATTEMPT_KEY: attempt, RESUMED_AT_KEY: datetime.now(timezone.utc).isoformat()})
         result = self.result(thread_id)
         if request_id:
             self.record_result(request_id, thread_id, result)
@@ -363,15 +367,17 @@ class Agent:
 
     def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
              request_id: str | None = None, interface: str | None = None, channel: str | None = None,
-             recorder: ProgressRecorder | None = None) -> None:
+             recorder: ProgressRecorder | None = None, marks: dict[str, Any] | None = None) -> None:
         """Stream the graph on an event loop of its own: the nodes of one request (execute and verify among them)
-        share it, while front ends keep calling synchronously (Slack handlers run in threads)."""
+        share it, while front ends keep calling synchronously (Slack handlers run in threads). ``marks`` go into
+        the metadata of every checkpoint this run writes, with the request id (what `cachebot trace` reads)."""
+        marks = {**({REQUEST_ID_KEY: request_id} if request_id else {}), **(marks or {})}
         asyncio.run(self._arun(graph_input, thread_id, on_event, request_id=request_id, interface=interface,
-                               channel=channel, recorder=recorder))
+                               channel=channel, recorder=recorder, marks=marks))
 
     async def _arun(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
                     request_id: str | None = None, interface: str | None = None, channel: str | None = None,
-                    recorder: ProgressRecorder | None = None) -> None:
+                    recorder: ProgressRecorder | None = None, marks: dict[str, Any] | None = None) -> None:
         """Stream the graph. From the moment the graph says its next step is ``execute`` (a checkpoint's
         ``next``) until it stops, the thread is recorded as executing (``cachebot_runs``), so a process dying
         meanwhile leaves a row that crash recovery (``agent/service/recovery.py``) finishes.
@@ -393,7 +399,7 @@ class Agent:
                     on_event(event)
 
         try:
-            await self._stream(graph_input, thread_id, handle)
+            await self._stream(graph_input, thread_id, handle, marks)
         except Exception:
             if executing:  # the run failed (it did not die): it is recorded as failed, nothing to recover
                 self.runs.finished(thread_id)
@@ -401,7 +407,8 @@ class Agent:
         if executing:
             self.runs.finished(thread_id)
 
-    async def _stream(self, graph_input: Any, thread_id: str, handle: Callable[[str, Any], None]) -> None:
+    async def _stream(self, graph_input: Any, thread_id: str, handle: Callable[[str, Any], None],
+                      marks: dict[str, Any] | None = None) -> None:
         """Run the graph through an async saver of its own (on the sync saver's tables), giving ``handle`` each
         chunk (mode, chunk) of its stream. The graph waits until a chunk is handled: a step's nodes start only
         after the checkpoint announcing them was (``astream`` yields it before it schedules them). Chunks are
@@ -410,7 +417,7 @@ class Agent:
         async with self.storage.async_checkpointer() as saver:
             stream = self.graph.copy(update={"checkpointer": saver}).astream(
                 graph_input,
-                self._config(thread_id),
+                {**self._config(thread_id), "metadata": marks or {}},  # savers copy these into each checkpoint
                 context=self.context,
                 stream_mode=["custom", "updates", "checkpoints"],
                 durability="sync",  # a crash must not lose the record that a purge was sent

@@ -226,6 +226,33 @@ class AuditStore:
                 decision=decision, status=status, detail=self.redact(detail), decided_at=at,
             ))
 
+    # --- one request, for traces (agent/trace.py) ----------------------------------------------------------
+
+    def request_row(self, request_id: str) -> dict[str, Any] | None:
+        """The request's own row (no plan or results: a trace of 5,000 pages must not load 25,000 rows)."""
+        with self.engine.connect() as db:
+            row = db.execute(select(requests).where(requests.c.id == request_id)).mappings().first()
+        return dict(row) if row else None
+
+    def newest_request(self) -> dict[str, Any] | None:
+        with self.engine.connect() as db:
+            row = db.execute(select(requests).order_by(requests.c.received_at.desc(), requests.c.id.desc())
+                             .limit(1)).mappings().first()
+        return dict(row) if row else None
+
+    def thread_requests(self, thread_id: str) -> list[dict[str, Any]]:
+        """The thread's requests, oldest first."""
+        with self.engine.connect() as db:
+            return [dict(r) for r in db.execute(select(requests).where(requests.c.thread_id == thread_id)
+                                                .order_by(requests.c.received_at, requests.c.id)).mappings()]
+
+    def decisions_of(self, request_id: str) -> list[DecisionEntry]:
+        with self.engine.connect() as db:
+            rows = db.execute(select(decisions).where(decisions.c.request_id == request_id)
+                              .order_by(decisions.c.decided_at, decisions.c.id)).mappings()
+            return [DecisionEntry(by=d["decided_by"], interface=d["interface"], decision=d["decision"],
+                                  status=d["status"], detail=d["detail"], at=d["decided_at"]) for d in rows]
+
     # --- retention ----------------------------------------------------------------------------------------
 
     def prune(self, *, older_than_days: float, now: datetime | None = None) -> int:

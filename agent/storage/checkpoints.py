@@ -33,6 +33,12 @@ from psycopg_pool import ConnectionPool
 
 from agent.storage.database import Database, libpq_url
 
+# Checkpoint metadata the Agent adds (the savers copy a run's config metadata into each checkpoint it writes):
+# which request wrote it and, for a run picked up again after a crash, which attempt and when that attempt began.
+# `cachebot trace` (agent/trace.py) reads them back.
+REQUEST_ID_KEY = "cachebot_request_id"
+ATTEMPT_KEY = "cachebot_attempt"
+RESUMED_AT_KEY = "cachebot_resumed_at"
 SETUP_LOCK = 7_240_517_302  # pg_advisory_lock key for PostgresSaver.setup()
 POOL_SIZE = 4
 SQLITE_BUSY_SECONDS = 30  # an async run's connection waits this long for another connection's write
