@@ -196,8 +196,9 @@ def site_names(engine: Engine) -> list[str]:
 # --- the figures behind the charts ----------------------------------------------------------------------------
 
 
-def daily_requests(engine: Engine, since: datetime) -> list[dict[str, Any]]:
-    """Per day (UTC): requests, and how many ended verified fresh or not."""
+def daily_requests(engine: Engine, since: datetime, now: datetime) -> list[dict[str, Any]]:
+    """Every day (UTC) from ``since`` to ``now``: requests, and how many ended verified fresh or not (quiet days
+    too, at zero, so the chart's days are evenly spaced)."""
     day = cast(requests.c.received_at, Date) if engine.dialect.name == "postgresql" else \
         func.date(requests.c.received_at)
     query = (select(day.label("day"), func.count(),
@@ -205,8 +206,13 @@ def daily_requests(engine: Engine, since: datetime) -> list[dict[str, Any]]:
                     func.sum(case((requests.c.outcome == "failed", 1), else_=0)))
              .where(requests.c.received_at >= since).group_by(day).order_by(day))
     with engine.connect() as db:
-        return [{"day": str(d), "requests": n, "verified": int(v or 0), "not_verified": int(f or 0)}
-                for d, n, v, f in db.execute(query)]
+        counted = {str(d): (n, int(v or 0), int(f or 0)) for d, n, v, f in db.execute(query)}
+    days, day = [], since.date()
+    while day <= now.date() and len(days) <= 366:
+        n, v, f = counted.get(day.isoformat(), (0, 0, 0))
+        days.append({"day": day.isoformat(), "requests": n, "verified": v, "not_verified": f})
+        day += timedelta(days=1)
+    return days
 
 
 TIME_BUCKETS = (5, 15, 30, 60, 120, 300, 600)  # seconds from request to every page verified

@@ -27,7 +27,7 @@ def empty(title: str) -> Markup:
 
 def stacked_columns(days: list[dict], parts: tuple[str, ...], title: str, *, height: int = 200) -> Markup:
     """One column per day, its parts stacked (verified, not verified, the rest); the day under every few."""
-    if not days:
+    if not any(sum(d[p] for p in parts) for d in days):
         return empty(title)
     top = max(sum(d[p] for p in parts) for d in days) or 1
     plot, left, bottom = height - 40, 40, height - 24
