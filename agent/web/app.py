@@ -16,8 +16,11 @@ taken from records are only ever http(s).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -48,7 +51,7 @@ STATUS_WORDS = {
     "denied": "denied", "expired": "approval expired", "dry_run": "dry run", "error": "error",
     "interrupted": "interrupted",
 }
-RESULT_ORDER = ("failed", "purged_unverified", "purged_verified", "not_cached", "skipped")
+DRAWINGS_KEPT = 256  # drawn paths kept in memory (a few KB each)
 
 
 class Console:
@@ -61,13 +64,16 @@ class Console:
         self.redact = storage.audit.redact
         self.now = now
         self._graph = None
+        self._drawings: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()  # the pages run on Starlette's thread pool (their reads block)
 
     @property
     def graph(self):
         """The compiled graph on the stored checkpoints, to read a waiting run's open approval request."""
-        if self._graph is None:
-            self._graph = build_graph().compile(checkpointer=self.storage.checkpointer)
-        return self._graph
+        with self._lock:
+            if self._graph is None:
+                self._graph = build_graph().compile(checkpointer=self.storage.checkpointer)
+            return self._graph
 
     def pending(self, thread_id: str) -> dict[str, Any] | None:
         """The open approval request of a waiting run (requester, reason, approvers, expires_at), or None."""
@@ -96,12 +102,23 @@ class Console:
         except Exception as exc:  # noqa: BLE001 - the rest of the page is still worth showing
             log.info("no trace for request %s: %s", request_id, exc)
             return None, None, self.redact(str(exc)) or type(exc).__name__
-        try:
-            drawn = draw_trace(trace, "svg")
-            svg = inline_svg(drawn.decode() if isinstance(drawn, bytes) else drawn)
-        except Exception as exc:  # noqa: BLE001 - the timeline does not need the drawing
-            log.exception("could not draw the trace of request %s", request_id)
-            return trace, None, f"the graph could not be drawn: {self.redact(str(exc))}"
+        if not trace.steps:  # nothing to draw: the notes say why (its checkpoints are gone, say)
+            return trace, None, None
+        # graphviz takes a process and most of a page's time: a path drawn once is drawn again from memory
+        key = json.dumps([trace.visited, trace.edge_counts, trace.node_seconds, trace.waiting_at], sort_keys=True)
+        with self._lock:
+            svg = self._drawings.get(key)
+        if svg is None:
+            try:
+                drawn = draw_trace(trace, "svg")
+                svg = inline_svg(drawn.decode() if isinstance(drawn, bytes) else drawn)
+            except Exception as exc:  # noqa: BLE001 - the timeline does not need the drawing
+                log.exception("could not draw the trace of request %s", request_id)
+                return trace, None, self.redact(str(exc)) or type(exc).__name__
+            with self._lock:
+                self._drawings[key] = svg
+                while len(self._drawings) > DRAWINGS_KEPT:
+                    self._drawings.popitem(last=False)
         return trace, Markup(self.redact(svg)), None
 
 
@@ -203,7 +220,7 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
                                       status=q.get("status"), since=since, until=until)
         return wanted, q, problem
 
-    async def requests_list(request: Request) -> Response:
+    def requests_list(request: Request) -> Response:
         wanted, q, problem = request_filter(request)
         try:
             number = max(1, int(request.query_params.get("page", "1")))
@@ -214,10 +231,10 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
         def page_link(n: int) -> str:
             return "/?" + urlencode({**q, "page": n})
 
-        return page("requests.html", listed=listed, q=q, problem=problem, sites=browse.site_names(console.engine),
+        return page("requests.html", listed=listed, q=q, problem=problem, sites=[site.name for site in console.config.sites],
                     statuses=list(browse.STATUS_FILTERS), page_link=page_link, nav="requests")
 
-    async def request_page(request: Request) -> Response:
+    def request_page(request: Request) -> Response:
         request_id = request.path_params["request_id"]
         record = browse.find_request(console.engine, request_id)
         if record is None:
@@ -239,7 +256,7 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
     def marker_of(request_id: str, thread_id: str) -> str:
         return browse.progress_marker(console.engine, request_id) + "|" + console.checkpoint_marker(thread_id)
 
-    async def progress(request: Request) -> Response:
+    def progress(request: Request) -> Response:
         request_id = request.path_params["request_id"]
         record = browse.find_request(console.engine, request_id)
         if record is None:
@@ -247,7 +264,7 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
         return JSONResponse({"marker": marker_of(request_id, record.row.thread_id),
                              "running": record.row.status in RUNNING})
 
-    async def waiting(request: Request) -> Response:
+    def waiting(request: Request) -> Response:
         listed = browse.list_requests(console.engine, browse.RequestFilter(status="waiting_approval"), size=200)
         now = console.now()
         items = []
@@ -257,7 +274,7 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
         return page("waiting.html", items=items, approvers=approvers(console.config),
                     self_approval=console.config.approval.allow_self_approval, nav="waiting")
 
-    async def stats(request: Request) -> Response:
+    def stats(request: Request) -> Response:
         window = request.query_params.get("since") or "30d"
         try:
             since = parse_since(window, console.now())
