@@ -4,6 +4,8 @@ token. The same pages in a real browser are in test_browser.py."""
 from __future__ import annotations
 
 import re
+
+import pytest
 from datetime import timedelta
 
 from agent.web.security import COOKIE
@@ -140,3 +142,38 @@ def test_an_unknown_request_is_a_plain_404(recorded):
     missing = client.get("/requests/0123456789abcdef")
     assert missing.status_code == 404 and "Nothing is recorded" in missing.text
     assert client.get("/nowhere").status_code == 404
+
+
+def test_a_request_whose_checkpoints_are_gone_still_shows_its_audit_record(recorded):
+    _, client, ids = recorded
+    page = client.get(f"/requests/{ids['carol']}").text
+    assert "its checkpoints are gone" in page and "still HIT, Age: 300" in page
+    assert '<figure class="graph">' not in page  # no path to draw
+
+
+def test_a_running_requests_marker_moves_when_its_record_does(open_console):
+    storage, client = open_console()
+    audit = storage.audit
+    request_id = audit.request_received(thread_id="t-run", user="bob", interface="cli", channel=None,
+                                        text="purge https://shop.example/pricing", dry_run=False, at=NOW)
+    page = client.get(f"/requests/{request_id}").text
+    assert '<script src="/static/live.js" defer></script>' in page and "running" in page
+    before = client.get(f"/requests/{request_id}/progress").json()
+    assert before["running"] is True and before["marker"] in page
+    purge(storage, user="bob", urls=["https://shop.example/pricing"], at=NOW)  # another request: no change
+    assert client.get(f"/requests/{request_id}/progress").json() == before
+    audit.decision_made(request_id=request_id, thread_id="t-run", user="alice", interface="cli", decision="approve",
+                        status="approved", at=NOW)
+    assert client.get(f"/requests/{request_id}/progress").json()["marker"] != before["marker"]
+    assert client.get("/static/live.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_a_drawing_with_anything_that_could_run_is_refused():
+    from agent.web.app import inline_svg
+
+    drawn = '<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "x">\n<!-- g -->\n<svg><g/></svg>'
+    assert inline_svg(drawn) == "<svg><g/></svg>"
+    for active in ("<svg><script>x()</script></svg>", '<svg><a href="javascript:x()">a</a></svg>',
+                   '<svg onload="x()"></svg>', "<svg><foreignObject><p>x</p></foreignObject></svg>"):
+        with pytest.raises(ValueError):
+            inline_svg(active)
