@@ -19,8 +19,7 @@ from agent.storage.audit import NOT_CONFIRMED, normalised, url_hash
 from agent.storage.tables import decisions, plan_items, requests, results
 
 PAGE_SIZE = 50
-MAX_ROWS = 500  # plan items and results shown on a request's page; the page says how many more there are
-PREVIEW_URLS = 3  # requested pages named in a row of the list
+MAX_ROWS = 200  # plan items and results shown on a request's page; the page says how many more there are
 COUNT_UP_TO = 10_000  # the list counts the requests it matches up to this many ("10,000+"): a count costs a scan
 
 # What the status filter offers: the request's own status, or its outcome (every page verified fresh, or not).
@@ -64,7 +63,7 @@ class RequestRow(BaseModel):
     dry_run: bool
     page_count: int
     purge_count: int
-    urls: list[str] = []  # the first requested pages
+    urls: list[str] = []  # the first page asked for (the list) or the first few (a request's page)
 
     @property
     def seconds(self) -> float | None:
@@ -140,11 +139,13 @@ def list_requests(engine: Engine, wanted: RequestFilter, *, page: int = 1, size:
         total = db.execute(select(func.count()).select_from(matching)).scalar_one()
         ids = [r["id"] for r in rows[:size]]
         urls: dict[str, list[str]] = defaultdict(list)
-        for request_id in ids:  # one small indexed read each: a purge of 5,000 pages costs what one of 1 does
-            named = (select(plan_items.c.url).where(and_(plan_items.c.request_id == request_id,
-                                                         plan_items.c.requested))
-                     .order_by(plan_items.c.id).limit(PREVIEW_URLS * 8))  # a page is planned once per layer
-            urls[request_id] = list(dict.fromkeys(db.execute(named).scalars()))[:PREVIEW_URLS]
+        if ids:  # each request's first page asked for, in one read (a purge of 5,000 pages costs what 1 does)
+            first = (select(func.min(plan_items.c.id)).where(and_(plan_items.c.request_id.in_(ids),
+                                                                   plan_items.c.requested))
+                     .group_by(plan_items.c.request_id))
+            for request_id, url in db.execute(select(plan_items.c.request_id, plan_items.c.url)
+                                              .where(plan_items.c.id.in_(first))):
+                urls[request_id].append(url)
     return RequestPage(rows=[_row(r, urls[r["id"]]) for r in rows[:size]], page=page, has_next=len(rows) > size,
                        total=total)
 
@@ -160,10 +161,14 @@ def find_request(engine: Engine, request_id: str) -> RequestRecord | None:
         ).mappings()]
         plan_total = db.execute(select(func.count()).select_from(plan_items)
                                 .where(plan_items.c.request_id == request_id)).scalar_one()
-        bad_first = case((results.c.status.in_(NOT_CONFIRMED), 0), else_=1)
-        outcome = [dict(o) for o in db.execute(
-            select(results).where(results.c.request_id == request_id)
-            .order_by(bad_first, results.c.id).limit(MAX_ROWS)).mappings()]
+        mine = results.c.request_id == request_id
+        outcome = [dict(o) for o in db.execute(  # failures first, without sorting every result of a big purge
+            select(results).where(and_(mine, results.c.status.in_(NOT_CONFIRMED)))
+            .order_by(results.c.id).limit(MAX_ROWS)).mappings()]
+        if len(outcome) < MAX_ROWS:
+            outcome += [dict(o) for o in db.execute(
+                select(results).where(and_(mine, results.c.status.not_in(NOT_CONFIRMED)))
+                .order_by(results.c.id).limit(MAX_ROWS - len(outcome))).mappings()]
         totals = db.execute(
             select(func.count(), func.sum(case((results.c.status.in_(NOT_CONFIRMED), 1), else_=0)),
                    func.sum(case((results.c.found_stale, 1), else_=0)))
@@ -173,7 +178,7 @@ def find_request(engine: Engine, request_id: str) -> RequestRecord | None:
                                                                                    decisions.c.id)).mappings()]
     requested = list(dict.fromkeys(p["url"] for p in plan if p["requested"]))
     return RequestRecord(
-        row=_row(r, requested[:PREVIEW_URLS]), understood_by=r["understood_by"], llm_model=r["llm_model"],
+        row=_row(r, requested[:3]), understood_by=r["understood_by"], llm_model=r["llm_model"],
         input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], total_tokens=r["total_tokens"],
         plan=plan, plan_total=plan_total, results=outcome, results_total=totals[0],
         not_confirmed=int(totals[1] or 0), stale_found=int(totals[2] or 0), decisions=decided)
