@@ -97,7 +97,7 @@ def find_request(storage: Any, ref: str) -> tuple[str, dict[str, Any] | None]:
     rows = audit.thread_requests(thread_id)
     if rows:
         return thread_id, rows[-1]
-    if _checkpoints(storage, thread_id, limit=1):
+    if _checkpoints(storage, thread_id):
         return thread_id, None
     raise TraceNotFound(f"no request or thread {ref!r} is recorded (a request id, a thread id, a Slack message "
                         "link, or `last`)")
@@ -106,11 +106,9 @@ def find_request(storage: Any, ref: str) -> tuple[str, dict[str, Any] | None]:
 # ------------------------------------------------------------------------------------------------- reading
 
 
-def _checkpoints(storage: Any, thread_id: str, limit: int | None = None) -> list[Any]:
-    """The thread's checkpoints (``CheckpointTuple``), oldest first."""
-    found = list(storage.checkpointer.list({"configurable": {"thread_id": thread_id}}, limit=limit))
-    found.reverse()
-    return found
+def _checkpoints(storage: Any, thread_id: str) -> list[Any]:
+    """The thread's checkpoints (``agent.storage.checkpoints.CheckpointRecord``), oldest first."""
+    return storage.thread_history(thread_id)
 
 
 def _segments(tuples: list[Any]) -> list[list[Any]]:
@@ -136,11 +134,12 @@ def _segment_of(segments: list[list[Any]], row: dict[str, Any] | None, rows: lis
     return segments[-1 - index] if index < len(segments) else []
 
 
-def _node_of(item: Any) -> str | None:
-    """The node a checkpoint runs next (one per step in this graph: no node fans out)."""
+def _node_of(item: Any, before: Any) -> str | None:
+    """The node a checkpoint runs next: the one the previous step routed to (``branch:to:<node>``; one per step
+    in this graph: no node fans out); the input checkpoint runs LangGraph's ``__start__``."""
     if item.metadata.get("source") == "input":
         return START
-    for channel in item.checkpoint.get("updated_channels") or ():
+    for _task, channel, _value in (before.writes if before is not None else ()):
         if channel.startswith(BRANCH):
             return channel[len(BRANCH):]
     return None
@@ -151,7 +150,7 @@ def _attempt(item: Any) -> int:
 
 
 def _time(item: Any) -> datetime:
-    return datetime.fromisoformat(item.checkpoint["ts"])
+    return item.ts
 
 
 @dataclass
@@ -165,7 +164,7 @@ class _Writes:
 
 def _writes_of(item: Any) -> _Writes:
     writes = _Writes()
-    for _task, channel, value in item.pending_writes or ():
+    for _task, channel, value in item.writes:
         if channel.startswith(BRANCH):
             writes.goes_to.append(channel[len(BRANCH):])
         elif channel == INTERRUPT:
@@ -196,6 +195,7 @@ def load_trace(storage: Any, ref: str) -> RunTrace:
     trace.thread_id = thread_id
     if row:
         trace.message, trace.user, trace.received_at = row["text"], row["requested_by"], row["received_at"]
+    _redact(trace, storage.audit.redact)
     if len(rows) > 1:
         trace.notes.append(f"this is request {rows.index(row) + 1} of {len(rows)} on its thread")
     if not segment:
@@ -212,7 +212,7 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
     refusals_seen = 0
     state: dict[str, Any] = {}
     for index, item in enumerate(segment):
-        node = _node_of(item)
+        node = _node_of(item, segment[index - 1] if index else None)
         writes = _writes_of(item)
         state.update(writes.changed)
         following = segment[index + 1] if index + 1 < len(segment) else None
@@ -253,7 +253,7 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
         steps.append(TraceStep(
             attempt=attempt, node=node, started_at=started, duration_s=duration,
             decision=step_decision(node, goes_to[0], writes.changed, state, refused=refused, decisions=decisions),
-            changed={name: change_summary(value) for name, value in writes.changed.items()
+            changed={name: change_summary(value, name) for name, value in writes.changed.items()
                      if value is not None and value != ""},
             goes_to=goes_to))
         seconds[node] += duration
@@ -265,6 +265,15 @@ def _build(segment: list[Any], *, status: str, executing: bool, decisions: list[
     return RunTrace(request_id="", thread_id="", status=status, attempts=attempts, steps=steps,
                     waiting_at=waiting_at, waiting_for=waiting_for, edge_counts=dict(edges),
                     node_seconds={k: round(v, 6) for k, v in seconds.items()}, visited=visited)
+
+
+def _redact(trace: RunTrace, redact: Any) -> None:
+    """Configuration secrets never reach a trace: what the checkpoints say (words people typed, a layer's error)
+    passes the audit trail's redactor, as the audit's own texts did when they were written."""
+    for step in trace.steps:
+        step.decision = redact(step.decision) if step.decision else step.decision
+        step.changed = {name: redact(summary) for name, summary in step.changed.items()}
+    trace.waiting_for = redact(trace.waiting_for) if trace.waiting_for else trace.waiting_for
 
 
 def _stopped(writes: _Writes, status: str, executing: bool) -> str:

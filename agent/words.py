@@ -476,24 +476,48 @@ def short(text: Any, limit: int = SUMMARY_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def kind_of(value: Any) -> str:
+    """A record's class name, whether revived (``Plan``) or read as fields (``agent.storage.checkpoints.Record``)."""
+    return getattr(value, "record_kind", None) or type(value).__name__
+
+
+def value_of(value: Any) -> Any:
+    """An enum's value, or the value itself (records read back as fields hold the values already)."""
+    return getattr(value, "value", value)
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
 def _item_words(item: Any) -> str:
-    if isinstance(item, PlanItem):
-        return f"{item.layer} {item.operation.value} {item.target}"
-    layer, target = getattr(item, "layer", None), getattr(item, "target", None) or getattr(item, "url", None)
-    status = getattr(item, "status", None)
+    """One record in a few words; records nested in others were stored as plain fields (dicts)."""
+    if kind_of(item) == "PlanItem" or (isinstance(item, dict) and {"operation", "reason"} <= item.keys()):
+        return f"{_field(item, 'layer')} {value_of(_field(item, 'operation'))} {_field(item, 'target')}"
+    layer, target = _field(item, "layer"), _field(item, "target") or _field(item, "url")
+    status = _field(item, "status")
     if layer and target:
-        return f"{layer} {target}" + (f" {getattr(status, 'value', status)}" if status is not None else "")
+        return f"{layer} {target}" + (f" {value_of(status)}" if status is not None else "")
     if isinstance(item, dict):
         return short(", ".join(f"{k}={v}" for k, v in list(item.items())[:3]), 40)
     return short(item, 60)
 
 
-def change_summary(value: Any) -> str:
+TRACE_RESULT_WORDS = {
+    ItemStatus.PURGED_VERIFIED: "verified fresh", ItemStatus.PURGED_UNVERIFIED: "NOT verified",
+    ItemStatus.NOT_CACHED: "not cached", ItemStatus.SKIPPED: "skipped", ItemStatus.FAILED: "FAILED",
+}
+
+
+def change_summary(value: Any, name: str = "") -> str:
     """A state field's new value in a line: counts and the first few items, never a wall of JSON."""
-    if isinstance(value, Plan):
+    if name == "deadline_at" and isinstance(value, (int, float)):  # time.time(): shown as a time of day
+        return "purges and verification due by " + datetime.fromtimestamp(value, timezone.utc).strftime(
+            "%H:%M:%S UTC")
+    if kind_of(value) == "Plan":
         return (f"{plural(len(value.items), 'item')} on {plural(len(value.pages), 'page')}, "
                 f"{plural(value.purge_count, 'purge')}" + (", needs approval" if value.needs_approval else ""))
-    if hasattr(value, "refusals") and hasattr(value, "status"):  # ApprovalRecord
+    if kind_of(value) == "ApprovalRecord":
         by = f" by {value.by}" if value.by else ""
         refused = f", {plural(len(value.refusals), 'refusal')}" if value.refusals else ""
         return f"{value.status}{by}{refused}"
@@ -501,8 +525,7 @@ def change_summary(value: Any) -> str:
         if not value:
             return "none"
         first = "; ".join(_item_words(v) for v in value[:SUMMARY_ITEMS])
-        statuses = Counter(str(getattr(getattr(v, "status", None), "value", getattr(v, "status", "")))
-                           for v in value if getattr(v, "status", None) is not None)
+        statuses = Counter(str(value_of(v.status)) for v in value if getattr(v, "status", None) is not None)
         counts = f" ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})" if statuses else ""
         more = f"; and {len(value) - SUMMARY_ITEMS} more" if len(value) > SUMMARY_ITEMS else ""
         return f"{len(value)}{counts}: {first}{more}"
@@ -535,7 +558,7 @@ def step_decision(node: str, goes_to: str, changed: dict[str, Any], state: dict[
 
 def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any], refused: list[str],
          decisions: list[Any]) -> str:
-    plan = state.get("plan") if isinstance(state.get("plan"), Plan) else Plan()
+    plan = state.get("plan") if kind_of(state.get("plan")) == "Plan" else Plan()
     if node == "understand":
         by = changed.get("understood_by") or state.get("understood_by") or "rules"
         return f"{changed.get('intent') or state.get('intent') or 'unknown'} (understood by {by})"
@@ -560,7 +583,7 @@ def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any]
         return f"{status} by {by}" if by else str(status)
     if node == "execute":
         outcomes = changed.get("purge_outcomes") or []
-        counts = Counter(getattr(getattr(o, "status", None), "value", "") for o in outcomes)
+        counts = Counter(str(value_of(getattr(o, "status", ""))) for o in outcomes)
         repaired = sum(1 for o in outcomes if getattr(o, "repaired", False))
         what = ", ".join(f"{n} {s}" for s, n in counts.most_common())
         return f"{plural(len(outcomes), 'purge answer')} ({what})" + (f", {repaired} of them a repair pass"
@@ -573,8 +596,9 @@ def _why(node: str, goes_to: str, changed: dict[str, Any], state: dict[str, Any]
             pages = {getattr(i, "url", "") for i in repair}
             return (f"{plural(len(pages), 'page')} still stale on {', '.join(layers)} after purge, "
                     "one repair pass")
-        fresh = sum(1 for r in results if getattr(r, "status", None) == ItemStatus.PURGED_VERIFIED)
-        return f"{fresh} of {len(results)} page × layer results verified fresh"
+        counts = Counter(getattr(r, "status", None) for r in results)
+        said = ", ".join(f"{counts[status]} {TRACE_RESULT_WORDS[status]}" for status in ORDER if counts[status])
+        return f"{plural(len(results), 'page × layer result')}: {said or 'none'}"
     if node == "check":
         checks = changed.get("checks") or []
         stale = sum(1 for c in checks if getattr(c, "fresh", None) is False)

@@ -34,6 +34,7 @@ from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage
 from agent.storage.audit import HistoryEntry
 from agent.storage.checkpoints import ATTEMPT_KEY, REQUEST_ID_KEY, RESUMED_AT_KEY
+from agent.telemetry import run_spans
 from agent.urls import screen_urls
 from agent.words import failure_reply, history_reply, waiting_reply
 
@@ -385,10 +386,15 @@ class Agent:
         executing = graph_input is None and self.runs.get(thread_id) is not None  # recovery: already marked
         recorder = recorder or ProgressRecorder(self, thread_id, request_id)
         reader = EventReader()
+        # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set: a span per node and per purge batch
+        spans = run_spans(request_id, thread_id, "recovery" if graph_input is None else
+                          "decision" if isinstance(graph_input, Command) else "request")
 
         def handle(mode: str, chunk: Any) -> None:
             nonlocal executing
             recorder.saw(mode, chunk)
+            if spans is not None:
+                spans.saw(mode, chunk)
             for event in reader.events(mode, chunk):
                 if isinstance(event, Executing) and not executing:
                     # the stream is paused here: execute has not started yet
@@ -400,10 +406,18 @@ class Agent:
 
         try:
             await self._stream(graph_input, thread_id, handle, marks)
-        except Exception:
+        except Exception as exc:
+            if spans is not None:
+                spans.close(exc)
             if executing:  # the run failed (it did not die): it is recorded as failed, nothing to recover
                 self.runs.finished(thread_id)
             raise
+        except BaseException as exc:
+            if spans is not None:
+                spans.close(exc)
+            raise
+        if spans is not None:
+            spans.close()
         if executing:
             self.runs.finished(thread_id)
 

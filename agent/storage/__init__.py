@@ -30,7 +30,9 @@ from sqlalchemy import Engine
 
 from agent.config import AppConfig
 from agent.storage.audit import AuditStore
-from agent.storage.checkpoints import Checkpointer, open_async_checkpointer, open_checkpointer
+from agent.storage.checkpoints import (
+    CheckpointRecord, Checkpointer, open_async_checkpointer, open_checkpointer, thread_history,
+)
 from agent.storage.claims import ClaimStore
 from agent.storage.copies import ApprovalCopies
 from agent.storage.database import Database, make_engine
@@ -92,6 +94,10 @@ class Storage:
         """``async with storage.async_checkpointer() as saver:`` an async saver on the same checkpoints, open
         for the block (its connections belong to the running event loop)."""
         return open_async_checkpointer(self.database, serde=self._serde)
+
+    def thread_history(self, thread_id: str) -> list[CheckpointRecord]:
+        """The thread's checkpoints, oldest first: metadata, time and each step's writes (``cachebot trace``)."""
+        return thread_history(self.database, self._checkpoints, thread_id, engine=self.engine, serde=self._serde)
 
     def close(self) -> None:
         self._on_close.close()

@@ -173,3 +173,20 @@ def test_permalinks_are_read_as_slack_writes_them():
     assert parse_permalink("<https://x.slack.com/archives/C01/p1700000001000000?thread_ts=1700000000.1&cid=C01>") \
         == "C01:1700000000.1"
     assert parse_permalink("C01:1700000000.1") is None
+
+
+def test_no_configured_secret_reaches_a_trace(make_agent, fresh_stack):
+    secret = "s3cr3t-token-value-42"
+    data = fresh_stack.config_dict()
+    hook = {"name": "hook", "kind": "webhook", "endpoint": "http://127.0.0.1:9", "retries": 0,
+            "credentials": {"token": secret},
+            "options": {"url_template": "{endpoint}/purge?url={url}",
+                        "headers": {"Authorization": "Bearer {credentials.token}"}}}
+    agent = make_agent(layers=[*data["layers"], hook],
+                       sites=[{**data["sites"][0], "layers": [*data["sites"][0]["layers"], "hook"]}],
+                       approval={"threshold": 1, "approvers": ["alice"]})
+    asked = agent.ask(f"purge {PRICING} please, token {secret}", user="bob")
+    agent.decide(asked.thread_id, "approve", user=f"mallory {secret}")  # refused, with the name in the reason
+    trace = load_trace(agent.storage, asked.thread_id)
+    assert any(step.decision.startswith("approval ↺ refused: mallory [redacted]") for step in trace.steps)
+    assert secret not in trace.model_dump_json()
