@@ -134,9 +134,12 @@ def list_requests(engine: Engine, wanted: RequestFilter, *, page: int = 1, size:
     # 5,000 pages costs what one of 1 does
     first_url = (select(plan_items.c.url).where(and_(plan_items.c.request_id == requests.c.id, plan_items.c.requested))
                  .order_by(plan_items.c.id).limit(1).scalar_subquery().label("first_url"))
-    query = _filtered(select(requests, first_url), wanted).order_by(requests.c.received_at.desc(), requests.c.id)
+    newest_first = (requests.c.received_at.desc(), requests.c.id)
+    shown = _filtered(select(requests.c.id), wanted).order_by(*newest_first).limit(size + 1).offset((page - 1) * size)
     with engine.connect() as db:
-        rows = list(db.execute(query.limit(size + 1).offset((page - 1) * size)).mappings())
+        ids = list(db.execute(shown).scalars())  # the page first, so rows skipped over cost no subquery
+        rows = list(db.execute(select(requests, first_url).where(requests.c.id.in_(ids)).order_by(*newest_first))
+                    .mappings()) if ids else []
         matching = _filtered(select(requests.c.id), wanted).limit(COUNT_UP_TO + 1).subquery()
         total = db.execute(select(func.count()).select_from(matching)).scalar_one()
     return RequestPage(rows=[_row(r, [r["first_url"]] if r["first_url"] else []) for r in rows[:size]], page=page,
