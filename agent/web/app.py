@@ -231,7 +231,8 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
         def page_link(n: int) -> str:
             return "/?" + urlencode({**q, "page": n})
 
-        return page("requests.html", listed=listed, q=q, problem=problem, sites=[site.name for site in console.config.sites],
+        return page("requests.html", listed=listed, q=q, problem=problem,
+                    sites=[site.name for site in console.config.sites],
                     statuses=list(browse.STATUS_FILTERS), page_link=page_link, nav="requests")
 
     def request_page(request: Request) -> Response:
