@@ -261,6 +261,32 @@ class DigestConfig(Strict):
         return day
 
 
+class WebConfig(Strict):
+    """The read-only web console (``cachebot web``, ``agent/web/``) as people reach it."""
+
+    base_url: str | None = Field(
+        default=None, description="where people open the console (https://cachebot.example.internal): when set, "
+                                  "Slack and terminal reports end with a link to the request's page",
+    )
+    slack_url: str | None = Field(
+        default=None, description="the Slack workspace (https://acme.slack.com): the console links each request to "
+                                  "its thread there; without it, to the channel",
+    )
+
+    @field_validator("base_url", "slack_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value.strip()):
+            raise ValueError(f"{value!r} must be an http(s) address such as https://cachebot.example.internal")
+        return value.strip().rstrip("/")
+
+    def request_url(self, request_id: str | None) -> str | None:
+        """The console's page for one request, or None when the console's address is not configured."""
+        return f"{self.base_url}/requests/{request_id}" if self.base_url and request_id else None
+
+
 class AppConfig(Strict):
     sites: list[SiteConfig] = Field(min_length=1)
     layers: list[LayerConfig] = Field(min_length=1)
@@ -270,6 +296,7 @@ class AppConfig(Strict):
     recovery: RecoveryConfig = RecoveryConfig()
     llm: LLMConfig | None = Field(default=None, description="understand requests with a language model")
     digest: DigestConfig | None = Field(default=None, description="weekly usage digest in Slack")
+    web: WebConfig = WebConfig()
 
     @model_validator(mode="after")
     def _references(self) -> AppConfig:

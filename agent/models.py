@@ -227,3 +227,5 @@ class RunResult(BaseModel):
     understood_by: str = Field(default="rules", description="rules, model, or rules_fallback (the model failed)")
     token_usage: dict | None = Field(default=None, description="the language model's token usage for this request")
     error: str | None = Field(default=None, description="the run stopped with this error; reply says what was sent")
+    request_id: str | None = Field(default=None, description="the audit trail's id of this request")
+    web_url: str | None = Field(default=None, description="the request's page in the web console (web.base_url)")

@@ -792,3 +792,23 @@ def taken_over_waiting(decided_by: str | None, who: Callable[[str], str] = as_wr
         return (f"{RESTARTED}: the decision by {who(decided_by)} did not land before cachebot stopped, so this "
                 "request is still waiting. Click Approve or Deny again.")
     return f"{RESTARTED}: this request is waiting for approval."
+
+
+# --- the web console (cachebot web, agent/web/) ---------------------------------------------------------------
+
+DETAILS_LINK = "What this request did, step by step"
+
+
+def details_line(url: str) -> str:
+    """The line a report ends with when the console's address is configured (``web.base_url``)."""
+    return f"{DETAILS_LINK}: {url}"
+
+
+def web_needs_token(host: str) -> str:
+    """Why ``cachebot web --host`` on another address than loopback refuses to start without a token."""
+    return (f"Refusing to serve the console on {host} without a token: anyone who can reach that address would read "
+            "every request. Pass --token or set CACHEBOT_WEB_TOKEN (or serve on 127.0.0.1, the default).")
+
+
+def web_listening(url: str, token: bool) -> str:
+    return f"cachebot console on {url}" + (" (token required: open it once with ?token=…)" if token else "")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages cachebot's demo and tests run for real: Varnish with xkey, nginx with the
-# cache-purge module, Redis, memcached and graphviz. Does nothing when they are already there.
+# cache-purge module, Redis, memcached, graphviz, and chromium (the web console's browser tests drive it through
+# playwright, which cannot download a browser of its own here). Does nothing when they are already there.
 set -euo pipefail
 
-packages=(varnish varnish-modules nginx libnginx-mod-http-cache-purge memcached redis-server graphviz)
+packages=(varnish varnish-modules nginx libnginx-mod-http-cache-purge memcached redis-server graphviz chromium)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

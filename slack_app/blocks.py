@@ -23,7 +23,8 @@ from typing import Any
 from agent.mapping import count_purges
 from agent.models import Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.storage.audit import HistoryEntry
-from agent.words import BAD, ORDER, expired_card_line, item_words, plan_notes, plural, result_summary, scope_lines
+from agent.words import (BAD, DETAILS_LINK, ORDER, expired_card_line, item_words, plan_notes, plural, result_summary,
+                         scope_lines)
 
 APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"
@@ -333,7 +334,7 @@ def dry_run_blocks(result: RunResult) -> list[Block]:
     note = (f" A real purge would need approval: {neutralise(result.approval_reason)}."
             if result.approval_reason else "")
     return [*plan_blocks(result.plan, result.pages, result.rejected),
-            section(f":test_tube: *Dry run:* nothing was purged.{note}")]
+            section(f":test_tube: *Dry run:* nothing was purged.{note}"), *details_blocks(result)]
 
 
 def decided_blocks(result: RunResult, status: str, by: str | None, at: datetime | str | None) -> list[Block]:
@@ -400,7 +401,7 @@ def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
         by_page.setdefault(r.url, []).append(r)
     sections = [page_section(url, rows) for url, rows in by_page.items()]
     extra = rejected_blocks(result.rejected)
-    room = min(REPORT_PAGE_SECTIONS, MAX_BLOCKS - 2 - len(extra))
+    room = min(REPORT_PAGE_SECTIONS, MAX_BLOCKS - 3 - len(extra))  # summary, CSV note, console link
     too_long = any(len(s) >= MAX_SECTION_CHARS - 2 for s in sections)
     needs_csv = len(sections) > room or too_long
     blocks = [{**section(f"*{neutralise(summary)}*"), "block_id": REPORT_BLOCK_ID}]
@@ -411,7 +412,15 @@ def report_blocks(result: RunResult) -> tuple[list[Block], str, str | None]:
             "Some details were cut; everything is"
         blocks.append(context(f"{note} in the attached CSV (every page on every layer, failures first)."))
     blocks += extra
+    blocks += details_blocks(result)
     return blocks, summary, report_csv(results) if needs_csv else None
+
+
+def details_blocks(result: RunResult) -> list[Block]:
+    """The link to the request's page in the web console, when its address is configured (``web.base_url``)."""
+    if not result.web_url:
+        return []
+    return [context(f"<{escape(result.web_url)}|{escape(DETAILS_LINK)}>")]
 
 
 # --- the /cachebot command --------------------------------------------------------------------------------

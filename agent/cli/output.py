@@ -115,11 +115,17 @@ def show_step(event: ProgressEvent) -> None:
 
 def render(result: RunResult) -> None:
     """The reply as written: it quotes what people typed, so it is never read as Rich markup."""
+    from agent.words import details_line
+
     if result.pending:
         console.print(f"[yellow]Waiting for approval[/yellow] (request id [cyan]{result.thread_id}[/cyan]): ", end="")
         console.print(f"{result.pending['reason']}. Approvers: {result.pending['approvers']}.", markup=False)
+        if result.web_url:
+            console.print(details_line(result.web_url), markup=False, soft_wrap=True)
         return
     console.print(result.reply, markup=False)
+    if result.web_url:
+        console.print(details_line(result.web_url), markup=False, soft_wrap=True)
 
 
 GROUP_BY_PAGE_ABOVE = 20  # rows: a bigger plan shows one row per page, so it does not fill the screen

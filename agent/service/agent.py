@@ -171,8 +171,8 @@ class Agent:
             failure = self._run_recorded(request, thread_id, on_event, request_id, interface=interface,
                                          channel=channel)
             if failure is not None:
-                return failure
-            result = self.result(thread_id)
+                return self._identified(failure, request_id)
+            result = self._identified(self.result(thread_id), request_id)
             self.record_result(request_id, thread_id, result)
             return result
 
@@ -216,7 +216,7 @@ class Agent:
                 failure = self._run_recorded(
                     Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id, on_event,
                     request_id, interface=request["interface"] if request else interface, channel=channel)
-                result = failure or self.result(thread_id)
+                result = self._identified(failure or self.result(thread_id), request_id)
                 if failure is not None:
                     if request_id is not None:
                         self._record_decision(request_id, thread_id, decision, user,
@@ -514,6 +514,12 @@ class Agent:
             understood_by=values.get("understood_by") or "rules",
             token_usage=values.get("token_usage"),
         )
+
+    def _identified(self, result: RunResult, request_id: str | None) -> RunResult:
+        """The result with its audit id and, when the console's address is configured, its page there."""
+        result.request_id = request_id
+        result.web_url = self.config.web.request_url(request_id)
+        return result
 
     def snapshot(self, thread_id: str) -> Any:
         """The thread's last checkpoint (LangGraph ``StateSnapshot``): values, what runs next, open interrupts."""

@@ -130,3 +130,14 @@ def test_every_layer_option_problem_gets_its_own_line():
     assert lines[0] == "invalid configuration:"
     assert [line.split(":")[0].strip() for line in lines[1:]] == ["layers[0].options.purge_methd",
                                                                    "layers[0].options.xkey_headr"]
+
+
+def test_the_consoles_address_makes_request_links_and_must_be_http():
+    assert parse_config(minimal()).web.request_url("abc") is None  # no address: reports carry no link
+    web = parse_config(minimal(web={"base_url": "https://cachebot.example.internal/ops/"})).web
+    assert web.request_url("abc") == "https://cachebot.example.internal/ops/requests/abc"
+    for bad in ("javascript:alert(1)", "cachebot.example.internal", "https://user@cachebot.example/"):
+        with pytest.raises(ConfigError, match=r"web\.base_url: .*must be an http\(s\) address"):
+            parse_config(minimal(web={"base_url": bad}))
+    with pytest.raises(ConfigError, match="web.base_ur: unknown key; did you mean base_url"):
+        parse_config(minimal(web={"base_ur": "https://x.example"}))

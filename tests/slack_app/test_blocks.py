@@ -196,3 +196,17 @@ def test_people_and_channels_from_records_are_named_and_anything_else_is_inert()
     text = block["text"]["text"]
     assert text.startswith("<@UALICE> denied;") and "in <#CWEB> and" in text
     assert "<!channel>" not in text and "<!here>" not in text and "<@UMALLORY>" not in text
+
+
+def test_a_report_ends_with_the_consoles_page_when_its_address_is_configured():
+    result = _result(2)
+    assert "step by step" not in json.dumps(kit.report_blocks(result)[0])
+    result.web_url = "https://cachebot.example.internal/requests/abc"
+    blocks, _, _ = kit.report_blocks(result)
+    assert blocks[-1] == {"type": "context", "elements": [{
+        "type": "mrkdwn", "verbatim": True,
+        "text": "<https://cachebot.example.internal/requests/abc|What this request did, step by step>"}]}
+    big = _result(300, failed={299})
+    big.web_url = result.web_url
+    blocks, _, _ = kit.report_blocks(big)
+    assert len(blocks) <= kit.MAX_BLOCKS and "step by step" in blocks[-1]["elements"][0]["text"]

@@ -153,3 +153,21 @@ def test_a_stale_page_beside_a_failing_origin_still_exits_1():
     assert code(fresh) == 0
     assert code(fresh, unknown) == 3
     assert code(unknown, stale) == 1 and code(unknown, timed_out) == 1
+
+
+def test_with_the_consoles_address_configured_the_report_ends_with_its_page(fresh_stack, tmp_path):
+    warm(fresh_stack, "/pricing")
+    config = write_config(fresh_stack, tmp_path, web={"base_url": "https://cachebot.example.internal/"})
+    outcome = runner.invoke(app, ["ask", "purge https://shop.example/pricing", "--config", config, "--as", "bob"])
+    assert outcome.exit_code == 0, outcome.output
+    last = outcome.output.strip().splitlines()[-1]
+    assert last.startswith("What this request did, step by step: https://cachebot.example.internal/requests/")
+    request_id = last.rsplit("/", 1)[1]
+    history = json.loads(runner.invoke(app, ["history", "--json", "--config", config]).output)
+    assert history[0]["request_id"] == request_id  # the page of this very request
+
+
+def test_without_the_consoles_address_there_is_no_link(fresh_stack, tmp_path):
+    config = write_config(fresh_stack, tmp_path)
+    outcome = runner.invoke(app, ["ask", "purge https://shop.example/pricing", "--config", config, "--as", "bob"])
+    assert "step by step" not in outcome.output
