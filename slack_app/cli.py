@@ -16,9 +16,9 @@ from rich.markup import escape
 
 from agent.cli.options import ConfigOption, audit_or_exit, config_or_exit, storage_or_exit
 from agent.cli.output import console
-from agent.service.recovery import Notify
 
 if TYPE_CHECKING:
+    from agent.service.recovery import Notify
     from agent.service.agent import Agent
 
 # `cachebot` loads this module to list its commands, `--help` included, so Bolt, the Slack SDK and the agent are

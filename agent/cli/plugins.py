@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from agent.service.recovery import Notify, Recovered
-
 if TYPE_CHECKING:  # the agent itself is imported by the commands that run it (agent/cli/ask.py)
     from agent.service.agent import Agent
+    from agent.service.recovery import Notify, Recovered
 
 COMMANDS = "cachebot.commands"
 RECOVERY_NOTIFIERS = "cachebot.recovery_notifiers"
 
-RecoveryNotifier = Callable[["Agent"], AbstractContextManager[Notify | None]]
+RecoveryNotifier = Callable[["Agent"], AbstractContextManager["Notify | None"]]
 
 
 def add_plugin_commands(app: typer.Typer) -> None:

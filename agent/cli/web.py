@@ -15,7 +15,6 @@ from rich.markup import escape
 
 from agent.cli.options import ConfigOption, config_or_exit
 from agent.cli.output import console
-from agent.words import web_listening, web_needs_token
 
 TOKEN_ENV = "CACHEBOT_WEB_TOKEN"
 
@@ -29,6 +28,7 @@ def web(
 ) -> None:
     """The read-only web console: requests, one request's path and evidence, approvals waiting, stats."""
     from agent.web.security import is_loopback
+    from agent.words import web_listening, web_needs_token
 
     token = token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback(host) and not token:

@@ -84,7 +84,7 @@ def test_help_lists_every_command_without_loading_the_agent(tmp_path):
 
 def test_a_commands_help_does_not_load_the_agent(tmp_path):
     commands = [[name, "--help"] for name in ("ask", "approve", "chat", "history", "stats", "recover", "graph",
-                                              "slack", "digest", "db", "demo")]
+                                              "slack", "digest", "db", "demo", "trace", "web")]
     loaded = imported_by(*commands, cwd=tmp_path)
     assert not loaded & AGENT_MACHINERY, sorted(loaded & AGENT_MACHINERY)
 
