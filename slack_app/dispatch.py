@@ -6,9 +6,9 @@ Threading model
     as they return. The intake job (filters, claims, the "Looking at…" reply) runs on the intake pool and
     returns the run to start, which goes to the runs pool. Two ways to run them:
 
-    threads (``workers=0``, the default; tests)
+    threads (``workers=0``; a one-core machine; tests that build a ``Dispatcher`` themselves)
         ``Dispatcher.intake`` and ``Dispatcher.runs`` are thread pools in this process, sharing its ``Handlers``.
-    processes (``workers=N``; ``cachebot slack --workers N``)
+    processes (``workers=N``; ``cachebot slack`` by default on more than one core: ``default_workers``)
         Intake and runs go to pools of worker processes, each with its own ``Handlers`` (Agent, Web API client,
         claims connection), optionally at a lower CPU priority.
 
@@ -44,6 +44,17 @@ from slack_app.slack_api import make_client, slack_context
 log = logging.getLogger("cachebot.slack")
 
 DEFAULT_NICE = 19  # the lowest priority: an ack has a 3 s deadline, a run has none
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Run worker processes when nobody said (``cachebot slack`` without ``--workers``): one per core, up to
+    ``MAX_DEFAULT_WORKERS``, when there is more than one core; 0 (threads here) on one core, where a worker could
+    only take turns with the app process anyway. Threads cannot keep acks fast while a big purge runs: with a
+    5,000-URL purge in the app process, ack p99 and the first reply in a thread wait on its GIL
+    (bench/slack_ack.py prints both modes)."""
+    cpus = os.cpu_count() if cpus is None else cpus
+    return 0 if (cpus or 1) < 2 else min(cpus, MAX_DEFAULT_WORKERS)
 
 
 class Dispatcher:
