@@ -18,8 +18,8 @@ into slow acks, and Slack retries anything not acked within 3 s. In worker mode 
 queues. Each worker builds its ``Handlers`` from a ``WorkerSpec`` (config and Slack settings) in the pool's
 initializer; jobs are picklable dataclasses, and an intake job returns the run to start, which the app process
 hands to the runs pool. Exactly-once does not depend on the process: claims and thread locks are cross-process
-(``agent/storage/``). Workers run at ``nice`` (lower CPU priority than the app process by default) because an
-ack has a deadline and a run does not.
+(``agent/storage/``). Run workers run at ``nice`` (lower CPU priority than the app process by default) because an
+ack has a deadline and a run does not; intake workers keep the app's priority (they post the first reply).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.config import AppConfig
@@ -250,7 +250,10 @@ class WorkerPools:
     """Two process pools: ``intake`` (few, quick jobs, so "Looking at…" is not stuck behind runs) and ``runs``."""
 
     def __init__(self, spec: WorkerSpec, *, runs: int, intake: int = 1):
-        self.intake = HealingPool(intake, spec)
+        # Intake keeps the app's priority: it posts the first message a person sees in the thread, and is quick.
+        # Niced with the runs, it waited behind any busy process on the machine (event → first message p50 of
+        # seconds in bench/slack_ack.py on a loaded machine); only runs yield the CPU.
+        self.intake = HealingPool(intake, replace(spec, nice=0))
         self.runs = HealingPool(runs, spec)
         self.sizes = {"intake": intake, "runs": runs}
 
