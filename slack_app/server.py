@@ -75,8 +75,17 @@ def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int 
     front = SlackFrontEnd(agent, client, signing_secret=settings.signing_secret, workers=workers,
                           intake_processes=intake_processes, worker_spec=spec, **options)
     if front.dispatch.processes is not None:
-        front.dispatch.processes.warm_up()
+        # in the background: the app answers (and queues) from the first second; the workers are up a few
+        # seconds later instead of on the first events
+        threading.Thread(target=_warm_up, args=(front.dispatch.processes,), name="warm-up", daemon=True).start()
     return front
+
+
+def _warm_up(pools) -> None:
+    try:
+        pools.warm_up()
+    except Exception:  # the pools start their workers on the first jobs anyway
+        log.exception("starting the worker processes failed")
 
 
 class SlackHTTPServer:
