@@ -24,6 +24,7 @@ above the site's root, or hides a ``.``/``..`` segment behind an encoded slash (
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import string
@@ -335,12 +336,16 @@ def normalise(url: str) -> str:
     return _parse(url).url()
 
 
+@functools.lru_cache(maxsize=16_384)
 def wire_path(url: str) -> tuple[str, str]:
     """``https://Shop.example/a/../caf\u00e9?b=1`` -> (``shop.example``, ``/caf%C3%A9?b=1``): the host and the
     request target a layer sends for ``url`` (pure ASCII, no dot segments, nothing a client re-encodes).
 
     Raises ``UnsafePath`` (a ``ValueError``) with a reason when there is none: not an absolute http(s) URL, or a
     path that ``normalise_path`` refuses. For an already screened URL this is its own path and query.
+
+    Remembered: every layer asks for every page two or three times during a purge (6% of the CPU of a purge of
+    500 URLs × 5 layers, profiled); the answer depends on the text alone, and a refusal is not remembered.
     """
     try:
         parts = _parse(url)

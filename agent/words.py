@@ -503,12 +503,14 @@ def origin_failing_summary(by_page: dict[str, list[ItemResult]], bad: dict[str, 
 
 def result_lines(results: list[ItemResult], plan_items: list[PlanItem] | None = None) -> list[str]:
     """The summary, then each page (the ones not confirmed fresh first) with what each layer said."""
-    pages = list(dict.fromkeys(r.url for r in results))
+    by_page: dict[str, list[ItemResult]] = {}  # grouped once: a scan of every result per page was quadratic
+    for r in results:
+        by_page.setdefault(r.url, []).append(r)
     bad = {r.url for r in results if r.status in BAD}
     lines = [result_summary(results, plan_items)]
-    for url in sorted(pages, key=lambda u: u not in bad):
+    for url in sorted(by_page, key=lambda u: u not in bad):
         lines.append(("✗ " if url in bad else "✓ ") + url)
-        for r in sorted((r for r in results if r.url == url), key=lambda r: ORDER.index(r.status)):
+        for r in sorted(by_page[url], key=lambda r: ORDER.index(r.status)):
             lines.append(f"    {r.layer}: {item_words(r)}")
     return lines
 

@@ -37,12 +37,13 @@ def slack(
     http: Annotated[bool, typer.Option("--http", help="HTTP mode: events and interactivity at /slack/events")] = False,
     port: Annotated[int, typer.Option(help="HTTP mode port")] = 3000,
     host: Annotated[str, typer.Option(help="HTTP mode address")] = "0.0.0.0",
-    workers: Annotated[int, typer.Option(help="agent runs in this many worker processes (0: threads in the app "
-                                              "process)", min=0)] = 0,
-    intake_workers: Annotated[int, typer.Option(help="with --workers: processes for intake (claims, first reply)",
-                                                min=1)] = 1,
-    worker_nice: Annotated[int, typer.Option(help="with --workers: CPU niceness added to worker processes, so "
-                                                  "runs yield to acks", min=0, max=19)] = 19,
+    workers: Annotated[int | None, typer.Option(help="agent runs in this many worker processes (0: threads in the "
+                                                     "app process; default: one per core, up to 4, on more than "
+                                                     "one core)", min=0)] = None,
+    intake_workers: Annotated[int, typer.Option(help="with worker processes: processes for intake (claims, first "
+                                                     "reply)", min=1)] = 1,
+    worker_nice: Annotated[int, typer.Option(help="with worker processes: CPU niceness added to the run workers, "
+                                                  "so runs yield to acks", min=0, max=19)] = 19,
 ) -> None:
     """Run the Slack app. Tokens come from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN, SLACK_API_URL."""
     if socket == http:

@@ -6,9 +6,9 @@ Threading model
     as they return. The intake job (filters, claims, the "Looking at…" reply) runs on the intake pool and
     returns the run to start, which goes to the runs pool. Two ways to run them:
 
-    threads (``workers=0``, the default; tests)
+    threads (``workers=0``; a one-core machine; tests that build a ``Dispatcher`` themselves)
         ``Dispatcher.intake`` and ``Dispatcher.runs`` are thread pools in this process, sharing its ``Handlers``.
-    processes (``workers=N``; ``cachebot slack --workers N``)
+    processes (``workers=N``; ``cachebot slack`` by default on more than one core: ``default_workers``)
         Intake and runs go to pools of worker processes, each with its own ``Handlers`` (Agent, Web API client,
         claims connection), optionally at a lower CPU priority.
 
@@ -18,8 +18,8 @@ into slow acks, and Slack retries anything not acked within 3 s. In worker mode 
 queues. Each worker builds its ``Handlers`` from a ``WorkerSpec`` (config and Slack settings) in the pool's
 initializer; jobs are picklable dataclasses, and an intake job returns the run to start, which the app process
 hands to the runs pool. Exactly-once does not depend on the process: claims and thread locks are cross-process
-(``agent/storage/``). Workers run at ``nice`` (lower CPU priority than the app process by default) because an
-ack has a deadline and a run does not.
+(``agent/storage/``). Run workers run at ``nice`` (lower CPU priority than the app process by default) because an
+ack has a deadline and a run does not; intake workers keep the app's priority (they post the first reply).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.config import AppConfig
@@ -44,6 +44,17 @@ from slack_app.slack_api import make_client, slack_context
 log = logging.getLogger("cachebot.slack")
 
 DEFAULT_NICE = 19  # the lowest priority: an ack has a 3 s deadline, a run has none
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Run worker processes when nobody said (``cachebot slack`` without ``--workers``): one per core, up to
+    ``MAX_DEFAULT_WORKERS``, when there is more than one core; 0 (threads here) on one core, where a worker could
+    only take turns with the app process anyway. Threads cannot keep acks fast while a big purge runs: with a
+    5,000-URL purge in the app process, ack p99 and the first reply in a thread wait on its GIL
+    (bench/slack_ack.py prints both modes)."""
+    cpus = os.cpu_count() if cpus is None else cpus
+    return 0 if (cpus or 1) < 2 else min(cpus, MAX_DEFAULT_WORKERS)
 
 
 class Dispatcher:
@@ -239,7 +250,10 @@ class WorkerPools:
     """Two process pools: ``intake`` (few, quick jobs, so "Looking at…" is not stuck behind runs) and ``runs``."""
 
     def __init__(self, spec: WorkerSpec, *, runs: int, intake: int = 1):
-        self.intake = HealingPool(intake, spec)
+        # Intake keeps the app's priority: it posts the first message a person sees in the thread, and is quick.
+        # Niced with the runs, it waited behind any busy process on the machine (event → first message p50 of
+        # seconds in bench/slack_ack.py on a loaded machine); only runs yield the CPU.
+        self.intake = HealingPool(intake, replace(spec, nice=0))
         self.runs = HealingPool(runs, spec)
         self.sizes = {"intake": intake, "runs": runs}
 

@@ -26,7 +26,7 @@ from agent.config import AppConfig
 from agent.service.agent import Agent
 from slack_app.app import SlackFrontEnd
 from slack_app.digest import DigestScheduler
-from slack_app.dispatch import DEFAULT_NICE, WorkerSpec
+from slack_app.dispatch import DEFAULT_NICE, WorkerSpec, default_workers
 from slack_app.slack_api import make_client, slack_context
 
 log = logging.getLogger("cachebot.slack")
@@ -59,9 +59,11 @@ class SlackSettings:
                    app_token=env.get("SLACK_APP_TOKEN"), api_url=env.get("SLACK_API_URL") or WebClient.BASE_URL)
 
 
-def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int = 0, intake_processes: int = 1,
-                    worker_nice: int | None = None, **options) -> SlackFrontEnd:
-    """``workers``: intake and agent runs in worker processes (``slack_app/dispatch.py``); 0: threads here."""
+def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int | None = None,
+                    intake_processes: int = 1, worker_nice: int | None = None, **options) -> SlackFrontEnd:
+    """``workers``: intake and agent runs in worker processes (``slack_app/dispatch.py``); 0: threads here;
+    None: ``default_workers()`` (processes on more than one core)."""
+    workers = default_workers() if workers is None else workers
     client = make_client(settings.bot_token, settings.api_url)
     agent = Agent(config, context=slack_context(config, client))
     spec = None
@@ -73,8 +75,17 @@ def build_front_end(config: AppConfig, settings: SlackSettings, *, workers: int 
     front = SlackFrontEnd(agent, client, signing_secret=settings.signing_secret, workers=workers,
                           intake_processes=intake_processes, worker_spec=spec, **options)
     if front.dispatch.processes is not None:
-        front.dispatch.processes.warm_up()
+        # in the background: the app answers (and queues) from the first second; the workers are up a few
+        # seconds later instead of on the first events
+        threading.Thread(target=_warm_up, args=(front.dispatch.processes,), name="warm-up", daemon=True).start()
     return front
+
+
+def _warm_up(pools) -> None:
+    try:
+        pools.warm_up()
+    except Exception:  # the pools start their workers on the first jobs anyway
+        log.exception("starting the worker processes failed")
 
 
 class SlackHTTPServer:
@@ -159,7 +170,7 @@ def start_digest(front: SlackFrontEnd):
     return DigestScheduler(front.agent.audit, front.client, front.agent.config.digest, front.claims).start()
 
 
-def run_http(config: AppConfig, host: str, port: int, *, workers: int = 0, intake_processes: int = 1,
+def run_http(config: AppConfig, host: str, port: int, *, workers: int | None = None, intake_processes: int = 1,
              worker_nice: int | None = None) -> None:
     settings = SlackSettings.from_env(socket_mode=False)
     front = build_front_end(config, settings, workers=workers, intake_processes=intake_processes,
@@ -193,7 +204,7 @@ def socket_mode_handler(app: App, settings: SlackSettings):
                              web_client=make_client(settings.bot_token, settings.api_url))
 
 
-def run_socket_mode(config: AppConfig, *, workers: int = 0, intake_processes: int = 1,
+def run_socket_mode(config: AppConfig, *, workers: int | None = None, intake_processes: int = 1,
                     worker_nice: int | None = None) -> None:
     settings = SlackSettings.from_env(socket_mode=True)
     front = build_front_end(config, settings, workers=workers, intake_processes=intake_processes,

@@ -238,7 +238,7 @@ class AkamaiLayer(HttpCacheLayer):
                 self._remember(obj, purge_id, estimated, now)
                 results[obj] = Outcome("purged", detail, made)
 
-        await map_bounded(chunks, self.config.concurrency, send)
+        await map_bounded(chunks, self.slots, send)
         return {obj: results[obj] for obj in unique}
 
     def _remember(self, target: str, purge_id: str, estimated: float, when: float) -> None:

@@ -9,6 +9,7 @@ page over HTTP).
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +108,10 @@ class CacheLayer(ABC):
         # Header sets each host's pages are also cached under (sites[].variants, by host), for backends whose purge
         # removes only the variant its own request names (nginx): set by the execute node, like run_id.
         self.variants: dict[str, list[dict[str, str]]] = {}
+        # The concurrency cap, shared by every call on this layer instance: the execution engine overlaps its
+        # batches (the next one queues here while the last answers of the one before are awaited), and the cap
+        # holds across them. Backends pass it to ``map_bounded`` for the requests they send.
+        self.slots = asyncio.Semaphore(max(1, config.concurrency))
         # One token bucket per layer instance: every API request a backend sends takes a token first.
         self.limiter = (
             AsyncLimiter(config.rate_limit_requests, config.rate_limit_period_seconds)

@@ -10,9 +10,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-async def map_bounded(items: Sequence[T], concurrency: int, fn: Callable[[T], Awaitable[R]]) -> list[R]:
-    """``fn`` over ``items`` with at most ``concurrency`` in flight; results in input order."""
-    semaphore = asyncio.Semaphore(max(1, concurrency))
+async def map_bounded(
+    items: Sequence[T], concurrency: int | asyncio.Semaphore, fn: Callable[[T], Awaitable[R]]
+) -> list[R]:
+    """``fn`` over ``items`` with at most ``concurrency`` in flight; results in input order. Given a semaphore
+    (a layer's ``slots``), the cap is shared with every other call holding it; ``fn`` must then not wait for
+    another call on the same semaphore (it would hold a slot while waiting for one)."""
+    semaphore = concurrency if isinstance(concurrency, asyncio.Semaphore) else asyncio.Semaphore(max(1, concurrency))
 
     async def run(item: T) -> R:
         async with semaphore:

@@ -157,7 +157,7 @@ class CloudflareLayer(ApiCacheLayer):
             return {}
         results: dict[str, Outcome] = {}
         for group_result in await map_bounded(
-            batches(items, min(size, self.batch_size)), self.config.concurrency,
+            batches(items, min(size, self.batch_size)), self.slots,
             lambda group: self._purge_batch(kind, list(group)),
         ):
             results.update(group_result)
@@ -197,7 +197,7 @@ class CloudflareLayer(ApiCacheLayer):
         payload = json.dumps(body).encode()
 
         async def attempt() -> httpx.Response:
-            return await self.client.post(self.purge_endpoint, content=payload, headers=headers)
+            return await self.exchange("POST", self.purge_endpoint, headers, payload)
 
         return await with_retries(attempt, retries=self.config.retries, limiter=self.limiter)
 

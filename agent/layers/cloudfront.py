@@ -298,7 +298,7 @@ class CloudFrontLayer(CacheLayer):
                 return
             sent.update({path: (inv_id, status, attempts, len(chunk)) for path in chunk})
 
-        await map_bounded(batches(to_send, self.paths_per_invalidation), self.config.concurrency, send)
+        await map_bounded(batches(to_send, self.paths_per_invalidation), self.slots, send)
         results: dict[str, Outcome] = {}
         for url, plan in planned.items():
             answer = sent[plan.path]
@@ -341,7 +341,7 @@ class CloudFrontLayer(CacheLayer):
                 for prefix in paths[path]:
                     results[prefix] = Outcome(outcome.status, f"{outcome.detail}: {path}", outcome.attempts)
 
-        await map_bounded(batches(list(paths), self.paths_per_invalidation), self.config.concurrency, send)
+        await map_bounded(batches(list(paths), self.paths_per_invalidation), self.slots, send)
         return {prefix: results[prefix] for prefix in unique}
 
     async def verify_prefix(self, prefix: str) -> Verification:

@@ -72,7 +72,7 @@ class FastlyLayer(ApiCacheLayer):
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
         unique = list(dict.fromkeys(urls))
-        results = await map_bounded(unique, self.config.concurrency, self._purge_url)
+        results = await map_bounded(unique, self.slots, self._purge_url)
         return dict(zip(unique, results))
 
     async def _purge_url(self, url: str) -> Outcome:
@@ -95,7 +95,7 @@ class FastlyLayer(ApiCacheLayer):
         results = {t: Outcome("failed", f"surrogate key {t!r} is empty or contains spaces", attempts=0)
                    for t in unique if not t or any(c.isspace() for c in t)}
         valid = [t for t in unique if t not in results]
-        for outcome in await map_bounded(batches(valid, self.key_batch_size), self.config.concurrency, self._purge_keys):
+        for outcome in await map_bounded(batches(valid, self.key_batch_size), self.slots, self._purge_keys):
             results.update(outcome)
         return {t: results[t] for t in unique}
 
@@ -154,7 +154,7 @@ class FastlyLayer(ApiCacheLayer):
         url = self.target(path, prefix)
 
         async def attempt() -> httpx.Response:
-            return await self.client.post(url, content=content, headers=headers)
+            return await self.exchange("POST", url, headers, content)
 
         return await with_retries(attempt, retries=self.config.retries, limiter=self.limiter)
 

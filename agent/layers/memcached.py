@@ -185,7 +185,7 @@ class MemcachedLayer(CacheLayer):
                 deleted[url] += answer == b"DELETED"
                 attempts[url] = max(attempts[url], made)
 
-        await map_bounded(batches(work, self.config.max_batch), self.config.concurrency, delete_chunk)
+        await map_bounded(batches(work, self.config.max_batch), self.slots, delete_chunk)
 
         results: dict[str, Outcome] = {}
         for url in unique:

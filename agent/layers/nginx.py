@@ -36,7 +36,7 @@ class NginxLayer(HttpCacheLayer):
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
         unique = list(dict.fromkeys(urls))
-        results = await map_bounded(unique, self.config.concurrency, lambda u: self.guarded(u, lambda: self._purge(u)))
+        results = await map_bounded(unique, self.slots, lambda u: self.guarded(u, lambda: self._purge(u)))
         return dict(zip(unique, results))
 
     async def _purge(self, url: str) -> Outcome:

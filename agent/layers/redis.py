@@ -284,7 +284,7 @@ class RedisLayer(CacheLayer):
     async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
         """Every key of every page under each prefix, found with SCAN (never KEYS), deleted in batches."""
         unique = list(dict.fromkeys(prefixes))
-        return dict(zip(unique, await map_bounded(unique, self.config.concurrency, self._purge_prefix)))
+        return dict(zip(unique, await map_bounded(unique, self.slots, self._purge_prefix)))
 
     async def _purge_prefix(self, prefix: str) -> Outcome:
         try:
@@ -387,8 +387,8 @@ class RedisLayer(CacheLayer):
                 attempts[url] = max(attempts[url], made)
             deleted[url] += counter[0]
 
-        await map_bounded(batches(exact, self.config.max_batch), self.config.concurrency, delete_chunk)
-        await map_bounded(patterns, self.config.concurrency, delete_pattern)
+        await map_bounded(batches(exact, self.config.max_batch), self.slots, delete_chunk)
+        await map_bounded(patterns, self.slots, delete_pattern)
 
         results: dict[str, Outcome] = {}
         now = time.monotonic()
@@ -435,7 +435,7 @@ class RedisLayer(CacheLayer):
                 return Outcome("purged", f"deleted {n} key" + ("" if n == 1 else "s"), made)
             return Outcome("not_cached", f"no key listed in {set_key}", made)
 
-        return dict(zip(unique, await map_bounded(unique, self.config.concurrency, purge_tag)))
+        return dict(zip(unique, await map_bounded(unique, self.slots, purge_tag)))
 
     # --- observe / verify ---------------------------------------------------------------------------------
 

@@ -91,7 +91,7 @@ class VarnishLayer(HttpCacheLayer):
 
     async def purge_urls(self, urls: Sequence[str]) -> dict[str, Outcome]:
         unique = list(dict.fromkeys(urls))
-        results = await map_bounded(unique, self.config.concurrency, lambda u: self.guarded(u, lambda: self._purge_url(u)))
+        results = await map_bounded(unique, self.slots, lambda u: self.guarded(u, lambda: self._purge_url(u)))
         return dict(zip(unique, results))
 
     async def _purge_url(self, url: str) -> Outcome:
@@ -123,7 +123,7 @@ class VarnishLayer(HttpCacheLayer):
             else:
                 valid.append(tag)
         groups = batches(valid, self.config.max_batch)
-        for outcome in await map_bounded(groups, self.config.concurrency, self._purge_tag_batch):
+        for outcome in await map_bounded(groups, self.slots, self._purge_tag_batch):
             results.update(outcome)
         return {tag: results[tag] for tag in unique}
 
@@ -164,7 +164,7 @@ class VarnishLayer(HttpCacheLayer):
     async def purge_prefixes(self, prefixes: Sequence[str]) -> dict[str, Outcome]:
         """One ban per prefix: the URL anchored at its start and matched literally, on that host only."""
         unique = list(dict.fromkeys(prefixes))
-        return dict(zip(unique, await map_bounded(unique, self.config.concurrency, self._ban_prefix)))
+        return dict(zip(unique, await map_bounded(unique, self.slots, self._ban_prefix)))
 
     async def _ban_prefix(self, prefix: str) -> Outcome:
         try:

@@ -194,7 +194,7 @@ class WebhookLayer(ApiCacheLayer):
             else:
                 valid.append(url)
         groups = batches(valid, self.config.max_batch) if self.options.batch else [[u] for u in valid]
-        for outcome in await map_bounded(groups, self.config.concurrency, self._purge_group):
+        for outcome in await map_bounded(groups, self.slots, self._purge_group):
             results.update(outcome)
         return {url: results[url] for url in unique}
 

@@ -88,8 +88,10 @@ class Replica:
     def start(self) -> Replica:
         log = open(self.logs / f"{self.name}.log", "a")
         self.process = subprocess.Popen(
+            # --workers 0: these replicas are killed with -9 and their runs taken over; in worker mode (the default
+            # on more than one core) the workers' own crash handling is another matter (slack_app/dispatch.py)
             [sys.executable, "-m", "agent.cli", "slack", "--http", "--host", "127.0.0.1", "--port", str(self.port),
-             "--config", str(self.config)],
+             "--config", str(self.config), "--workers", "0"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -266,6 +266,11 @@ class FakeSlackProcess:
         self._conn.send(("calls", method))
         return self._conn.recv()
 
+    def calls_at(self, method: str) -> list[tuple[dict[str, Any], float]]:
+        """``calls`` with the time (``time.time()``) each call arrived (benchmarks: event to first message)."""
+        self._conn.send(("calls_at", method))
+        return self._conn.recv()
+
     def close(self) -> None:
         try:
             self._conn.send(("close", None))
@@ -285,6 +290,8 @@ def _serve_fake_slack(conn) -> None:
         command, arg = conn.recv()
         if command == "calls":
             conn.send([c.args for c in fake.calls_to(arg)])
+        elif command == "calls_at":
+            conn.send([(c.args, c.at) for c in fake.calls_to(arg)])
         elif command == "close":
             fake.close()
             conn.send(True)

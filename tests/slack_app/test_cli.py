@@ -38,7 +38,7 @@ def test_cachebot_slack_http_command_serves_events_and_health(stack, fake_slack,
     env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-secret-token-value", "SLACK_SIGNING_SECRET": SECRET,
            "SLACK_API_URL": fake_slack.api_url, "CACHEBOT_CONFIG": str(config)}
     proc = subprocess.Popen([sys.executable, "-c", "from agent.cli.main import app; app()", "slack", "--http",
-                             "--port", str(port), "--host", "127.0.0.1"],
+                             "--port", str(port), "--host", "127.0.0.1", "--workers", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30

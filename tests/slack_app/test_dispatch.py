@@ -1,10 +1,11 @@
 """Where jobs run. Thread mode on a stand-in for the handlers: an intake job's run goes to the runs pool, and
-``wait_idle`` waits for both. Worker-process mode (``SlackFrontEnd(workers=N)``, ``cachebot slack --workers N``):
-intake and runs happen in other processes, each with its own Agent and client, and every event still produces
-exactly one run."""
+``wait_idle`` waits for both. Worker-process mode (``SlackFrontEnd(workers=N)``, and ``cachebot slack`` by default
+on more than one core): intake and runs happen in other processes, each with its own Agent and client, and every
+event still produces exactly one run."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 
 from agent.config import parse_config
 from agent.storage.tables import requests as audit_requests
-from slack_app.dispatch import Dispatcher
+from slack_app.dispatch import Dispatcher, _ping, default_workers
 from slack_app.jobs import AnswerRequest, ApprovalClick, NewEvent, RecoverRuns
 from slack_app.server import SlackHTTPServer, SlackSettings, build_front_end
 from tests.fakes.slack import SlackSender, event_payload, mention
@@ -108,10 +109,7 @@ def test_worker_processes_run_each_event_once_and_reply(fake_slack, tmp_path: Pa
 
 
 def test_a_dead_worker_is_replaced_and_events_keep_working(fake_slack, tmp_path: Path):
-    import os
     import signal
-
-    from slack_app.dispatch import _ping
 
     config = parse_config({
         "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
@@ -131,6 +129,46 @@ def test_a_dead_worker_is_replaced_and_events_keep_working(fake_slack, tmp_path:
         assert front.wait_idle(60)
         [reply] = fake_slack.in_thread("CWORK", "1850000001.000001")
         assert "Looking at" not in (reply["text"] or "")
+    finally:
+        server.stop()
+        front.close()
+        front.agent.close()
+
+
+def test_without_a_choice_more_than_one_core_means_worker_processes():
+    assert default_workers(1) == 0  # one core: a worker would only take turns with the app process
+    assert default_workers(2) >= 1 and default_workers(64) >= 1
+
+
+@pytest.mark.skipif(default_workers() == 0, reason="a one-core machine keeps the threads")
+def test_the_default_front_end_answers_from_worker_processes(fake_slack, tmp_path: Path):
+    """What `cachebot slack` runs when nobody passes --workers: the agent's work is in worker processes (acks
+    never wait on a run's GIL), and every event still gets exactly one run and one answer in its thread."""
+    config = parse_config({
+        "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
+        "layers": [{"name": "edge", "kind": "varnish", "endpoint": "http://127.0.0.1:9"}],
+        "storage": {"sqlite_path": str(tmp_path / "state.sqlite")},
+    })
+    settings = SlackSettings(bot_token="xoxb-test", signing_secret=SECRET, app_token=None, api_url=fake_slack.api_url)
+    front = build_front_end(config, settings, worker_nice=0)
+    server = SlackHTTPServer(front.app, port=0).start()
+    try:
+        assert front.dispatch.processes is not None
+        runner_pids = {front.dispatch.processes.runs.submit(_ping).result(timeout=60) for _ in range(4)}
+        assert os.getpid() not in runner_pids
+        sender = SlackSender(server.url + "/slack/events", SECRET)
+        threads = [f"1850000002.00000{n}" for n in range(2)]
+        for ts in threads:
+            payload = event_payload(mention("help", user="UBOB", channel="CWORK", ts=ts))
+            assert sender.event({}, payload=payload)[0] == 200
+        assert front.wait_idle(60)
+        with front.agent.audit.engine.connect() as db:
+            runs = dict(db.execute(select(audit_requests.c.thread_id, func.count())
+                                   .group_by(audit_requests.c.thread_id)).all())
+        assert runs == {f"CWORK:{ts}": 1 for ts in threads}
+        for ts in threads:
+            [reply] = fake_slack.in_thread("CWORK", ts)
+            assert "Looking at" not in (reply["text"] or "")  # the answer replaced the first message
     finally:
         server.stop()
         front.close()
