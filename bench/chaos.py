@@ -82,6 +82,7 @@ PURGING_KINDS = ("one", "approve")
 EXPECTED_OUTCOME = {"one": "report", "approve": "report", "deny": "denied", "expire": "expired",
                     "check": "answer", "help": "answer"}
 SLACK_TIMEOUT = 3.0  # Slack gives an app 3 s to ack, then retries
+SLACK_RETRY_PAUSES = (1.0, 15.0, 30.0, 60.0, 0.0)  # before each retry (the last: none, Slack gives up)
 LEAKY_ENVIRONMENT = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CACHEBOT_DATABASE_URL", "CACHEBOT_CONFIG",
                      "CACHEBOT_LLM_MODEL")
 
@@ -321,7 +322,8 @@ class Killer:
         while not (self.stop_when.is_set() and len(self.kills) >= self.minimum):
             time.sleep(self.rng.uniform(0.3, 1.7) * self.interval)
             up = [r for r in self.replicas if r.up]
-            if not up or (len(self.replicas) > 1 and len(up) < 2):
+            if not up or (len(self.replicas) > 1 and len(up) < 2):  # one replica always serves, unless it is alone
+                time.sleep(0.2)
                 continue
             victim = self.rng.choice(up)
             self.kills.append((time.time(), victim.name))
@@ -408,10 +410,11 @@ class Traffic:
             return self.rng.random() < p
 
     def deliver_event(self, request: Request, payload: dict, first_retry: int | None = None) -> bool:
-        """Deliver until acked, as Slack does (a retry names its number); False when Slack would give up."""
+        """Deliver until acked, as Slack does (a retry names its number); False when Slack would give up. Slack
+        retries three times (at once, after 1 and after 5 minutes); here four times, after 1, 15, 30 and 60 s."""
         retry = first_retry
         body = json.dumps(payload)
-        for _ in range(12):
+        for pause in SLACK_RETRY_PAUSES:
             replica = self.pick()
             headers = sign(SECRET, body)
             if retry is not None:
@@ -421,7 +424,7 @@ class Traffic:
             if status == 200:
                 return True
             retry = (retry or 0) + 1
-            time.sleep(0.3 + self.rng.random() * 0.7)
+            time.sleep(pause)
         return False
 
     def click(self, request: Request, card: dict, action_id: str) -> bool:
@@ -466,7 +469,7 @@ class Traffic:
         action = "cachebot_approve" if request.kind == "approve" else "cachebot_deny"
         deadline = time.monotonic() + self.card_wait
         attempts = 0
-        while time.monotonic() < deadline and attempts < 6:
+        while time.monotonic() < deadline and attempts < 10:
             card = self.open_card(request)
             if card is None:
                 if request.card_at is not None and attempts:  # it was open and now it is decided
@@ -479,7 +482,7 @@ class Traffic:
                 time.sleep(self.rng.uniform(0.2, 1.5))  # the approver reads it
             attempts += 1
             acked = self.click(request, card, action)
-            wait_until = time.monotonic() + (self.reclick_after if acked else 1.0)
+            wait_until = time.monotonic() + (self.reclick_after if acked else 5.0)  # a failed click: try later
             while time.monotonic() < wait_until:
                 if self.open_card(request) is None:
                     request.decided_at = time.time()
@@ -491,6 +494,10 @@ class Traffic:
 
 def plan_requests(count: int, baseline: int, rng: random.Random, dup_every: int, expire_early: bool) -> list[Request]:
     kinds = [rng.choices(KINDS, weights=[WEIGHTS[k] for k in KINDS])[0] for _ in range(count)]
+    if count >= len(KINDS):  # every kind at least once, at random places
+        for kind, place in zip(KINDS, rng.sample(range(count), len(KINDS))):
+            if kind not in kinds:
+                kinds[place] = kind
     for i, kind in enumerate(kinds):  # expiring requests early in each phase, so they expire within the run
         if kind == "expire" and expire_early:
             j = rng.randrange(0, max(1, min(i + 1, count // 4)))
@@ -548,8 +555,9 @@ def message_writes(fake: FakeSlack) -> dict[str, list[tuple[float, dict]]]:
     return writes
 
 
-def outcome_of(final: dict, decision: str | None) -> str:
-    """What a final message says happened, for comparing with what was asked."""
+def outcome_of(final: dict, decision: str | None, failed: bool) -> str:
+    """What a final message says happened, for comparing with what was asked: its metadata's outcome when the
+    app sends one, else the report's block, else what the audit trail recorded (denied, expired, failed)."""
     meta = (final.get("metadata") or {}).get("event_payload") or {}
     if meta.get("outcome"):
         return str(meta["outcome"])
@@ -557,7 +565,7 @@ def outcome_of(final: dict, decision: str | None) -> str:
         return "report"
     if decision in ("denied", "expired"):
         return decision
-    return "answer"
+    return "failed" if failed else "answer"
 
 
 def audit_rows(database_url: str) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
@@ -618,12 +626,14 @@ def judge(requests: list[Request], fake: FakeSlack, purges: list[Purge], databas
         finals = final_messages(messages)
         roles = Counter(message_role(m) for m in messages)
         decided = [d for d in decisions.get(thread_id, []) if d["status"] in ("approved", "denied", "expired")]
-        decision = decided[0]["status"] if decided else None
+        statuses = [row["status"] for row in runs.get(thread_id, [])]
+        decision = decided[0]["status"] if decided else next((s for s in statuses if s in ("denied", "expired")), None)
+        failed = any(s in ("error", "interrupted") for s in statuses)
         if finals:
             answered += 1
             first = min(next((t for t, v in writes.get(m["ts"], []) if message_role(v) == "final"), float("inf"))
                         for m in finals)
-            outcome = outcome_of(finals[-1], decision)
+            outcome = outcome_of(finals[-1], decision, failed)
             outcomes[f"{r.kind}->{outcome}"] += 1
             if r.sent_at and first != float("inf") and r.kind != "expire":
                 latencies[r.phase].append(first - r.sent_at)
@@ -699,12 +709,12 @@ class Options:
     requests: int = 200
     baseline: int = 40
     kills: int = 20
-    rate: float = 1.5  # requests started per second
+    rate: float = 0.5  # requests started per second
     dup_every: int = 5
     expiry_minutes: float = 1.0
     settle: float = 150.0
     reclick_after: float = 12.0
-    card_wait: float = 90.0
+    card_wait: float = 180.0
     seed: int | None = None
     config_extra: dict[str, Any] = field(default_factory=dict)
     keep: bool = False
@@ -746,6 +756,16 @@ def drop_database(name: str) -> None:
 
     with psycopg.connect(admin_url(), autocommit=True) as db:
         db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def settle(fake: FakeSlack, requests: list[Request], deadline: float, *, expiring: bool) -> None:
+    """Wait until every request (but those left to expire, unless ``expiring``) has a final message."""
+    def waiting() -> int:
+        return sum(1 for r in requests if (expiring or r.kind != "expire")
+                   and not final_messages(fake.in_thread(CHANNEL, r.ts)))
+
+    while time.time() < deadline and waiting():
+        time.sleep(1.0)
 
 
 def run(options: Options, stack=None, workdir: Path | None = None) -> Outcome:
@@ -809,8 +829,8 @@ def run(options: Options, stack=None, workdir: Path | None = None) -> Outcome:
         replicas = [Replica(chr(ord("a") + i), free_port(), config_path, workdir / f"replica-{chr(97 + i)}.log", env)
                     for i in range(count)]
         cleanups.append(lambda: [r.stop() for r in replicas])
-        for replica in replicas:
-            replica.start()
+        with ThreadPoolExecutor(len(replicas)) as pool:
+            list(pool.map(Replica.start, replicas))
         say(f"{count} replica(s) up on {'SQLite' if options.sqlite else 'PostgreSQL'} "
             f"(start-up {max(r.starts[0] for r in replicas):.1f}s)")
 
@@ -819,8 +839,9 @@ def run(options: Options, stack=None, workdir: Path | None = None) -> Outcome:
         killer = Killer(replicas, interval=max(0.5, chaos_count / options.rate / (options.kills + 1)), rng=rng)
         threads: list[threading.Thread] = []
         for i, request in enumerate(requests):
-            if i == options.baseline:
-                say(f"baseline sent ({options.baseline} requests); chaos starts: {options.kills}+ kills")
+            if i == options.baseline:  # the baseline's answers come in before the first kill
+                settle(fake, requests[:i], time.time() + options.settle, expiring=False)
+                say(f"baseline done ({options.baseline} requests); chaos starts: {options.kills}+ kills")
                 killer.start(options.kills)
             thread = threading.Thread(target=traffic.run, args=(request,), daemon=True)
             thread.start()
@@ -838,11 +859,7 @@ def run(options: Options, stack=None, workdir: Path | None = None) -> Outcome:
         expiry_due = max((r.sent_at for r in expiring), default=0) + options.expiry_minutes * 60
         deadline = max(time.time() + options.settle, expiry_due + 30)
 
-        def unanswered() -> int:
-            return sum(1 for r in requests if not final_messages(fake.in_thread(CHANNEL, r.ts)))
-
-        while time.time() < deadline and unanswered():
-            time.sleep(1.0)
+        settle(fake, requests, deadline, expiring=True)
         time.sleep(3.0)  # late duplicates would show now
         verdict = judge(requests, fake, purges, database_url, stack.nginx_url,
                         [layer["name"] for layer in config["layers"]], killer.kills)
@@ -903,7 +920,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=None, help="default 200 (60 with --sqlite)")
     parser.add_argument("--baseline", type=int, default=None, help="requests before the killer starts (default 1/5)")
     parser.add_argument("--kills", type=int, default=None, help="default 20 (8 with --sqlite)")
-    parser.add_argument("--rate", type=float, default=1.5, help="requests started per second")
+    parser.add_argument("--rate", type=float, default=0.5, help="requests started per second")
     parser.add_argument("--dup-every", type=int, default=5)
     parser.add_argument("--expiry-minutes", type=float, default=1.0)
     parser.add_argument("--settle", type=float, default=150.0, help="seconds to wait for answers after the chaos")

@@ -22,10 +22,10 @@ def floors(outcome) -> str:
 
 
 def test_replicas_killed_at_random_still_answer_every_request_once(fresh_stack, tmp_path):
-    outcome = run(Options(replicas=2, requests=30, baseline=6, kills=5, rate=2.0, expiry_minutes=0.5, settle=60,
+    outcome = run(Options(replicas=2, requests=24, baseline=4, kills=3, rate=1.0, expiry_minutes=0.5, settle=60,
                           reclick_after=8, card_wait=60, quiet=True), stack=fresh_stack, workdir=tmp_path)
     verdict = outcome.verdict
-    assert len(outcome.kills) >= 5
+    assert len(outcome.kills) >= 3
     assert verdict.answered == verdict.requests, floors(outcome)
     assert verdict.duplicates == 0, floors(outcome)
     assert verdict.lost == 0, floors(outcome)
@@ -33,7 +33,7 @@ def test_replicas_killed_at_random_still_answer_every_request_once(fresh_stack, 
 
 
 def test_one_process_on_sqlite_killed_and_restarted_still_answers_every_request_once(fresh_stack, tmp_path):
-    outcome = run(Options(sqlite=True, requests=12, baseline=3, kills=2, rate=1.0, expiry_minutes=0.5, settle=60,
+    outcome = run(Options(sqlite=True, requests=10, baseline=2, kills=2, rate=1.0, expiry_minutes=0.5, settle=60,
                           reclick_after=8, card_wait=60, quiet=True), stack=fresh_stack, workdir=tmp_path)
     verdict = outcome.verdict
     assert len(outcome.kills) >= 2

@@ -547,8 +547,8 @@ def message_role(message: dict) -> str:
     blocks = message.get("blocks") or []
     actions = {e.get("action_id") for b in blocks if b.get("type") == "actions" for e in b.get("elements") or []}
     text = message.get("text") or ""
-    if actions & set(kit.ACTION_IDS) or text.startswith("Request "):  # open card; decided card ("Request approved")
-        return "card"
+    if actions - set(kit.OFFER_ACTION_IDS) or text.startswith("Request "):
+        return "card"  # an approval card: open (Approve / Deny), expired (Request again), decided ("Request approved")
     if text.startswith("Looking ") and text.endswith("…"):  # blocks.looking_at
         return "status"
     if text == "The plan":
