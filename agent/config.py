@@ -211,6 +211,26 @@ class StorageConfig(Strict):
         return value
 
 
+class RecoveryConfig(Strict):
+    """Leases, takeover and housekeeping (``agent/service/sweeper.py``): every live process sweeps on an interval."""
+
+    sweep_seconds: float = Field(
+        default=15, gt=0, le=3600, description="how often each running cachebot looks for runs to take over and "
+                                               "does its housekeeping",
+    )
+    lease_seconds: float = Field(
+        default=45, gt=0, le=3600, description="a run whose holder has not beaten its heartbeat for this long is "
+                                               "taken over (the heartbeat beats every third of it)",
+    )
+    keep_seconds: float = Field(
+        default=86_400, ge=3600, description="claims and finished leases are kept this long (at least an hour, so "
+                                             "Slack's retries are still recognised), then pruned",
+    )
+    max_takeovers: int = Field(
+        default=3, ge=1, le=100, description="a request picked up again this many times is reported stopped",
+    )
+
+
 class LLMConfig(Strict):
     """An OpenAI-compatible chat model for understanding requests (``agent/llm.py``); rules are used without it."""
 
@@ -247,6 +267,7 @@ class AppConfig(Strict):
     approval: ApprovalConfig = ApprovalConfig()
     limits: LimitsConfig = LimitsConfig()
     storage: StorageConfig = StorageConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
     llm: LLMConfig | None = Field(default=None, description="understand requests with a language model")
     digest: DigestConfig | None = Field(default=None, description="weekly usage digest in Slack")
 

@@ -88,5 +88,17 @@ def refuse_approver(
     return None
 
 
+def refuse_request_again(user: str, requester: str, user_groups: set[str], config: AppConfig) -> str | None:
+    """The reason ``user`` may not send an expired request back for a fresh approval, or None when they may:
+    the person who asked, or anyone who may approve. Sending it back purges nothing; approving it still takes
+    an approver (``refuse_approver``), so this is only about who may put it in front of the approvers again."""
+    rules = config.approval
+    if user and user == requester:
+        return None
+    if user in rules.approvers or bool(user_groups & set(rules.approver_groups)):
+        return None
+    return f"only the person who asked for it or an approver may ask again; ask {approvers_description(config)}"
+
+
 def is_expired(expires_at: datetime | None, now: datetime) -> bool:
     return expires_at is not None and now >= expires_at

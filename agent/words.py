@@ -283,7 +283,7 @@ def purge_lines(state: PurgeState) -> list[str]:
     if status == "denied":
         return [denied_line(approval.by)]
     if status == "expired":
-        return ["Not purged: the approval request expired. Ask again if it is still needed."]
+        return [expired_line(plan.expires_at)]
     if status == "pending":
         return [f"Waiting for approval: {plan.approval_reason}.", *scope]
     return result_lines(state.get("results", []), plan.items)
@@ -291,6 +291,40 @@ def purge_lines(state: PurgeState) -> list[str]:
 
 def denied_line(by: str | None, who: Callable[[str], str] = as_written) -> str:
     return f"Not purged: {who(by or 'an approver')} denied the request."
+
+
+def clock_time(moment: datetime | str | None) -> str:
+    """A moment as people read it in a reply or on a card: "2026-11-25 12:30 UTC"."""
+    if not moment:
+        return "—"
+    value = moment if isinstance(moment, datetime) else datetime.fromisoformat(str(moment))
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def expired_line(expires_at: datetime | str | None) -> str:
+    """The final answer of a request nobody decided on in time."""
+    when = f" at {clock_time(expires_at)}" if expires_at else ""
+    return (f"Not purged: the approval request expired{when} without a decision — nothing was purged. "
+            "Ask again if it is still needed.")
+
+
+def expired_card_line(expires_at: datetime | str | None) -> str:
+    """What the approval card says once it expired (its buttons give way to Request again)."""
+    return f"Expired at {clock_time(expires_at)} — nothing was purged."
+
+
+def expired_notice(requester: str, expires_at: datetime | str | None, who: Callable[[str], str] = as_written) -> str:
+    """What the requester is told in the thread when their request expired undecided."""
+    return (f"{who(requester)}, nobody approved or denied your request before it expired at "
+            f"{clock_time(expires_at)}, so nothing was purged. Press “Request again” on the request to send the "
+            "same plan back for approval.")
+
+
+def asked_again_notice(by: str, approvers: str, expires_at: datetime | str | None,
+                       who: Callable[[str], str] = as_written) -> str:
+    """Said in the thread when an expired request goes back for a fresh approval."""
+    return (f"{who(by)} asked again: the same plan waits for approval by {approvers}. "
+            f"It expires at {clock_time(expires_at)}.")
 
 
 def plan_scope_lines(items: list[PlanItem], limit: int = 20) -> list[str]:
@@ -463,3 +497,49 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"
     return f"Something went wrong on my side ({result.error}); {what}. Please try again."
+
+
+# --- a request picked up again by another process (agent/service/recovery.py) -------------------------------
+
+RESTARTED = "Picked up again after a restart"
+MAX_STOPPED_URLS = 5
+
+
+def _some(urls: list[str]) -> str:
+    if not urls:
+        return "nothing"
+    shown = ", ".join(urls[:MAX_STOPPED_URLS])
+    return shown + (f" and {len(urls) - MAX_STOPPED_URLS} more" if len(urls) > MAX_STOPPED_URLS else "")
+
+
+def stopped_reply(why: str, result: RunResult | None) -> str:
+    """What a request that could not finish says: "Stopped: <why>; purged so far: …; not purged: …"."""
+    purged: list[str] = []
+    missing: list[str] = []
+    if result is not None and result.results:
+        for url in dict.fromkeys(r.url for r in result.results):
+            rows = [r for r in result.results if r.url == url]
+            done = all(r.status in (ItemStatus.PURGED_VERIFIED, ItemStatus.PURGED_UNVERIFIED, ItemStatus.NOT_CACHED)
+                       for r in rows if r.status != ItemStatus.SKIPPED)
+            (purged if done else missing).append(url)
+    elif result is not None:
+        missing = list(dict.fromkeys([i.url for i in result.plan] or result.urls))
+    return f"Stopped: {why}; purged so far: {_some(purged)}; not purged: {_some(missing)}."
+
+
+def taken_over_finished() -> str:
+    return (f"{RESTARTED}: cachebot stopped while working on this request; I carried on from where it stopped and "
+            "finished it. The answer follows.")
+
+
+def taken_over_stopped(result: RunResult | None, why: str) -> str:
+    return (f"{RESTARTED}; it was not finished. {stopped_reply(why, result)} "
+            "Some caches may still be stale: please check the pages, or ask again.")
+
+
+def taken_over_waiting(decided_by: str | None, who: Callable[[str], str] = as_written) -> str:
+    """A decision was being applied when its process stopped: it did not land, the request still waits."""
+    if decided_by:
+        return (f"{RESTARTED}: the decision by {who(decided_by)} did not land before cachebot stopped, so this "
+                "request is still waiting. Click Approve or Deny again.")
+    return f"{RESTARTED}: this request is waiting for approval."

@@ -17,6 +17,8 @@ from slack_sdk import WebClient
 
 from agent.service import recovery
 from agent.service.agent import Agent
+from agent.service.expiry import expire_overdue_approvals
+from agent.service.sweeper import Job, Sweeper, standard_jobs
 from agent.storage.claims import ClaimStore
 from slack_app.dispatch import Dispatcher, WorkerSpec
 from slack_app.handlers import Handlers
@@ -84,6 +86,21 @@ class SlackFrontEnd:
     def start_recovery(self) -> None:
         """Crash recovery in the background, on the runs pool (on start: ``slack_app/server.py``)."""
         self.dispatch.start(RecoverRuns())
+
+    def sweeper(self, *jobs: Job) -> Sweeper:
+        """This process's periodic jobs (``agent/service/sweeper.py``): take over runs whose holder stopped
+        (their threads answered here), prune old claims and leases, expire overdue approvals (their cards and
+        threads told here), and ``jobs``. Started by the caller."""
+        return Sweeper(self.agent, jobs=[*standard_jobs(notify=self.handlers.tell_recovered), self.expire_approvals,
+                                         *jobs])
+
+    async def expire_approvals(self, agent: Agent) -> None:
+        """The sweeper's expiry job (``agent/service/expiry.py``), telling Slack through the handlers."""
+        await expire_overdue_approvals(agent, self.handlers.tell_expired)
+
+    def expire_now(self) -> int:
+        """Expire overdue approvals now, in this thread, telling their threads (``Handlers.expire``)."""
+        return self.handlers.expire()
 
     def close(self) -> None:
         self.dispatch.close()

@@ -23,7 +23,7 @@ from typing import Any
 from agent.mapping import count_purges
 from agent.models import Intent, ItemResult, PlanItem, Rejection, RunResult
 from agent.storage.audit import HistoryEntry
-from agent.words import BAD, ORDER, item_words, plan_notes, plural, result_summary, scope_lines
+from agent.words import BAD, ORDER, expired_card_line, item_words, plan_notes, plural, result_summary, scope_lines
 
 APPROVE_ACTION = "cachebot_approve"
 DENY_ACTION = "cachebot_deny"
@@ -33,6 +33,9 @@ OFFER_PURGE_ACTION = "cachebot_offer_purge"  # after a question about purging: "
 OFFER_CHECK_ACTION = "cachebot_offer_check"  # … or "Just check them"
 OFFER_ACTION_IDS = (OFFER_PURGE_ACTION, OFFER_CHECK_ACTION)
 OFFER_BLOCK_ID = "cachebot_offer"
+REQUEST_AGAIN_ACTION = "cachebot_request_again"  # on an expired card: the same plan back for approval
+AGAIN_ACTION_IDS = (REQUEST_AGAIN_ACTION,)
+EXPIRED_BLOCK_ID = "cachebot_expired"
 REPORT_BLOCK_ID = "cachebot_report"  # the report's summary: how a report is told from other messages
 CLEAR_LINKS_SHORTCUT = "cachebot_clear_links"  # the message shortcut's callback id (manifest.yml)
 CLEAR_LINKS_VIEW = "cachebot_clear_links_modal"  # the modal it opens
@@ -341,6 +344,18 @@ def decided_blocks(result: RunResult, status: str, by: str | None, at: datetime 
         "expired": f":hourglass: The approval request expired (noticed at {format_time(at)}); nothing was purged",
     }
     return [*plan_blocks(result.plan, result.pages, result.rejected), section(words.get(status, status))]
+
+
+def expired_blocks(result: RunResult, expires_at: datetime | str | None, request_id: str) -> list[Block]:
+    """An approval card once its request expired undecided: the plan, when it expired and that nothing was purged,
+    and Request again in place of Approve / Deny. The button's value names the run and the request, nothing
+    else: the plan comes from the stored run, and who may press it is the agent's policy."""
+    value = json.dumps({"run": result.thread_id, "request": request_id})
+    return [*plan_blocks(result.plan, result.pages, result.rejected)[: MAX_BLOCKS - 2],
+            section(f":hourglass: {neutralise(expired_card_line(expires_at))}"),
+            {"type": "actions", "block_id": EXPIRED_BLOCK_ID, "elements": [
+                {"type": "button", "action_id": REQUEST_AGAIN_ACTION,
+                 "text": {"type": "plain_text", "text": "Request again"}, "value": value}]}]
 
 
 def format_time(value: Any) -> str:

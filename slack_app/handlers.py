@@ -31,19 +31,28 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from slack_sdk import WebClient
 
 from agent.models import Intent, RunResult
 from agent.policy import approval_recipients
-from agent.service import recovery
-from agent.service.agent import Agent, NothingPending
+from agent.service import expiry, recovery
+from agent.service.agent import Agent, NotAllowed, NothingPending, Superseded
 from agent.service.events import ApprovalDecided, PlanReady, ProgressEvent
 from agent.storage.claims import ClaimStore
 from agent.urls import extract_candidates
-from agent.words import denied_line
+from agent.words import (
+    asked_again_notice,
+    clock_time,
+    denied_line,
+    expired_card_line,
+    expired_notice,
+    taken_over_waiting,
+)
 from slack_app import blocks as kit
 from slack_app.jobs import (
     AnswerPrivately,
@@ -58,6 +67,8 @@ from slack_app.jobs import (
     NewEvent,
     OfferClick,
     RecoverRuns,
+    RequestAgain,
+    RequestAgainClick,
     RunJob,
     SlashCommand,
     TakeOffer,
@@ -94,6 +105,8 @@ class Handlers:
                 return self.click(job)
             case OfferClick():
                 return self.offer_click(job)
+            case RequestAgainClick():
+                return self.again_click(job)
             case SlashCommand():
                 return self.command(job)
             case MessageShortcut():
@@ -112,6 +125,8 @@ class Handlers:
                 self.decide(job)
             case TakeOffer():
                 self.take_offer(job)
+            case RequestAgain():
+                self.request_again(job)
             case RecoverRuns():
                 self.recover(resume=job.resume)
             case _:
@@ -126,14 +141,130 @@ class Handlers:
         return recovery.recover(self.agent, resume=resume, notify=self.tell_recovered)
 
     def tell_recovered(self, item: recovery.Recovered) -> None:
+        """A request picked up again by this process (``agent.service.recovery``): its thread is told so once,
+        in place of its "Looking at…" message when there is one, then gets the answer it was owed: the report,
+        the approval card that may never have been posted, or what was and was not purged."""
+        asked = item.reply_to or {}
+        channel, thread_ts = asked.get("channel"), asked.get("thread_ts")
+        if not channel or not thread_ts:  # a lease from before front ends recorded where to answer
+            channel, _, thread_ts = item.thread_id.partition(":")
+        if item.interface != "slack" or not channel or not thread_ts:
+            return
+        status_ts = asked.get("status_ts")
+        if item.outcome == "interrupted" or item.result is None:
+            self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.interrupted_message(item))
+            return
+        result = item.result
+        if item.outcome == "waiting_approval" and asked.get("kind") == "decision":
+            # the click never landed: the card still has its buttons, a new click works (Agent.decide)
+            self.slack.post(channel, thread_ts, taken_over_waiting(asked.get("clicker"), kit.mention))
+            return
+        if asked.get("kind") == "decision" and result.approval.status in ("approved", "denied", "expired"):
+            # the card and its copies may still show their buttons: the process stopped before updating them
+            record = result.approval
+            self._update_every_copy(item.thread_id, f"Request {record.status}", kit.decided_blocks(
+                result, record.status, record.by, record.at))
+        if item.first_time:
+            self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.finished_message(item))
+            status_ts = None
+        if result.pending:
+            self.slack.show(channel, thread_ts, status_ts, result.reply, kit.approval_blocks(result))
+            self._tell_approvers(result, channel, status_ts)
+            return
+        self._finish(result, channel, thread_ts, status_ts)
+
+    # --- expiry: approvals nobody decided on in time -------------------------------------------------------
+
+    def expire(self) -> int:
+        """Expire every overdue approval and tell each once (``agent.service.expiry``); the periodic job's work.
+        Returns how many this call expired."""
+        return expiry.expire_overdue(self.agent, self.tell_expired)
+
+    def tell_expired(self, item: expiry.Expired) -> None:
+        """An approval expired undecided: the card and every copy say so, with Request again in place of
+        Approve / Deny; the requester is told in the thread; approvers' Home tabs drop it. Raises when the thread
+        could not be told (``expiry`` then tells it again later)."""
         channel, _, thread_ts = item.thread_id.partition(":")
         if item.interface != "slack" or not channel or not thread_ts:
             return
-        if item.outcome == "finished" and item.result is not None:
-            self.slack.post(channel, thread_ts, recovery.finished_message(item))
-            self._finish(item.result, channel, thread_ts, None)
-        else:
-            self.slack.post(channel, thread_ts, recovery.interrupted_message(item))
+        self._update_every_copy(item.thread_id, expired_card_line(item.expires_at),
+                                kit.expired_blocks(item.result, item.expires_at, item.request_id))
+        notice = kit.naming_people(lambda who, _: expired_notice(item.requester, item.expires_at, who))
+        if self.slack.post(channel, thread_ts, expired_notice(item.requester, item.expires_at), notice) is None:
+            raise NotTold(f"could not post the expiry of {item.thread_id} in its thread")
+        self._refresh_approvers_homes()
+
+    def _refresh_approvers_homes(self) -> None:
+        """Publish each configured approver's Home tab again, so a request that stopped waiting leaves it."""
+        for user in self.agent.config.approval.approvers:
+            if kit.SLACK_USER_ID.fullmatch(user):
+                self.show_home(HomeOpened(user, "home"))
+
+    def again_click(self, job: RequestAgainClick) -> RequestAgain | None:
+        """Request again on an expired card (or a copy): checked against where it was clicked and against policy
+        (the requester or an approver: ``Agent.may_request_again``), then claimed (one fresh approval)."""
+        clicker, channel, message_ts = _clicked(job.body)
+        named = self._button_value(job.action, channel, clicker, "run", "request")
+        if named is None:
+            return None
+        thread_id, request_id = named
+        run_channel, _, thread_ts = thread_id.partition(":")
+        is_copy = self.copies.is_copy(thread_id, channel, message_ts)
+        in_thread = run_channel == channel and (_clicked_thread(job.body) == thread_ts or is_copy)
+        if not clicker or not thread_ts or not (in_thread or is_copy):
+            self.slack.ephemeral(channel, clicker, None,
+                                 "That button does not belong to this conversation; nothing was done.")
+            return None
+        where = thread_ts if in_thread else None
+        refusal = self.agent.may_request_again(thread_id, clicker)
+        if refusal:
+            self.slack.ephemeral(channel, clicker, where, f"You cannot ask again: {kit.neutralise(refusal)}.")
+            return None
+        key = f"again:{thread_id}:{request_id}"
+        if not self.claims.claim(key):
+            self.slack.ephemeral(channel, clicker, where, "Nothing to do: this request was already sent back "
+                                                          "for approval.")
+            return None
+        return RequestAgain(run_channel, thread_ts, thread_id, request_id, clicker, channel, key)
+
+    def request_again(self, job: RequestAgain) -> None:
+        """The same plan back for a fresh approval: every copy gets fresh Approve / Deny, the thread says who
+        asked again and until when, approvers' Home tabs show it again. The run holds a lease (``reply_to``)
+        until that is posted, so a process dying meanwhile leaves the new card to a sweeper."""
+        channel, thread_ts, thread_id = job.channel, job.thread_ts, job.thread_id
+
+        def tell_clicker(text: str) -> None:
+            self.slack.ephemeral(job.clicked_in, job.clicker, thread_ts if job.clicked_in == channel else None, text)
+
+        reply_to = {"key": job.claim, "kind": "again", "channel": channel, "thread_ts": thread_ts,
+                    "clicker": job.clicker}
+        try:
+            result = self.agent.request_again(thread_id, job.request_id, user=job.clicker, interface="slack",
+                                              reply_to=reply_to)
+        except NotAllowed as exc:
+            self.claims.release(job.claim)  # a refusal is not an answer: someone allowed may still press it
+            tell_clicker(f"You cannot ask again: {kit.neutralise(exc)}.")
+            return
+        except NothingPending as exc:
+            tell_clicker(f"Nothing to do: {kit.neutralise(exc)}.")
+            return
+        except Exception:
+            log.exception("asking again on %s failed", thread_id)
+            self.claims.release(job.claim)
+            tell_clicker("Something went wrong on my side; please try again.")
+            self._answered(thread_id, job.claim)
+            return
+        with self._answering(thread_id, job.claim):
+            if not result.pending:  # the run stopped with an error before asking: say so, as any run would
+                self._finish(result, channel, thread_ts, None)
+                return
+            self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result))
+            pending = result.pending
+            said = asked_again_notice(job.clicker, str(pending.get("approvers") or ""), pending.get("expires_at"),
+                                      who=kit.mention)
+            self.slack.post(channel, thread_ts, asked_again_notice(job.clicker, "the approvers",
+                                                                   pending.get("expires_at")), [kit.section(said)])
+            self._refresh_approvers_homes()
 
     # --- events: a new request ----------------------------------------------------------------------------
 
@@ -146,7 +277,8 @@ class Handlers:
         if not channel or not ts:
             return
         event_id = job.event_id or f"{channel}:{ts}:{event.get('type')}"
-        if not self.claims.claim(f"event:{event_id}"):
+        key = f"event:{event_id}"
+        if not self.claims.claim(key):
             log.info("event %s already handled (retry %s)", event_id, job.retry_num)
             return
         thread_ts = event.get("thread_ts") or ts
@@ -163,10 +295,27 @@ class Handlers:
             self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or deny "
                                                 "it first, or start a new thread for a new request.")
             return
-        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(_url_count(message)))
         assistant = bool(event.get("channel_type") == "im" and event.get("thread_ts")
                          and self.claims.claimed(_assistant_key(channel, thread_ts)))
-        return AnswerRequest(channel, thread_ts, thread_id, event["user"], message, status_ts, assistant=assistant)
+        return self._taken_in(AnswerRequest(channel, thread_ts, thread_id, event["user"], message, None,
+                                            assistant=assistant, key=key), _url_count(message))
+
+    def _taken_in(self, job: AnswerRequest, urls: int) -> AnswerRequest:
+        """The request is ours: its lease records what was asked before anything is said, so a process dying
+        from here on leaves it for another to run and answer (``Agent.accept``); then "Looking at…"."""
+        asked = {"key": job.key, "kind": "answer", "channel": job.channel, "thread_ts": job.thread_ts,
+                 "user": job.user, "message": job.message, "intent": job.intent}
+        self.agent.accept(job.thread_id, interface="slack", channel=job.channel, reply_to=asked)
+        status_ts = self.slack.post(job.channel, job.thread_ts, kit.looking_at(urls))
+        if status_ts:
+            self.agent.accept(job.thread_id, interface="slack", channel=job.channel,
+                              reply_to={**asked, "status_ts": status_ts})
+        return replace(job, status_ts=status_ts)
+
+    @staticmethod
+    def _reply_to(job: AnswerRequest | TakeOffer) -> dict[str, Any]:
+        return {"key": job.key, "kind": "answer", "channel": job.channel, "thread_ts": job.thread_ts,
+                "status_ts": job.status_ts}
 
     def _known_thread(self, thread_id: str) -> bool:
         result = self.agent.result(thread_id)
@@ -182,8 +331,9 @@ class Handlers:
                                  lambda on_event: self.agent.ask(job.message, user=job.user, channel=job.channel,
                                                                  thread_id=job.thread_id, interface="slack",
                                                                  on_event=on_event,
-                                                                 chosen_intent=_intent(job.intent)),
-                                 also=status.event if status is not None else None)
+                                                                 chosen_intent=_intent(job.intent),
+                                                                 reply_to=self._reply_to(job) if job.key else None),
+                                 also=status.event if status is not None else None, key=job.key)
         finally:
             if status is not None:
                 status.clear()
@@ -197,10 +347,11 @@ class Handlers:
 
     def _run_and_answer(self, channel: str, thread_ts: str, thread_id: str, status_ts: str | None,
                         run: Callable[[Callable[[ProgressEvent], None]], RunResult],
-                        also: Callable[[ProgressEvent], None] | None = None) -> None:
+                        also: Callable[[ProgressEvent], None] | None = None, key: str | None = None) -> None:
         """Run one request with live progress (the plan replaces the status message as soon as it is known),
         then post its answer: the approval request, the report, or the reply. ``also`` hears every event too
-        (an assistant thread's status line)."""
+        (an assistant thread's status line). ``key``: the request's lease (``_taken_in``), finished once the
+        answer is out; a request another process picked up meanwhile is left to it."""
         progress = ProgressMessage(self.client, channel, thread_ts, interval=self.progress_interval)
 
         def on_event(event: ProgressEvent) -> None:
@@ -213,20 +364,42 @@ class Handlers:
 
         try:
             result = run(on_event)
+        except Superseded:
+            log.info("request %s in %s was picked up by another process meanwhile", key, thread_id)
+            return
         except NothingPending as exc:  # an offer that was taken or replaced meanwhile
             self.slack.reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
+            self._answered(thread_id, key)
             return
         except Exception:
             log.exception("run %s failed", thread_id)
             self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing "
                                       "more will happen for this request. Please try again.")
+            self._answered(thread_id, key)
             return
-        progress.finish()
-        if result.pending:
-            self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
-            self._tell_approvers(result, channel, status_ts)
-        else:
-            self._finish(result, channel, thread_ts, status_ts)
+        with self._answering(thread_id, key):
+            progress.finish()
+            if result.pending:
+                self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
+                self._tell_approvers(result, channel, status_ts)
+            else:
+                self._finish(result, channel, thread_ts, status_ts)
+
+    def _answered(self, thread_id: str, key: str | None) -> None:
+        if key is not None:
+            self.agent.answered(thread_id, key)
+
+    @contextmanager
+    def _answering(self, thread_id: str, key: str | None) -> Iterator[None]:
+        """Posting a run's final message: its lease is finished when it is out, and left for a sweeper to
+        answer again when posting failed with an error."""
+        try:
+            yield
+        except BaseException:
+            if key is not None:
+                self.agent.not_answered(thread_id)
+            raise
+        self._answered(thread_id, key)
 
     def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
         """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
@@ -287,14 +460,9 @@ class Handlers:
             self.slack.ephemeral(channel, clicker, None,
                                  "That button does not belong to this conversation; nothing was done.")
             return
+        # claimed when it is applied, under the thread's lock (Agent.decide): a claim cannot outlive a process
+        # that died before its decision landed, so a second click after a crash works
         key = f"decision:{thread_id}:{interrupt_id}"
-        if not self.claims.claim(key):
-            why = self._why_taken(thread_id, interrupt_id)
-            if on_home:
-                self.show_home(HomeOpened(clicker, "home"), notice=why)
-            else:
-                self.slack.ephemeral(channel, clicker, thread_ts if in_thread else None, why)
-            return
         clicked_in = HOME if on_home else "" if in_thread else channel
         return ApplyDecision(run_channel, thread_ts, thread_id, interrupt_id, decision, clicker, message_ts, key,
                              clicked_in=clicked_in)
@@ -313,16 +481,19 @@ class Handlers:
 
         def on_event(event: ProgressEvent) -> None:
             progress.event(event)
-            if isinstance(event, ApprovalDecided):
+            if isinstance(event, ApprovalDecided) and event.approval.status != "expired":  # (told once, below)
                 record = event.approval
                 self._update_every_copy(thread_id, f"Request {record.status}", kit.decided_blocks(
                     self.agent.result(thread_id), record.status, record.by, record.at), also=clicked)
 
+        reply_to = {"key": job.claim, "kind": "decision", "channel": channel, "thread_ts": thread_ts,
+                    "clicker": clicker, "decision": decision}
         try:
             result = self.agent.decide(thread_id, decision, user=clicker, interrupt_id=interrupt_id,
-                                       interface="slack", on_event=on_event)
+                                       interface="slack", on_event=on_event, claim=job.claim, reply_to=reply_to)
         except NothingPending as exc:
-            tell_clicker(f"Nothing to {decision}: {exc}.")
+            log.info("nothing to %s on %s: %s", decision, thread_id, exc)
+            tell_clicker(self._why_taken(thread_id, interrupt_id))
             return
         except Exception:
             log.exception("decision on %s failed", thread_id)
@@ -330,8 +501,24 @@ class Handlers:
             if current and current.get("interrupt_id") == interrupt_id:
                 self.claims.release(job.claim)  # the decision never reached the graph: let a new click try again
             tell_clicker("Something went wrong on my side; please try again.")
+            self._answered(thread_id, job.claim)
             return
+        with self._answering(thread_id, job.claim):
+            self._decided(job, result, progress, tell_clicker, clicked)
+
+    def _decided(self, job: ApplyDecision, result: RunResult, progress: ProgressMessage,
+                 tell_clicker: Callable[[str], None], clicked: tuple[str, str | None]) -> None:
+        """After a decision: the clicker told of a refusal, or the card and its copies updated and the answer
+        posted."""
+        channel, thread_ts, thread_id, decision, clicker = (job.channel, job.thread_ts, job.thread_id, job.decision,
+                                                            job.clicker)
         progress.finish()
+        if result.approval.status == "expired":  # a late click: the expiry notice, once, as the sweep gives it
+            tell_clicker(f"Nothing to {decision}: this approval request expired at "
+                         f"{clock_time(self.agent.snapshot(thread_id).values['plan'].expires_at)}; nothing was "
+                         "purged.")
+            expiry.tell_expired(self.agent, thread_id, self.tell_expired)
+            return
         if result.notice:
             tell_clicker(f"You cannot {decision} this: {_refusal(result.notice)}.")
             if result.pending:  # a refusal opens a fresh interrupt: give every copy's buttons its id
@@ -450,9 +637,9 @@ class Handlers:
             self.slack.respond(response_url, "I cannot post in this conversation: invite me to it (`/invite "
                                              "@cachebot`) or write to me directly.")
             return None
-        status_ts = self.slack.post(channel, root, kit.looking_at(_url_count(text)))
-        return AnswerRequest(channel, root, f"{channel}:{root}", user, text, status_ts,
-                             intent="purge" if verb == "purge" else None)
+        return self._taken_in(AnswerRequest(channel, root, f"{channel}:{root}", user, text, None,
+                                            intent="purge" if verb == "purge" else None,
+                                            key=f"command:{channel}:{root}"), _url_count(text))
 
     def answer_privately(self, job: AnswerPrivately) -> None:
         """Run a request whose answer only the asker sees (``/cachebot check``)."""
@@ -504,8 +691,8 @@ class Handlers:
                                                           "decide on it first.")
             return None
         message = "purge " + " ".join(chosen)
-        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(chosen)))
-        return AnswerRequest(channel, thread_ts, thread_id, user, message, status_ts, intent="purge")
+        return self._taken_in(AnswerRequest(channel, thread_ts, thread_id, user, message, None, intent="purge",
+                                            key=f"view:{view.get('id') or thread_ts}"), len(chosen))
 
     # --- actions: an offer ("Purge these N pages" / "Just check them") ---------------------------------------
 
@@ -538,15 +725,24 @@ class Handlers:
         if message_ts:
             self.slack.update(channel, message_ts, f"{choice} chosen",
                               kit.offer_taken_blocks(self.agent.result(thread_id), choice, clicker))
-        status_ts = self.slack.post(channel, thread_ts, kit.looking_at(len(offer.urls)))
-        return TakeOffer(channel, thread_ts, thread_id, offer_id, choice, clicker, status_ts)
+        # the lease records the request the offer stands for (its URLs, from the stored run), as a typed one would
+        taken = self._taken_in(AnswerRequest(channel, thread_ts, thread_id, clicker, f"{choice} " + " ".join(
+            offer.urls), None, intent=choice, key=key), len(offer.urls))
+        return TakeOffer(channel, thread_ts, thread_id, offer_id, choice, clicker, taken.status_ts, key=key)
 
     def take_offer(self, job: TakeOffer) -> None:
         """A normal request by the clicker for exactly the offer's URLs: same policy, same approval rules."""
         self._run_and_answer(job.channel, job.thread_ts, job.thread_id, job.status_ts,
                              lambda on_event: self.agent.take_offer(job.thread_id, job.offer_id, job.choice,
                                                                     user=job.clicker, channel=job.channel,
-                                                                    interface="slack", on_event=on_event))
+                                                                    interface="slack", on_event=on_event,
+                                                                    reply_to=self._reply_to(job) if job.key
+                                                                    else None),
+                             key=job.key)
+
+
+class NotTold(Exception):
+    """Slack did not take a message that had to get through (after the client's retries)."""
 
 
 def _assistant_key(channel: str, thread_ts: str) -> str:

@@ -41,6 +41,14 @@ class OfferClick:
 
 
 @dataclass(frozen=True)
+class RequestAgainClick:
+    """A click on Request again, on an expired approval card (or a copy of it)."""
+
+    body: dict[str, Any]
+    action: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class SlashCommand:
     """A ``/cachebot`` command: the form fields Slack posted (``command``, ``text``, ``user_id``, ``channel_id``,
     ``trigger_id``, ``response_url``…), untouched."""
@@ -79,8 +87,8 @@ class AssistantThreadStarted:
     user: str
 
 
-IntakeJob = (NewEvent | ApprovalClick | OfferClick | SlashCommand | MessageShortcut | ModalSubmitted | HomeOpened
-             | AssistantThreadStarted)
+IntakeJob = (NewEvent | ApprovalClick | OfferClick | RequestAgainClick | SlashCommand | MessageShortcut
+             | ModalSubmitted | HomeOpened | AssistantThreadStarted)
 
 
 # --- runs: what intake (or start-up) asks to run -----------------------------------------------------------
@@ -98,6 +106,7 @@ class AnswerRequest:
     status_ts: str | None
     intent: str | None = None  # "purge" | "check" when the surface already says which (a command, the modal)
     assistant: bool = False  # an assistant thread: its status line shows what the run is doing
+    key: str | None = None  # the request's lease (what intake claimed): run only if nobody picked it up meanwhile
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,21 @@ class TakeOffer:
     choice: str  # "purge" | "check"
     clicker: str
     status_ts: str | None
+    key: str | None = None  # the request's lease, as for AnswerRequest
+
+
+@dataclass(frozen=True)
+class RequestAgain:
+    """Send an expired request (``request_id``, the thread's latest) back for a fresh approval, as ``clicker``
+    asked (``claim``: released when policy refuses, so the requester can still press it)."""
+
+    channel: str
+    thread_ts: str
+    thread_id: str
+    request_id: str
+    clicker: str
+    clicked_in: str  # the channel the button was pressed in (the run's, or a copy's)
+    claim: str
 
 
 @dataclass(frozen=True)
@@ -149,7 +173,7 @@ class RecoverRuns:
     resume: bool = True
 
 
-RunJob = AnswerRequest | AnswerPrivately | ApplyDecision | TakeOffer | RecoverRuns
+RunJob = AnswerRequest | AnswerPrivately | ApplyDecision | TakeOffer | RequestAgain | RecoverRuns
 Job = IntakeJob | RunJob
 
 

@@ -166,6 +166,7 @@ def run_http(config: AppConfig, host: str, port: int, *, workers: int = 0, intak
                             worker_nice=worker_nice)
     server = SlackHTTPServer(front.app, host=host, port=port)
     front.start_recovery()  # runs a dead process left half-done: finish them, or tell their threads
+    sweeper = front.sweeper().start()  # and every recovery.sweep_seconds, those of a peer that stopped
     digest = start_digest(front)
     log.info("cachebot Slack app listening on %s (events at %s, health at %s)", server.url, EVENTS_PATH, HEALTH_PATH)
     try:
@@ -173,6 +174,7 @@ def run_http(config: AppConfig, host: str, port: int, *, workers: int = 0, intak
     except KeyboardInterrupt:
         pass
     finally:
+        sweeper.stop()
         if digest is not None:
             digest.stop()
         server.httpd.server_close()
@@ -198,12 +200,14 @@ def run_socket_mode(config: AppConfig, *, workers: int = 0, intake_processes: in
                             worker_nice=worker_nice)
     handler = socket_mode_handler(front.app, settings)
     front.start_recovery()
+    sweeper = front.sweeper().start()
     digest = start_digest(front)
     try:
         handler.start()
     except KeyboardInterrupt:
         pass
     finally:
+        sweeper.stop()
         if digest is not None:
             digest.stop()
         front.close()

@@ -1,8 +1,9 @@
 """The Slack Web API as cachebot uses it: a client that retries, and the few calls the handlers make.
 
-``make_client`` waits out ``ratelimited`` (429 + Retry-After) and retries dropped connections, so no caller
-retries by hand. ``SlackApi`` posts, updates, answers ephemerally and uploads; a failed call is logged and
-never breaks a run (the run's outcome is in the audit trail whatever Slack said). ``SlackUserGroups`` answers
+``make_client`` waits out ``ratelimited`` (429 + Retry-After), retries Slack's server errors (500, 502, 503, 504)
+with exponential backoff and jitter (or after their Retry-After) and retries dropped connections, so no caller
+retries by hand and a final message is not lost to one bad answer. ``SlackApi`` posts, updates, answers
+ephemerally and uploads; a failed call (after those retries) is logged and never breaks a run (the run's outcome is in the audit trail whatever Slack said). ``SlackUserGroups`` answers
 "which approver groups is this user in" for the agent (``slack_context``); who may approve is still decided
 in ``agent/``.
 """
@@ -17,6 +18,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
 from agent.config import AppConfig, ApprovalConfig
@@ -26,13 +32,52 @@ from slack_app import blocks as kit
 log = logging.getLogger("cachebot.slack")
 
 
-def make_client(token: str, api_url: str | None = None, *, rate_limit_retries: int = 3) -> WebClient:
-    """A Web API client that waits out ``ratelimited`` (429 + Retry-After) and retries dropped connections."""
+SERVER_ERRORS = (500, 502, 503, 504)
+MAX_RETRY_AFTER = 60.0  # seconds: a server error asking for longer is waited out this long, at most
+
+
+class ServerErrorRetryHandler(RetryHandler):
+    """Retries an answer in ``SERVER_ERRORS``: after its ``Retry-After`` when it has one (capped), else with
+    slack-sdk's exponential backoff and jitter (0.5 s, 1 s, 2 s … each randomised). slack-sdk's own
+    ``ServerErrorRetryHandler`` knows only 500 and 503, and ignores Retry-After."""
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        return response is not None and response.status_code in SERVER_ERRORS
+
+    def prepare_for_next_attempt(self, *, state: RetryState, request: HttpRequest,
+                                 response: HttpResponse | None = None, error: Exception | None = None) -> None:
+        wait = retry_after(response)
+        if wait is None:
+            super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+            return
+        state.next_attempt_requested = True
+        time.sleep(wait)
+        state.increment_current_attempt()
+
+
+def retry_after(response: HttpResponse | None) -> float | None:
+    """The seconds a response's ``Retry-After`` asks for (capped at ``MAX_RETRY_AFTER``), or None."""
+    for name, values in (response.headers if response is not None else {}).items():
+        if name.lower() == "retry-after" and values:
+            try:
+                return min(max(float(values[0]), 0.0), MAX_RETRY_AFTER)
+            except ValueError:
+                return None
+    return None
+
+
+def make_client(token: str, api_url: str | None = None, *, rate_limit_retries: int = 3,
+                server_error_retries: int = 3, backoff_factor: float = 0.5) -> WebClient:
+    """A Web API client that waits out ``ratelimited`` (429 + Retry-After), retries server errors with backoff
+    (``ServerErrorRetryHandler``) and retries dropped connections."""
     base_url = (api_url or WebClient.BASE_URL).rstrip("/") + "/"
+    backoff = BackoffRetryIntervalCalculator(backoff_factor=backoff_factor)
     return WebClient(
         token=token, base_url=base_url, timeout=15,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
-                        ConnectionErrorRetryHandler(max_retry_count=2)],
+                        ServerErrorRetryHandler(max_retry_count=server_error_retries, interval_calculator=backoff),
+                        ConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=backoff)],
     )
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from langgraph.types import Command
@@ -28,11 +28,13 @@ from agent.config import AppConfig
 from agent.graph import build_graph
 from agent.models import ApprovalRecord, CheckResult, Intent, Plan, PurgeOutcome, Rejection, RunResult
 from agent.nodes.common import unverified_results
-from agent.policy import is_expired, refuse_approver
+from agent.policy import is_expired, refuse_approver, refuse_request_again
 from agent.service.events import EventHandler, EventReader, Executing
+from agent.service.leases import Heartbeat
 from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage
 from agent.storage.audit import HistoryEntry
+from agent.storage.runs import ACCEPTED, FINISHED
 from agent.urls import screen_urls
 from agent.words import failure_reply, history_reply, waiting_reply
 
@@ -43,6 +45,17 @@ ERROR_TEXT_CHARS = 200  # of an error's message shown to the user: enough to act
 
 class NothingPending(Exception):
     """There is no approval waiting on this thread (it was decided, expired, or never existed)."""
+
+
+class NotAllowed(Exception):
+    """Policy refused what was asked (``agent.policy``); the message says why."""
+
+
+class Superseded(Exception):
+    """The request a front end accepted was picked up by another process (a sweeper) while it waited to run."""
+
+
+SYSTEM_USER = "cachebot"  # who the audit names for what cachebot decided by itself (an approval expiring)
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,12 @@ class Agent:
         self.graph = build_graph().compile(checkpointer=self.storage.checkpointer)
         # one lock per thread across processes (PostgreSQL advisory lock / flock next to the SQLite files)
         self.locks = self.storage.locks
-        # which threads are sending purges right now (cachebot_runs): what crash recovery looks at
+        # every run's lease (cachebot_runs), beaten while held: what sweepers and crash recovery look at
         self.runs = self.storage.runs
+        self.heartbeat = Heartbeat(self.runs, beat_seconds=config.recovery.lease_seconds / 3)
 
     def close(self) -> None:
+        self.heartbeat.close()
         self.storage.close()
 
     def __enter__(self) -> Agent:
@@ -112,20 +127,38 @@ class Agent:
         on_event: EventHandler | None = None,
         interface: str | None = None,
         chosen_intent: Intent | None = None,
+        reply_to: dict[str, Any] | None = None,
     ) -> RunResult:
         """``interface`` is recorded in the audit ("cli", "slack"); by default "slack" when a channel is
         given, else "cli". ``chosen_intent`` (purge or check) is what the person picked from an offer
-        (``take_offer``); the message is then not interpreted, but screened and planned like any other."""
+        (``take_offer``); the message is then not interpreted, but screened and planned like any other.
+
+        ``reply_to``: the front end posts the final message itself (Slack): the run's lease stays ``answering``
+        until it calls ``answered`` (a process dying before then leaves it for a sweeper to answer). With a
+        ``key`` in it, a request a front end ``accept``-ed is run only if nobody picked it up meanwhile
+        (``Superseded`` otherwise)."""
         thread_id = thread_id or uuid.uuid4().hex
+        with self._serialised(thread_id):
+            return self.ask_locked(message, user=user, channel=channel, dry_run=dry_run, thread_id=thread_id,
+                                   on_event=on_event, interface=interface, chosen_intent=chosen_intent,
+                                   reply_to=reply_to)
+
+    def ask_locked(self, message: str, *, user: str, thread_id: str, channel: str | None = None,
+                   dry_run: bool = False, on_event: EventHandler | None = None, interface: str | None = None,
+                   chosen_intent: Intent | None = None, reply_to: dict[str, Any] | None = None) -> RunResult:
+        """``ask`` for a caller already holding the thread's lock (a sweeper taking over an accepted request)."""
+        interface = interface or ("slack" if channel else "cli")
+        self._not_superseded(thread_id, reply_to)
         request = new_request(message, user=user, channel=channel, dry_run=dry_run,
                               chosen_intent=chosen_intent.value if chosen_intent else None)
-        with self._serialised(thread_id):
+        with self._leased(thread_id, interface=interface, channel=channel, reply_to=reply_to):
             request_id = self.audit.request_received(
-                thread_id=thread_id, user=user, interface=interface or ("slack" if channel else "cli"),
+                thread_id=thread_id, user=user, interface=interface,
                 channel=channel, text=message, dry_run=dry_run, at=self.context.now(),
             )
-            failure = self._run_recorded(request, thread_id, on_event, request_id, interface=interface or (
-                "slack" if channel else "cli"), channel=channel)
+            self.runs.running(thread_id, request_id=request_id, interface=interface, channel=channel)
+            failure = self._run_recorded(request, thread_id, on_event, request_id, interface=interface,
+                                         channel=channel)
             if failure is not None:
                 return failure
             result = self.result(thread_id)
@@ -141,10 +174,17 @@ class Agent:
         interrupt_id: str | None = None,
         on_event: EventHandler | None = None,
         interface: str | None = None,
+        claim: str | None = None,
+        reply_to: dict[str, Any] | None = None,
     ) -> RunResult:
         """Resume a waiting run with a person's decision. The graph itself decides whether they may.
 
-        ``interface`` is recorded in the audit; by default the interface the request came from."""
+        ``interface`` is recorded in the audit; by default the interface the request came from.
+        ``claim``: the exactly-once key of this decision, claimed under the thread's lock. A claim already taken
+        while the same interrupt is still pending was left by a process that died before its decision landed
+        (whoever claims holds the lock until the decision is in the checkpoint, or gives the claim back), so it
+        is stale and this decision goes ahead: a second click after a crash works.
+        ``reply_to``: as for ``ask``."""
         with self._serialised(thread_id):
             snapshot = self.snapshot(thread_id)  # one read for every check below
             pending = snapshot.interrupts[0] if snapshot.interrupts else None
@@ -152,26 +192,195 @@ class Agent:
                 raise NothingPending(nothing_pending_reason(snapshot.values))
             if interrupt_id is not None and interrupt_id != pending.id:
                 raise NothingPending("that approval request is no longer current; use the latest one")
+            if claim is not None and not self.storage.claims.claim(claim):
+                log.warning("decision claim %s was left by a process that died before the decision landed; "
+                            "taking it over", claim)
             refusals_before = len((snapshot.values.get("approval") or ApprovalRecord()).refusals)
             request = self.audit.latest_request(thread_id)
             request_id = request["id"] if request else None
-            failure = self._run_recorded(
-                Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id, on_event, request_id,
-                interface=request["interface"] if request else interface,
-                channel=request["channel"] if request else None)
-            result = failure or self.result(thread_id)
-            if failure is not None:
+            interface = interface or (request["interface"] if request else None)
+            channel = request["channel"] if request else None
+            with self._leased(thread_id, interface=interface, channel=channel, reply_to=reply_to,
+                              request_id=request_id):
+                failure = self._run_recorded(
+                    Command(resume={pending.id: {"decision": decision, "user": user}}), thread_id, on_event,
+                    request_id, interface=request["interface"] if request else interface, channel=channel)
+                result = failure or self.result(thread_id)
+                if failure is not None:
+                    if request_id is not None:
+                        self._record_decision(request_id, thread_id, decision, user,
+                                              interface or request["interface"], result)
+                    return result
+                if len(result.approval.refusals) > refusals_before:
+                    result.notice = result.approval.refusals[-1]
                 if request_id is not None:
-                    self._record_decision(request_id, thread_id, decision, user, interface or request["interface"],
-                                          result)
+                    self._record_decision(request_id, thread_id, decision, user,
+                                          interface or request["interface"], result)
+                    self.record_result(request_id, thread_id, result)
                 return result
-            if len(result.approval.refusals) > refusals_before:
-                result.notice = result.approval.refusals[-1]
-            if request_id is not None:
-                self._record_decision(request_id, thread_id, decision, user,
-                                      interface or request["interface"], result)
+
+    # --- leases: every run holds one, with a heartbeat (agent.storage.runs) ------------------------------
+
+    def answered(self, thread_id: str, key: str | None = None) -> None:
+        """The front end posted the run's final message: the lease is finished. With ``key``, only if the lease
+        is still that request's (a newer request in the thread may hold it by now)."""
+        self.heartbeat.drop(thread_id)
+        try:
+            if key is None or lease_key(self.runs.get(thread_id)) in (key, None):
+                self.runs.finished(thread_id)
+        except Exception:
+            log.exception("could not mark the lease of %s finished", thread_id)
+
+    def not_answered(self, thread_id: str) -> None:
+        """The front end could not post the final message: stop beating, so a sweeper answers later."""
+        self.heartbeat.drop(thread_id)
+
+    def accept(self, thread_id: str, *, interface: str, channel: str | None, reply_to: dict[str, Any]) -> None:
+        """A front end took a request in and will run it (``reply_to`` says what was asked and where to answer,
+        with a ``key`` naming this request): from now on a process dying before it answers leaves a lease a
+        sweeper picks up. Held (beaten) by this Agent until the run adopts it or ``not_answered``."""
+        self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to)
+        self.heartbeat.hold(thread_id)
+
+    def _not_superseded(self, thread_id: str, reply_to: dict[str, Any] | None) -> None:
+        key = (reply_to or {}).get("key")
+        if key is None:
+            return
+        row = self.runs.get(thread_id)
+        if row is not None and lease_key(row) == key and row["status"] != ACCEPTED:
+            raise Superseded(f"request {key} was picked up by another process")
+
+    @contextmanager
+    def _leased(self, thread_id: str, *, interface: str | None, channel: str | None,
+                reply_to: dict[str, Any] | None, request_id: str | None = None) -> Iterator[None]:
+        """Hold the thread's lease while the graph runs (the caller holds the thread lock). At the end it is
+        ``answering`` when a front end posts the answer (``reply_to`` given, or recorded when it accepted the
+        request), else finished. A ``BaseException`` (the process is stopping) only stops the heartbeat: the
+        row stays for a sweeper, as after a kill."""
+        before = self.runs.get(thread_id)
+        key = (reply_to or {}).get("key") if reply_to is not None else (
+            lease_key(before) if before is not None and before["status"] != FINISHED else None)
+        self.runs.running(thread_id, request_id=request_id, interface=interface, channel=channel,
+                          reply_to=reply_to)
+        self.heartbeat.hold(thread_id)
+        try:
+            yield
+        except Exception:
+            self._run_ended(thread_id, key)
+            raise
+        except BaseException:
+            self.heartbeat.drop(thread_id)
+            raise
+        self._run_ended(thread_id, key)
+
+    def _run_ended(self, thread_id: str, key: str | None) -> None:
+        """The graph stopped: ``answering`` when a front end will post the answer, else finished. A lease that
+        another request in the thread took meanwhile (accepted while this one ran) is left to it."""
+        try:
+            row = self.runs.get(thread_id)
+            if row is None:
+                self.heartbeat.drop(thread_id)
+                return
+            if lease_key(row) != key:
+                return
+            if row.get("reply_to"):
+                self.runs.answering(thread_id)
+                return
+            self.answered(thread_id)
+        except Exception:
+            log.exception("could not record the end of run %s in its lease", thread_id)
+
+    # --- expiry: approvals nobody decided on in time ---------------------------------------------------------
+
+    def overdue_approvals(self, *, limit: int = 200) -> list[str]:
+        """The threads whose approval is still pending past its expiry (the audit's waiting requests, each
+        confirmed against its checkpoint), oldest first. Expiring them is ``expire``'s."""
+        waiting = self.audit.history(status="waiting_approval", purges_only=False, limit=limit)
+        overdue = []
+        for entry in reversed(waiting):
+            pending = self.result(entry.thread_id).pending
+            if pending and self._expired(pending):
+                overdue.append(entry.thread_id)
+        return list(dict.fromkeys(overdue))
+
+    def recently_expired(self, *, within: timedelta, limit: int = 200) -> list[tuple[str, str]]:
+        """(thread, request) of the requests recorded as expired that were received within ``within``: the ones
+        whose requester may still be owed the news (``agent.service.expiry`` tells each once)."""
+        since = self.context.now() - within
+        entries = self.audit.history(status="expired", purges_only=False, since=since, limit=limit)
+        return [(entry.thread_id, entry.request_id) for entry in entries]
+
+    def expire(self, thread_id: str) -> RunResult | None:
+        """Decide the thread's pending approval as expired, through the graph's own path (the approval node sees
+        the time has passed and ends the run: nothing is purged), and record it. None when there is nothing to
+        expire (decided meanwhile, not yet due). The caller holds the thread's lock (``agent.service.expiry``
+        takes it without waiting, so one replica does it)."""
+        snapshot = self.snapshot(thread_id)
+        pending = snapshot.interrupts[0] if snapshot.interrupts else None
+        if pending is None or not self._expired(dict(pending.value)):
+            return None
+        request = self.audit.latest_request(thread_id)
+        request_id = request["id"] if request else None
+        interface = request["interface"] if request else None
+        failure = self._run_recorded(Command(resume={pending.id: {"decision": "expire", "user": SYSTEM_USER}}),
+                                     thread_id, None, request_id, interface=interface,
+                                     channel=request["channel"] if request else None)
+        result = failure or self.result(thread_id)
+        if request_id is not None:
+            self._record_decision(request_id, thread_id, "expire", SYSTEM_USER, interface or "cli", result)
+            if failure is None:
                 self.record_result(request_id, thread_id, result)
-            return result
+        return result
+
+    def may_request_again(self, thread_id: str, user: str) -> str | None:
+        """Why ``user`` may not send this thread's expired request back for approval, or None when they may."""
+        requester = str(self.snapshot(thread_id).values.get("user") or "")
+        return refuse_request_again(user, requester, self.context.user_groups(user), self.config)
+
+    def request_again(self, thread_id: str, request_id: str, *, user: str, on_event: EventHandler | None = None,
+                      interface: str | None = None, reply_to: dict[str, Any] | None = None) -> RunResult:
+        """Send an expired request's plan, exactly as it was approved-for, back for a fresh approval (a new
+        expiry), by its requester or an approver (``agent.policy.refuse_request_again``). The run goes on
+        from the plan step of the stored run, so nothing is re-planned and the scope cannot change; the request
+        stays its requester's (self-approval rules unchanged). Raises ``NothingPending`` when the request is
+        not the thread's latest expired one (asked again already, or a newer request), ``NotAllowed`` on a
+        refusal. ``reply_to``: as for ``ask`` (the front end posts the new card; the run's lease says so)."""
+        with self._serialised(thread_id):
+            snapshot = self.snapshot(thread_id)
+            values = snapshot.values
+            approval = values.get("approval") or ApprovalRecord()
+            latest = self.audit.latest_request(thread_id)
+            if snapshot.interrupts or snapshot.next or approval.status != "expired" or latest is None \
+                    or latest["id"] != request_id:
+                raise NothingPending("that request was already sent back for approval, or a newer request "
+                                     "replaced it")
+            requester = str(values.get("user") or "")
+            refusal = refuse_request_again(user, requester, self.context.user_groups(user), self.config)
+            if refusal:
+                raise NotAllowed(refusal)
+            now = self.context.now()
+            plan: Plan = values["plan"]
+            fresh = plan.model_copy(update={"created_at": now, "needs_approval": True,
+                                            "expires_at": now + timedelta(minutes=self.config.approval.expiry_minutes)})
+            new_id = self.audit.request_received(
+                thread_id=thread_id, user=requester, interface=interface or latest["interface"],
+                channel=latest["channel"], text=latest["text"], dry_run=False, at=now)
+            self.audit.decision_made(request_id=new_id, thread_id=thread_id, user=user,
+                                     interface=interface or latest["interface"], decision="request_again",
+                                     status="asked_again", at=now)
+            with self._leased(thread_id, interface=latest["interface"], channel=latest["channel"],
+                              reply_to=reply_to, request_id=new_id):
+                # as if the plan step had just made this plan: the graph's own edges take it to approval
+                self.graph.update_state(self._config(thread_id), {
+                    "plan": fresh, "approval": ApprovalRecord(status="pending"), "reply": "", "results": [],
+                    "purge_outcomes": [], "repair": [], "deadline_at": None, "checks": []}, as_node="plan")
+                failure = self._run_recorded(None, thread_id, on_event, new_id, interface=latest["interface"],
+                                             channel=latest["channel"])
+                if failure is not None:
+                    return failure
+                result = self.result(thread_id)
+                self.record_result(new_id, thread_id, result)
+                return result
 
     # --- offers: "Purge these N pages" / "Just check them" after a question --------------------------------
 
@@ -193,16 +402,17 @@ class Agent:
 
     def take_offer(self, thread_id: str, offer_id: str, choice: Literal["purge", "check"], *, user: str,
                    on_event: EventHandler | None = None, interface: str | None = None,
-                   channel: str | None = None) -> RunResult:
+                   channel: str | None = None, reply_to: dict[str, Any] | None = None) -> RunResult:
         """Answer an offer by ``user``: a new request on the same thread for exactly the offer's URLs (from the
         stored run, never from the caller), under the same policy and approval rules as a typed request."""
+        self._not_superseded(thread_id, reply_to)  # taken over and run already: its offer is gone, say nothing
         offer = self.offer(thread_id)
         if offer is None or offer.id != offer_id:
             raise NothingPending("that question was already answered, or a newer request replaced it")
         verb = "purge" if choice == "purge" else "check"
         message = f"{verb} " + " ".join(offer.urls)
         return self.ask(message, user=user, channel=channel, thread_id=thread_id, on_event=on_event,
-                        interface=interface, chosen_intent=Intent(choice))
+                        interface=interface, chosen_intent=Intent(choice), reply_to=reply_to)
 
     # --- screening without a run --------------------------------------------------------------------------
 
@@ -348,8 +558,10 @@ class Agent:
                      channel: str | None) -> RunResult:
         """Continue a run from its last checkpoint (crash recovery: the interrupted step runs again; purges are
         idempotent) and record its result. The caller holds the thread's lock (recovery takes it without
-        waiting, so a live replica's run is never continued twice)."""
-        self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel)
+        waiting, so a live replica's run is never continued twice) and has taken its lease over; the lease ends
+        ``answering`` when a front end answers (its ``reply_to``), else finished."""
+        with self._leased(thread_id, interface=interface, channel=channel, reply_to=None, request_id=request_id):
+            self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel)
         result = self.result(thread_id)
         if request_id:
             self.record_result(request_id, thread_id, result)
@@ -366,11 +578,10 @@ class Agent:
     async def _arun(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
                     request_id: str | None = None, interface: str | None = None, channel: str | None = None,
                     recorder: ProgressRecorder | None = None) -> None:
-        """Stream the graph. From the moment the graph says its next step is ``execute`` (a checkpoint's
-        ``next``) until it stops, the thread is recorded as executing (``cachebot_runs``), so a process dying
-        meanwhile leaves a row that crash recovery (``agent/service/recovery.py``) finishes.
-        ``graph_input=None`` continues from the last checkpoint."""
-        executing = graph_input is None and self.runs.get(thread_id) is not None  # recovery: already marked
+        """Stream the graph. The caller holds the thread's lease (``cachebot_runs``); from the moment the graph
+        says its next step is ``execute`` (a checkpoint's ``next``) until the purges are sent it is marked
+        ``executing``. ``graph_input=None`` continues from the last checkpoint."""
+        executing = False
         recorder = recorder or ProgressRecorder(self, thread_id, request_id)
         reader = EventReader()
 
@@ -380,20 +591,14 @@ class Agent:
             for event in reader.events(mode, chunk):
                 if isinstance(event, Executing) and not executing:
                     # the stream is paused here: execute has not started yet
-                    self.runs.executing(thread_id, request_id=request_id, interface=interface,
-                                        channel=channel, at=self.context.now())
+                    self.runs.executing(thread_id, request_id=request_id, interface=interface, channel=channel)
                     executing = True
                 if on_event is not None:
                     on_event(event)
 
-        try:
-            await self._stream(graph_input, thread_id, handle)
-        except Exception:
-            if executing:  # the run failed (it did not die): it is recorded as failed, nothing to recover
-                self.runs.finished(thread_id)
-            raise
-        if executing:
-            self.runs.finished(thread_id)
+        await self._stream(graph_input, thread_id, handle)
+        if executing:  # purges are sent: the lease goes on (verify, report, the answer) as running
+            self.runs.running(thread_id, request_id=request_id, interface=interface, channel=channel)
 
     async def _stream(self, graph_input: Any, thread_id: str, handle: Callable[[str, Any], None]) -> None:
         """Run the graph through an async saver of its own (on the sync saver's tables), giving ``handle`` each
@@ -518,6 +723,11 @@ class ProgressRecorder:
             result.results = unverified_results(result.plan, outcomes, "not verified yet")
         self.agent.audit.request_updated(self.request_id, result, at=self.agent.context.now(),
                                          purge_outcomes=audit_rows(outcomes), in_progress=True)
+
+
+def lease_key(row: dict[str, Any] | None) -> str | None:
+    """The key a front end gave the request holding a lease (None: a lease without one, the terminal's)."""
+    return ((row or {}).get("reply_to") or {}).get("key")
 
 
 def audit_rows(outcomes: list[PurgeOutcome]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ database and this metadata agree, so a new column is added here and in a new mig
 
 - ``audit_*``: the audit trail (``agent.storage.audit``);
 - ``cachebot_claims``: exactly-once claims (``agent.storage.claims``);
-- ``cachebot_runs``: the runs sending purges right now, for crash recovery (``agent.storage.runs``);
+- ``cachebot_runs``: every run's lease and heartbeat, for takeover and crash recovery (``agent.storage.runs``);
 - ``cachebot_approval_copies``: where each run's approval request was posted (``agent.storage.copies``).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
+    Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator, false,
 )
 
 
@@ -136,6 +136,12 @@ runs = Table(
     Column("owner", String(200), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("reply_to", Text),  # JSON: where the final message goes, and what was asked (a front end's business)
+    Column("takeovers", Integer, nullable=False, default=0, server_default="0"),
+    Column("told", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_cachebot_runs_status_heartbeat", "status", "heartbeat_at"),
 )
 
 approval_copies = Table(

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import yaml
 
+from agent.words import RESTARTED
 from tests.conftest import LEAKY_ENVIRONMENT, _create_database, _drop_database, _postgres_admin_url, _with_database
 from tests.fakes.slack import FakeSlack, SlackSender, block_actions, event_payload, is_report, mention
 
@@ -128,6 +129,7 @@ def cluster(fresh_stack, tmp_path):
                                                      "expected_status": [200]}})
     data["sites"][0]["layers"].append("hook")
     data["approval"] = {**data["approval"], "threshold": 10, "approvers": ["UALICE"], "expiry_minutes": 30}
+    data["recovery"] = {"sweep_seconds": 0.5, "lease_seconds": 3}  # a dead peer's runs taken over in seconds
     env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENVIRONMENT}
     env |= {"SLACK_BOT_TOKEN": "xoxb-replica-test", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.api_url,
             "CACHEBOT_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
@@ -217,7 +219,7 @@ def test_same_event_and_same_click_on_two_replicas_make_one_run_and_one_purge_pe
     assert len(hook.purges) == items // 4 and set(hook.purges.values()) == {1}  # one PURGE per page at the hook
     loser = fake.calls_to("chat.postEphemeral", user="UALICE")
     assert len(loser) == 1 and ("deciding" in loser[0].args["text"] or "already approved" in loser[0].args["text"])
-    assert query(url, "SELECT count(*) FROM cachebot_runs") == [(0,)]
+    assert query(url, "SELECT count(*) FROM cachebot_runs WHERE status <> 'finished'") == [(0,)]
 
 
 def test_kill_9_between_request_and_click_and_during_execution(cluster):
@@ -241,14 +243,40 @@ def test_kill_9_between_request_and_click_and_during_execution(cluster):
     thread_ts = "1800000202.000200"
     assert b.sender.event(mention(SMALL, user="UBOB", channel=CHANNEL, ts=thread_ts))[0] == 200
     assert hook.arrived.wait(60), "the run never reached the hook"
-    assert query(url, "SELECT thread_id, status FROM cachebot_runs") == [(f"{CHANNEL}:{thread_ts}", "executing")]
+    assert query(url, "SELECT thread_id, status FROM cachebot_runs WHERE status <> 'finished'") == [(f"{CHANNEL}:{thread_ts}", "executing")]
     b.kill9()
     hook.gate.set()
     start("a-restarted")  # recovers on start
     fake.wait_for(lambda: reports(fake, thread_ts), timeout=90, what="the report after recovery")
     texts = [m["text"] or "" for m in fake.in_thread(CHANNEL, thread_ts)]
-    assert any(t.startswith("cachebot restarted during this purge") for t in texts)
+    assert sum(t.startswith(RESTARTED) for t in texts) == 1
     [(status, outcome)] = query(url, f"SELECT status, outcome FROM audit_requests WHERE thread_id = '{CHANNEL}:{thread_ts}'")
     assert status == "done" and outcome is not None
-    assert query(url, "SELECT count(*) FROM cachebot_runs") == [(0,)]
+    assert query(url, "SELECT count(*) FROM cachebot_runs WHERE status <> 'finished'") == [(0,)]
     assert set(hook.purges) == {"/pricing", "/"}  # every hook purge was sent (again) by the recovery
+
+
+def test_a_live_replica_takes_over_a_killed_peers_run_without_any_restart(cluster):
+    start, fake, hook, url = cluster
+    a, b = start("a"), start("b")
+    hook.gate.clear()
+    thread_ts = "1800000301.000200"
+    assert b.sender.event(mention(SMALL, user="UBOB", channel=CHANNEL, ts=thread_ts))[0] == 200
+    assert hook.arrived.wait(60), "the run never reached the hook"
+    [(status,)] = query(url, f"SELECT status FROM cachebot_runs WHERE thread_id = '{CHANNEL}:{thread_ts}'")
+    assert status == "executing"
+    b.kill9()
+    hook.gate.set()
+    # nobody restarts anything: A's sweeper sees B's lease stop beating and carries the run on
+    fake.wait_for(lambda: reports(fake, thread_ts), timeout=90, what="the report from the live replica")
+    time.sleep(1.5)  # time for a second (wrong) report or notice to show up
+    texts = [m["text"] or "" for m in fake.in_thread(CHANNEL, thread_ts)]
+    assert len(reports(fake, thread_ts)) == 1 and sum(t.startswith(RESTARTED) for t in texts) == 1
+    assert not any(t.startswith("Looking at") for t in texts)
+    [(status, takeovers, told)] = query(url, "SELECT status, takeovers, told FROM cachebot_runs "
+                                             f"WHERE thread_id = '{CHANNEL}:{thread_ts}'")
+    assert (status, takeovers, told) == ("finished", 1, True)
+    [(request_status,)] = query(url, f"SELECT status FROM audit_requests WHERE thread_id = '{CHANNEL}:{thread_ts}'")
+    assert request_status == "done"
+    assert set(hook.purges) == {"/pricing", "/"}
+    assert a.process.poll() is None

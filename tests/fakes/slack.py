@@ -6,7 +6,8 @@ Point ``WebClient(base_url=fake.api_url)`` at it. It implements what cachebot us
 ``files.getUploadURLExternal`` + the upload URL + ``files.completeUploadExternal``,
 ``usergroups.users.list``, ``views.open``, ``views.publish``, and slash commands' ``response_url``
 (``response_url()``; answers recorded as ``response_url`` calls). ``rate_limit_once(method)`` makes the next call to
-``method`` answer ``429 ratelimited`` with ``Retry-After`` (as Slack does), once.
+``method`` answer ``429 ratelimited`` with ``Retry-After`` (as Slack does), once; ``fail_next(method, status, times)``
+makes the next ``times`` calls answer that HTTP status (a 500, 502, 503 from Slack's edge) without doing anything.
 Also: helpers to sign and send Slack requests (events, block_actions) to an app under test.
 """
 
@@ -53,6 +54,7 @@ class FakeSlack:
         self.closed_channels: set[str] = set()  # chat.postMessage answers not_in_channel there
         self.socket_url: str | None = None  # what apps.connections.open hands out (tests/fakes/socket_mode.py)
         self._rate_limits: dict[str, int] = {}
+        self._failures: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         handler = type("FakeSlackHandler", (_Handler,), {"fake": self})
@@ -86,6 +88,16 @@ class FakeSlack:
     def rate_limit_once(self, method: str, retry_after: int = 1) -> None:
         self._rate_limits[method] = retry_after
 
+    def fail_next(self, method: str, status: int = 500, times: int = 1) -> None:
+        """The next ``times`` calls to ``method`` answer ``status`` (nothing is posted or changed)."""
+        with self._lock:
+            self._failures.setdefault(method, []).extend([status] * times)
+
+    def failed(self, method: str) -> list[Call]:
+        """Calls to ``method`` answered with a 5xx."""
+        with self._lock:
+            return [c for c in self.calls if c.method == method and c.status >= 500]
+
     def calls_to(self, method: str, **match: Any) -> list[Call]:
         with self._lock:
             calls = list(self.calls)
@@ -117,6 +129,11 @@ class FakeSlack:
         retry_after = self._rate_limits.pop(method, None)
         if retry_after is not None:
             return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
+        with self._lock:
+            failures = self._failures.get(method)
+            status = failures.pop(0) if failures else None
+        if status is not None:
+            return status, {"ok": False, "error": "internal_error"}, {}
         answer = getattr(self, "api_" + method.replace(".", "_"), None)
         if answer is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}

@@ -80,7 +80,8 @@ def test_every_button_we_render_has_a_registered_action():
                        pending={"interrupt_id": "i1", "reason": "r", "requester": "UBOB", "approvers": "<@UALICE>",
                                 "expires_at": "2026-11-25T12:30:00+00:00", "purge_count": 30, "pages": 10})
     offer = RunResult(thread_id=f"{CHANNEL}:1.2", intent=Intent.ASK, reply="", pages=["https://shop.example/"])
-    rendered = {e["action_id"] for blocks in (kit.approval_blocks(result), kit.offer_blocks(offer, "o1"))
+    rendered = {e["action_id"] for blocks in (kit.approval_blocks(result), kit.offer_blocks(offer, "o1"),
+                                              kit.expired_blocks(result, None, "r1"))
                 for b in blocks if b["type"] == "actions" for e in b["elements"]}
     assert rendered == set(ACTION_IDS)
 
@@ -108,7 +109,7 @@ def test_every_manifest_event_has_a_listener(slack, kind):
 @pytest.mark.parametrize("action_id", ACTION_IDS)
 def test_every_action_has_a_listener_and_unknown_ones_do_not(slack, action_id):
     h = slack()
-    value = json.dumps({"run": f"{CHANNEL}:1.2", "interrupt": "nope", "offer": "nope"})
+    value = json.dumps({"run": f"{CHANNEL}:1.2", "interrupt": "nope", "offer": "nope", "request": "nope"})
     payload = block_actions(user="UALICE", channel=CHANNEL, message_ts="1.2", thread_ts="1.2", action_id=action_id,
                             value=value)
     assert h.sender.interaction(payload)[0] == 200

@@ -7,7 +7,7 @@ from slack_sdk.errors import SlackApiError
 
 from agent.config import ApprovalConfig
 from slack_app.slack_api import SlackApi, SlackUserGroups, approver_mentions
-from tests.slack_app.conftest import BIG, all_text
+from tests.slack_app.conftest import BIG, SMALL, all_text
 
 
 def test_rate_limited_post_is_retried_after_retry_after(slack):
@@ -17,6 +17,23 @@ def test_rate_limited_post_is_retried_after_retry_after(slack):
     assert len(h.fake.rate_limited("chat.postMessage")) == 1
     [reply] = h.fake.in_thread("DBOB", ts)
     assert "I clear cached pages" in all_text(reply)
+
+
+def test_a_report_is_not_lost_to_a_rate_limit_or_server_errors(slack):
+    """Every kind of bad answer Slack's edge gives, once or twice, on the calls that carry the answer: each is
+    retried (after Retry-After for the 429, with backoff for the 5xx) and the thread gets exactly one report."""
+    h = slack(approval={"threshold": 20})
+    h.fake.rate_limit_once("chat.postMessage", retry_after=1)
+    for status in (500, 502):
+        h.fake.fail_next("chat.postMessage", status)
+    for status in (503, 504):
+        h.fake.fail_next("chat.update", status)
+    thread_ts = h.mention(SMALL)
+    assert len(h.fake.rate_limited("chat.postMessage")) == 1
+    assert sorted(c.status for c in h.fake.failed("chat.postMessage")) == [500, 502]
+    assert sorted(c.status for c in h.fake.failed("chat.update")) == [503, 504]
+    assert len(h.reports(thread_ts)) == 1
+    assert not any("Looking at" in all_text(m) for m in h.thread(thread_ts))  # the status message was replaced
 
 
 def test_user_group_members_may_approve(slack, fake_slack):

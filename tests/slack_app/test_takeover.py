@@ -1,0 +1,166 @@
+"""A live replica answers the requests of one that stopped (leases, the sweeper, decision claims), in process.
+
+"Dying" here is what a kill leaves behind: the run stops with a ``BaseException`` nothing catches (the thread lock
+is let go, as a dead process's connection or file would be) and the dead front end's heartbeat stops. The
+same with real processes and ``kill -9`` is in tests/agent/test_replicas.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.service.events import UrlsFound
+from agent.storage.runs import ACCEPTED, FINISHED, RUNNING
+from agent.words import RESTARTED
+from slack_app import handlers as handlers_module
+from tests.fakes.slack import mention
+from tests.slack_app.conftest import BIG, CHANNEL, SMALL, new_ts
+
+QUICK = {"lease_seconds": 0.5, "sweep_seconds": 0.2}
+
+
+class Died(BaseException):
+    pass
+
+
+def die(*args, **kwargs):
+    raise Died()
+
+
+def kill(front) -> None:
+    """What a kill leaves of a front end: its leases stop beating (its runs already stopped with ``Died``)."""
+    front.agent.heartbeat.close()
+    front.wait_idle(60)
+
+
+def sweep_until(front, done, what: str) -> None:
+    """A live replica's sweeps, until ``done()`` (each sweep takes over the leases stale by then)."""
+    sweeper = front.sweeper()
+    for _ in range(600):
+        asyncio.run(sweeper.sweep_once())
+        if done():
+            return
+        asyncio.run(asyncio.sleep(0.05))
+    raise AssertionError(f"no {what} after many sweeps")
+
+
+def texts(h, thread_ts: str) -> list[str]:
+    return [m.get("text") or "" for m in h.thread(thread_ts)]
+
+
+def test_a_request_taken_in_by_a_process_that_died_before_running_it_is_run_and_answered_by_a_peer(
+        slack, monkeypatch):
+    h = slack(approval={"threshold": 20}, recovery=QUICK)
+    peer = h.new_instance()[1]
+    monkeypatch.setattr(h.front.handlers, "run_request", die)  # the process dies once "Looking at…" is posted
+    thread_ts = new_ts()
+    assert h.send_event(mention(SMALL, user="UBOB", channel=CHANNEL, ts=thread_ts)) == 200
+    kill(h.front)
+    thread_id = f"{CHANNEL}:{thread_ts}"
+    assert peer.agent.runs.get(thread_id)["status"] == ACCEPTED
+    assert texts(h, thread_ts) == ["Looking at 1 URL…"]
+
+    sweep_until(peer, lambda: h.reports(thread_ts), "report from the peer")
+
+    said = texts(h, thread_ts)
+    assert len(h.reports(thread_ts)) == 1
+    assert sum(t.startswith(RESTARTED) for t in said) == 1  # told once, in place of "Looking at…"
+    assert not any(t.startswith("Looking at") for t in said)
+    lease = peer.agent.runs.get(thread_id)
+    assert lease["status"] == FINISHED and lease["takeovers"] == 1 and lease["told"]
+    [entry] = peer.agent.audit.history()
+    assert entry.status == "done" and entry.worked is True
+
+
+def test_a_run_whose_process_died_after_understanding_is_finished_by_a_live_peer_without_a_restart(
+        slack, monkeypatch):
+    h = slack(approval={"threshold": 20}, recovery=QUICK)
+    peer = h.new_instance()[1]
+    original = handlers_module.ProgressMessage.event
+
+    def dies_after_understanding(self, event):
+        if isinstance(event, UrlsFound):
+            raise Died()
+        original(self, event)
+
+    monkeypatch.setattr(handlers_module.ProgressMessage, "event", dies_after_understanding)
+    thread_ts = new_ts()
+    assert h.send_event(mention(SMALL, user="UBOB", channel=CHANNEL, ts=thread_ts)) == 200
+    kill(h.front)
+    monkeypatch.setattr(handlers_module.ProgressMessage, "event", original)
+    thread_id = f"{CHANNEL}:{thread_ts}"
+    assert peer.agent.runs.get(thread_id)["status"] == RUNNING and not h.reports(thread_ts)
+
+    sweep_until(peer, lambda: h.reports(thread_ts), "report from the peer")
+
+    assert len(h.reports(thread_ts)) == 1
+    assert sum(t.startswith(RESTARTED) for t in texts(h, thread_ts)) == 1
+    assert peer.agent.runs.get(thread_id)["status"] == FINISHED
+    sweep_until(peer, lambda: True, "a further sweep")
+    assert len(h.reports(thread_ts)) == 1  # a finished lease is never taken over again
+
+
+def test_a_lease_whose_holder_still_beats_is_left_alone(slack, monkeypatch):
+    h = slack(approval={"threshold": 20}, recovery=QUICK)
+    peer = h.new_instance()[1]
+    thread_id = f"{CHANNEL}:{new_ts()}"
+    h.front.agent.accept(thread_id, interface="slack", channel=CHANNEL,
+                         reply_to={"key": "event:E1", "kind": "answer", "message": SMALL, "user": "UBOB"})
+    for _ in range(5):  # well past lease_seconds, while the holder beats
+        asyncio.run(peer.sweeper().sweep_once())
+        asyncio.run(asyncio.sleep(0.3))
+        h.front.agent.heartbeat.beat()
+    assert peer.agent.runs.get(thread_id)["status"] == ACCEPTED and peer.agent.runs.get(thread_id)["takeovers"] == 0
+
+
+def test_a_click_claimed_by_a_process_that_died_before_its_decision_landed_can_be_made_again(slack):
+    h = slack()
+    thread_ts = h.mention(BIG)
+    card = h.approval_message(thread_ts)
+    interrupt_id = h.front.agent.result(f"{CHANNEL}:{thread_ts}").pending["interrupt_id"]
+    # the first click's process claimed the decision, then died before resuming the graph
+    assert h.front.claims.claim(f"decision:{CHANNEL}:{thread_ts}:{interrupt_id}")
+
+    h.click(thread_ts, "UALICE", message=card)
+
+    assert len(h.reports(thread_ts)) == 1
+    assert h.front.agent.result(f"{CHANNEL}:{thread_ts}").approval.status == "approved"
+    assert not any("deciding" in t for t in h.ephemerals("UALICE"))
+
+
+def test_a_double_click_still_decides_once(slack):
+    h = slack()
+    thread_ts = h.mention(BIG)
+    card = h.approval_message(thread_ts)
+    h.click(thread_ts, "UALICE", message=card, wait=False)
+    h.click(thread_ts, "UCAROL", message=card)
+    h.idle()
+    assert len(h.reports(thread_ts)) == 1
+    [said] = h.ephemerals("UALICE") + h.ephemerals("UCAROL")
+    assert "already approved" in said
+
+
+def test_a_decision_whose_process_died_mid_purge_is_finished_by_a_peer(slack, monkeypatch):
+    h = slack(recovery=QUICK)
+    peer = h.new_instance()[1]
+    thread_ts = h.mention(BIG)
+    card = h.approval_message(thread_ts)
+    original = handlers_module.ProgressMessage.event
+
+    def dies_in_execute(self, event):
+        if type(event).__name__ == "Progress" and event.phase == "purge":
+            raise Died()
+        original(self, event)
+
+    monkeypatch.setattr(handlers_module.ProgressMessage, "event", dies_in_execute)
+    h.click(thread_ts, "UALICE", message=card)
+    kill(h.front)
+    monkeypatch.setattr(handlers_module.ProgressMessage, "event", original)
+    assert not h.reports(thread_ts)
+
+    sweep_until(peer, lambda: h.reports(thread_ts), "report from the peer")
+
+    assert len(h.reports(thread_ts)) == 1
+    assert sum(t.startswith(RESTARTED) for t in texts(h, thread_ts)) == 1
+    result = peer.agent.result(f"{CHANNEL}:{thread_ts}")
+    assert result.approval.status == "approved" and len(result.results) == len(result.plan)
