@@ -542,6 +542,7 @@ def is_report(message: dict) -> bool:
 
 # --- what a request's thread says: the one definition of a final message --------------------------------------
 
+RESTART_NOTICE_ENDINGS = ("The report follows.", "The answer follows.", "is waiting for approval.")
 FINAL_EVENT_TYPE = "cachebot_request_finished"  # proposed (issue 11): the app marks the message that ends a request
 
 
@@ -572,8 +573,8 @@ def message_role(message: dict) -> str:
         return "plan"
     if text.startswith(("⏳", "✓ Finished")):
         return "progress"
-    if text.startswith(RESTARTED) and text.endswith("The report follows."):
-        return "notice"
+    if text.startswith(RESTARTED) and (text.endswith(RESTART_NOTICE_ENDINGS) or "did not land" in text):
+        return "notice"  # picked up again: the answer follows, or the request still waits for a decision
     return "final"
 
 
