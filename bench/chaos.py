@@ -402,8 +402,11 @@ class Traffic:
         self.lock = threading.Lock()
 
     def pick(self) -> Replica:
+        """Where the load balancer sends a request: a replica its health check (``/healthz``) saw up, or — one
+        time in five, as it has not noticed yet — any replica, dead or alive."""
         with self.lock:
-            return self.rng.choice(self.replicas)
+            live = [r for r in self.replicas if r.up]
+            return self.rng.choice(live if live and self.rng.random() < 0.8 else self.replicas)
 
     def coin(self, p: float) -> bool:
         with self.lock:
@@ -639,7 +642,8 @@ def judge(requests: list[Request], fake: FakeSlack, purges: list[Purge], databas
                 latencies[r.phase].append(first - r.sent_at)
             if outcome != EXPECTED_OUTCOME[r.kind]:
                 fail(r, "wrong outcome", f"asked for {EXPECTED_OUTCOME[r.kind]}, ended {outcome}: "
-                                         f"{(finals[-1].get('text') or '')[:120]!r}")
+                                         f"{(finals[-1].get('text') or '')[:120]!r}; card at {r.card_at}, "
+                                         f"clicks {r.clicks}; {r.gave_up or 'traffic done'}")
         else:
             outcomes[f"{r.kind}->unanswered"] += 1
             fail(r, "unanswered", f"thread shows {dict(roles)}; event deliveries {r.deliveries}; clicks {r.clicks}; "
@@ -676,8 +680,8 @@ def judge(requests: list[Request], fake: FakeSlack, purges: list[Purge], databas
         for (page, layer), n in twice.items():
             times = [p.at for p in purged[(page, layer)]]
             killed = [k for k in kills if times[0] - 1 <= k[0] <= times[-1]]
-            fail(r, "page purged twice", f"{page} on {layer}: {n} times over {times[-1] - times[0]:.1f}s"
-                                         f"{'; kills in between: ' + str(killed) if killed else '; no kill in between'}")
+            between = f"kills in between: {killed}" if killed else "no kill in between"
+            fail(r, "page purged twice", f"{page} on {layer}: {n} times over {times[-1] - times[0]:.1f}s; {between}")
         if r.kind == "approve" and decided:
             early = [p for k in counts for p in purged.get(k, [])
                      if p.at < min(c[0] for c in r.clicks or [(float("inf"), "", 0)]) - 0.5]
@@ -711,7 +715,7 @@ class Options:
     kills: int = 20
     rate: float = 0.5  # requests started per second
     dup_every: int = 5
-    expiry_minutes: float = 1.0
+    expiry_minutes: float = 3.0
     settle: float = 150.0
     reclick_after: float = 12.0
     card_wait: float = 180.0
@@ -891,8 +895,9 @@ def report(outcome: Outcome, title: str) -> None:
     v = outcome.verdict
     f = v.figures
     print(f"\n== {title} ==")
-    print(f"requests {v.requests}, kills {len(outcome.kills)}, replica start-up p50 {f['replica start-up']['p50']:.1f}s "
-          f"max {f['replica start-up']['max']:.1f}s, seed {f['seed']}")
+    startup = f["replica start-up"]
+    print(f"requests {v.requests}, kills {len(outcome.kills)}, replica start-up p50 {startup['p50']:.1f}s "
+          f"max {startup['max']:.1f}s, seed {f['seed']}")
     print(f"answered {v.answered}/{v.requests} ({100 * v.answered / v.requests:.1f} %, floor 100 %)"
           f"{'  OK' if v.answered == v.requests else '  FAIL'}")
     print(f"duplicates {v.duplicates} (floor 0){'  OK' if v.duplicates == 0 else '  FAIL'}")
@@ -906,6 +911,7 @@ def report(outcome: Outcome, title: str) -> None:
     if base and chaos and base["n"] and chaos["n"]:
         print(f"chaos / baseline: p50 ×{chaos['p50'] / base['p50']:.2f}, p99 ×{chaos['p99'] / base['p99']:.2f}")
     print(f"outcomes: {f['outcomes']}")
+    print(f"kills (time, replica): {[(round(t, 1), name) for t, name in outcome.kills]}")
     print(f"purges counted at the layers: {f['purges']}; tracebacks in replica logs: "
           f"{f['tracebacks in replica logs']}")
     print(f"failure classes: {f['failure classes'] or 'none'}")
@@ -922,7 +928,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=None, help="default 20 (8 with --sqlite)")
     parser.add_argument("--rate", type=float, default=0.5, help="requests started per second")
     parser.add_argument("--dup-every", type=int, default=5)
-    parser.add_argument("--expiry-minutes", type=float, default=1.0)
+    parser.add_argument("--expiry-minutes", type=float, default=3.0, help="approval expiry (expire kind waits it out)")
     parser.add_argument("--settle", type=float, default=150.0, help="seconds to wait for answers after the chaos")
     parser.add_argument("--reclick-after", type=float, default=12.0)
     parser.add_argument("--seed", type=int)

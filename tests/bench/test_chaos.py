@@ -9,7 +9,17 @@ import pytest
 
 from bench.chaos import Options, run
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
+# takeovers sooner than the defaults (a sweep every 15 s, a lease 45 s), so the suite waits less for them
+FAST_RECOVERY = {"recovery": {"sweep_seconds": 3, "lease_seconds": 15}}
+
+
+@pytest.fixture
+def chaos_stack(fresh_stack):
+    """The session stack; its ~1,000 chaos pages and their cached copies go again after the test."""
+    yield fresh_stack
+    fresh_stack.reset_content()
+    fresh_stack.clear_caches()
 
 
 def floors(outcome) -> str:
@@ -21,9 +31,10 @@ def floors(outcome) -> str:
     return "\n".join(lines)
 
 
-def test_replicas_killed_at_random_still_answer_every_request_once(fresh_stack, tmp_path):
-    outcome = run(Options(replicas=2, requests=24, baseline=4, kills=3, rate=1.0, expiry_minutes=0.5, settle=60,
-                          reclick_after=8, card_wait=60, quiet=True), stack=fresh_stack, workdir=tmp_path)
+def test_replicas_killed_at_random_still_answer_every_request_once(chaos_stack, tmp_path):
+    outcome = run(Options(replicas=2, requests=24, baseline=4, kills=3, rate=1.0, expiry_minutes=1.0, settle=60,
+                          reclick_after=8, card_wait=90, config_extra=FAST_RECOVERY, quiet=True),
+                  stack=chaos_stack, workdir=tmp_path)
     verdict = outcome.verdict
     assert len(outcome.kills) >= 3
     assert verdict.answered == verdict.requests, floors(outcome)
@@ -32,9 +43,10 @@ def test_replicas_killed_at_random_still_answer_every_request_once(fresh_stack, 
     assert not verdict.failures, floors(outcome)
 
 
-def test_one_process_on_sqlite_killed_and_restarted_still_answers_every_request_once(fresh_stack, tmp_path):
-    outcome = run(Options(sqlite=True, requests=10, baseline=2, kills=2, rate=1.0, expiry_minutes=0.5, settle=60,
-                          reclick_after=8, card_wait=60, quiet=True), stack=fresh_stack, workdir=tmp_path)
+def test_one_process_on_sqlite_killed_and_restarted_still_answers_every_request_once(chaos_stack, tmp_path):
+    outcome = run(Options(sqlite=True, requests=10, baseline=2, kills=2, rate=1.0, expiry_minutes=1.0, settle=60,
+                          reclick_after=8, card_wait=90, config_extra=FAST_RECOVERY, quiet=True),
+                  stack=chaos_stack, workdir=tmp_path)
     verdict = outcome.verdict
     assert len(outcome.kills) >= 2
     assert verdict.answered == verdict.requests, floors(outcome)
