@@ -245,6 +245,7 @@ class Replica:
     env: dict[str, str]
     process: subprocess.Popen | None = None
     up: bool = False
+    up_since: float = 0.0
     starts: list[float] = field(default_factory=list)  # seconds from spawn to /healthz answering
 
     @property
@@ -266,7 +267,7 @@ class Replica:
                 raise SystemExit(f"replica {self.name} exited with {self.process.returncode}; see {self.log}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                    self.up = True
+                    self.up, self.up_since = True, time.time()
                     self.starts.append(time.monotonic() - spawned)
                     return
             except OSError:
@@ -321,7 +322,8 @@ class Killer:
     def _run(self) -> None:
         while not (self.stop_when.is_set() and len(self.kills) >= self.minimum):
             time.sleep(self.rng.uniform(0.3, 1.7) * self.interval)
-            up = [r for r in self.replicas if r.up]
+            # a replica serves a while between kills (a single process killed as soon as it is back is only down)
+            up = [r for r in self.replicas if r.up and time.time() - r.up_since >= self.interval / 2]
             if not up or (len(self.replicas) > 1 and len(up) < 2):  # one replica always serves, unless it is alone
                 time.sleep(0.2)
                 continue
@@ -641,8 +643,9 @@ def judge(requests: list[Request], fake: FakeSlack, purges: list[Purge], databas
             if r.sent_at and first != float("inf") and r.kind != "expire":
                 latencies[r.phase].append(first - r.sent_at)
             if outcome != EXPECTED_OUTCOME[r.kind]:
+                said = finals[-1].get("text") or json.dumps(finals[-1].get("blocks"))[:300]
                 fail(r, "wrong outcome", f"asked for {EXPECTED_OUTCOME[r.kind]}, ended {outcome}: "
-                                         f"{(finals[-1].get('text') or '')[:120]!r}; card at {r.card_at}, "
+                                         f"{said[:300]!r}; card at {r.card_at}, "
                                          f"clicks {r.clicks}; {r.gave_up or 'traffic done'}")
         else:
             outcomes[f"{r.kind}->unanswered"] += 1
