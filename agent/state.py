@@ -139,6 +139,9 @@ class AgentContext:
     understander: Any = None
     # The audit trail (``agent.storage.audit.AuditStore``) the report node answers "history" questions from; Agent sets it.
     audit: Any = None
+    # Per thread: the purges a run picked up again after a restart already had answered (Agent.continue_run); its
+    # first execute pass does not send them again.
+    sent_before: dict[str, list[Any]] = field(default_factory=dict)
 
 
 _studio_context: AgentContext | None = None

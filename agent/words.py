@@ -493,6 +493,7 @@ def failure_reply(result: RunResult, *, sent: bool) -> str:
         return "\n".join([
             f"Something went wrong on my side after the purges were sent ({result.error}). They are recorded, "
             "but NOT verified: ask me to check the pages before relying on them.",
+            stopped_reply(str(result.error), result),
             *result_lines(result.results, result.plan),
         ])
     what = "nothing was purged" if result.plan or result.urls else "nothing was done"

@@ -165,7 +165,8 @@ class Handlers:
             self._update_every_copy(item.thread_id, f"Request {record.status}", kit.decided_blocks(
                 result, record.status, record.by, record.at))
         if item.first_time:
-            self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.finished_message(item))
+            notice = taken_over_waiting(None) if result.pending else recovery.finished_message(item)
+            self.slack.reply_in_place(channel, thread_ts, status_ts, notice)
             status_ts = None
         if result.pending:
             self.slack.show(channel, thread_ts, status_ts, result.reply, kit.approval_blocks(result))

@@ -32,10 +32,14 @@ async def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> Pur
     items = repair or state["plan"].items
     run_id = f"{thread_id()}:{'repair' if repair else 'first'}"
     deadline_at = request_deadline(state, context) if repair else time.time() + context.config.limits.deadline_seconds
+    earlier = [] if repair else list(context.sent_before.get(thread_id()) or [])
+    if earlier:  # picked up after a restart: what the layers already took is not sent twice
+        done = {(o.layer, o.target) for o in earlier}
+        items = [item for item in items if (item.layer, item.target) not in done]
     outcomes = await execute_plan(items, context, stream_writer(), run_id=run_id, deadline_at=deadline_at)
     if repair:
         outcomes = merge_repair(state.get("purge_outcomes", []), outcomes)
-    return {"purge_outcomes": outcomes, "deadline_at": deadline_at}
+    return {"purge_outcomes": earlier + outcomes, "deadline_at": deadline_at}
 
 
 def merge_repair(first: list[PurgeOutcome], again: list[PurgeOutcome]) -> list[PurgeOutcome]:

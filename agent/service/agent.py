@@ -26,7 +26,9 @@ from langgraph.types import Command
 
 from agent.config import AppConfig
 from agent.graph import build_graph
-from agent.models import ApprovalRecord, CheckResult, Intent, Plan, PurgeOutcome, Rejection, RunResult
+from agent.models import (
+    ApprovalRecord, CheckResult, Intent, Plan, PurgeOutcome, PurgeStatus, Rejection, RunResult,
+)
 from agent.nodes.common import unverified_results
 from agent.policy import is_expired, refuse_approver, refuse_request_again
 from agent.service.events import EventHandler, EventReader, Executing
@@ -49,6 +51,10 @@ class NothingPending(Exception):
 
 class NotAllowed(Exception):
     """Policy refused what was asked (``agent.policy``); the message says why."""
+
+
+class DeadlinePassed(Exception):
+    """A run went past its whole budget (``Agent.run_budget``) and was stopped."""
 
 
 class Superseded(Exception):
@@ -560,20 +566,64 @@ class Agent:
         idempotent) and record its result. The caller holds the thread's lock (recovery takes it without
         waiting, so a live replica's run is never continued twice) and has taken its lease over; the lease ends
         ``answering`` when a front end answers (its ``reply_to``), else finished."""
-        with self._leased(thread_id, interface=interface, channel=channel, reply_to=None, request_id=request_id):
-            self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel)
+        self.context.sent_before[thread_id] = self._sent_before(thread_id, request_id)
+        try:
+            with self._leased(thread_id, interface=interface, channel=channel, reply_to=None, request_id=request_id):
+                self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel)
+        finally:
+            self.context.sent_before.pop(thread_id, None)
         result = self.result(thread_id)
         if request_id:
             self.record_result(request_id, thread_id, result)
         return result
 
+    def _sent_before(self, thread_id: str, request_id: str | None) -> list[PurgeOutcome]:
+        """The purges of the plan that the audit shows a layer took before the run stopped (``ProgressRecorder``
+        writes each batch as it is answered): execute's first pass, run again, does not send them twice."""
+        values = self._values(thread_id)
+        plan: Plan = values.get("plan") or Plan()
+        if not request_id or not plan.items or values.get("repair") or values.get("purge_outcomes"):
+            return []
+        taken = self.audit.answered_purges(request_id)
+        why = "sent before cachebot restarted; not sent again"
+        earlier: dict[tuple[str, str], PurgeOutcome] = {}
+        for item in plan.items:
+            status = taken.get((item.url, item.layer))
+            if status is None or item.skip or (item.layer, item.target) in earlier:
+                continue
+            earlier[(item.layer, item.target)] = PurgeOutcome.answer(
+                item.layer, item.operation, item.target,
+                PurgeStatus.NOT_CACHED if status == "not_cached" else PurgeStatus.PURGED, why)
+        return list(earlier.values())
+
     def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
              request_id: str | None = None, interface: str | None = None, channel: str | None = None,
              recorder: ProgressRecorder | None = None) -> None:
         """Stream the graph on an event loop of its own: the nodes of one request (execute and verify among them)
-        share it, while front ends keep calling synchronously (Slack handlers run in threads)."""
-        asyncio.run(self._arun(graph_input, thread_id, on_event, request_id=request_id, interface=interface,
-                               channel=channel, recorder=recorder))
+        share it, while front ends keep calling synchronously (Slack handlers run in threads).
+
+        Whatever a node does, the run stops at ``run_budget`` (``DeadlinePassed``): the nodes keep their own
+        steps within ``limits.deadline_seconds``; this catches what none of them bounds (a layer that hangs
+        while being closed, say), so the request still ends with what was and was not purged."""
+        budget = self.run_budget()
+
+        async def bounded() -> None:
+            try:
+                async with asyncio.timeout(budget):
+                    await self._arun(graph_input, thread_id, on_event, request_id=request_id, interface=interface,
+                                     channel=channel, recorder=recorder)
+            except TimeoutError as exc:
+                raise DeadlinePassed(f"it went past its deadline ({budget:g} s) and was stopped") from exc
+
+        asyncio.run(bounded())
+
+    def run_budget(self) -> float:
+        """How long one run of the graph may take at most: twice ``limits.deadline_seconds`` (purges and their
+        verification keep within one), plus the model's time to understand when one is configured."""
+        budget = 2 * self.config.limits.deadline_seconds
+        if self.config.llm is not None:
+            budget += self.config.llm.timeout_seconds * (self.config.llm.max_retries + 1)
+        return budget
 
     async def _arun(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
                     request_id: str | None = None, interface: str | None = None, channel: str | None = None,

@@ -210,6 +210,15 @@ class AuditStore:
             db.execute(update(requests).where(requests.c.id == request_id).values(
                 status="interrupted", outcome="failed", finished_at=at))
 
+    def answered_purges(self, request_id: str) -> dict[tuple[str, str], str]:
+        """(url, layer) → status of every purge this request recorded as taken by its layer (purged, not cached)
+        while it ran: what a run picked up again after a restart does not send a second time."""
+        taken = (ItemStatus.PURGED_VERIFIED.value, ItemStatus.PURGED_UNVERIFIED.value, ItemStatus.NOT_CACHED.value)
+        with self.engine.connect() as db:
+            rows = db.execute(select(results.c.url, results.c.layer, results.c.status)
+                              .where(results.c.request_id == request_id, results.c.status.in_(taken)))
+            return {(url, layer): status for url, layer, status in rows}
+
     def latest_request(self, thread_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as db:
             row = db.execute(select(requests).where(requests.c.thread_id == thread_id)

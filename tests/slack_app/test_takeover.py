@@ -13,7 +13,7 @@ from agent.service.events import UrlsFound
 from agent.storage.runs import ACCEPTED, FINISHED, RUNNING
 from agent.words import RESTARTED
 from slack_app import handlers as handlers_module
-from tests.fakes.slack import mention
+from tests.fakes.slack import is_report, mention
 from tests.slack_app.conftest import BIG, CHANNEL, SMALL, new_ts
 
 QUICK = {"lease_seconds": 0.5, "sweep_seconds": 0.2}
@@ -164,3 +164,52 @@ def test_a_decision_whose_process_died_mid_purge_is_finished_by_a_peer(slack, mo
     assert sum(t.startswith(RESTARTED) for t in texts(h, thread_ts)) == 1
     result = peer.agent.result(f"{CHANNEL}:{thread_ts}")
     assert result.approval.status == "approved" and len(result.results) == len(result.plan)
+
+
+def test_a_worker_killed_mid_purge_does_not_drop_its_request(fresh_stack, fake_slack, tmp_path):
+    """Worker mode (``--workers``): the run's worker process is SIGKILLed while its purges are held at a hook; the
+    pool replaces it, the job run again finds the request picked up, and the app process's sweeper finishes it."""
+    import os
+    import signal
+
+    from agent.config import parse_config
+    from slack_app.dispatch import _ping
+    from slack_app.server import SlackHTTPServer, SlackSettings, build_front_end
+    from tests.agent.test_replicas import Hook
+    from tests.fakes.slack import SlackSender, event_payload
+    from tests.slack_app.conftest import SECRET
+
+    hook = Hook()
+    data = fresh_stack.config_dict()
+    data["layers"].append({"name": "hook", "kind": "webhook", "endpoint": hook.url, "timeout_seconds": 60,
+                           "retries": 0, "options": {"method": "PURGE", "url_template": "{endpoint}/purge{path}",
+                                                     "expected_status": [200]}})
+    data["sites"][0]["layers"].append("hook")
+    data["approval"] = {**data["approval"], "threshold": 20}
+    data["storage"] = {"sqlite_path": str(tmp_path / "state.sqlite")}
+    data["recovery"] = QUICK
+    settings = SlackSettings(bot_token="xoxb-test", signing_secret=SECRET, app_token=None, api_url=fake_slack.api_url)
+    front = build_front_end(parse_config(data), settings, workers=1, worker_nice=0)
+    server = SlackHTTPServer(front.app, port=0).start()
+    thread_ts = new_ts()
+    try:
+        worker = front.dispatch.processes.runs.submit(_ping).result(timeout=60)
+        hook.gate.clear()
+        sender = SlackSender(server.url + "/slack/events", SECRET)
+        assert sender.event({}, payload=event_payload(mention(SMALL, user="UBOB", channel=CHANNEL, ts=thread_ts)))[0] \
+            == 200
+        assert hook.arrived.wait(60), "the run never reached the hook"
+        os.kill(worker, signal.SIGKILL)
+        hook.gate.set()
+        reports = lambda: [m for m in fake_slack.in_thread(CHANNEL, thread_ts) if is_report(m)]  # noqa: E731
+        sweep_until(front, reports, "report after the worker died")
+        assert front.wait_idle(60)
+        said = [m.get("text") or "" for m in fake_slack.in_thread(CHANNEL, thread_ts)]
+        assert len(reports()) == 1 and sum(t.startswith(RESTARTED) for t in said) == 1
+        assert front.agent.runs.get(f"{CHANNEL}:{thread_ts}")["status"] == FINISHED
+        assert set(hook.purges) == {"/pricing", "/"}
+    finally:
+        server.stop()
+        front.close()
+        front.agent.close()
+        hook.close()

@@ -50,8 +50,8 @@ def agents(fresh_stack, tmp_path, database_url):
     empty_run_tables(database_url)
     made: list[Agent] = []
 
-    def build(**approval) -> Agent:
-        data = fresh_stack.config_dict()
+    def build(config: dict | None = None, **approval) -> Agent:
+        data = dict(config) if config is not None else fresh_stack.config_dict()
         data["approval"] = {**data["approval"], "approvers": ["alice"], **approval}
         data["storage"] = {"sqlite_path": str(tmp_path / "state.sqlite")}
         config = parse_config(data)
@@ -157,3 +157,79 @@ def test_a_finished_run_whose_row_was_left_is_just_cleared(agents):
     agent.runs.executing("t-done", request_id=None, interface="cli", channel=None)
     [item] = recover(agent)
     assert item.outcome == "already_done" and agent.runs.all() == []
+
+
+KILLED_AT_FIRST_ANSWER = """
+import os, signal, sys, yaml
+from agent.config import parse_config
+from agent.service.agent import Agent
+from agent.service.events import Progress
+
+agent = Agent(parse_config(yaml.safe_load(open(sys.argv[1]))), database_url=sys.argv[2])
+
+def die(event):
+    if isinstance(event, Progress) and event.phase == "purge":
+        print(event.layer, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9, as soon as the first layer's answer is recorded
+
+agent.ask(sys.argv[3], user="bob", thread_id="t-half", on_event=die)
+"""
+
+
+def test_purges_a_layer_took_before_a_kill_are_not_sent_again(agents, fresh_stack, tmp_path, database_url):
+    import subprocess
+    import sys
+    from collections import Counter
+    from pathlib import Path
+
+    import yaml
+
+
+    from tests.agent.test_replicas import Hook
+
+    warm(fresh_stack, "/pricing", "/")
+    hook = Hook()  # a layer that holds its purges: the process is killed in the middle of execute
+    hook.gate.clear()
+    data = fresh_stack.config_dict()
+    data["layers"].append({"name": "hook", "kind": "webhook", "endpoint": hook.url, "timeout_seconds": 60,
+                           "retries": 0, "options": {"method": "PURGE", "url_template": "{endpoint}/purge{path}",
+                                                     "expected_status": [200]}})
+    data["sites"][0]["layers"].append("hook")
+    data["storage"] = {"sqlite_path": str(tmp_path / "state.sqlite")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    root = Path(__file__).resolve().parents[3]
+    try:
+        killed = subprocess.run([sys.executable, "-c", KILLED_AT_FIRST_ANSWER, str(tmp_path / "config.yaml"),
+                                 database_url, SMALL], cwd=root, capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        layer = killed.stdout.split()[0]  # the layer whose answer was recorded before the kill
+        hook.gate.set()
+        restarted = agents(config=data)
+        [item] = recover(restarted_with_counting(restarted, sent := Counter()))
+    finally:
+        hook.close()
+
+    assert item.outcome == "finished" and layer != "hook"
+    assert sent[layer] == 0 and sent["hook"] > 0  # the hook was sent again; the layer that answered was not
+    assert "failed" not in {r.status.value for r in item.result.results}
+    # and what it took before the kill is verified all the same
+    assert {r.status.value for r in item.result.results if r.layer == layer} <= {"purged_verified", "not_cached"}
+
+
+def restarted_with_counting(restarted, sent):
+    from agent.layers import build_layer
+
+    def counting(config):
+        built = build_layer(config)
+        for name in ("purge_urls", "purge_tags", "purge_prefixes"):
+            send = getattr(built, name)
+
+            async def counted(targets, _send=send, _layer=config.name):
+                sent[_layer] += len(targets)
+                return await _send(targets)
+
+            setattr(built, name, counted)
+        return built
+
+    restarted.context.layer_factory = counting
+    return restarted
