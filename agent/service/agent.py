@@ -300,8 +300,13 @@ class Agent:
 
     def overdue_approvals(self, *, limit: int = 200) -> list[str]:
         """The threads whose approval is still pending past its expiry (the audit's waiting requests, each
-        confirmed against its checkpoint), oldest first. Expiring them is ``expire``'s."""
-        waiting = self.audit.history(status="waiting_approval", purges_only=False, limit=limit)
+        confirmed against its checkpoint), oldest first. Expiring them is ``expire``'s.
+
+        Only requests received at least ``approval.expiry_minutes`` ago can be due (a plan's expiry counts from
+        when it was made, after the request arrived), so a sweep with nothing due reads no checkpoint. (Should
+        the setting grow, requests planned under the shorter one are expired that much later.)"""
+        due_before = self.context.now() - timedelta(minutes=self.config.approval.expiry_minutes)
+        waiting = self.audit.history(status="waiting_approval", purges_only=False, until=due_before, limit=limit)
         overdue = []
         for entry in reversed(waiting):
             pending = self.result(entry.thread_id).pending

@@ -135,9 +135,11 @@ def cluster(fresh_stack, tmp_path):
             "CACHEBOT_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
     replicas: list[Replica] = []
 
-    def start(name: str) -> Replica:
+    def start(name: str, **sections: dict) -> Replica:
         # each replica its own local directory (as on another machine): only PostgreSQL is shared
         own = {**data, "storage": {"sqlite_path": str(tmp_path / name / "state.sqlite")}}
+        for key, value in sections.items():  # config sections merged over the cluster's
+            own[key] = {**own.get(key, {}), **value}
         own_config = tmp_path / f"{name}.yaml"
         own_config.write_text(yaml.safe_dump(own, sort_keys=False))
         replica = Replica(name, own_config, env, tmp_path)
@@ -280,3 +282,27 @@ def test_a_live_replica_takes_over_a_killed_peers_run_without_any_restart(cluste
     assert request_status == "done"
     assert set(hook.purges) == {"/pricing", "/"}
     assert a.process.poll() is None
+
+
+def test_an_approval_nobody_decides_expires_once_across_two_replicas(cluster):
+    """Both replicas sweep (every 0.5 s here); the approval expires after 6 s: one of them expires it, its card
+    gets Request again, the requester is told once, nothing is purged."""
+    start, fake, hook, url = cluster
+    fast = {"approval": {"expiry_minutes": 0.1}, "recovery": {"sweep_seconds": 0.5}}
+    a, _ = start("a", **fast), start("b", **fast)
+    thread_ts = "1800000301.000200"
+    assert a.sender.event(mention(BIG, user="UBOB", channel=CHANNEL, ts=thread_ts))[0] == 200
+    card = approval_message(fake, thread_ts)
+
+    def notices() -> list[dict]:
+        return [m for m in fake.in_thread(CHANNEL, thread_ts) if "nobody approved or denied" in (m["text"] or "")]
+
+    fake.wait_for(notices, timeout=90, what="the expiry notice")
+    time.sleep(2)  # four more sweeps on each replica: time for a second (wrong) notice to show up
+    assert len(notices()) == 1
+    buttons = [e["action_id"] for b in fake.messages[card["ts"]]["blocks"] if b.get("type") == "actions"
+               for e in b["elements"]]
+    assert buttons == ["cachebot_request_again"]
+    assert query(url, "SELECT decided_by, status FROM audit_decisions") == [("cachebot", "expired")]
+    assert query(url, "SELECT status FROM audit_requests") == [("expired",)]
+    assert not hook.purges
