@@ -252,7 +252,7 @@ class Replica:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/slack/events"
 
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 300) -> None:  # a loaded 2-core machine took 50-90 s
         spawned = time.monotonic()
         with open(self.log, "a") as out:
             out.write(f"\n=== start at {time.strftime('%H:%M:%S')} ===\n")
