@@ -16,7 +16,7 @@ FAST_RECOVERY = {"recovery": {"sweep_seconds": 3, "lease_seconds": 15}}
 
 @pytest.fixture
 def chaos_stack(fresh_stack):
-    """The session stack; its ~1,000 chaos pages and their cached copies go again after the test."""
+    """The session stack; the chaos pages and their cached copies go again after the test."""
     yield fresh_stack
     fresh_stack.reset_content()
     fresh_stack.clear_caches()
