@@ -134,6 +134,19 @@ class ContentStore:
             pages[page_path] = page
             self._write(pages)
 
+    def edit_many(self, bodies: dict[str, str]) -> None:
+        """Change (or add) many pages in one write (``edit`` rewrites the whole file once per page)."""
+        if bad := [p for p in bodies if not p.startswith("/")]:
+            raise ValueError(f"page paths must start with '/': {bad[:3]!r}")
+        now = time.time()
+        with self._locked():
+            pages = self.load()
+            for page_path, body in bodies.items():
+                page = pages.get(page_path) or {"title": page_path.rsplit("/", 1)[-1].title() or "Page"}
+                page = {key: value for key, value in page.items() if key not in ("gone", "redirect")}
+                pages[page_path] = {**page, "body": body, "updated": now}
+            self._write(pages)
+
     def retire(self, page_path: str, *, redirect_to: str | None = None) -> None:
         """Take a page down: the origin answers 410 Gone, or 301 to ``redirect_to`` (the caches keep the old page
         until purged)."""

@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from agent.service.recovery import RESTARTED
+from slack_app import blocks as kit
 from slack_app.blocks import REPORT_BLOCK_ID
 
 BOT_USER_ID = "UCACHEBOT"
@@ -152,7 +154,7 @@ class FakeSlack:
         ts = self.next_ts()
         channel = dm_channel(args["channel"])  # a user id: the app's DM with that user, as Slack does
         message = {"ts": ts, "channel": channel, "thread_ts": args.get("thread_ts"), "text": args.get("text"),
-                   "blocks": args.get("blocks"), "updates": 0}
+                   "blocks": args.get("blocks"), "metadata": args.get("metadata"), "updates": 0}
         with self._lock:
             self.messages[ts] = message
         return {"ok": True, "channel": channel, "ts": ts,
@@ -171,6 +173,8 @@ class FakeSlack:
             if message is None or message["channel"] != args.get("channel"):
                 return {"ok": False, "error": "message_not_found"}
             message.update(text=args.get("text"), blocks=args.get("blocks"), updates=message["updates"] + 1)
+            if "metadata" in args:  # Slack keeps a message's metadata unless the update sends new metadata
+                message["metadata"] = args.get("metadata")
         return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text")}
 
     def api_chat_postEphemeral(self, args: dict) -> dict:
@@ -355,7 +359,7 @@ def _parse_args(raw: bytes, content_type: str, query: str) -> dict[str, Any]:
         args.update(json.loads(raw or b"{}"))
     elif raw:
         args.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
-    for key in ("blocks", "files", "attachments", "view", "prompts"):  # form-encoded JSON arguments
+    for key in ("blocks", "files", "attachments", "view", "prompts", "metadata"):  # form-encoded JSON arguments
         if isinstance(args.get(key), str):
             try:
                 args[key] = json.loads(args[key])
@@ -541,3 +545,46 @@ class SlackSender:
 def is_report(message: dict) -> bool:
     """A run's report: its summary block carries the report's block id (its words vary with the outcome)."""
     return any(b.get("block_id") == REPORT_BLOCK_ID for b in message.get("blocks") or [])
+
+
+# --- what a request's thread says: the one definition of a final message --------------------------------------
+
+RESTART_NOTICE_ENDINGS = ("The report follows.", "The answer follows.", "is waiting for approval.")
+FINAL_EVENT_TYPE = "cachebot_request_finished"  # proposed (issue 11): the app marks the message that ends a request
+
+
+def message_role(message: dict) -> str:
+    """What one bot message in a request's thread is, as it stands now: ``final`` (it ends the request: a report,
+    an answer, a refusal, denied, expired, stopped) or an intermediate role: ``status`` ("Looking at…"), ``plan``,
+    ``progress``, ``card`` (an approval request, open or decided), ``notice`` (said on the way, e.g. "picked up
+    again after a restart; the report follows").
+
+    Message ``metadata`` decides when the app sends it (``event_type`` ``cachebot_request_finished`` is final,
+    any other cachebot event type is not). Without metadata the shape decides: the report's block id, the
+    approval buttons, and the fixed texts the app puts on its intermediate messages (``slack_app/blocks.py``,
+    ``agent/service/recovery.py``). Anything else is taken as final, so a stray extra message counts against
+    the app (a duplicate), never for it."""
+    event_type = (message.get("metadata") or {}).get("event_type")
+    if event_type:
+        return "final" if event_type == FINAL_EVENT_TYPE else "intermediate"
+    if is_report(message):
+        return "final"
+    blocks = message.get("blocks") or []
+    actions = {e.get("action_id") for b in blocks if b.get("type") == "actions" for e in b.get("elements") or []}
+    text = message.get("text") or ""
+    if actions - set(kit.OFFER_ACTION_IDS) or text.startswith("Request "):
+        return "card"  # an approval card: open (Approve / Deny), expired (Request again), decided ("Request approved")
+    if text.startswith("Looking ") and text.endswith("…"):  # blocks.looking_at
+        return "status"
+    if text == "The plan":
+        return "plan"
+    if text.startswith(("⏳", "✓ Finished")):
+        return "progress"
+    if text.startswith(RESTARTED) and (text.endswith(RESTART_NOTICE_ENDINGS) or "did not land" in text):
+        return "notice"  # picked up again: the answer follows, or the request still waits for a decision
+    return "final"
+
+
+def final_messages(messages: list[dict]) -> list[dict]:
+    """The messages among ``messages`` (one thread's, as ``FakeSlack.in_thread`` gives them) that end a request."""
+    return [m for m in messages if message_role(m) == "final"]

@@ -300,3 +300,16 @@ def test_redis_and_memcached_daemons(redis_daemon: Daemon, memcached_daemon: Dae
         while b"END\r\n" not in data:
             data += sock.recv(1024)
     assert b"STORED" in data and b"VALUE k 0 1\r\nv" in data
+
+
+def test_many_pages_are_added_in_one_write_and_the_origin_serves_each(tmp_path):
+    store = ContentStore.create(tmp_path / "content.json")
+    store.retire("/about")
+    store.edit_many({"/new/one": "first body", "/new/two": "second body", "/about": "back again"})
+    with serve_in_thread(store) as origin:
+        answers = {path: httpx.get(origin.url + path, headers={"Host": "shop.example"}) for path in
+                   ("/new/one", "/new/two", "/about")}
+    assert {path: r.status_code for path, r in answers.items()} == {"/new/one": 200, "/new/two": 200, "/about": 200}
+    assert "first body" in answers["/new/one"].text and "back again" in answers["/about"].text
+    with pytest.raises(ValueError):
+        store.edit_many({"no-slash": "x"})
