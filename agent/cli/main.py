@@ -16,7 +16,7 @@ from agent.cli.web import web
 from agent.demo.commands import demo_app
 
 app = typer.Typer(help="cachebot: purge web caches by asking in plain language, and verify they are fresh.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 for command in (ask, approve, deny, chat, graph, history, stats, recover, trace, web):
     app.command()(command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,9 +18,11 @@ from agent.config import LayerConfig
 from agent.layers.base import CacheLayer, LayerUnavailable, Observation, Outcome, Verification, refused
 from agent.layers.probe import normalise_cache_status, observe_http, size_words
 from agent.layers.retry import with_retries
-from agent.layers.transport import AiohttpTransport, plain
-from agent.layers.wire import check_request_path
+from agent.layers.wire import check_request_path, plain
 from agent.urls import UnsafePath
+
+if TYPE_CHECKING:  # aiohttp is imported when a layer first sends (agent/cli/test_startup.py)
+    from agent.layers.transport import AiohttpTransport
 
 
 def refuse_userinfo(key: str, address: str) -> None:

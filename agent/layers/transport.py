@@ -88,12 +88,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await self._session.close()
 
 
-def plain(url: str) -> bool:
-    """A URL ``exchange`` may send as it is: printable ASCII without spaces, and not longer than httpx accepts
-    (agent.urls gives layers such paths; anything else is left to httpx, which encodes or refuses it)."""
-    return len(url) <= 65_536 and url.isascii() and url.isprintable() and " " not in url
-
-
 def _headers(response: aiohttp.ClientResponse, *, keep_encoding: bool = False) -> list[tuple[str, str]]:
     """The answer's headers for httpx. aiohttp has undone the chunking but never decodes the body. A streamed
     answer (``keep_encoding``) keeps Content-Encoding, so the body arrives as sent through aiter_raw (verify's

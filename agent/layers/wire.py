@@ -74,3 +74,9 @@ def prefix_parts(prefix: str) -> tuple[str, str]:
     except ValueError as exc:
         raise ValueError(f"{prefix!r}: {exc}") from None
     return parts.hostname.lower(), parts.path[:-1] or "/"
+
+
+def plain(url: str) -> bool:
+    """A URL ``exchange`` may send as it is: printable ASCII without spaces, and not longer than httpx accepts
+    (agent.urls gives layers such paths; anything else is left to httpx, which encodes or refuses it)."""
+    return len(url) <= 65_536 and url.isascii() and url.isprintable() and " " not in url
