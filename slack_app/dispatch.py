@@ -164,8 +164,25 @@ class WorkerSpec:
 _handlers: Handlers | None = None  # this worker's Handlers (set by _init)
 
 
+def _exit_when_the_app_dies(interval: float = 0.5) -> None:
+    """A worker never outlives its app process. Killed (kill -9, the OOM killer), the app cannot stop its
+    workers, and one left running would go on with its run and post its answer while a live replica's sweeper
+    takes the same run over: two answers in one thread. (Not PR_SET_PDEATHSIG: it fires when the *thread* that
+    started the worker ends, and pools are started from short-lived threads.)"""
+    parent = multiprocessing.parent_process()
+    app = parent.pid if parent is not None else os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == app:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="app-watch", daemon=True).start()
+
+
 def _init(spec: WorkerSpec) -> None:
     global _handlers
+    _exit_when_the_app_dies()
     if spec.nice:
         try:
             os.nice(spec.nice)

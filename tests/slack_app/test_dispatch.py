@@ -173,3 +173,52 @@ def test_the_default_front_end_answers_from_worker_processes(fake_slack, tmp_pat
         server.stop()
         front.close()
         front.agent.close()
+
+
+APP_WITH_WORKERS = """
+import sys
+from agent.config import parse_config
+from slack_app.dispatch import _ping
+from slack_app.server import SlackSettings, build_front_end
+
+config = parse_config({
+    "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
+    "layers": [{"name": "edge", "kind": "varnish", "endpoint": "http://127.0.0.1:9"}],
+    "storage": {"sqlite_path": sys.argv[1]},
+})
+settings = SlackSettings(bot_token="xoxb-test", signing_secret="s", app_token=None, api_url=sys.argv[2])
+front = build_front_end(config, settings, workers=1, worker_nice=0)
+pools = front.dispatch.processes
+print(*(pool.submit(_ping).result(timeout=120) for pool in (pools.intake, pools.runs)), flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_workers_do_not_outlive_an_app_killed_with_sigkill(fake_slack, tmp_path: Path):
+    """A worker left running after its app was killed would finish its run and answer, while a live replica's
+    sweeper takes the same run over: two answers in one thread. The workers go with the app."""
+    import signal
+    import subprocess
+    import sys
+
+    app = subprocess.Popen([sys.executable, "-c", APP_WITH_WORKERS, str(tmp_path / "state.sqlite"), fake_slack.api_url],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in app.stdout.readline().split()]
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+        app.send_signal(signal.SIGKILL)
+        app.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers), "a worker outlived its killed app"
+    finally:
+        app.kill()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] not in "ZX"  # a zombie has exited: only its entry is left
+    except FileNotFoundError:
+        return False
