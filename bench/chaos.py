@@ -182,8 +182,12 @@ class CountingProxy:
             found.append((f"ban:{headers.get('X-Ban-Url')}", "ban"))
         elif method == "GET" and path.startswith("/purge/"):
             found.append((path[len("/purge"):], "url"))
+        # nginx's purge drops only the variant its own headers name, so cachebot purges a page once per configured
+        # variant (sites[].variants): those count apart, or a page purged once per variant would look purged twice
+        encoding = (headers.get("Accept-Encoding") or "identity").strip().lower()
+        layer = self.layer if method != "GET" or encoding == "identity" else f"{self.layer} [{encoding}]"
         with self.lock:
-            self.purges += [Purge(self.layer, p, now, how) for p, how in found]
+            self.purges += [Purge(layer, p, now, how) for p, how in found]
 
     def close(self) -> None:
         self.httpd.shutdown()
