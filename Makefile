@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install system-deps graph bench clean demo-down
+.PHONY: demo test chaos install system-deps graph bench clean demo-down
 
 demo: install                  ## start the local cache stack and open a chat with the agent
 	$(BIN)/cachebot demo up
@@ -11,6 +11,9 @@ demo: install                  ## start the local cache stack and open a chat wi
 
 test: install                  ## run the whole suite against real Varnish, nginx, Redis
 	$(BIN)/pytest
+
+chaos: install                 ## the short chaos run: replicas killed at random under Slack traffic (issue #11)
+	$(BIN)/pytest -m chaos tests/bench/test_chaos.py
 
 install: system-deps $(VENV)/.installed
 
