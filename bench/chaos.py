@@ -67,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from bench.scratch_db import create_database, drop_database  # noqa: E402
 from tests.fakes.slack import (  # noqa: E402
     FakeSlack, block_actions, event_payload, final_messages, is_report, mention, message_role, sign,
 )
@@ -756,27 +757,6 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def admin_url() -> str:
-    return os.environ.get("CACHEBOT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def create_database() -> tuple[str, str]:
-    import psycopg
-    from sqlalchemy import make_url
-
-    name = f"cachebot_chaos_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url(), autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
-    return name, make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url(), autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def settle(fake: FakeSlack, requests: list[Request], deadline: float, *, expiring: bool) -> None:
     """Wait until every request (but those left to expire, unless ``expiring``) has a final message."""
     def waiting() -> int:
@@ -836,7 +816,7 @@ def run(options: Options, stack=None, workdir: Path | None = None) -> Outcome:
             database_url = f"sqlite:///{workdir / 'state' / 'audit.sqlite'}"
             config["storage"] = {"sqlite_path": str(workdir / "state" / "state.sqlite"), "database_url": database_url}
         else:
-            database, database_url = create_database()
+            database, database_url = create_database("cachebot_chaos")
             env["CACHEBOT_DATABASE_URL"] = database_url
             config["storage"] = {"sqlite_path": str(workdir / "unused.sqlite")}
         config = merge(config, options.config_extra)

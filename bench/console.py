@@ -36,8 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
-from sqlalchemy import func, insert, make_url, select  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from agent.config import parse_config  # noqa: E402
@@ -46,6 +45,7 @@ from agent.storage import Storage  # noqa: E402
 from agent.storage.database import sqlite_file  # noqa: E402
 from agent.storage.tables import decisions, plan_items, requests, results  # noqa: E402
 from agent.web.app import Console, create_app  # noqa: E402
+from bench.scratch_db import create_database, drop_database  # noqa: E402
 
 USERS = [f"U{n:04d}" for n in range(60)]
 SITES = {"shop": "shop.example", "blog": "blog.example", "docs": "docs.example"}
@@ -56,10 +56,6 @@ TARGET_MS = 150
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def admin_url() -> str:
-    return os.environ.get("CACHEBOT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # --- the data ------------------------------------------------------------------------------------------------
@@ -234,10 +230,7 @@ def run_database(kind: str, count: int, samples: int, baseline_count: int, stack
     for label, n in (("baseline", baseline_count), ("measured", count)):
         created = None
         if kind == "postgres":
-            created = f"cachebot_bench_console_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(admin_url(), autocommit=True) as admin:
-                admin.execute(f'CREATE DATABASE "{created}"')
-            url = make_url(admin_url()).set(database=created).render_as_string(hide_password=False)
+            created, url = create_database("cachebot_bench_console")
         else:
             url = f"sqlite:///{workdir / f'{label}-audit.sqlite'}"
         data = stack.config_dict()
@@ -269,8 +262,7 @@ def run_database(kind: str, count: int, samples: int, baseline_count: int, stack
                 storage.close()
         finally:
             if created:
-                with psycopg.connect(admin_url(), autocommit=True) as admin:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
+                drop_database(created)
     base, big = run_database.results[(kind, "baseline")], run_database.results[(kind, "measured")]
     print(f"  ratio p95 {count:,} / {baseline_count:,} requests: " + ", ".join(
         f"{name} {percentile(big[name], 0.95) / percentile(base[name], 0.95):.2f}x"

@@ -16,7 +16,6 @@ Figures are wall-clock on whatever else the machine is doing: compare the ratios
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -28,13 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from agent.config import parse_config  # noqa: E402
 from agent.service.agent import Agent  # noqa: E402
 from agent.service.expiry import expire_overdue  # noqa: E402
 from agent.state import AgentContext  # noqa: E402
+from bench.scratch_db import create_database, drop_database  # noqa: E402
 
 MESSAGE = "purge https://bench.example/a https://bench.example/b https://bench.example/c"
 
@@ -56,22 +54,6 @@ def make_agent(workdir: Path, database_url: str | None, clock: Clock) -> Agent:
         "storage": storage,
     })
     return Agent(config, context=AgentContext(config=config, now=clock))
-
-
-def admin_url() -> str:
-    return os.environ.get("CACHEBOT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def create_database() -> tuple[str, str]:
-    name = f"cachebot_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url(), autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
-    return name, make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(admin_url(), autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def timed_sweeps(agent: Agent, repeats: int) -> float:

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypedDict
@@ -38,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
-from sqlalchemy import make_url  # noqa: E402
 
+from bench.scratch_db import create_database, drop_database  # noqa: E402
 from tests.fakes.slack import FakeSlack, SlackSender, event_payload, mention  # noqa: E402
 
 SECRET = "bench-replicas-signing-secret"
@@ -55,22 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def admin_url() -> str:
-    return os.environ.get("CACHEBOT_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def create_database() -> tuple[str, str]:
-    name = f"cachebot_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url(), autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
-    return name, make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(admin_url(), autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def start_replica(name: str, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ from agent.service.agent import Agent  # noqa: E402
 from agent.state import AgentContext  # noqa: E402
 from agent.trace import load_trace  # noqa: E402
 from agent.words import trace_text  # noqa: E402
+from bench.scratch_db import create_database, drop_database  # noqa: E402
 
-POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 LAYERS = ("appcache", "varnish", "edge")
 
 
@@ -155,24 +154,12 @@ def _command_seconds(config: Any, directory: Path, request_id: str, database_url
 def postgres_database() -> tuple[str, str] | None:
     """(url, name) of a new database on the test PostgreSQL, or None when none is reachable."""
     import psycopg
-    from sqlalchemy import make_url
 
-    admin = os.environ.get("CACHEBOT_TEST_POSTGRES_URL") or POSTGRES_DEFAULT
-    name = f"cachebot_bench_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as db:
-            db.execute(f'CREATE DATABASE "{name}"')
+        name, url = create_database()
     except psycopg.OperationalError:
         return None
-    return make_url(admin).set(database=name).render_as_string(hide_password=False), name
-
-
-def drop_postgres(name: str) -> None:
-    import psycopg
-
-    admin = os.environ.get("CACHEBOT_TEST_POSTGRES_URL") or POSTGRES_DEFAULT
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return url, name
 
 
 def print_figures(figures: dict[str, Any]) -> None:
@@ -209,7 +196,7 @@ def main() -> None:
     try:
         bench_trace(args.urls, args.repeat, database_url=url)
     finally:
-        drop_postgres(name)
+        drop_database(name)
 
 
 if __name__ == "__main__":
