@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.graph import build_graph
+from agent.words import took_words
 
 GRAPH_NAME = "cache_purge"
 
@@ -68,18 +69,10 @@ def _shape() -> tuple[list[str], list[tuple[str, str, bool]]]:
     return list(drawn.nodes), [(e.source, e.target, bool(e.conditional)) for e in drawn.edges]
 
 
-def seconds_words(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
-
-
 def _node_label(node: str, path: RunPath) -> str:
     label = node.strip("_")
     if node in path.node_seconds:
-        label += f"\\n{seconds_words(path.node_seconds[node])}"
+        label += f"\\n{took_words(path.node_seconds[node])}"
     if node == path.waiting_at:
         label += "\\nwaiting"
     return label

@@ -768,11 +768,11 @@ def stopped_reply(why: str, result: RunResult | None) -> str:
     purged: list[str] = []
     missing: list[str] = []
     if result is not None and result.results:
+        # one pass: scanning every result for each page was quadratic (a stopped 5,000-URL run has 15,000)
+        settled = (ItemStatus.PURGED_VERIFIED, ItemStatus.PURGED_UNVERIFIED, ItemStatus.NOT_CACHED, ItemStatus.SKIPPED)
+        open_pages = {r.url for r in result.results if r.status not in settled}
         for url in dict.fromkeys(r.url for r in result.results):
-            rows = [r for r in result.results if r.url == url]
-            done = all(r.status in (ItemStatus.PURGED_VERIFIED, ItemStatus.PURGED_UNVERIFIED, ItemStatus.NOT_CACHED)
-                       for r in rows if r.status != ItemStatus.SKIPPED)
-            (purged if done else missing).append(url)
+            (missing if url in open_pages else purged).append(url)
     elif result is not None:
         missing = list(dict.fromkeys([i.url for i in result.plan] or result.urls))
     return f"Stopped: {why}; purged so far: {_some(purged)}; not purged: {_some(missing)}."

@@ -42,6 +42,7 @@ from agent.storage import Storage
 from agent.storage import browse
 from agent.web import charts
 from agent.web.security import ReadOnlyGate
+from agent.words import took_words
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +148,6 @@ def clock(value: datetime | None) -> str:
     return value.strftime("%H:%M:%S.%f")[:-3] if value else "—"
 
 
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.1f} s"
-    return f"{value / 60:.1f} min"
-
-
 def time_left(expires_at: Any, now: datetime) -> str:
     if not expires_at:
         return "no expiry"
@@ -192,7 +183,7 @@ def make_environment(redact: Callable[[str], str]) -> Environment:
 
     env = Environment(loader=PackageLoader("agent.web", "templates"), autoescape=select_autoescape(default=True),
                       finalize=finalize, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, clock=clock, seconds=seconds)
+    env.filters.update(when=when, clock=clock, seconds=took_words)
     env.globals.update(STATUS_WORDS=STATUS_WORDS)
     return env
 
