@@ -12,8 +12,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
-
 from agent.config import LayerConfig
 from agent.layers.base import CacheLayer, LayerUnavailable, Observation, Outcome, Verification, refused
 from agent.layers.probe import normalise_cache_status, observe_http, size_words
@@ -21,7 +19,9 @@ from agent.layers.retry import with_retries
 from agent.layers.wire import check_request_path, plain
 from agent.urls import UnsafePath
 
-if TYPE_CHECKING:  # aiohttp is imported when a layer first sends (agent/cli/test_startup.py)
+if TYPE_CHECKING:  # httpx and aiohttp are imported when a layer first sends (agent/cli/test_startup.py)
+    import httpx
+
     from agent.layers.transport import AiohttpTransport
 
 
@@ -87,6 +87,8 @@ class HttpCacheLayer(CacheLayer):
         if self._client is None or self._client.is_closed:
             # aiohttp (the heaviest import of a layer) loads with the first client, not with the Options a
             # config is checked against (`cachebot history` checks the config and never sends a request)
+            import httpx
+
             from agent.layers.transport import AiohttpTransport
 
             auth = None
@@ -134,6 +136,8 @@ class HttpCacheLayer(CacheLayer):
         """One purge request, its answer read whole: what ``self.client.request`` sends (the client's default
         headers, the layer's basic auth), straight onto the aiohttp pool (``AiohttpTransport.exchange``: a
         third of the CPU per purge). Anything else (a URL to encode, another auth flow) goes through httpx."""
+        import httpx  # loaded by now (self.client): a dictionary lookup
+
         client = self.client
         auth = client.auth  # a subclass may have taken it off (webhook)
         basic = self._basic_auth if isinstance(auth, httpx.BasicAuth) else None

@@ -23,13 +23,17 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
-
-import httpx
+from typing import TYPE_CHECKING
 
 from agent.layers.base import Observation
 from agent.layers.retry import describe_transport_error
 from agent.layers.wire import host_and_path
 from agent.urls import UnsafePath
+
+# httpx (91 modules) is imported by the functions that send, not here: `cachebot history` checks every layer's
+# options, which imports the layers, and never sends anything (issue #13: start-up).
+if TYPE_CHECKING:
+    import httpx
 
 # Cache status words we recognise, in the spelling we report (Observation.cache_status).
 KNOWN_STATUSES = ("HIT", "MISS", "EXPIRED", "STALE", "UPDATING", "REVALIDATED", "BYPASS", "PASS", "DYNAMIC")
@@ -41,6 +45,8 @@ _TAG_SPLIT = re.compile(r"[\s,]+")
 def origin_client(timeout: float) -> httpx.AsyncClient:
     """A client for looking at origins (tag discovery, verification, checks): httpx's defaults, with the TLS
     trust store loaded once per process (``tls_context``) instead of once per client."""
+    import httpx
+
     return httpx.AsyncClient(timeout=timeout, verify=tls_context())
 
 
@@ -50,6 +56,8 @@ def tls_context() -> ssl.SSLContext:
     $SSL_CERT_FILE / $SSL_CERT_DIR). Loading them takes 20–40 ms, several times that on a busy machine, and every
     ``httpx.AsyncClient()`` does it again: the plan and verify steps each opened one, which was most of the time
     a one-URL request took (bench/one_url.py). An SSLContext is safe to share between clients and threads."""
+    import httpx
+
     return httpx.create_ssl_context()
 
 
@@ -171,6 +179,8 @@ async def observe_http(
 ) -> Observation:
     """``method`` ``url``'s path at ``base_url`` with the page's Host header, within the current
     ``FetchLimits``. Never raises for network errors, time running out, or a request that cannot be built."""
+    import httpx
+
     try:
         host, path = host_and_path(url)
     except UnsafePath as exc:

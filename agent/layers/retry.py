@@ -8,11 +8,14 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
-import httpx
 from aiolimiter import AsyncLimiter
 
 from agent.layers.base import LayerUnavailable
+
+if TYPE_CHECKING:  # imported where a request is sent: checking a config never loads httpx (issue #13)
+    import httpx
 
 
 class RetryableStatus(Exception):
@@ -63,6 +66,8 @@ async def with_retries(
     stop and say so rather than hold the whole run. Each attempt first takes a token from ``limiter``.
     Raises ``LayerUnavailable`` when every attempt failed.
     """
+    import httpx
+
     last_error = ""
     for number in range(1, retries + 2):
         try:
@@ -92,6 +97,8 @@ def backoff_delay(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
 
 
 def describe_transport_error(exc: Exception) -> str:
+    import httpx
+
     if isinstance(exc, httpx.ConnectError):
         return "connection refused or host unreachable"
     if isinstance(exc, httpx.TimeoutException):

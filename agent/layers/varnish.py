@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import httpx
 
 from agent.config import LayerConfig
 from agent.layers.base import Capability, Outcome, refused
@@ -20,6 +19,9 @@ from agent.layers.batching import batches, map_bounded
 from agent.layers.http import HttpCacheLayer
 from agent.layers.probe import normalise_cache_status
 from agent.layers.wire import host_and_path, prefix_parts, purge_refusal
+
+if TYPE_CHECKING:  # annotations only: httpx loads when a layer first sends (issue #13: start-up)
+    import httpx
 
 _TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _NOT_CACHED_REASON = re.compile(r"not (in )?cache|not cached|not found in cache", re.IGNORECASE)
