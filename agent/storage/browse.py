@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Date, Engine, and_, case, cast, func, or_, select
+from sqlalchemy import Date, Engine, and_, case, cast, func, select, union
 
 from agent.storage.audit import NOT_CONFIRMED, normalised, url_hash
 from agent.storage.tables import decisions, plan_items, requests, results
@@ -109,14 +109,16 @@ def _row(r: Any, urls: list[str] | None = None) -> RequestRow:
 def _filtered(query, wanted: RequestFilter):
     if wanted.url:
         key = url_hash(normalised(wanted.url))
-        query = query.where(or_(
-            requests.c.id.in_(select(plan_items.c.request_id).where(plan_items.c.url_hash == key)),
-            requests.c.id.in_(select(results.c.request_id).where(results.c.url_hash == key))))
+        # one IN over a UNION, not IN … OR IN …: PostgreSQL cannot join on an OR and tested every request
+        # against both lists (110 ms at 100,000 requests); this way it looks up the few requests that match
+        query = query.where(requests.c.id.in_(union(
+            select(plan_items.c.request_id).where(plan_items.c.url_hash == key),
+            select(results.c.request_id).where(results.c.url_hash == key))))
     if wanted.user:
         query = query.where(requests.c.requested_by == wanted.user)
     if wanted.site:
-        # probed per request through the request_id index (plan items have no index on site): the newest 50 are
-        # found after a few probes, and the count stops at COUNT_UP_TO
+        # probed per request, newest first, in the (request_id, site) index alone: the newest 50 are found after
+        # a few probes, and the count stops at COUNT_UP_TO
         query = query.where(select(plan_items.c.id).where(and_(plan_items.c.request_id == requests.c.id,
                                                                plan_items.c.site == wanted.site)).exists())
     if wanted.status in STATUS_FILTERS:
@@ -155,11 +157,11 @@ def find_request(engine: Engine, request_id: str) -> RequestRecord | None:
         if r is None:
             return None
         plan = [dict(p) for p in db.execute(
-            select(plan_items).where(plan_items.c.request_id == request_id).order_by(plan_items.c.id).limit(MAX_ROWS)
+            select(plan_items).where(_rows_of(db, plan_items, request_id)).order_by(plan_items.c.id).limit(MAX_ROWS)
         ).mappings()]
         plan_total = db.execute(select(func.count()).select_from(plan_items)
                                 .where(plan_items.c.request_id == request_id)).scalar_one()
-        mine = results.c.request_id == request_id
+        mine = _rows_of(db, results, request_id)
         outcome = [dict(o) for o in db.execute(  # failures first, without sorting every result of a big purge
             select(results).where(and_(mine, results.c.status.in_(NOT_CONFIRMED)))
             .order_by(results.c.id).limit(MAX_ROWS)).mappings()]
@@ -180,6 +182,17 @@ def find_request(engine: Engine, request_id: str) -> RequestRecord | None:
         input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], total_tokens=r["total_tokens"],
         plan=plan, plan_total=plan_total, results=outcome, results_total=totals[0],
         not_confirmed=int(totals[1] or 0), stale_found=int(totals[2] or 0), decisions=decided)
+
+
+def _rows_of(db: Any, table: Any, request_id: str) -> Any:
+    """The condition for a request's rows in ``table``, with the span of their ids. A request's rows are written
+    together, so their ids are close: read in id order from its first id, its first 200 come at once. Without the
+    span PostgreSQL walks the whole table in id order looking for them (it takes a request's rows to be spread
+    evenly): half a second for a purge of 5,000 pages among 600,000 rows, under 10 ms with it."""
+    first, last = db.execute(select(func.min(table.c.id), func.max(table.c.id))
+                             .where(table.c.request_id == request_id)).one()
+    mine = table.c.request_id == request_id
+    return mine if first is None else and_(mine, table.c.id.between(first, last))
 
 
 def progress_marker(engine: Engine, request_id: str) -> str:
