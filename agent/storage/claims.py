@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 from sqlalchemy import Engine, delete, inspect, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from agent.storage.database import Database, make_engine
+from agent.storage.database import Database, make_engine, upsert_insert
 from agent.storage.migrations import upgrade
 from agent.storage.tables import claims
 
@@ -38,7 +37,7 @@ class ClaimStore:
     def __init__(self, engine: Engine, *, owns_engine: bool = False):
         self.engine = engine
         self._owns_engine = owns_engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = upsert_insert(engine)
 
     @property
     def kind(self) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agent.periods import utc_now
+from agent.storage.database import upsert_insert
 from agent.storage.tables import approval_copies
 
 
@@ -22,7 +22,7 @@ class ApprovalCopies:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = upsert_insert(engine)
 
     def add(self, thread_id: str, channel: str, ts: str, *, at: datetime | None = None) -> None:
         """Remember that the approval request of ``thread_id`` is shown at (``channel``, ``ts``)."""
