@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from agent.graph import build_graph
@@ -63,10 +64,13 @@ class RunPath:
     waiting_at: str | None = None
 
 
-def _shape() -> tuple[list[str], list[tuple[str, str, bool]]]:
-    """The graph's nodes and edges (source, target, conditional), as the code builds them."""
+@cache
+def _shape() -> tuple[tuple[str, ...], tuple[tuple[str, str, bool], ...]]:
+    """The graph's nodes and edges (source, target, conditional), as the code builds them. Compiled once per
+    process: the graph's shape is code, and compiling it took most of drawing a run's path (the console draws
+    one per request page)."""
     drawn = build_graph().compile().get_graph()
-    return list(drawn.nodes), [(e.source, e.target, bool(e.conditional)) for e in drawn.edges]
+    return tuple(drawn.nodes), tuple((e.source, e.target, bool(e.conditional)) for e in drawn.edges)
 
 
 def _node_label(node: str, path: RunPath) -> str:
@@ -78,12 +82,12 @@ def _node_label(node: str, path: RunPath) -> str:
     return label
 
 
-def _edges_with_loops(edges: list[tuple[str, str, bool]], path: RunPath) -> list[tuple[str, str, bool]]:
+def _edges_with_loops(edges: tuple[tuple[str, str, bool], ...], path: RunPath) -> list[tuple[str, str, bool]]:
     """The drawn edges plus any the run took that the drawing lacks (approval's refused click loops to itself:
     ``Command`` routes are drawn from their Literal, but a self-loop may be left out)."""
     known = {(s, t) for s, t, _ in edges}
     extra = [(s, t, True) for key in path.edge_counts for s, t in [key.split("->", 1)] if (s, t) not in known]
-    return edges + extra
+    return [*edges, *extra]
 
 
 def dot_with_path(path: RunPath) -> str:

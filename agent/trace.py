@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel
 
-from agent.storage.checkpoints import ATTEMPT_KEY, REQUEST_ID_KEY, RESUMED_AT_KEY
+from agent.storage.history import ATTEMPT_KEY, REQUEST_ID_KEY, RESUMED_AT_KEY
 from agent.words import change_summary, step_decision
 
 START, END = "__start__", "__end__"
@@ -107,7 +107,7 @@ def find_request(storage: Any, ref: str) -> tuple[str, dict[str, Any] | None]:
 
 
 def _checkpoints(storage: Any, thread_id: str) -> list[Any]:
-    """The thread's checkpoints (``agent.storage.checkpoints.CheckpointRecord``), oldest first."""
+    """The thread's checkpoints (``agent.storage.history.CheckpointRecord``), oldest first."""
     return storage.thread_history(thread_id)
 
 

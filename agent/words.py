@@ -560,7 +560,7 @@ def short(text: Any, limit: int = SUMMARY_CHARS) -> str:
 
 
 def kind_of(value: Any) -> str:
-    """A record's class name, whether revived (``Plan``) or read as fields (``agent.storage.checkpoints.Record``)."""
+    """A record's class name, whether revived (``Plan``) or read as fields (``agent.storage.history.Record``)."""
     return getattr(value, "record_kind", None) or type(value).__name__
 
 

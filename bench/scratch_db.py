@@ -15,14 +15,15 @@ def admin_url() -> str:
     return os.environ.get(POSTGRES_ENV) or POSTGRES_DEFAULT
 
 
-def create_database(prefix: str = "cachebot_bench") -> tuple[str, str]:
-    """(name, url) of a new database; psycopg.OperationalError when the server cannot be reached."""
+def create_database(prefix: str = "cachebot_bench", template: str | None = None) -> tuple[str, str]:
+    """(name, url) of a new database, empty or a copy of ``template`` (a database nobody is connected to);
+    psycopg.OperationalError when the server cannot be reached."""
     import psycopg
     from sqlalchemy import make_url
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url(), autocommit=True, connect_timeout=5) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
+        db.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return name, make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
 
 

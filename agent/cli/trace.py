@@ -33,14 +33,15 @@ def trace(
 ) -> None:
     """Every step a request took: node, start, duration, what it decided and why, what it changed, and the
     approval it waits at. Works after a restart, for finished, pending and crashed-then-recovered runs."""
-    # imported here: the graph and the storage drivers are not needed by `cachebot --help` and other commands
-    from agent.state import checkpoint_serializer
+    # imported here: the storage drivers are not needed by `cachebot --help` and other commands. LangGraph is not
+    # needed at all to list the steps: the checkpoints' tables are read directly (agent.storage.history), and
+    # the saver and serializer are made only if that fails (tests/agent/cli/test_startup.py, bench/trace_bench.py)
     from agent.storage import Storage
     from agent.trace import TraceNotFound, draw_trace, load_trace
     from agent.words import trace_text
 
     settings = config_or_exit(config)
-    storage = Storage.open(settings, serde=checkpoint_serializer())
+    storage = Storage.open(settings, serde=_checkpoint_serializer, checkpoints_when_needed=True)
     try:
         found = load_trace(storage, request)
     except TraceNotFound as exc:
@@ -69,3 +70,9 @@ def trace(
         sys.stdout.buffer.write(text)
     else:
         typer.echo(text.rstrip("\n"))
+
+
+def _checkpoint_serializer():
+    from agent.state import checkpoint_serializer
+
+    return checkpoint_serializer()

@@ -22,6 +22,8 @@ on where they are. The rooms: ``database.py`` (URL, engine, placement), ``tables
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, ExitStack, closing
 from typing import TYPE_CHECKING
 
@@ -40,22 +42,26 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.serde.base import SerializerProtocol
 
     from agent.config import AppConfig
-    from agent.storage.checkpoints import CheckpointRecord, Checkpointer
+    from agent.storage.checkpoints import Checkpointer
+    from agent.storage.history import CheckpointRecord
 
 # The checkpoint savers (LangGraph, psycopg, aiosqlite) are imported when a Storage opens, not with this package:
 # `cachebot history` reads the audit trail (agent.storage.audit) and nothing else (tests/agent/cli/test_startup.py).
+# A Storage opened ``checkpoints_when_needed`` (`cachebot trace`, which reads the checkpoints' tables directly
+# through agent.storage.history) imports them only if something asks for the saver.
 
 
 class Storage:
     """Every store on one decision (``database``); ``close()`` closes them all."""
 
-    def __init__(self, database: Database, engine: Engine, checkpoints: Checkpointer, audit: AuditStore,
+    def __init__(self, database: Database, engine: Engine, checkpoints: Checkpointer | None, audit: AuditStore,
                  claims: ClaimStore, locks: ThreadLocks, runs: RunTracker, on_close: ExitStack,
-                 serde: SerializerProtocol | None = None):
+                 serde: SerializerProtocol | Callable[[], SerializerProtocol] | None = None):
         self.database = database
-        self._serde = serde  # the checkpoints' serializer, for the async saver too
+        self._serde = serde  # the checkpoints' serializer (or what makes it), for the async saver too
         self.engine = engine  # the audit database's: audit, runs, and the claims on PostgreSQL
-        self._checkpoints = checkpoints
+        self._checkpoints = checkpoints  # None: opened when first asked for
+        self._opening = threading.Lock()
         self.audit = audit
         self.claims = claims
         self.locks = locks
@@ -65,18 +71,24 @@ class Storage:
 
     @classmethod
     def open(cls, config: AppConfig, *, checkpoint_path: str | os.PathLike[str] | None = None,
-             database_url: str | None = None, serde: SerializerProtocol | None = None) -> Storage:
+             database_url: str | None = None,
+             serde: SerializerProtocol | Callable[[], SerializerProtocol] | None = None,
+             checkpoints_when_needed: bool = False) -> Storage:
         """Decide where the records go, migrate the schema (a no-op when current) and open every store.
         ``checkpoint_path`` / ``database_url`` override the config (tests, a second Agent on other files);
-        ``serde`` writes and reads the checkpoints (the Agent's allow-lists the graph state's classes)."""
-        from agent.storage.checkpoints import open_checkpointer
-
+        ``serde`` writes and reads the checkpoints (the Agent's allow-lists the graph state's classes), or makes
+        the serializer when first needed. ``checkpoints_when_needed``: the saver (LangGraph and its drivers) is
+        opened the first time ``checkpointer`` is read, not now: for a reader that may never need it."""
         database = Database.choose(config.storage, checkpoint_path=checkpoint_path, database_url=database_url)
         with ExitStack() as opened:  # a store that fails to open closes the ones opened before it
             engine = make_engine(database.url)
             opened.callback(engine.dispose)
             upgrade(database.url, engine)
-            checkpoints = opened.enter_context(closing(open_checkpointer(database, serde=serde)))
+            checkpoints = None
+            if not checkpoints_when_needed:
+                from agent.storage.checkpoints import open_checkpointer
+
+                checkpoints = opened.enter_context(closing(open_checkpointer(database, serde=_made(serde))))
             claims = opened.enter_context(closing(ClaimStore.open(database, engine=engine)))
             locks = opened.enter_context(closing(ThreadLocks.open(database)))
             storage = cls(database, engine, checkpoints, AuditStore(engine, config=config), claims, locks,
@@ -93,8 +105,23 @@ class Storage:
         return self.database.kind
 
     @property
+    def serde(self) -> SerializerProtocol | None:
+        """The checkpoints' serializer (made now if it was given as a function)."""
+        with self._opening:
+            self._serde = _made(self._serde)
+        return self._serde
+
+    @property
     def checkpointer(self) -> BaseCheckpointSaver:
         """The synchronous saver to compile the graph with."""
+        if self._checkpoints is None:
+            serde = self.serde
+            with self._opening:
+                if self._checkpoints is None:
+                    from agent.storage.checkpoints import open_checkpointer
+
+                    self._checkpoints = open_checkpointer(self.database, serde=serde)
+                    self._on_close.callback(self._checkpoints.close)
         return self._checkpoints.saver
 
     def async_checkpointer(self) -> AbstractAsyncContextManager[BaseCheckpointSaver]:
@@ -102,13 +129,20 @@ class Storage:
         for the block (its connections belong to the running event loop)."""
         from agent.storage.checkpoints import open_async_checkpointer
 
-        return open_async_checkpointer(self.database, serde=self._serde)
+        return open_async_checkpointer(self.database, serde=self.serde)
 
     def thread_history(self, thread_id: str) -> list[CheckpointRecord]:
         """The thread's checkpoints, oldest first: metadata, time and each step's writes (``cachebot trace``)."""
-        from agent.storage.checkpoints import thread_history
+        from agent.storage.history import thread_history
 
-        return thread_history(self.database, self._checkpoints, thread_id, engine=self.engine, serde=self._serde)
+        return thread_history(self.database, lambda: self.checkpointer, thread_id, engine=self.engine,
+                              serde=lambda: self.serde)
 
     def close(self) -> None:
         self._on_close.close()
+
+
+def _made(serde: SerializerProtocol | Callable[[], SerializerProtocol] | None) -> SerializerProtocol | None:
+    """A serializer given as itself, or as the function that makes it (LangGraph's import costs a quarter second:
+    a reader that never meets a write LangGraph's own encodings do not cover never pays it)."""
+    return serde if serde is None or hasattr(serde, "loads_typed") else serde()

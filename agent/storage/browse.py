@@ -12,14 +12,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Date, Engine, and_, case, cast, func, or_, select
+from sqlalchemy import Date, Engine, and_, case, cast, func, select, union
 
 from agent.storage.audit import NOT_CONFIRMED, normalised, url_hash
 from agent.storage.tables import decisions, plan_items, requests, results
 
 PAGE_SIZE = 50
 MAX_ROWS = 200  # plan items and results shown on a request's page; the page says how many more there are
-COUNT_UP_TO = 10_000  # the list counts the requests it matches up to this many ("10,000+"): a count costs a scan
+# the list counts the requests it matches up to this many ("1,000+"): a count costs a scan. At 10,000 the site
+# filter's count took 200 ms at 100,000 requests (30,000 probes to find 10,000 matches), at 1,000 it takes 20 ms
+COUNT_UP_TO = 1_000
 
 # What the status filter offers: the request's own status, or its outcome (every page verified fresh, or not).
 STATUS_FILTERS = {
@@ -109,14 +111,16 @@ def _row(r: Any, urls: list[str] | None = None) -> RequestRow:
 def _filtered(query, wanted: RequestFilter):
     if wanted.url:
         key = url_hash(normalised(wanted.url))
-        query = query.where(or_(
-            requests.c.id.in_(select(plan_items.c.request_id).where(plan_items.c.url_hash == key)),
-            requests.c.id.in_(select(results.c.request_id).where(results.c.url_hash == key))))
+        # one IN over a UNION, not IN … OR IN …: PostgreSQL cannot join on an OR and tested every request
+        # against both lists (110 ms at 100,000 requests); this way it looks up the few requests that match
+        query = query.where(requests.c.id.in_(union(
+            select(plan_items.c.request_id).where(plan_items.c.url_hash == key),
+            select(results.c.request_id).where(results.c.url_hash == key))))
     if wanted.user:
         query = query.where(requests.c.requested_by == wanted.user)
     if wanted.site:
-        # probed per request through the request_id index (plan items have no index on site): the newest 50 are
-        # found after a few probes, and the count stops at COUNT_UP_TO
+        # probed per request, newest first, in the (request_id, site) index alone: the newest 50 are found after
+        # a few probes, and the count stops at COUNT_UP_TO
         query = query.where(select(plan_items.c.id).where(and_(plan_items.c.request_id == requests.c.id,
                                                                plan_items.c.site == wanted.site)).exists())
     if wanted.status in STATUS_FILTERS:
@@ -154,19 +158,19 @@ def find_request(engine: Engine, request_id: str) -> RequestRecord | None:
         r = db.execute(select(requests).where(requests.c.id == request_id)).mappings().first()
         if r is None:
             return None
+        planned, in_order = _rows_of(plan_items, request_id)
         plan = [dict(p) for p in db.execute(
-            select(plan_items).where(plan_items.c.request_id == request_id).order_by(plan_items.c.id).limit(MAX_ROWS)
-        ).mappings()]
+            select(plan_items).where(planned).order_by(*in_order).limit(MAX_ROWS)).mappings()]
         plan_total = db.execute(select(func.count()).select_from(plan_items)
                                 .where(plan_items.c.request_id == request_id)).scalar_one()
-        mine = results.c.request_id == request_id
+        mine, in_order = _rows_of(results, request_id)
         outcome = [dict(o) for o in db.execute(  # failures first, without sorting every result of a big purge
             select(results).where(and_(mine, results.c.status.in_(NOT_CONFIRMED)))
-            .order_by(results.c.id).limit(MAX_ROWS)).mappings()]
+            .order_by(*in_order).limit(MAX_ROWS)).mappings()]
         if len(outcome) < MAX_ROWS:
             outcome += [dict(o) for o in db.execute(
                 select(results).where(and_(mine, results.c.status.not_in(NOT_CONFIRMED)))
-                .order_by(results.c.id).limit(MAX_ROWS - len(outcome))).mappings()]
+                .order_by(*in_order).limit(MAX_ROWS - len(outcome))).mappings()]
         totals = db.execute(
             select(func.count(), func.sum(case((results.c.status.in_(NOT_CONFIRMED), 1), else_=0)),
                    func.sum(case((results.c.found_stale, 1), else_=0)))
@@ -180,6 +184,15 @@ def find_request(engine: Engine, request_id: str) -> RequestRecord | None:
         input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], total_tokens=r["total_tokens"],
         plan=plan, plan_total=plan_total, results=outcome, results_total=totals[0],
         not_confirmed=int(totals[1] or 0), stale_found=int(totals[2] or 0), decisions=decided)
+
+
+def _rows_of(table: Any, request_id: str) -> tuple[Any, tuple[Any, Any]]:
+    """(WHERE, ORDER BY) for a request's rows of ``table`` in id order, read along its (request_id, id) index.
+    Said as a range (``BETWEEN r AND r``) and ordered by both columns on purpose: given ``request_id = r`` and
+    ``ORDER BY id``, PostgreSQL drops the constant column from the order, takes the request's rows to be spread
+    evenly over the table and walks the primary key looking for its first 200: half a second for a purge of
+    5,000 pages among 600,000 rows (the whole table when the request is recent), 2 ms along the index."""
+    return table.c.request_id.between(request_id, request_id), (table.c.request_id, table.c.id)
 
 
 def progress_marker(engine: Engine, request_id: str) -> str:

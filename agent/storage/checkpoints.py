@@ -16,36 +16,28 @@ starting the Agent imports besides LangGraph itself (bench/startup.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import aiosqlite
-import ormsgpack
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent.storage.database import Database, libpq_url
+# reading a thread's history back lives in agent.storage.history (no LangGraph there); its names, as before:
+from agent.storage.history import (  # noqa: F401
+    ATTEMPT_KEY, REQUEST_ID_KEY, RESUMED_AT_KEY, CheckpointRecord, Record, light_loads, uuid6_time,
+)
 
 log = logging.getLogger(__name__)
 
-# Checkpoint metadata the Agent adds (the savers copy a run's config metadata into each checkpoint it writes):
-# which request wrote it and, for a run picked up again after a crash, which attempt and when that attempt began.
-# `cachebot trace` (agent/trace.py) reads them back.
-REQUEST_ID_KEY = "cachebot_request_id"
-ATTEMPT_KEY = "cachebot_attempt"
-RESUMED_AT_KEY = "cachebot_resumed_at"
 SETUP_LOCK = 7_240_517_302  # pg_advisory_lock key for PostgresSaver.setup()
 POOL_SIZE = 4
 SQLITE_BUSY_SECONDS = 30  # an async run's connection waits this long for another connection's write
@@ -125,119 +117,3 @@ def _postgres(database_url: str, pool_size: int, serde: SerializerProtocol | Non
     pool = ConnectionPool(libpq_url(database_url), kwargs=saver_connection(), min_size=1, max_size=pool_size, open=True,
                           check=ConnectionPool.check_connection, name="cachebot-checkpoints")
     return Checkpointer(PostgresSaver(pool, serde=serde), "postgres", pool.close)
-
-
-# --- reading a thread's history back for `cachebot trace` (agent/trace.py) -----------------------------------
-#
-# LangGraph's ``list()`` revives every channel of every checkpoint: for a 5,000-page run, nine copies of a plan,
-# purge answers and results of 15,000 records each (seconds). A trace needs each checkpoint's metadata and time
-# and the writes its step made, so it reads those rows and decodes the writes into plain ``Record``s: no class
-# named in the stored bytes is imported or called, which is also the safest way to read them. Should the savers'
-# tables ever change shape, it falls back to ``list()``.
-
-
-class Record:
-    """A stored record (a pydantic model, a dataclass) as its fields, read as attributes (``record.status``);
-    ``record_kind`` is its class's name ("Plan", "PurgeOutcome"). Enums come back as their values, records
-    nested in a record as dicts (that is how LangGraph stores them). Fields live in the instance's ``__dict__``
-    (``vars(record)``): reading them is as quick as a model's, which matters over 15,000 purge answers."""
-
-    def __init__(self, fields: dict, kind: str):
-        self.__dict__.update(fields)
-        self.record_kind = kind
-
-    def __repr__(self) -> str:
-        return f"{self.record_kind}({ {k: v for k, v in vars(self).items() if k != 'record_kind'}!r})"
-
-
-@dataclass
-class CheckpointRecord:
-    checkpoint_id: str
-    ts: datetime
-    metadata: dict[str, Any]
-    writes: list[tuple[str, str, Any]]  # (task id, channel, value) in the order written
-
-
-def _record_hook(code: int, data: bytes) -> Any:
-    # LangGraph's msgpack extensions (langgraph.checkpoint.serde.jsonplus): each holds (module, name, payload…)
-    parts = ormsgpack.unpackb(data, ext_hook=_record_hook, option=ormsgpack.OPT_NON_STR_KEYS)
-    if not isinstance(parts, (list, tuple)) or len(parts) < 3:
-        return parts
-    payload = parts[2]
-    return Record(payload, str(parts[1])) if isinstance(payload, dict) else payload
-
-
-def light_loads(kind: str | None, blob: bytes | None, serde: SerializerProtocol | None = None) -> Any:
-    """A stored write's value as plain data and ``Record``s. Never unpickles: an unknown encoding goes to
-    ``serde`` (the checkpoints' own serializer, with its allow-list), else comes back as None."""
-    if kind is None or kind == "null" or blob is None:
-        return None
-    if kind == "msgpack":
-        return ormsgpack.unpackb(bytes(blob), ext_hook=_record_hook, option=ormsgpack.OPT_NON_STR_KEYS)
-    if kind == "json":
-        return json.loads(bytes(blob))
-    if kind in ("bytes", "bytearray"):
-        return bytes(blob)
-    if serde is not None and kind != "pickle":
-        return serde.loads_typed((kind, bytes(blob)))
-    return None
-
-
-def uuid6_time(checkpoint_id: str) -> datetime:
-    """When a checkpoint was made, from its id (LangGraph's ids are UUIDv6: time first, 100 ns since 1582)."""
-    value = uuid.UUID(checkpoint_id).int
-    high, mid, low = value >> 96, (value >> 80) & 0xFFFF, (value >> 64) & 0x0FFF
-    ticks = (high << 28) | (mid << 12) | low
-    return UUID_EPOCH + timedelta(microseconds=ticks // 10)
-
-
-UUID_EPOCH = datetime(1582, 10, 15, tzinfo=timezone.utc)
-
-
-def thread_history(database: Database, checkpointer: Checkpointer | BaseCheckpointSaver, thread_id: str,
-                   *, engine: Any = None, serde: SerializerProtocol | None = None) -> list[CheckpointRecord]:
-    """The thread's checkpoints, oldest first, with their metadata, time and writes (root namespace only)."""
-    try:
-        if database.postgres:
-            return _postgres_history(engine, thread_id, serde)
-        return _sqlite_history(database.checkpoint_file, thread_id, serde)
-    except (sqlite3.Error, SQLAlchemyError, LookupError, ValueError, TypeError):
-        log.warning("reading checkpoints the quick way failed; reading them through LangGraph", exc_info=True)
-    saver = checkpointer.saver if isinstance(checkpointer, Checkpointer) else checkpointer
-    found = [CheckpointRecord(t.config["configurable"]["checkpoint_id"], datetime.fromisoformat(t.checkpoint["ts"]),
-                              dict(t.metadata or {}), list(t.pending_writes or ()))
-             for t in saver.list({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})]
-    found.reverse()
-    return found
-
-
-def _assemble(checkpoints: list[tuple[str, Any]], writes: list[tuple[str, str, str, str | None, bytes | None]],
-              serde: SerializerProtocol | None) -> list[CheckpointRecord]:
-    by_id = {cid: CheckpointRecord(cid, uuid6_time(cid), meta if isinstance(meta, dict) else json.loads(meta or "{}"),
-                                   []) for cid, meta in checkpoints}
-    for cid, task_id, channel, kind, blob in writes:
-        if cid in by_id:
-            by_id[cid].writes.append((task_id, channel, light_loads(kind, blob, serde)))
-    return sorted(by_id.values(), key=lambda record: record.checkpoint_id)
-
-
-def _sqlite_history(path: Path, thread_id: str, serde: SerializerProtocol | None) -> list[CheckpointRecord]:
-    if not path.exists():
-        return []
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_BUSY_SECONDS)) as db:
-        checkpoints = db.execute("SELECT checkpoint_id, metadata FROM checkpoints WHERE thread_id = ? AND "
-                                 "checkpoint_ns = '' ORDER BY checkpoint_id", (thread_id,)).fetchall()
-        writes = db.execute("SELECT checkpoint_id, task_id, channel, type, value FROM writes WHERE thread_id = ? "
-                            "AND checkpoint_ns = '' ORDER BY checkpoint_id, task_id, idx", (thread_id,)).fetchall()
-    return _assemble(checkpoints, writes, serde)
-
-
-def _postgres_history(engine: Any, thread_id: str, serde: SerializerProtocol | None) -> list[CheckpointRecord]:
-
-    with engine.connect() as db:
-        checkpoints = db.execute(text("SELECT checkpoint_id, metadata FROM checkpoints WHERE thread_id = :t AND "
-                                      "checkpoint_ns = '' ORDER BY checkpoint_id"), {"t": thread_id}).all()
-        writes = db.execute(text("SELECT checkpoint_id, task_id, channel, type, blob FROM checkpoint_writes WHERE "
-                                 "thread_id = :t AND checkpoint_ns = '' ORDER BY checkpoint_id, task_id, idx"),
-                            {"t": thread_id}).all()
-    return _assemble([tuple(row) for row in checkpoints], [tuple(row) for row in writes], serde)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
@@ -146,3 +147,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     # prepare_threshold=None: no server-side prepared statements, so PgBouncer in transaction mode works.
     return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
                          connect_args={"prepare_threshold": None})
+
+
+def upsert_insert(engine: Engine) -> Any:
+    """The dialect's ``insert`` (with ``on_conflict_do_nothing`` / ``on_conflict_do_update``) for ``engine``'s
+    database. Imported for the database in use: the PostgreSQL dialect costs SQLite users 25 ms of every start."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert

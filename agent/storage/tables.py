@@ -62,8 +62,11 @@ requests = Table(
     Column("received_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Index("ix_audit_requests_thread_id", "thread_id"),
-    Index("ix_audit_requests_requested_by", "requested_by"),
     Index("ix_audit_requests_received_at", "received_at"),
+    # the console's filters, newest first (migration 0005_console_indexes)
+    Index("ix_audit_requests_requested_by_received_at", "requested_by", "received_at"),
+    Index("ix_audit_requests_status_received_at", "status", "received_at"),
+    Index("ix_audit_requests_outcome_received_at", "outcome", "received_at"),
 )
 
 plan_items = Table(
@@ -78,8 +81,10 @@ plan_items = Table(
     Column("target", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("requested", Boolean, nullable=False),
-    Index("ix_audit_plan_items_request_id", "request_id"),
+    # a request's items in order: its page reads the first 200 of 25,000 without sorting them
+    Index("ix_audit_plan_items_request_id_id", "request_id", "id"),
     Index("ix_audit_plan_items_url_hash", "url_hash"),
+    Index("ix_audit_plan_items_request_id_site", "request_id", "site"),  # the console's site filter
 )
 
 decisions = Table(
@@ -111,7 +116,7 @@ results = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("found_stale", Boolean, nullable=False, default=False),
     Column("recorded_at", UTCDateTime, nullable=False),
-    Index("ix_audit_results_request_id", "request_id"),
+    Index("ix_audit_results_request_id_id", "request_id", "id"),  # as for plan items
     Index("ix_audit_results_url_hash", "url_hash"),
     Index("ix_audit_results_site_layer", "site", "layer"),
 )

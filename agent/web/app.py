@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
@@ -53,6 +54,8 @@ STATUS_WORDS = {
     "interrupted": "interrupted",
 }
 DRAWINGS_KEPT = 256  # drawn paths kept in memory (a few KB each)
+STATS_KEPT_SECONDS = 60  # the stats page's figures are reused this long: over 100,000 requests they take seconds
+STATS_WINDOWS_KEPT = 32  # windows ("30d", "7d", a date…) whose figures are kept
 
 
 class Console:
@@ -66,6 +69,7 @@ class Console:
         self.now = now
         self._graph = None
         self._drawings: OrderedDict[str, str] = OrderedDict()
+        self._stats: dict[str, tuple[float, Any]] = {}  # window -> (when computed, figures)
         self._lock = threading.Lock()  # the pages run on Starlette's thread pool (their reads block)
 
     @property
@@ -78,12 +82,45 @@ class Console:
 
     def pending(self, thread_id: str) -> dict[str, Any] | None:
         """The open approval request of a waiting run (requester, reason, approvers, expires_at), or None."""
+        return self.pending_many([thread_id]).get(thread_id)
+
+    def pending_many(self, thread_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Thread id -> its open approval request, for those of ``thread_ids`` that wait: read in one query from
+        the checkpoints' tables (``agent.storage.history``), else thread by thread through the graph."""
+        from agent.storage.history import waiting_interrupts
+
         try:
-            snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
-        except Exception:  # noqa: BLE001 - a page without the approval details, never an error page
-            log.exception("could not read the checkpoint of thread %s", thread_id)
-            return None
-        return dict(snapshot.interrupts[0].value) if snapshot.interrupts else None
+            found = waiting_interrupts(self.storage.database, thread_ids, engine=self.engine)
+            return {thread_id: dict(value) for thread_id, value in found.items() if isinstance(value, dict)}
+        except Exception:  # noqa: BLE001 - the savers' tables changed shape: LangGraph reads them
+            log.warning("reading waiting approvals the quick way failed; reading them through LangGraph",
+                        exc_info=True)
+        pending = {}
+        for thread_id in thread_ids:
+            try:
+                snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+            except Exception:  # noqa: BLE001 - a page without the approval details, never an error page
+                log.exception("could not read the checkpoint of thread %s", thread_id)
+                continue
+            if snapshot.interrupts:
+                pending[thread_id] = dict(snapshot.interrupts[0].value)
+        return pending
+
+    def stats(self, window: str, since: datetime) -> tuple[dict[str, Any], list[dict], list[dict]]:
+        """The stats page's figures for ``window`` (audit stats, requests per day, time to verified), computed at
+        most once a ``STATS_KEPT_SECONDS``: over 100,000 requests they take seconds, and a chart of 30 days does
+        not need them to the second."""
+        with self._lock:
+            kept = self._stats.get(window)
+        if kept is not None and time.monotonic() - kept[0] < STATS_KEPT_SECONDS:
+            return kept[1]
+        figures = (self.storage.audit.stats(since=since), browse.daily_requests(self.engine, since, self.now()),
+                   browse.time_to_verified(self.engine, since))
+        with self._lock:
+            self._stats[window] = (time.monotonic(), figures)
+            while len(self._stats) > STATS_WINDOWS_KEPT:
+                self._stats.pop(next(iter(self._stats)))
+        return figures
 
     def checkpoint_marker(self, thread_id: str) -> str:
         """The thread's latest checkpoint id: it moves as each step of a run completes."""
@@ -259,9 +296,10 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
     def waiting(request: Request) -> Response:
         listed = browse.list_requests(console.engine, browse.RequestFilter(status="waiting_approval"), size=200)
         now = console.now()
+        waiting_for = console.pending_many([row.thread_id for row in listed.rows])
         items = []
         for row in listed.rows:
-            pending = console.pending(row.thread_id) or {}
+            pending = waiting_for.get(row.thread_id) or {}
             items.append({"row": row, "pending": pending, "left": time_left(pending.get("expires_at"), now)})
         return page("waiting.html", items=items, approvers=approvers(console.config),
                     self_approval=console.config.approval.allow_self_approval, nav="waiting")
@@ -272,10 +310,8 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
             since = parse_since(window, console.now())
         except ValueError:
             window, since = "30d", parse_since("30d", console.now())
-        figures = console.storage.audit.stats(since=since)
-        days = browse.daily_requests(console.engine, since, console.now())
-        for day in days:
-            day["other"] = day["requests"] - day["verified"] - day["not_verified"]
+        figures, days, to_verified = console.stats(window, since)
+        days = [{**day, "other": day["requests"] - day["verified"] - day["not_verified"]} for day in days]
         drawn = {
             "per_day": charts.stacked_columns(days, ("verified", "not_verified", "other"), "Requests per day"),
             "most_purged": charts.horizontal_bars(
@@ -285,7 +321,7 @@ def create_app(console: Console, *, token: str | None = None) -> Starlette:
                 [(f"{r['site']} / {r['layer']}", r) for r in figures["problem_layers"]],
                 ("stale", "failed", "unverified"), "Layers most often stale or failing"),
             "to_verified": charts.horizontal_bars(
-                [(b["label"], {"value": b["requests"]}) for b in browse.time_to_verified(console.engine, since)],
+                [(b["label"], {"value": b["requests"]}) for b in to_verified],
                 ("value",), "Time from request to verified"),
         }
         return page("stats.html", figures=figures, charts=drawn, window=window, nav="stats")

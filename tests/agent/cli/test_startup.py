@@ -109,3 +109,14 @@ def test_the_agent_on_sqlite_loads_neither_the_postgresql_driver_nor_unused_clie
     assert "langgraph" in loaded
     unused = {"psycopg", "psycopg_pool", "boto3", "botocore", "openai", "langchain_openai", "slack_bolt", "alembic"}
     assert not loaded & unused, sorted(loaded & unused)
+
+
+def test_trace_reads_a_run_back_without_the_graph_or_langgraph(tmp_path):
+    """`cachebot trace` reads the checkpoints' tables itself (agent.storage.history): it shows a run's steps
+    without importing LangGraph, the savers or the serializer (a 5,000-URL trace spent most of its second there)."""
+    write_config(tmp_path)
+    imported_by(["ask", "help"], cwd=tmp_path)  # a request with its checkpoints, recorded by the agent
+
+    loaded = imported_by(["trace", "last"], cwd=tmp_path)
+    assert "sqlalchemy" in loaded and "ormsgpack" in loaded  # it did read the audit and the checkpoints
+    assert not loaded & AGENT_MACHINERY, sorted(loaded & AGENT_MACHINERY)

@@ -177,3 +177,26 @@ def test_a_drawing_with_anything_that_could_run_is_refused():
                    '<svg onload="x()"></svg>', "<svg><foreignObject><p>x</p></foreignObject></svg>"):
         with pytest.raises(ValueError):
             inline_svg(active)
+
+
+def test_waiting_for_approval_shows_why_and_the_time_left_of_real_waiting_runs(open_console, database_url, tmp_path):
+    """Runs the Agent left waiting at its approval (their checkpoints read in one query), and one decided since."""
+    from agent.service.agent import Agent
+    from tests.agent.web.conftest import console_config
+
+    config = console_config(database_url, tmp_path)
+    with Agent(config) as agent:
+        for user in ("erin", "frank", "grace"):
+            asked = agent.ask(f"purge https://shop.example/{user} https://shop.example/{user}/2", user=user,
+                              thread_id=f"t-{user}")  # two purges: over the threshold of 1
+            assert asked.pending, asked.reply
+        agent.decide("t-grace", "deny", user="alice")
+    storage, client = open_console()
+    page = client.get("/waiting").text
+    rows = {user: page.split(f"https://shop.example/{user}")[1].split("</tr>")[0] for user in ("erin", "frank")}
+    for row in rows.values():
+        assert "over the approval threshold" in row, row  # why, from the run's interrupt
+        assert re.search(r'<td class="left">(\d+ h )?\d+ min</td>', row), row
+    assert "https://shop.example/grace" not in page
+    erin = storage.audit.latest_request("t-erin")["id"]
+    assert "Waiting: expires" in client.get(f"/requests/{erin}").text
