@@ -115,16 +115,6 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def upsert_insert(engine: Engine):
-    """The engine's own ``insert`` (PostgreSQL's and SQLite's each have ``on_conflict_do_…``). Only that dialect is
-    imported: SQLite runs never load PostgreSQL's dialect, tens of milliseconds of every start-up (issue #13)."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine for ``url``; SQLite files get their directory, WAL, a busy timeout and FKs."""
     parsed = sqlalchemy_url(url)
