@@ -122,6 +122,8 @@ class PurgeOutcome(BaseModel):
     detail: str = ""
     attempts: int = 0
     repaired: bool = Field(default=False, description="the repair pass's answer: the first pass left the page stale")
+    seen_fresh: str = Field(default="", description="not sent again after a takeover: what a look found fresh (the "
+                                                    "batch may have gone out before the kill; agent/nodes/resend.py)")
 
     @classmethod
     def answer(cls, layer: str, operation: Operation, target: str, status: PurgeStatus, detail: str = "",

@@ -142,6 +142,14 @@ class AgentContext:
     # Per thread: the purges a run picked up again after a restart already had answered (Agent.continue_run); its
     # first execute pass does not send them again.
     sent_before: dict[str, list[Any]] = field(default_factory=dict)
+    # Per thread: (pass, {(layer, target)}) a killed holder had in flight with no answer recorded
+    # (Agent.continue_run, from the journal of purges in flight): execute looks at them before sending them again.
+    maybe_sent: dict[str, tuple[str, set[tuple[str, str]]]] = field(default_factory=dict)
+    # Threads whose run was picked up after its holder stopped (Agent.continue_run): verify knows a key store it
+    # finds full may have been refilled since by the previous holder's own look.
+    taken_over: set[str] = field(default_factory=set)
+    # Where execute notes each batch before sending it (``agent.storage.in_flight.PurgeJournal``); Agent sets it.
+    purge_journal: Any = None
 
 
 _studio_context: AgentContext | None = None

@@ -4,9 +4,13 @@ A site with real Redis, Varnish and nginx (started here on loopback) plus Cloudf
 loopback APIs that add 50 ms to every request. 500 distinct URLs go through the execution engine; printed:
 wall time, requests per layer, the lower bound (max over layers of ceil(items/batch)/concurrency × latency),
 wall / lower bound, and in the same run the naive way (one URL at a time, one layer after another). Then
-5,000 URLs, to show time and memory grow linearly. Figures, not a pass/fail test:
+5,000 URLs, to show time and memory grow linearly. Every run notes each batch before sending it in a journal of
+purges in flight (agent/storage/in_flight.py: one committed row per batch, on SQLite by default), as a real run
+does; the 500 URLs also go once without it (the baseline for its cost), and once on PostgreSQL unless
+``--journal sqlite``. Figures, not a pass/fail test:
 
     python bench/purge_throughput.py [--urls 500] [--big 5000] [--latency 0.05] [--skip-naive]
+                                     [--journal sqlite|postgres|both]
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from agent.mapping import plan_items  # noqa: E402
 from agent.models import PlanItem, PurgeOutcome, PurgeStatus  # noqa: E402
 from agent.nodes.execute import execute_plan, unique_targets  # noqa: E402
 from agent.state import AgentContext  # noqa: E402
+from agent.storage.database import make_engine  # noqa: E402
+from agent.storage.in_flight import FIRST, PurgeJournal  # noqa: E402
+from agent.storage.migrations import upgrade  # noqa: E402
+from bench.scratch_db import create_database, drop_database  # noqa: E402
 from tests.fakes import FakeCloudflare, FakeFastly  # noqa: E402
 
 CF_CONCURRENCY, FASTLY_CONCURRENCY = 4, 16
@@ -119,14 +127,28 @@ async def naive(urls: list[str], config: AppConfig) -> float:
     return time.perf_counter() - start
 
 
+def open_journal(url: str) -> PurgeJournal:
+    engine = make_engine(url)
+    upgrade(url, engine)
+    return PurgeJournal(engine)
+
+
+def journal_calls(store: PurgeJournal | None):
+    """What the execute node hands execute_plan: one noted batch per call, for one thread and pass."""
+    if store is None:
+        return None
+    return lambda layer, operation, targets: store.sending("bench", FIRST, layer, operation.value, targets)
+
+
 def run_engine(
-    items: list[PlanItem], config: AppConfig, *, measure_memory: bool = False
+    items: list[PlanItem], config: AppConfig, *, measure_memory: bool = False, journal: PurgeJournal | None = None,
 ) -> tuple[float, list[PurgeOutcome], int]:
     """One engine run: wall time, outcomes, and (when asked: tracemalloc slows Python down) peak memory."""
     if measure_memory:
         tracemalloc.start()
     start = time.perf_counter()
-    outcomes = asyncio.run(execute_plan(items, AgentContext(config=config), lambda event: None, run_id="bench"))
+    outcomes = asyncio.run(execute_plan(items, AgentContext(config=config), lambda event: None, run_id="bench",
+                                        journal=journal_calls(journal)))
     wall = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] if measure_memory else 0
     tracemalloc.stop()
@@ -153,16 +175,34 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=5000)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--journal", choices=("sqlite", "postgres", "both"), default="both",
+                        help="where the batches are noted (the 5,000-URL run uses the first)")
     args = parser.parse_args()
 
     cloudflare, fastly = RemoteFake("cloudflare", args.latency), RemoteFake("fastly", args.latency)
+    scratch, journals = None, {}
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(Path(tmp))
         try:
             config = bench_config(stack, cloudflare, fastly)
+            if args.journal in ("sqlite", "both"):
+                journals["sqlite"] = open_journal(f"sqlite:///{Path(tmp) / 'audit.sqlite'}")
+            if args.journal in ("postgres", "both"):
+                scratch, url = create_database("cachebot_throughput")
+                journals["postgres"] = open_journal(url)
+            journal = next(iter(journals.values()))
             urls = [f"https://shop.example/bench/page-{i}" for i in range(args.urls)]
             items = plan_for(urls, config)
-            wall, outcomes, _ = run_engine(items, config)
+            bare_wall = min(run_engine(items, config)[0] for _ in range(2))  # the first one warms up too
+            cloudflare.ask("reset")
+            fastly.ask("reset")
+            walls = {}
+            for name, store in journals.items():
+                walls[name], outcomes, _ = run_engine(items, config, journal=store)
+                if name != list(journals)[-1]:
+                    cloudflare.ask("reset")
+                    fastly.ask("reset")
+            wall = walls[next(iter(journals))]
             bound, bounds = lower_bound(items, config, args.latency)
 
             print(f"== {len(urls)} distinct URLs × 5 layers ({args.latency * 1000:.0f} ms per CDN API request)")
@@ -174,6 +214,10 @@ def main() -> None:
             print("lower bound               " + ", ".join(f"{k} {v:.3f} s" for k, v in bounds.items())
                   + f" → {bound:.3f} s")
             print(f"wall / lower bound        {wall / bound:8.2f}   (floor: ≤ 2.0)")
+            print(f"without the journal       {bare_wall:8.3f} s   wall / lower bound {bare_wall / bound:.2f}")
+            for name, noted in walls.items():
+                print(f"journal on {name:<14} {noted:8.3f} s   wall / lower bound {noted / bound:.2f}"
+                      f"   ({noted / bare_wall:.2f}× without; floor: ≤ 1.25 × lower bound)")
             print(f"correctness               {check_nothing_lost(items, outcomes, cloudflare, fastly, urls)}")
 
             if not args.skip_naive:
@@ -185,7 +229,7 @@ def main() -> None:
             cloudflare.ask("reset")
             fastly.ask("reset")
             big_items = plan_for(big, config)
-            big_wall, big_outcomes, _ = run_engine(big_items, config)
+            big_wall, big_outcomes, _ = run_engine(big_items, config, journal=journal)
             big_bound, _ = lower_bound(big_items, config, args.latency)
             scale = args.big / args.urls
             print(f"== {args.big} URLs (×{scale:.0f})")
@@ -193,11 +237,15 @@ def main() -> None:
                   f" wall / lower bound {big_wall / big_bound:.2f})")
             print(f"correctness               {check_nothing_lost(big_items, big_outcomes, cloudflare, fastly, big)}")
             # memory in separate runs: tracemalloc slows Python down too much to time the same run
-            small_peak = run_engine(items, config, measure_memory=True)[2]
-            big_peak = run_engine(big_items, config, measure_memory=True)[2]
+            small_peak = run_engine(items, config, measure_memory=True, journal=journal)[2]
+            big_peak = run_engine(big_items, config, measure_memory=True, journal=journal)[2]
             print(f"peak traced memory        {small_peak / 1e6:.1f} MB for {len(urls)} URLs, {big_peak / 1e6:.1f} MB for"
                   f" {len(big)} (×{big_peak / small_peak:.1f} for ×{scale:.0f} the URLs)")
         finally:
+            for store in journals.values():
+                store.engine.dispose()
+            if scratch is not None:
+                drop_database(scratch)
             stack.stop()
             cloudflare.close()
             fastly.close()

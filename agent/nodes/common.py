@@ -1,5 +1,5 @@
 """What several nodes share: the request's deadline and progress channel, the layers' order from the origin,
-looking at the origin within the deadline, and turning a layer's purge answer plus what verification saw into a
+looking at the origin and at a layer (``verify_group``) within the deadline, and turning a layer's purge answer plus what verification saw into a
 per-page verdict (execute, verify and check use these; the service uses ``unverified_results`` for a run that
 stopped). No node imports another node: what two of them need lives here."""
 
@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import httpx
 from langgraph.config import get_config, get_stream_writer
 
-from agent.layers.base import Observation, Verification
+from agent.config import SiteConfig
+from agent.layers.base import CacheLayer, Capability, Observation, Verification
 from agent.layers.batching import map_bounded
-from agent.layers.probe import current_fetch_limits, observe_http, seconds_left
+from agent.layers.probe import current_fetch_limits, looking_as, observe_http, seconds_left, variant_name
 from agent.mapping import site_of
 from agent.models import ItemResult, ItemStatus, Operation, PlanItem, PurgeOutcome, PurgeStatus, item_status
 from agent.state import AgentContext, PurgeState
-
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -141,3 +141,61 @@ def unverified_results(
 
 def join(*parts: str) -> str:
     return " ".join(p for p in parts if p)
+
+
+async def verify_group(
+    items: list[PlanItem], layers: dict[str, CacheLayer], origin: dict[str, Observation], context: AgentContext,
+    client: httpx.AsyncClient | None = None,
+) -> dict[tuple[str, str], Verification]:
+    async def one(item: PlanItem) -> Verification:
+        layer = layers[item.layer]
+        if not layer.supports(Capability.VERIFY):
+            return Verification(None, f"{layer.kind} cannot be checked after a purge")
+        try:
+            if item.operation == Operation.PURGE_PREFIX and item.url == item.target:  # a scope, not one page
+                return await within_deadline(layer.verify_prefix(item.target))
+            verification = await within_deadline(layer.verify(item.url, origin.get(item.url)))
+            site = context.config.site_named(item.site)
+            if client is not None and site is not None and site.variants and layer.verifies_against_origin:
+                verification = await within_deadline(verify_variants(layer, item.url, verification, site, client))
+            if item.operation == Operation.PURGE_ALL:  # the home page stands in for the whole site
+                verification.evidence = f"home page {verification.evidence}"
+            return verification
+        except TimeoutError:
+            return Verification(None, f"unverified: timed out ({item.layer} had no answer before the request's "
+                                      f"{context.config.limits.deadline_seconds:g} s deadline)")
+        except Exception as exc:  # never let one broken check turn into a reported success elsewhere
+            return Verification(None, f"check failed: {type(exc).__name__}")
+
+    concurrency = max((layers[i.layer].config.concurrency for i in items), default=1)
+    found = await map_bounded(items, concurrency, one)
+    return {(item.url, item.layer): verification for item, verification in zip(items, found)}
+
+
+async def verify_variants(
+    layer: CacheLayer, url: str, plain: Verification, site: SiteConfig, client: httpx.AsyncClient
+) -> Verification:
+    """The page as each configured variant asks for it (``sites[].variants``), at the origin and at the layer:
+    a variant left stale makes the page stale, named, so it is purged once more and reported by its name."""
+    stale, unsure, problems = [], [], []
+    for variant in site.variants:
+        with looking_as(variant):
+            origin = await observe_http(client, site.origin, url) if site.origin else None
+            verdict = await layer.verify(url, origin)
+        if verdict.verified is False:
+            stale.append(f"variant {variant_name(variant)} {verdict.evidence}")
+        elif verdict.verified is None:
+            unsure.append(f"variant {variant_name(variant)}: {verdict.evidence}")
+            problems.append(verdict.origin_problem)
+    names = "; ".join(variant_name(v) for v in site.variants)
+    # only when the origin is what left every unsure variant unverified is the page "unverified: origin failing"
+    problem = problems[0] if problems and all(problems) else None
+    if stale:
+        also = [plain.evidence] if plain.verified is False else []
+        return Verification(False, "; ".join(also + stale), origin_status=plain.origin_status)
+    if plain.verified is True and unsure:
+        return Verification(None, f"{plain.evidence}; but {'; '.join(unsure)}", origin_status=plain.origin_status,
+                            origin_problem=problem)
+    if plain.verified is True:
+        return Verification(True, f"{plain.evidence} (variants {names} too)", origin_status=plain.origin_status)
+    return plain

@@ -12,6 +12,7 @@ The request's deadline (``limits.deadline_seconds``) starts when the first pass 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,23 +25,86 @@ from agent.layerset import open_layers
 from agent.mapping import prefix_problem
 from agent.models import Operation, PlanItem, PurgeOutcome, PurgeStatus
 from agent.nodes.common import Progress, request_deadline, stream_writer, thread_id
+from agent.nodes.resend import keys_seen_gone, look_before_resending
 from agent.state import AgentContext, PurgeState, context_of
+from agent.storage.in_flight import FIRST, REPAIR
+
+log = logging.getLogger(__name__)
 
 
 async def execute_node(state: PurgeState, runtime: Runtime[AgentContext]) -> PurgeState:
     context = context_of(runtime)
     repair = state.get("repair") or []
     items = repair or state["plan"].items
-    run_id = f"{thread_id()}:{'repair' if repair else 'first'}"
+    thread, run_pass = thread_id(), REPAIR if repair else FIRST
+    run_id = f"{thread}:{run_pass}"
     deadline_at = request_deadline(state, context) if repair else time.time() + context.config.limits.deadline_seconds
-    earlier = [] if repair else list(context.sent_before.get(thread_id()) or [])
+    earlier = [] if repair else list(context.sent_before.get(thread) or [])
     if earlier:  # picked up after a restart: what the layers already took is not sent twice
         done = {(o.layer, o.target) for o in earlier}
         items = [item for item in items if (item.layer, item.target) not in done]
-    outcomes = await execute_plan(items, context, stream_writer(), run_id=run_id, deadline_at=deadline_at)
+    journal = journal_of(context, thread, run_pass)
+    maybe = maybe_sent(context, thread, run_pass)
+    if maybe:  # picked up after a kill with batches out whose answers were never recorded: look before resending
+        outcomes = await send_what_is_stale(items, maybe, context, stream_writer(), run_id=run_id,
+                                            deadline_at=deadline_at, journal=journal)
+    else:
+        outcomes = await execute_plan(items, context, stream_writer(), run_id=run_id, deadline_at=deadline_at,
+                                      journal=journal)
     if repair:
         outcomes = merge_repair(state.get("purge_outcomes", []), outcomes)
     return {"purge_outcomes": earlier + outcomes, "deadline_at": deadline_at}
+
+
+Journal = Callable[[str, Operation, list[str]], None]
+
+
+def journal_of(context: AgentContext, thread: str, run_pass: str) -> Journal | None:
+    """Where each batch is noted before it goes (``agent.storage.in_flight``), for this thread and pass."""
+    store = context.purge_journal
+    if store is None or not thread:
+        return None
+    return lambda layer, operation, targets: store.sending(thread, run_pass, layer, operation.value, targets)
+
+
+def maybe_sent(context: AgentContext, thread: str, run_pass: str) -> set[tuple[str, str]]:
+    """(layer, target) a previous holder of this run had in flight for this pass, with no answer recorded."""
+    noted = context.maybe_sent.get(thread)
+    return set(noted[1]) if noted and noted[0] == run_pass else set()
+
+
+async def send_what_is_stale(
+    items: list[PlanItem], maybe: set[tuple[str, str]], context: AgentContext, progress: Progress, *,
+    run_id: str, deadline_at: float, journal: Journal | None,
+) -> list[PurgeOutcome]:
+    """Send ``items``; those in ``maybe`` only when a look finds them still stale (``agent/nodes/resend.py``).
+    A layer in front of one being purged again is looked at after that purge: a round per layer at most."""
+    looking = [i for i in items if not i.skip and (i.layer, i.target) in maybe]
+    sending = [i for i in items if i.skip or (i.layer, i.target) not in maybe]
+    outcomes: list[PurgeOutcome] = []
+    while True:
+        looked = await look_before_resending(looking, sending, context, deadline_at=deadline_at)
+        for layer, answers in by_layer(looked.done).items():  # into the audit trail, as a layer's answers are
+            progress({"type": "progress", "phase": "purge", "layer": layer, "done": len(answers),
+                      "total": len(answers), "sent": answers})
+        outcomes += looked.done
+        batch = sending + looked.resend
+        answers = await execute_plan(batch, context, progress, run_id=run_id, deadline_at=deadline_at,
+                                     journal=journal) if batch else []
+        if looked.later:  # the next look fetches these pages: their key stores are looked at before it refills them
+            answers = await keys_seen_gone(answers, batch, {i.url for i in looked.later}, context,
+                                           deadline_at=deadline_at)
+        outcomes += answers
+        if not looked.later:
+            return outcomes
+        looking, sending = looked.later, []
+
+
+def by_layer(outcomes: list[PurgeOutcome]) -> dict[str, list[PurgeOutcome]]:
+    grouped: dict[str, list[PurgeOutcome]] = defaultdict(list)
+    for outcome in outcomes:
+        grouped[outcome.layer].append(outcome)
+    return grouped
 
 
 def merge_repair(first: list[PurgeOutcome], again: list[PurgeOutcome]) -> list[PurgeOutcome]:
@@ -57,11 +121,12 @@ def merge_repair(first: list[PurgeOutcome], again: list[PurgeOutcome]) -> list[P
 
 async def execute_plan(
     items: list[PlanItem], context: AgentContext, progress: Progress, *, run_id: str | None = None,
-    deadline_at: float | None = None,
+    deadline_at: float | None = None, journal: Journal | None = None,
 ) -> list[PurgeOutcome]:
     """Send every purge; ``deadline_at`` (``time.time()``) ends the pass, default ``limits.deadline_seconds``
-    from now. Each answer batch goes to ``progress`` with what it said (``sent``) as soon as it is back, so the
-    audit trail holds it even if a later step fails."""
+    from now. Each batch is noted in ``journal`` before it goes (what a new holder of the run looks at after a
+    kill), and its answers go to ``progress`` with what it said (``sent``) as soon as they are back, so the
+    audit trail holds them even if a later step fails."""
     # What the plan lists as skipped (a layer that cannot purge a scope, a '*' that is no wildcard) is never sent.
     results = [PurgeOutcome.answer(i.layer, i.operation, i.target, PurgeStatus.SKIPPED, i.skip) for i in items if i.skip]
     targets = unique_targets([item for item in items if not item.skip])
@@ -82,7 +147,7 @@ async def execute_plan(
 
     async def purge_guarded(layer: CacheLayer) -> None:
         try:
-            await purge_layer(layer, targets, record)
+            await purge_layer(layer, targets, record, journal)
         except Exception as exc:  # a bug between batches must not lose the batches already answered
             failures[layer.name] = f"{layer.name} failed unexpectedly: {type(exc).__name__}: {exc}"
 
@@ -119,6 +184,7 @@ async def purge_layer(
     layer: CacheLayer,
     targets: dict[tuple[str, Operation], list[str]],
     record: Callable[[str, Operation, dict[str, Outcome]], None],
+    journal: Journal | None = None,
 ) -> None:
     for (name, operation), values in targets.items():
         if name != layer.name:
@@ -126,10 +192,21 @@ async def purge_layer(
         step = max(1, layer.items_per_request(operation.value) * layer.config.concurrency)
 
         async def send(chunk: list[str], operation: Operation = operation) -> None:
+            if journal is not None:
+                await note_in_flight(journal, layer.name, operation, chunk)
             record(layer.name, operation, await run_operation(layer, operation, chunk))
 
         chunks = [values[start : start + step] for start in range(0, len(values), step)]
         await map_bounded(chunks, BATCHES_IN_FLIGHT, send)
+
+
+async def note_in_flight(journal: Journal, layer: str, operation: Operation, chunk: list[str]) -> None:
+    """One durable write per batch, off the event loop (the other layers' batches go on meanwhile). A journal
+    that cannot be written does not hold the purge back: the batch goes out, and is sent again after a kill."""
+    try:
+        await asyncio.to_thread(journal, layer, operation, chunk)
+    except Exception:
+        log.exception("could not note %d purges for %s before sending them", len(chunk), layer)
 
 
 async def run_operation(layer: CacheLayer, operation: Operation, targets: list[str]) -> dict[str, Outcome]:

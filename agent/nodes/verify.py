@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-import httpx
 from langgraph.runtime import Runtime
 
-from agent.layers.base import CacheLayer, Capability, Observation, Verification
-from agent.layers.batching import map_bounded
-from agent.config import SiteConfig
-from agent.layers.probe import FetchLimits, fetch_limits, looking_as, observe_http, origin_client, variant_name
+from agent.layers.base import CacheLayer, Observation, Verification
+from agent.layers.probe import FetchLimits, fetch_limits, origin_client
 from agent.layerset import open_layers
 from agent.models import ItemResult, Operation, PlanItem, PurgeOutcome
 from agent.nodes.common import (
-    accepted, judge, layer_tiers, origin_observations, request_deadline, stream_writer, within_deadline,
+    accepted, judge, layer_tiers, origin_observations, request_deadline, stream_writer, thread_id, verify_group,
+    within_deadline,
 )
 from agent.state import AgentContext, PurgeState, context_of
 
@@ -68,9 +66,13 @@ async def verify_within_limits(
     verifications: dict[tuple[str, str], Verification] = {}
     async with open_layers(context, {i.layer for i in items}) as layers, origin_client(timeout=10) as client:
         own_storage = [i for i in to_verify if not layers[i.layer].verifies_against_origin]
+        verifications |= seen_fresh_before(own_storage, outcomes)
+        own_storage = [i for i in own_storage if (i.url, i.layer) not in verifications]
         verifications |= await verify_group(own_storage, layers, {}, context)
         pages = [i.url for i in to_verify if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
         origin = await origin_observations(client, pages, context, any_status=True)
+        if thread_id() in context.taken_over:
+            verifications |= await written_again_since_the_purge(own_storage, verifications, outcomes, layers, origin)
         for tier in layer_tiers(items, context):
             group = [i for i in to_verify if i.layer in tier and layers[i.layer].verifies_against_origin]
             verifications |= await verify_group(group, layers, origin, context, client)
@@ -79,59 +81,42 @@ async def verify_within_limits(
             for item in items]
 
 
-async def verify_group(
-    items: list[PlanItem], layers: dict[str, CacheLayer], origin: dict[str, Observation], context: AgentContext,
-    client: httpx.AsyncClient | None = None,
+def seen_fresh_before(
+    items: list[PlanItem], outcomes: dict[tuple[str, str], PurgeOutcome]
 ) -> dict[tuple[str, str], Verification]:
-    async def one(item: PlanItem) -> Verification:
-        layer = layers[item.layer]
-        if not layer.supports(Capability.VERIFY):
-            return Verification(None, f"{layer.kind} cannot be checked after a purge")
+    """Key-store items a run picked up after a kill found fresh and did not send again (``agent/nodes/resend.py``):
+    their keys were seen gone then, and may have been refilled since by the looks at the HTTP caches in front
+    (the origin writes them again, fresh). Looking again would call those new keys stale and purge them twice."""
+    found = {}
+    for item in items:
+        outcome = outcomes.get((item.layer, item.target))
+        if outcome is not None and outcome.seen_fresh:
+            found[(item.url, item.layer)] = Verification(True, f"{outcome.seen_fresh} when looked at after the restart")
+    return found
+
+
+async def written_again_since_the_purge(
+    items: list[PlanItem], verifications: dict[tuple[str, str], Verification],
+    outcomes: dict[tuple[str, str], PurgeOutcome], layers: dict[str, CacheLayer], origin: dict[str, Observation],
+) -> dict[tuple[str, str], Verification]:
+    """A run picked up after a kill verifies again what its previous holder may have verified already, and that
+    look fetched the pages from the origin, which writes its key store again. A key there now, on a layer whose
+    answer is recorded (the keys were deleted, or there were none), was written since the purge: it is fresh
+    when it holds what the origin serves now. Without this, it is called stale and purged a second time."""
+    found = {}
+    for item in items:
+        verdict = verifications.get((item.url, item.layer))
+        fresh = origin.get(item.url)
+        if verdict is None or verdict.verified is not False or not accepted(outcomes.get((item.layer, item.target))):
+            continue
+        if fresh is None or not fresh.reachable or fresh.body_hash is None:
+            continue
         try:
-            if item.operation == Operation.PURGE_PREFIX and item.url == item.target:  # a scope, not one page
-                return await within_deadline(layer.verify_prefix(item.target))
-            verification = await within_deadline(layer.verify(item.url, origin.get(item.url)))
-            site = context.config.site_named(item.site)
-            if client is not None and site is not None and site.variants and layer.verifies_against_origin:
-                verification = await within_deadline(verify_variants(layer, item.url, verification, site, client))
-            if item.operation == Operation.PURGE_ALL:  # the home page stands in for the whole site
-                verification.evidence = f"home page {verification.evidence}"
-            return verification
+            held = await within_deadline(layers[item.layer].observe(item.url))
         except TimeoutError:
-            return Verification(None, f"unverified: timed out ({item.layer} had no answer before the request's "
-                                      f"{context.config.limits.deadline_seconds:g} s deadline)")
-        except Exception as exc:  # never let one broken check turn into a reported success elsewhere
-            return Verification(None, f"check failed: {type(exc).__name__}")
-
-    concurrency = max((layers[i.layer].config.concurrency for i in items), default=1)
-    found = await map_bounded(items, concurrency, one)
-    return {(item.url, item.layer): verification for item, verification in zip(items, found)}
-
-
-async def verify_variants(
-    layer: CacheLayer, url: str, plain: Verification, site: SiteConfig, client: httpx.AsyncClient
-) -> Verification:
-    """The page as each configured variant asks for it (``sites[].variants``), at the origin and at the layer:
-    a variant left stale makes the page stale, named, so it is purged once more and reported by its name."""
-    stale, unsure, problems = [], [], []
-    for variant in site.variants:
-        with looking_as(variant):
-            origin = await observe_http(client, site.origin, url) if site.origin else None
-            verdict = await layer.verify(url, origin)
-        if verdict.verified is False:
-            stale.append(f"variant {variant_name(variant)} {verdict.evidence}")
-        elif verdict.verified is None:
-            unsure.append(f"variant {variant_name(variant)}: {verdict.evidence}")
-            problems.append(verdict.origin_problem)
-    names = "; ".join(variant_name(v) for v in site.variants)
-    # only when the origin is what left every unsure variant unverified is the page "unverified: origin failing"
-    problem = problems[0] if problems and all(problems) else None
-    if stale:
-        also = [plain.evidence] if plain.verified is False else []
-        return Verification(False, "; ".join(also + stale), origin_status=plain.origin_status)
-    if plain.verified is True and unsure:
-        return Verification(None, f"{plain.evidence}; but {'; '.join(unsure)}", origin_status=plain.origin_status,
-                            origin_problem=problem)
-    if plain.verified is True:
-        return Verification(True, f"{plain.evidence} (variants {names} too)", origin_status=plain.origin_status)
-    return plain
+            continue
+        if held.reachable and held.body_hash == fresh.body_hash:
+            found[(item.url, item.layer)] = Verification(
+                True, "written again since the purge recorded before the restart: it holds what the origin serves",
+                origin_status=fresh.status_code)
+    return found

@@ -38,6 +38,7 @@ from agent.storage import Storage
 from agent.storage.audit import HistoryEntry
 from agent.storage.checkpoints import ATTEMPT_KEY, REQUEST_ID_KEY, RESUMED_AT_KEY
 from agent.telemetry import run_spans
+from agent.storage.in_flight import FIRST, REPAIR
 from agent.storage.runs import ACCEPTED, FINISHED
 from agent.urls import screen_urls
 from agent.words import failure_reply, history_reply, waiting_reply
@@ -106,6 +107,10 @@ class Agent:
         self.audit.prune(older_than_days=config.storage.retention_days, now=self.context.now())
         if self.context.audit is None:
             self.context.audit = self.audit  # the report node answers "history" questions from it
+        # execute notes each batch here before sending it; a run's next holder reads it (continue_run)
+        self.purges_in_flight = self.storage.purges_in_flight
+        if self.context.purge_journal is None:
+            self.context.purge_journal = self.purges_in_flight
         # the sync saver reads state (snapshot, result) and sets the tables up; each run streams through an async
         # saver of its own on the same tables (``_stream``)
         self.graph = build_graph().compile(checkpointer=self.storage.checkpointer)
@@ -605,13 +610,19 @@ class Agent:
         # the checkpoints this attempt writes say so, and when it began: `cachebot trace` shows both attempts
         attempt = int(self.snapshot(thread_id).metadata.get(ATTEMPT_KEY) or 1) + 1
         marks = {ATTEMPT_KEY: attempt, RESUMED_AT_KEY: datetime.now(timezone.utc).isoformat()}
-        self.context.sent_before[thread_id] = self._sent_before(thread_id, request_id)
+        sent_before = self.context.sent_before[thread_id] = self._sent_before(thread_id, request_id)
+        maybe = self._maybe_sent(thread_id, sent_before)
+        if maybe is not None:
+            self.context.maybe_sent[thread_id] = maybe
+        self.context.taken_over.add(thread_id)
         try:
             with self._leased(thread_id, interface=interface, channel=channel, reply_to=None, request_id=request_id):
                 self._run(None, thread_id, None, request_id=request_id, interface=interface, channel=channel,
                           marks=marks)
         finally:
             self.context.sent_before.pop(thread_id, None)
+            self.context.maybe_sent.pop(thread_id, None)
+            self.context.taken_over.discard(thread_id)
         result = self.result(thread_id)
         if request_id:
             self.record_result(request_id, thread_id, result)
@@ -635,6 +646,26 @@ class Agent:
                 item.layer, item.operation, item.target,
                 PurgeStatus.NOT_CACHED if status == "not_cached" else PurgeStatus.PURGED, why)
         return list(earlier.values())
+
+    def _maybe_sent(self, thread_id: str, sent_before: list[PurgeOutcome]) -> tuple[str, set[tuple[str, str]]] | None:
+        """The execute pass the run stopped in, and the (layer, target) its journal shows in flight
+        (``agent.storage.in_flight``) without an answer in the audit: a layer may have taken them just before the
+        kill. Execute looks at them before sending them again. None when the run is not in the middle of a pass."""
+        values = self._values(thread_id)
+        if values.get("repair"):
+            run_pass = REPAIR  # a repair pass's answers are not in the audit until verified: all of its batches
+        elif values.get("purge_outcomes") or not (values.get("plan") or Plan()).items:
+            return None
+        else:
+            run_pass = FIRST
+        answered = {(o.layer, o.target) for o in sent_before}
+        noted = {(batch.layer, target) for batch in self.purges_in_flight.of(thread_id, run_pass)
+                 for target in batch.targets}
+        maybe = noted - answered
+        if maybe:
+            log.info("run %s had %d purges in flight when it stopped: looking before sending them again",
+                     thread_id, len(maybe))
+        return (run_pass, maybe) if maybe else None
 
     def _run(self, graph_input: Any, thread_id: str, on_event: EventHandler | None, *,
              request_id: str | None = None, interface: str | None = None, channel: str | None = None,
@@ -674,6 +705,8 @@ class Agent:
         says its next step is ``execute`` (a checkpoint's ``next``) until the purges are sent it is marked
         ``executing``. ``graph_input=None`` continues from the last checkpoint."""
         executing = False
+        if graph_input is not None:  # a new request, or a decision: nothing of the thread's is in flight now
+            self._forget_in_flight(thread_id)
         recorder = recorder or ProgressRecorder(self, thread_id, request_id)
         reader = EventReader()
         # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set: a span per node and per purge batch
@@ -701,8 +734,15 @@ class Agent:
             raise
         if spans is not None:
             spans.close()
+        self._forget_in_flight(thread_id)  # the run's steps are all checkpointed: no pass is half sent
         if executing:  # purges are sent: the lease goes on (verify, report, the answer) as running
             self.runs.running(thread_id, request_id=request_id, interface=interface, channel=channel)
+
+    def _forget_in_flight(self, thread_id: str) -> None:
+        try:
+            self.purges_in_flight.forget(thread_id)
+        except Exception:  # leftovers only make a later takeover look before sending: never worth failing a run
+            log.exception("could not clear the purges in flight of %s", thread_id)
 
     async def _stream(self, graph_input: Any, thread_id: str, handle: Callable[[str, Any], None],
                       marks: dict[str, Any] | None = None) -> None:

@@ -11,12 +11,13 @@ hands out every store built from that one decision:
 - ``claims``: exactly-once claims (``ClaimStore``);
 - ``locks``: per-thread locks across processes (``ThreadLocks``);
 - ``runs``: the runs sending purges right now, for crash recovery (``RunTracker``);
-- ``approval_copies``: where each run's approval request was posted (``ApprovalCopies``).
+- ``approval_copies``: where each run's approval request was posted (``ApprovalCopies``);
+- ``purges_in_flight``: each batch of purges a run is about to send, for its next holder (``PurgeJournal``).
 
 The Agent opens one Storage; the Slack front end takes its claims from the Agent's, so the two always agree
 on where they are. The rooms: ``database.py`` (URL, engine, placement), ``tables.py`` (every table),
 ``migrations/`` (Alembic), ``checkpoints.py``, ``audit.py``, ``redaction.py``, ``claims.py``, ``locks.py``,
-``runs.py``, ``copies.py``.
+``runs.py``, ``copies.py``, ``in_flight.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from agent.storage.audit import AuditStore
 from agent.storage.claims import ClaimStore
 from agent.storage.copies import ApprovalCopies
 from agent.storage.database import Database, make_engine
+from agent.storage.in_flight import PurgeJournal
 from agent.storage.locks import ThreadLocks
 from agent.storage.migrations import upgrade
 from agent.storage.runs import RunTracker
@@ -67,6 +69,7 @@ class Storage:
         self.locks = locks
         self.runs = runs
         self.approval_copies = ApprovalCopies(engine)
+        self.purges_in_flight = PurgeJournal(engine)
         self._on_close = on_close
 
     @classmethod

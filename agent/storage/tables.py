@@ -8,7 +8,8 @@ database and this metadata agree, so a new column is added here and in a new mig
 - ``audit_*``: the audit trail (``agent.storage.audit``);
 - ``cachebot_claims``: exactly-once claims (``agent.storage.claims``);
 - ``cachebot_runs``: every run's lease and heartbeat, for takeover and crash recovery (``agent.storage.runs``);
-- ``cachebot_approval_copies``: where each run's approval request was posted (``agent.storage.copies``).
+- ``cachebot_approval_copies``: where each run's approval request was posted (``agent.storage.copies``);
+- ``cachebot_purges_in_flight``: each batch of purges a run is about to send (``agent.storage.in_flight``).
 """
 
 from __future__ import annotations
@@ -155,4 +156,16 @@ approval_copies = Table(
     Column("channel", String(200), primary_key=True),
     Column("ts", String(64), primary_key=True),
     Column("posted_at", UTCDateTime, nullable=False),
+)
+
+purges_in_flight = Table(
+    "cachebot_purges_in_flight", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("thread_id", String(128), nullable=False),
+    Column("run_pass", String(10), nullable=False),  # "first" or "repair": execute's pass
+    Column("layer", String(100), nullable=False),
+    Column("operation", String(20), nullable=False),
+    Column("targets", Text, nullable=False),  # JSON list: one row per batch, never one per URL
+    Column("sent_at", UTCDateTime, nullable=False),
+    Index("ix_cachebot_purges_in_flight_thread", "thread_id", "run_pass"),
 )

@@ -9,16 +9,19 @@ and the thread lock is let go (as a dead process's connection / file would be). 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
+import httpx
 import pytest
 
 from agent.config import parse_config
 from agent.service.agent import Agent
-from agent.service.events import Progress, ProgressEvent
+from agent.service.events import Executing, Progress, ProgressEvent, StepDone
 from agent.service.recovery import RESTARTED, interrupted_message, recover
 from agent.state import AgentContext
+from agent.storage.in_flight import FIRST
 from agent.storage.runs import EXECUTING
-from tests.agent.conftest import Clock, warm
+from tests.agent.conftest import Clock, through_edge, warm
 
 BIG = "purge " + " ".join(f"https://shop.example/products/{c}/{p}" for c, p in
                           [("shoes", "runner"), ("shoes", "hiker"), ("hats", "beanie")])
@@ -233,3 +236,129 @@ def restarted_with_counting(restarted, sent):
 
     restarted.context.layer_factory = counting
     return restarted
+
+
+def die_when_executing(event: ProgressEvent) -> None:
+    if isinstance(event, Executing):  # execute is next and has not started: nothing is sent
+        raise Died()
+
+
+def as_a_killed_holder_left_it(agent: Agent, thread_id: str, in_flight: dict[str, list[str]],
+                               taken: dict[str, list[str]]) -> None:
+    """What a holder killed mid-execute leaves: each batch of ``in_flight`` (layer -> pages) noted in the journal
+    before it went, the purges of ``taken`` really done on their layer, and no answer in the audit trail."""
+    import asyncio
+
+    from agent.layers import build_layer
+    from agent.nodes.execute import run_operation
+
+    plan = agent.result(thread_id).plan
+    item_of = {(i.layer, i.url): i for i in plan}
+    for layer, urls in in_flight.items():
+        items = [item_of[(layer, url)] for url in urls]
+        agent.purges_in_flight.sending(thread_id, FIRST, layer, items[0].operation.value, [i.target for i in items])
+
+    async def purge(layer_name: str, urls: list[str]) -> None:
+        layer = build_layer(agent.config.layer_named(layer_name))
+        try:
+            for url in urls:
+                item = item_of[(layer_name, url)]
+                answers = await run_operation(layer, item.operation, [item.target])
+                assert {a.status.value for a in answers.values()} <= {"purged", "not_cached"}, answers
+        finally:
+            await layer.aclose()
+
+    for layer, urls in taken.items():
+        asyncio.run(purge(layer, urls))
+
+
+def counting_targets(agent: Agent, sent: Counter) -> Agent:
+    """Every target each layer is asked to purge, counted as (layer, target)."""
+    from agent.layers import build_layer
+
+    def counting(config):
+        built = build_layer(config)
+        for name in ("purge_urls", "purge_tags", "purge_prefixes"):
+            send = getattr(built, name)
+
+            async def counted(targets, _send=send, _layer=config.name):
+                sent.update((_layer, t) for t in targets)
+                return await _send(targets)
+
+            setattr(built, name, counted)
+        return built
+
+    agent.context.layer_factory = counting
+    return agent
+
+
+def test_purges_in_flight_at_a_kill_are_looked_at_first_and_only_the_stale_ones_sent_again(agents, fresh_stack):
+    pricing, home = "https://shop.example/pricing", "https://shop.example/"
+    warm(fresh_stack, "/pricing", "/")
+    fresh_stack.content.edit("/pricing", "Prices went down")
+    fresh_stack.content.edit("/", "A new home page")
+    first = agents()
+    with pytest.raises(Died):
+        first.ask(SMALL, user="bob", thread_id="t-flight", on_event=die_when_executing)
+    # the killed holder had sent the app cache and Varnish both pages, the edge /pricing; of those the app cache
+    # deleted /pricing's keys and Varnish purged both, and then the process died before any answer was recorded
+    as_a_killed_holder_left_it(first, "t-flight",
+                               in_flight={"appcache": [pricing, home], "varnish": [pricing, home], "edge": [pricing]},
+                               taken={"appcache": [pricing], "varnish": [pricing, home]})
+    first.close()
+
+    restarted = counting_targets(agents(), sent := Counter())
+    [item] = recover(restarted)
+
+    assert item.outcome == "finished"
+    plan = {(i.layer, i.url): i.target for i in item.result.plan}
+    # fresh where they were: no second purge of those for this decision
+    assert sent[("appcache", plan[("appcache", pricing)])] == 0
+    assert sent[("varnish", plan[("varnish", pricing)])] == 0
+    # Varnish's home page is looked at only once the app cache behind it dropped its stale copy: fresh then too
+    assert sent[("varnish", plan[("varnish", home)])] == 0
+    # still stale although in flight: sent again, once; never in flight: sent, once
+    assert sent[("appcache", plan[("appcache", home)])] == 1
+    assert sent[("edge", plan[("edge", pricing)])] == 1
+    assert sent[("edge", plan[("edge", home)])] == 1
+    assert {r.status.value for r in item.result.results} == {"purged_verified"}
+    # and the record says why those were not sent again
+    outcomes = {(o.layer, o.target): o for o in restarted.snapshot("t-flight").values["purge_outcomes"]}
+    for key in (("appcache", pricing), ("varnish", pricing), ("varnish", home)):
+        detail = outcomes[(key[0], plan[key])].detail
+        assert "not sent again" in detail and "verified fresh" in detail
+    assert "not sent again" not in outcomes[("edge", plan[("edge", pricing)])].detail
+    assert through_edge(fresh_stack, "/pricing").text.count("Prices went down") == 1
+    assert restarted.purges_in_flight.of("t-flight", FIRST) == []  # the run ended: nothing in flight
+
+
+def test_a_run_picked_up_in_verify_does_not_purge_again_the_app_cache_its_holder_refilled(agents, fresh_stack):
+    import asyncio
+    import time
+
+    from agent.nodes.execute import execute_plan
+
+    warm(fresh_stack, "/pricing", "/")
+    fresh_stack.content.edit("/pricing", "Prices went down")
+    fresh_stack.content.edit("/", "A new home page")
+    first = agents()
+    with pytest.raises(Died):
+        first.ask(SMALL, user="bob", thread_id="t-verify", on_event=die_when_executing)
+    # the killed holder's execute sent every purge and its answers were saved; then its verify began: it fetched
+    # the pages from the origin, which wrote its app cache again, and the process died
+    plan = first.result("t-verify").plan
+    answers = asyncio.run(execute_plan(plan, first.context, lambda event: None))
+    first.graph.update_state({"configurable": {"thread_id": "t-verify"}},
+                             {"purge_outcomes": answers, "deadline_at": time.time() + 30}, as_node="execute")
+    assert first.snapshot("t-verify").next == ("verify",)
+    for path in ("/pricing", "/"):
+        httpx.get(fresh_stack.origin_url + path, headers={"Host": fresh_stack.host}, timeout=10)
+    first.close()
+
+    restarted = counting_targets(agents(), sent := Counter())
+    [item] = recover(restarted)
+
+    assert item.outcome == "finished" and sum(sent.values()) == 0  # nothing purged twice
+    assert {r.status.value for r in item.result.results} == {"purged_verified"}
+    app = [r for r in item.result.results if r.layer == "appcache"]
+    assert app and all("written again since the purge" in r.evidence for r in app)
