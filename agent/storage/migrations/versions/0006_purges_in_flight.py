@@ -5,8 +5,8 @@ When the process dies with a batch sent but its answer not yet in the audit trai
 batch here, looks at what the layer serves before sending it again, and sends only what is still stale
 (``agent/nodes/resend.py``). A run that ends forgets its rows.
 
-Revision ID: 0005_purges_in_flight
-Revises: 0004_leases
+Revision ID: 0006_purges_in_flight
+Revises: 0005_console_indexes
 Create Date: 2026-11-29
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_purges_in_flight"
-down_revision = "0004_leases"
+revision = "0006_purges_in_flight"
+down_revision = "0005_console_indexes"
 branch_labels = None
 depends_on = None
 
