@@ -250,21 +250,32 @@ class Agent:
     def take_in(self, keys: list[str], thread_id: str, *, interface: str, channel: str | None,
                 reply_to: dict[str, Any]) -> bool:
         """Claim every key (the first that was claimed before: False, and nothing else happens) and ``accept``
-        the request, together: on PostgreSQL in one transaction, so no kill can leave a claim without the lease
-        that makes sure the request is answered. (On SQLite the claims have a file of their own: one after the
-        other.)"""
-        claims = self.storage.claims
-        if claims.engine is self.runs.engine:
-            with self.runs.engine.begin() as db:
-                if not all(claims.claim(key, db=db) for key in keys):
-                    return False  # the keys won so far stay claimed (their events were seen)
-                self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to, db=db)
-        else:
-            if not all(claims.claim(key) for key in keys):
-                return False
-            self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to)
+        the request, in one transaction, so no kill can leave a claim without the lease that makes sure the
+        request is answered. The keys are intake claims (``Storage.intake_claims``: in the leases' database on
+        SQLite too); claim them elsewhere only through ``claim_intake``."""
+        claims = self.storage.intake_claims
+        if self._claimed_before_intake_claims(keys):
+            return False
+        with self.runs.engine.begin() as db:
+            if not all(claims.claim(key, db=db) for key in keys):
+                return False  # the keys won so far stay claimed (their events were seen)
+            self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to, db=db)
         self.heartbeat.hold(thread_id)
         return True
+
+    def claim_intake(self, keys: list[str]) -> bool:
+        """Claim every key with the intake claims (where ``take_in`` claims), for a request answered without a
+        run (a thread already waiting for approval): False when one was claimed before."""
+        if self._claimed_before_intake_claims(keys):
+            return False
+        with self.runs.engine.begin() as db:
+            return all(self.storage.intake_claims.claim(key, db=db) for key in keys)
+
+    def _claimed_before_intake_claims(self, keys: list[str]) -> bool:
+        """SQLite: an event claimed in the claims file by a version that claimed intake there (a Slack retry
+        across the upgrade) is not taken in again."""
+        legacy = self.storage.claims
+        return legacy is not self.storage.intake_claims and any(legacy.claimed(key) for key in keys)
 
     def accept(self, thread_id: str, *, interface: str, channel: str | None, reply_to: dict[str, Any]) -> None:
         """A front end took a request in and will run it (``reply_to`` says what was asked and where to answer,
