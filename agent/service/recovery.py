@@ -19,6 +19,10 @@ last checkpoint:
 - if continuing is impossible (``resume=False``, too many takeovers, or it raises), the request is marked
   ``interrupted`` in the audit and its thread is told what was and was not purged.
 
+A lease found ``answering`` may belong to a process killed after its final message was out: a front end whose
+messages stay (Slack) looks for that message before answering (``slack_app.handlers.Handlers.tell_recovered``:
+the final message's metadata names its request), so ``notify`` answers at most once per request.
+
 It runs when ``cachebot slack`` starts, by ``cachebot recover``, and on an interval in every live process
 (``agent/service/sweeper.py``: only leases whose heartbeat is older than ``recovery.lease_seconds``). The thread
 is told "picked up again after a restart" once, whoever picks it up (``told`` on the row).
