@@ -156,18 +156,23 @@ class Agent:
 
     def ask_locked(self, message: str, *, user: str, thread_id: str, channel: str | None = None,
                    dry_run: bool = False, on_event: EventHandler | None = None, interface: str | None = None,
-                   chosen_intent: Intent | None = None, reply_to: dict[str, Any] | None = None) -> RunResult:
-        """``ask`` for a caller already holding the thread's lock (a sweeper taking over an accepted request)."""
+                   chosen_intent: Intent | None = None, reply_to: dict[str, Any] | None = None,
+                   request_id: str | None = None) -> RunResult:
+        """``ask`` for a caller already holding the thread's lock (a sweeper taking over an accepted request).
+        ``request_id``: the id a lease already gave this request (a takeover of a run that never got going)."""
         interface = interface or ("slack" if channel else "cli")
         self._not_superseded(thread_id, reply_to)
         request = new_request(message, user=user, channel=channel, dry_run=dry_run,
                               chosen_intent=chosen_intent.value if chosen_intent else None)
-        with self._leased(thread_id, interface=interface, channel=channel, reply_to=reply_to):
-            request_id = self.audit.request_received(
+        # the lease names the request before its record exists: a process killed in between leaves a lease a
+        # takeover runs under that same id (one record per request), not one that looks finished
+        request_id = request_id or uuid.uuid4().hex
+        with self._leased(thread_id, interface=interface, channel=channel, reply_to=reply_to,
+                          request_id=request_id):
+            self.audit.request_received(
                 thread_id=thread_id, user=user, interface=interface,
-                channel=channel, text=message, dry_run=dry_run, at=self.context.now(),
+                channel=channel, text=message, dry_run=dry_run, at=self.context.now(), request_id=request_id,
             )
-            self.runs.running(thread_id, request_id=request_id, interface=interface, channel=channel)
             failure = self._run_recorded(request, thread_id, on_event, request_id, interface=interface,
                                          channel=channel)
             if failure is not None:
