@@ -145,7 +145,9 @@ def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovere
     snapshot = agent.snapshot(thread_id)
     if snapshot.interrupts:
         return Recovered(thread_id, "waiting_approval", **base, result=agent.result(thread_id))
-    if row["status"] == RUNNING and _never_checkpointed(snapshot, request_id):
+    asked = row.get("reply_to") or {}
+    if row["status"] == RUNNING and asked.get("message") and asked.get("user") and \
+            _never_checkpointed(snapshot, request_id):
         # killed before the graph's first step was saved: what the thread shows is nothing, or an earlier
         # request's end; this request is run again from what was asked (under the id its lease gave it)
         return _start_accepted(agent, row, base, resume=resume)
