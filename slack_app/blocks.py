@@ -38,6 +38,8 @@ REQUEST_AGAIN_ACTION = "cachebot_request_again"  # on an expired card: the same 
 AGAIN_ACTION_IDS = (REQUEST_AGAIN_ACTION,)
 EXPIRED_BLOCK_ID = "cachebot_expired"
 REPORT_BLOCK_ID = "cachebot_report"  # the report's summary: how a report is told from other messages
+FINISHED_EVENT = "cachebot_request_finished"  # message metadata: this message ends the request it names
+NOTICE_EVENT = "cachebot_request_notice"  # message metadata: said on the way (the final message follows)
 CLEAR_LINKS_SHORTCUT = "cachebot_clear_links"  # the message shortcut's callback id (manifest.yml)
 CLEAR_LINKS_VIEW = "cachebot_clear_links_modal"  # the modal it opens
 LINKS_BLOCK = "cachebot_links_"  # + n: one checkboxes input per 10 links
@@ -178,6 +180,31 @@ def plain(text: str, keep: tuple[str, ...] = ()) -> str:
 
 
 # --- status and progress ------------------------------------------------------------------------------
+
+# --- message metadata: which message ends which request ------------------------------------------------------
+
+
+def finished_metadata(request: str, thread_id: str, outcome: str) -> dict[str, Any]:
+    """The metadata of a request's final message. ``request`` is the key of its lease (``event:<id>``,
+    ``decision:<thread>:<interrupt>``, …): a process taking a run over looks for it before answering
+    (``SlackApi.finished_in_thread``), so an answer already out is not posted twice. ``outcome``: ``report``,
+    ``answer``, ``denied``, ``expired``, ``failed`` or ``stopped``."""
+    return {"event_type": FINISHED_EVENT, "event_payload": {"request": request, "thread": thread_id,
+                                                            "outcome": outcome}}
+
+
+def notice_metadata(request: str, thread_id: str) -> dict[str, Any]:
+    """The metadata of a message said on the way to the final one (a stopped run's first line)."""
+    return {"event_type": NOTICE_EVENT, "event_payload": {"request": request, "thread": thread_id}}
+
+
+def finishes(metadata: object, request: str) -> bool:
+    """Whether a message's ``metadata`` (as conversations.replies lists it) marks ``request``'s final message."""
+    if not isinstance(metadata, dict) or metadata.get("event_type") != FINISHED_EVENT:
+        return False
+    payload = metadata.get("event_payload")
+    return isinstance(payload, dict) and payload.get("request") == request
+
 
 def looking_at(url_count: int) -> str:
     if url_count == 0:

@@ -78,8 +78,13 @@ class Dispatcher:
         self._pending_lock = threading.Lock()
 
     def take_in(self, job: IntakeJob) -> None:
-        """Queue an intake job; the run it returns, if any, goes to the runs pool."""
-        if self.processes is not None:
+        """Queue an intake job; the run it returns, if any, goes to the runs pool.
+
+        While the intake workers are still starting (``WorkerPools.warm_up``: seconds on a busy machine), intake
+        runs on this process's threads: the event was acked, and until intake has claimed it and written its lease
+        it exists only in memory; a process killed while its first events waited for a worker lost them (Slack
+        does not send an acked event again; bench/chaos.py --sqlite lost 12 of 60 this way)."""
+        if self.processes is not None and not self.processes.warming:
             self._submit(self.processes.intake, _handle, job, then=self._hand_on)
         else:
             self._submit(self.intake, self._intake_then_run, job)
@@ -115,7 +120,7 @@ class Dispatcher:
     def _intake_then_run(self, job: IntakeJob) -> None:
         run = self.handlers.handle(job)
         if run is not None:
-            self._submit(self.runs, self.handlers.handle, run)
+            self.start(run)
 
     def _hand_on(self, future: Future) -> None:
         """An intake job finished in a worker process: start the run it asked for (before it stops counting
@@ -273,12 +278,20 @@ class WorkerPools:
         self.intake = HealingPool(intake, replace(spec, nice=0))
         self.runs = HealingPool(runs, spec)
         self.sizes = {"intake": intake, "runs": runs}
+        self.warming = False  # warm_up started and the intake workers are not up yet (Dispatcher.take_in)
 
     def warm_up(self, timeout: float = 120.0) -> None:
-        """Start every worker now (each builds its Agent: about a second) rather than on the first events."""
-        futures = [pool.submit(_ping) for pool, n in ((self.intake, self.sizes["intake"]),
-                                                      (self.runs, self.sizes["runs"])) for _ in range(n)]
-        for future in futures:
+        """Start every worker now (each builds its Agent: about a second) rather than on the first events.
+        Until the intake workers answer, ``warming`` is True (intake then runs in the app process)."""
+        self.warming = True
+        try:
+            intake = [self.intake.submit(_ping) for _ in range(self.sizes["intake"])]
+            runs = [self.runs.submit(_ping) for _ in range(self.sizes["runs"])]
+            for future in intake:
+                future.result(timeout=timeout)
+        finally:
+            self.warming = False
+        for future in runs:
             future.result(timeout=timeout)
 
     def close(self) -> None:

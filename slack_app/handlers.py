@@ -150,9 +150,16 @@ class Handlers:
             channel, _, thread_ts = item.thread_id.partition(":")
         if item.interface != "slack" or not channel or not thread_ts:
             return
+        key = asked.get("key")
+        if key and self.slack.finished_in_thread(channel, thread_ts, key):
+            # the process died after posting the final message, before its lease said so: it is out already
+            log.info("request %s in %s was answered before its process stopped; not answering again",
+                     key, item.thread_id)
+            return
         status_ts = asked.get("status_ts")
         if item.outcome == "interrupted" or item.result is None:
-            self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.interrupted_message(item))
+            self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.interrupted_message(item),
+                                      kit.finished_metadata(key, item.thread_id, "stopped") if key else None)
             return
         result = item.result
         if item.outcome == "waiting_approval" and asked.get("kind") == "decision":
@@ -172,7 +179,7 @@ class Handlers:
             self.slack.show(channel, thread_ts, status_ts, result.reply, kit.approval_blocks(result))
             self._tell_approvers(result, channel, status_ts)
             return
-        self._finish(result, channel, thread_ts, status_ts)
+        self._finish(result, channel, thread_ts, status_ts, key)
 
     # --- expiry: approvals nobody decided on in time -------------------------------------------------------
 
@@ -191,7 +198,9 @@ class Handlers:
         self._update_every_copy(item.thread_id, expired_card_line(item.expires_at),
                                 kit.expired_blocks(item.result, item.expires_at, item.request_id))
         notice = kit.naming_people(lambda who, _: expired_notice(item.requester, item.expires_at, who))
-        if self.slack.post(channel, thread_ts, expired_notice(item.requester, item.expires_at), notice) is None:
+        final = kit.finished_metadata(f"expiry:{item.thread_id}:{item.request_id}", item.thread_id, "expired")
+        if self.slack.post(channel, thread_ts, expired_notice(item.requester, item.expires_at), notice,
+                           final) is None:
             raise NotTold(f"could not post the expiry of {item.thread_id} in its thread")
         self._refresh_approvers_homes()
 
@@ -257,7 +266,7 @@ class Handlers:
             return
         with self._answering(thread_id, job.claim):
             if not result.pending:  # the run stopped with an error before asking: say so, as any run would
-                self._finish(result, channel, thread_ts, None)
+                self._finish(result, channel, thread_ts, None, job.claim)
                 return
             self._update_every_copy(thread_id, result.reply, kit.approval_blocks(result))
             pending = result.pending
@@ -290,7 +299,7 @@ class Handlers:
         message = MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
         pending = self.agent.result(thread_id).pending
         if pending:
-            if all(self.claims.claim(k) for k in keys):
+            if self.agent.claim_intake(keys):
                 self.slack.post(channel, thread_ts, "A request in this thread is waiting for approval. Approve or "
                                                     "deny it first, or start a new thread for a new request.")
             return
@@ -315,7 +324,7 @@ class Handlers:
                  "user": job.user, "message": job.message, "intent": job.intent}
         if claim is None:
             self.agent.accept(job.thread_id, interface="slack", channel=job.channel, reply_to=asked)
-        elif self.claims is self.agent.storage.claims:
+        elif self.claims is self.agent.storage.claims:  # (intake claims: with the lease, Agent.take_in)
             if not self.agent.take_in(claim, job.thread_id, interface="slack", channel=job.channel, reply_to=asked):
                 return None
         elif all(self.claims.claim(key) for key in claim):
@@ -380,13 +389,15 @@ class Handlers:
             log.info("request %s in %s was picked up by another process meanwhile", key, thread_id)
             return
         except NothingPending as exc:  # an offer that was taken or replaced meanwhile
-            self.slack.reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.")
+            self.slack.reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.",
+                                      kit.finished_metadata(key, thread_id, "answer") if key else None)
             self._answered(thread_id, key)
             return
         except Exception:
             log.exception("run %s failed", thread_id)
             self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing "
-                                      "more will happen for this request. Please try again.")
+                                      "more will happen for this request. Please try again.",
+                                      kit.finished_metadata(key, thread_id, "failed") if key else None)
             self._answered(thread_id, key)
             return
         # the answer first: the progress message's last edit may have to wait out its rate limit (up to a second,
@@ -397,7 +408,7 @@ class Handlers:
                     self.slack.update(channel, status_ts, result.reply, kit.approval_blocks(result))
                     self._tell_approvers(result, channel, status_ts)
                 else:
-                    self._finish(result, channel, thread_ts, status_ts)
+                    self._finish(result, channel, thread_ts, status_ts, key)
         finally:
             progress.finish()
 
@@ -417,36 +428,51 @@ class Handlers:
             raise
         self._answered(thread_id, key)
 
-    def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None) -> None:
-        """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…"."""
+    def _finish(self, result: RunResult, channel: str, thread_ts: str, status_ts: str | None,
+                key: str | None = None) -> None:
+        """After a run: the report (with a CSV when it is big), or the plain answer in place of "Looking at…".
+        ``key``: the request's lease key; the final message carries it in its metadata (``kit.finished_metadata``)
+        so a process taking the run over after a kill sees the answer is out (``tell_recovered``)."""
+        thread_id = result.thread_id or f"{channel}:{thread_ts}"
+
+        def final(outcome: str) -> dict[str, Any] | None:
+            return kit.finished_metadata(key, thread_id, outcome) if key else None
+
         if result.error and result.results:  # stopped after sending (agent.service.agent): say so, then what was sent
-            self.slack.post(channel, thread_ts, result.reply.split("\n", 1)[0])
-            self._post_report(result, channel, thread_ts)
+            self.slack.post(channel, thread_ts, result.reply.split("\n", 1)[0],
+                            metadata=kit.notice_metadata(key, thread_id) if key else None)
+            self._post_report(result, channel, thread_ts, final("report"))
         elif result.results:
-            self._post_report(result, channel, thread_ts)
+            self._post_report(result, channel, thread_ts, final("report"))
         elif result.plan and result.intent == Intent.ASK:
             offer = self.agent.offer(result.thread_id)
             blocks = kit.offer_blocks(result, offer.id) if offer else kit.dry_run_blocks(result)
-            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
+            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks, final("answer"))
         elif result.intent == Intent.CHECK and (offer := self.agent.offer(result.thread_id)):
             blocks = kit.check_offer_blocks(result, offer.id, offer.pages, self.slack.keep)
-            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
+            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks, final("answer"))
         elif result.plan and result.dry_run:
-            self.slack.show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result))
+            self.slack.show(channel, thread_ts, status_ts, result.reply, kit.dry_run_blocks(result), final("answer"))
         elif result.plan and result.intent in (Intent.PURGE, Intent.PURGE_ALL):
             # denied, expired: the plan message stays; the approver named as Slack shows people
+            status = result.approval.status
             blocks = kit.naming_people(lambda who, _: denied_line(result.approval.by, who)) \
-                if result.approval.status == "denied" else None
-            self.slack.post(channel, thread_ts, result.reply, blocks)
+                if status == "denied" else None
+            outcome = status if status in ("denied", "expired") else "failed" if result.error else "answer"
+            self.slack.post(channel, thread_ts, result.reply, blocks, final(outcome))
         elif result.intent == Intent.HISTORY and self.agent.audit is not None:
             blocks = kit.naming_people(lambda who, place: self.agent.history_answer(result.thread_id, who, place))
-            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks)
+            self.slack.show(channel, thread_ts, status_ts, result.reply, blocks, final("answer"))
         else:
-            self.slack.reply_in_place(channel, thread_ts, status_ts, result.reply)
+            self.slack.reply_in_place(channel, thread_ts, status_ts, result.reply,
+                                      final("failed" if result.error else "answer"))
 
-    def _post_report(self, result: RunResult, channel: str, thread_ts: str) -> None:
+    def _post_report(self, result: RunResult, channel: str, thread_ts: str,
+                     metadata: dict[str, Any] | None = None) -> None:
+        """The report; a CSV of it when it is big (after the report: a process killed in between leaves the
+        report without its file, and whoever takes over sees the report is out and does not post it again)."""
         blocks, text, csv_text = kit.report_blocks(result)
-        self.slack.post(channel, thread_ts, text, blocks)
+        self.slack.post(channel, thread_ts, text, blocks, metadata)
         if csv_text is None:
             return
         error = self.slack.upload_csv(channel, thread_ts, csv_text, filename=f"cachebot-report-{thread_ts}.csv",
@@ -545,7 +571,7 @@ class Handlers:
         if job.clicked_in == HOME:
             self.show_home(HomeOpened(clicker, "home"), notice=kit.decided_on_home(
                 channel, result.approval.status, self.slack.permalink(channel, thread_ts)))
-        self._finish(result, channel, thread_ts, None)
+        self._finish(result, channel, thread_ts, None, job.claim)
 
     # --- App Home ----------------------------------------------------------------------------------------
 

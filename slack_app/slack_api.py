@@ -128,13 +128,16 @@ class SlackApi:
         self.client = client
         self.keep = keep
 
-    def post(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict] | None = None) -> str | None:
+    def post(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict] | None = None,
+             metadata: dict[str, Any] | None = None) -> str | None:
         """A new message in the thread (``thread_ts`` None: in the channel); its ``ts``, or None when Slack
-        refused it."""
+        refused it. ``metadata``: Slack message metadata (``kit.finished_metadata`` marks a request's final
+        message)."""
         try:
             response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                     text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
-                                                    blocks=blocks or kit.text_blocks(text, self.keep))
+                                                    blocks=blocks or kit.text_blocks(text, self.keep),
+                                                    metadata=metadata)
             return response.get("ts")
         except SlackApiError as exc:
             log.warning("chat.postMessage failed: %s", exc.response.get("error"))
@@ -161,28 +164,53 @@ class SlackApi:
             log.warning("chat.getPermalink failed: %s", exc.response.get("error"))
             return None
 
-    def update(self, channel: str, ts: str | None, text: str, blocks: list[dict]) -> None:
+    def update(self, channel: str, ts: str | None, text: str, blocks: list[dict],
+               metadata: dict[str, Any] | None = None) -> None:
+        """Edit a message in place; ``metadata`` replaces its metadata (without it, Slack keeps what it had)."""
         if not ts:
             return
         try:
             self.client.chat_update(channel=channel, ts=ts, text=kit.clip(kit.plain(text), kit.MAX_TEXT_CHARS),
-                                    blocks=blocks)
+                                    blocks=blocks, metadata=metadata)
         except SlackApiError as exc:
             log.warning("chat.update failed: %s", exc.response.get("error"))
 
-    def reply_in_place(self, channel: str, thread_ts: str, status_ts: str | None, text: str) -> None:
+    def reply_in_place(self, channel: str, thread_ts: str, status_ts: str | None, text: str,
+                       metadata: dict[str, Any] | None = None) -> None:
         """The text in place of the status message ("Looking at…"), or as a new message when there is none."""
         if status_ts:
-            self.update(channel, status_ts, text, kit.text_blocks(text, self.keep))
+            self.update(channel, status_ts, text, kit.text_blocks(text, self.keep), metadata)
         else:
-            self.post(channel, thread_ts, text)
+            self.post(channel, thread_ts, text, metadata=metadata)
 
-    def show(self, channel: str, thread_ts: str, status_ts: str | None, text: str, blocks: list[dict]) -> None:
+    def show(self, channel: str, thread_ts: str, status_ts: str | None, text: str, blocks: list[dict],
+             metadata: dict[str, Any] | None = None) -> None:
         """Blocks in place of the status message (which showed the plan), or as a new message."""
         if status_ts:
-            self.update(channel, status_ts, text, blocks)
+            self.update(channel, status_ts, text, blocks, metadata)
         else:
-            self.post(channel, thread_ts, text, blocks)
+            self.post(channel, thread_ts, text, blocks, metadata)
+
+    def finished_in_thread(self, channel: str, thread_ts: str, request: str) -> bool:
+        """Whether the thread already shows ``request``'s final message: one of our messages carries
+        ``kit.finished_metadata`` naming it (``conversations.replies`` with ``include_all_metadata``, every page).
+        A process killed after posting it, before its lease said so, leaves exactly that; whoever takes the run
+        over then must not post it again. When Slack will not say (an error after the client's retries), False:
+        answering twice is better than never."""
+        cursor = None
+        try:
+            while True:
+                page = self.client.conversations_replies(channel=channel, ts=thread_ts, include_all_metadata=True,
+                                                         limit=200, cursor=cursor)
+                if any(kit.finishes(m.get("metadata"), request) for m in page.get("messages") or []):
+                    return True
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not page.get("has_more") or not cursor:
+                    return False
+        except SlackApiError as exc:
+            log.warning("conversations.replies failed: %s; the answer is posted without looking",
+                        exc.response.get("error"))
+            return False
 
     def ephemeral(self, channel: str, user: str, thread_ts: str | None, text: str) -> None:
         if not channel or not user:

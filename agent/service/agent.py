@@ -161,18 +161,23 @@ class Agent:
 
     def ask_locked(self, message: str, *, user: str, thread_id: str, channel: str | None = None,
                    dry_run: bool = False, on_event: EventHandler | None = None, interface: str | None = None,
-                   chosen_intent: Intent | None = None, reply_to: dict[str, Any] | None = None) -> RunResult:
-        """``ask`` for a caller already holding the thread's lock (a sweeper taking over an accepted request)."""
+                   chosen_intent: Intent | None = None, reply_to: dict[str, Any] | None = None,
+                   request_id: str | None = None) -> RunResult:
+        """``ask`` for a caller already holding the thread's lock (a sweeper taking over an accepted request).
+        ``request_id``: the id a lease already gave this request (a takeover of a run that never got going)."""
         interface = interface or ("slack" if channel else "cli")
         self._not_superseded(thread_id, reply_to)
         request = new_request(message, user=user, channel=channel, dry_run=dry_run,
                               chosen_intent=chosen_intent.value if chosen_intent else None)
-        with self._leased(thread_id, interface=interface, channel=channel, reply_to=reply_to):
-            request_id = self.audit.request_received(
+        # the lease names the request before its record exists: a process killed in between leaves a lease a
+        # takeover runs under that same id (one record per request), not one that looks finished
+        request_id = request_id or uuid.uuid4().hex
+        with self._leased(thread_id, interface=interface, channel=channel, reply_to=reply_to,
+                          request_id=request_id):
+            self.audit.request_received(
                 thread_id=thread_id, user=user, interface=interface,
-                channel=channel, text=message, dry_run=dry_run, at=self.context.now(),
+                channel=channel, text=message, dry_run=dry_run, at=self.context.now(), request_id=request_id,
             )
-            self.runs.running(thread_id, request_id=request_id, interface=interface, channel=channel)
             failure = self._run_recorded(request, thread_id, on_event, request_id, interface=interface,
                                          channel=channel)
             if failure is not None:
@@ -255,21 +260,32 @@ class Agent:
     def take_in(self, keys: list[str], thread_id: str, *, interface: str, channel: str | None,
                 reply_to: dict[str, Any]) -> bool:
         """Claim every key (the first that was claimed before: False, and nothing else happens) and ``accept``
-        the request, together: on PostgreSQL in one transaction, so no kill can leave a claim without the lease
-        that makes sure the request is answered. (On SQLite the claims have a file of their own: one after the
-        other.)"""
-        claims = self.storage.claims
-        if claims.engine is self.runs.engine:
-            with self.runs.engine.begin() as db:
-                if not all(claims.claim(key, db=db) for key in keys):
-                    return False  # the keys won so far stay claimed (their events were seen)
-                self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to, db=db)
-        else:
-            if not all(claims.claim(key) for key in keys):
-                return False
-            self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to)
+        the request, in one transaction, so no kill can leave a claim without the lease that makes sure the
+        request is answered. The keys are intake claims (``Storage.intake_claims``: in the leases' database on
+        SQLite too); claim them elsewhere only through ``claim_intake``."""
+        claims = self.storage.intake_claims
+        if self._claimed_before_intake_claims(keys):
+            return False
+        with self.runs.engine.begin() as db:
+            if not all(claims.claim(key, db=db) for key in keys):
+                return False  # the keys won so far stay claimed (their events were seen)
+            self.runs.accept(thread_id, interface=interface, channel=channel, reply_to=reply_to, db=db)
         self.heartbeat.hold(thread_id)
         return True
+
+    def claim_intake(self, keys: list[str]) -> bool:
+        """Claim every key with the intake claims (where ``take_in`` claims), for a request answered without a
+        run (a thread already waiting for approval): False when one was claimed before."""
+        if self._claimed_before_intake_claims(keys):
+            return False
+        with self.runs.engine.begin() as db:
+            return all(self.storage.intake_claims.claim(key, db=db) for key in keys)
+
+    def _claimed_before_intake_claims(self, keys: list[str]) -> bool:
+        """SQLite: an event claimed in the claims file by a version that claimed intake there (a Slack retry
+        across the upgrade) is not taken in again."""
+        legacy = self.storage.claims
+        return legacy is not self.storage.intake_claims and any(legacy.claimed(key) for key in keys)
 
     def accept(self, thread_id: str, *, interface: str, channel: str | None, reply_to: dict[str, Any]) -> None:
         """A front end took a request in and will run it (``reply_to`` says what was asked and where to answer,

@@ -19,6 +19,10 @@ last checkpoint:
 - if continuing is impossible (``resume=False``, too many takeovers, or it raises), the request is marked
   ``interrupted`` in the audit and its thread is told what was and was not purged.
 
+A lease found ``answering`` may belong to a process killed after its final message was out: a front end whose
+messages stay (Slack) looks for that message before answering (``slack_app.handlers.Handlers.tell_recovered``:
+the final message's metadata names its request), so ``notify`` answers at most once per request.
+
 It runs when ``cachebot slack`` starts, by ``cachebot recover``, and on an interval in every live process
 (``agent/service/sweeper.py``: only leases whose heartbeat is older than ``recovery.lease_seconds``). The thread
 is told "picked up again after a restart" once, whoever picks it up (``told`` on the row).
@@ -32,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from agent.models import Intent
 from agent.periods import utc_now
-from agent.storage.runs import ACCEPTED, ANSWERING, FINISHED, IN_GRAPH
+from agent.storage.checkpoints import REQUEST_ID_KEY
+from agent.storage.runs import ACCEPTED, ANSWERING, FINISHED, IN_GRAPH, RUNNING
 from agent.words import RESTARTED, taken_over_finished, taken_over_stopped
 
 if TYPE_CHECKING:
@@ -140,6 +145,12 @@ def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovere
     snapshot = agent.snapshot(thread_id)
     if snapshot.interrupts:
         return Recovered(thread_id, "waiting_approval", **base, result=agent.result(thread_id))
+    asked = row.get("reply_to") or {}
+    if row["status"] == RUNNING and asked.get("message") and asked.get("user") and \
+            _never_checkpointed(snapshot, request_id):
+        # killed before the graph's first step was saved: what the thread shows is nothing, or an earlier
+        # request's end; this request is run again from what was asked (under the id its lease gave it)
+        return _start_accepted(agent, row, base, resume=resume)
     if not snapshot.next and not snapshot.tasks:  # (a task whose writes were saved is not in .next, but in .tasks)
         result = agent.result(thread_id)
         if request_id and row["status"] != ANSWERING:
@@ -159,6 +170,13 @@ def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovere
     return _interrupted(agent, row, error)
 
 
+def _never_checkpointed(snapshot: Any, request_id: str | None) -> bool:
+    """No checkpoint of this request's run was saved: none at all, or the last one is another request's."""
+    if not snapshot.values and snapshot.created_at is None:
+        return True
+    return request_id is not None and (snapshot.metadata or {}).get(REQUEST_ID_KEY) not in (None, request_id)
+
+
 def _start_accepted(agent: Agent, row: dict[str, Any], base: dict[str, Any], *, resume: bool) -> Recovered:
     """A request accepted but never run: run it now from what the front end recorded (we hold the lock)."""
     thread_id, asked = row["thread_id"], row.get("reply_to") or {}
@@ -167,7 +185,8 @@ def _start_accepted(agent: Agent, row: dict[str, Any], base: dict[str, Any], *, 
     try:
         result = agent.ask_locked(str(asked["message"]), user=str(asked["user"]), thread_id=thread_id,
                                   channel=row.get("channel"), interface=row.get("interface"),
-                                  chosen_intent=Intent(asked["intent"]) if asked.get("intent") else None)
+                                  chosen_intent=Intent(asked["intent"]) if asked.get("intent") else None,
+                                  request_id=row.get("request_id"))
     except Exception as exc:
         log.exception("could not run accepted request %s after a restart", thread_id)
         return _interrupted(agent, row, f"{type(exc).__name__}: {exc}")

@@ -126,6 +126,8 @@ async def prune(agent: Agent) -> None:
     event already handled must still find its claim)."""
     keep = agent.config.recovery.keep_seconds
     claims = await asyncio.to_thread(agent.storage.claims.forget_older_than, keep)
+    if agent.storage.intake_claims is not agent.storage.claims:  # SQLite: intake claims live with the leases
+        claims += await asyncio.to_thread(agent.storage.intake_claims.forget_older_than, keep)
     leases = await asyncio.to_thread(agent.runs.prune, older_than=keep)
     if claims or leases:
         log.info("pruned %d claims and %d finished leases older than %g s", claims, leases, keep)

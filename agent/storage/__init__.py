@@ -9,6 +9,9 @@ hands out every store built from that one decision:
   checkpoints, for async code;
 - ``audit``: the audit trail (``AuditStore``);
 - ``claims``: exactly-once claims (``ClaimStore``);
+- ``intake_claims``: the claims of requests being taken in (Slack events), always in the database of the leases
+  (``runs``), so claiming a request and writing its lease are one transaction on SQLite too (where ``claims``
+  has a file of its own): a kill between the two cannot leave a request claimed with nobody to answer it;
 - ``locks``: per-thread locks across processes (``ThreadLocks``);
 - ``runs``: the runs sending purges right now, for crash recovery (``RunTracker``);
 - ``approval_copies``: where each run's approval request was posted (``ApprovalCopies``);
@@ -66,6 +69,9 @@ class Storage:
         self._opening = threading.Lock()
         self.audit = audit
         self.claims = claims
+        # PostgreSQL: the same table; SQLite: the audit database's cachebot_claims (migration 0002), next to the
+        # leases, not the claims file (which keeps the claims that guard no lease: decisions, commands, digests)
+        self.intake_claims = claims if claims.engine is engine else ClaimStore(engine)
         self.locks = locks
         self.runs = runs
         self.approval_copies = ApprovalCopies(engine)

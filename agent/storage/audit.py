@@ -135,10 +135,14 @@ class AuditStore:
 
     def request_received(
         self, *, thread_id: str, user: str, interface: str, channel: str | None, text: str, dry_run: bool,
-        at: datetime,
+        at: datetime, request_id: str | None = None,
     ) -> str:
-        request_id = uuid.uuid4().hex
+        """A new request's record. ``request_id``: the id its run's lease already carries; a record with that id
+        is kept as it is (the process that made it died before the run started, and this is its takeover)."""
+        request_id = request_id or uuid.uuid4().hex
         with self.engine.begin() as db:
+            if db.execute(select(requests.c.id).where(requests.c.id == request_id)).first() is not None:
+                return request_id
             db.execute(insert(requests).values(
                 id=request_id, thread_id=thread_id, requested_by=self.redact(user), interface=interface,
                 channel=self.redact(channel) or None, text=self.redact(text), dry_run=dry_run, status="received", received_at=at,

@@ -11,7 +11,9 @@ One store, two places (``ClaimStore.open`` follows the ``Database`` decision):
 
 - PostgreSQL: the table in the shared database (migration ``0002_claims``), seen by every replica;
 - SQLite: the table in its own file next to the checkpoints (``claims.sqlite``), so a claim on Slack's ack path
-  never waits behind the audit's writes for SQLite's single writer lock.
+  never waits behind the audit's writes for SQLite's single writer lock. Except the claims of requests being
+  taken in (``Storage.intake_claims``): those are written with the request's lease (``Agent.take_in``), so they
+  are in the audit database's table, in the lease's transaction (that path writes the lease there anyway).
 """
 
 from __future__ import annotations

@@ -78,7 +78,9 @@ class RunTracker:
         if reply_to is not None:
             row["reply_to"] = json.dumps(reply_to)
         with self.engine.begin() as db:
-            current = db.execute(select(runs.c.status).where(runs.c.thread_id == thread_id)).first()
+            current = db.execute(select(runs.c.status, runs.c.reply_to).where(runs.c.thread_id == thread_id)).first()
+            if reply_to is not None and current is not None and current.status != FINISHED:
+                row["reply_to"] = json.dumps(_asked_kept(current.reply_to, reply_to))
             if current is None:
                 db.execute(insert(runs).values(thread_id=thread_id, started_at=at, takeovers=0, told=False,
                                                **{"reply_to": None, **row}))
@@ -175,6 +177,15 @@ class RunTracker:
             return
         if db.execute(update(runs).where(runs.c.thread_id == thread_id).values(**row)).rowcount == 0:
             db.execute(insert(runs).values(thread_id=thread_id, **row))
+
+
+def _asked_kept(recorded: str | None, reply_to: dict[str, Any]) -> dict[str, Any]:
+    """A running request's ``reply_to`` over the one recorded when it was accepted: what was asked (kept for a
+    takeover of a run killed before it got going) stays, when both are the same request's (same ``key``)."""
+    before = json.loads(recorded) if recorded else {}
+    if not isinstance(before, dict) or before.get("key") != reply_to.get("key"):
+        return reply_to
+    return {**before, **reply_to}
 
 
 def _row(row: Any) -> dict[str, Any]:

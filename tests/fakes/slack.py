@@ -2,7 +2,8 @@
 
 Point ``WebClient(base_url=fake.api_url)`` at it. It implements what cachebot uses: ``auth.test``,
 ``chat.postMessage`` (to a user id: their DM, ``D…``), ``chat.update``, ``chat.postEphemeral``,
-``chat.getPermalink``, ``assistant.threads.setStatus`` / ``setSuggestedPrompts``,
+``chat.getPermalink``, ``conversations.replies`` (the bot's messages in a thread, with their ``metadata`` when
+``include_all_metadata`` is set, cursor-paginated), ``assistant.threads.setStatus`` / ``setSuggestedPrompts``,
 ``files.getUploadURLExternal`` + the upload URL + ``files.completeUploadExternal``,
 ``usergroups.users.list``, ``views.open``, ``views.publish``, and slash commands' ``response_url``
 (``response_url()``; answers recorded as ``response_url`` calls). ``rate_limit_once(method)`` makes the next call to
@@ -13,6 +14,7 @@ Also: helpers to sign and send Slack requests (events, block_actions) to an app 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -177,6 +179,30 @@ class FakeSlack:
                 message["metadata"] = args.get("metadata")
         return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text")}
 
+    def api_conversations_replies(self, args: dict) -> dict:
+        """A thread's messages, oldest first, as Slack gives them: ``limit`` per page (default 1000), then
+        ``has_more`` and ``response_metadata.next_cursor``; ``metadata`` only with ``include_all_metadata``. (The
+        people's messages are not stored here: a thread is its bot messages, plus its parent when that is one.)"""
+        channel, ts = args.get("channel"), args.get("ts")
+        if not channel or not ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        with self._lock:
+            thread = sorted((dict(m) for m in self.messages.values() if m["channel"] == channel
+                             and (m.get("thread_ts") == ts or m["ts"] == ts)), key=lambda m: float(m["ts"]))
+        if not thread:
+            return {"ok": False, "error": "thread_not_found"}
+        try:
+            start = int(base64.urlsafe_b64decode(args["cursor"]).decode().removeprefix("offset:")) \
+                if args.get("cursor") else 0
+            limit = max(1, min(int(args.get("limit") or 1000), 1000))
+        except (ValueError, UnicodeDecodeError):
+            return {"ok": False, "error": "invalid_cursor"}
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        page = [_as_listed(m, with_metadata) for m in thread[start:start + limit]]
+        more = start + limit < len(thread)
+        cursor = base64.urlsafe_b64encode(f"offset:{start + limit}".encode()).decode() if more else ""
+        return {"ok": True, "messages": page, "has_more": more, "response_metadata": {"next_cursor": cursor}}
+
     def api_chat_postEphemeral(self, args: dict) -> dict:
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
@@ -244,6 +270,19 @@ class FakeSlack:
         if missing:
             return {"ok": False, "error": "file_not_found"}
         return {"ok": True, "files": [{"id": f["id"], "title": f.get("title"), "name": f.get("title")} for f in files]}
+
+
+def _as_listed(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+    """A stored bot message as conversations.replies lists it."""
+    listed = {"type": "message", "ts": message["ts"], "text": message.get("text") or "",
+              "bot_id": BOT_ID, "user": BOT_USER_ID, "app_id": "A0CACHEBOT"}
+    if message.get("thread_ts"):
+        listed["thread_ts"] = message["thread_ts"]
+    if message.get("blocks"):
+        listed["blocks"] = message["blocks"]
+    if with_metadata and message.get("metadata"):
+        listed["metadata"] = message["metadata"]
+    return listed
 
 
 def dm_channel(channel: str) -> str:
@@ -550,7 +589,7 @@ def is_report(message: dict) -> bool:
 # --- what a request's thread says: the one definition of a final message --------------------------------------
 
 RESTART_NOTICE_ENDINGS = ("The report follows.", "The answer follows.", "is waiting for approval.")
-FINAL_EVENT_TYPE = "cachebot_request_finished"  # proposed (issue 11): the app marks the message that ends a request
+FINAL_EVENT_TYPE = kit.FINISHED_EVENT  # the app marks the message that ends a request (slack_app/blocks.py)
 
 
 def message_role(message: dict) -> str:

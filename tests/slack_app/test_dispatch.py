@@ -75,6 +75,25 @@ def test_worker_processes_need_a_spec():
         Dispatcher(StandInHandlers(), workers=2)
 
 
+def test_while_the_intake_workers_start_intake_is_done_in_the_app_process():
+    """An acked event exists only in memory until intake claims it and writes its lease: it must not wait for
+    worker processes that take seconds to start (a kill meanwhile lost it). No worker is started here: the
+    click is taken in on this process's intake threads."""
+    from slack_app.dispatch import WorkerSpec
+
+    config = parse_config({"sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],
+                           "layers": [{"name": "edge", "kind": "nginx", "endpoint": "http://127.0.0.1:9"}]})
+    handlers = StandInHandlers()
+    dispatch = Dispatcher(handlers, workers=1, worker_spec=WorkerSpec(config=config, bot_token="xoxb-test"))
+    try:
+        dispatch.processes.warming = True  # as WorkerPools.warm_up leaves it until the intake workers answer
+        dispatch.take_in(ApprovalClick(body={}, action={}))
+        assert dispatch.wait_idle(10)
+        assert handlers.done == [(ApprovalClick(body={}, action={}), "cachebot-intake")]
+    finally:
+        dispatch.close()
+
+
 def test_worker_processes_run_each_event_once_and_reply(fake_slack, tmp_path: Path):
     config = parse_config({
         "sites": [{"name": "w", "hosts": ["w.example"], "layers": ["edge"]}],

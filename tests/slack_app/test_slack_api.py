@@ -120,3 +120,25 @@ def test_user_groups_are_cached_and_a_refusal_means_no_groups():
     groups = SlackUserGroups(Groups(), ["SOPS", "SGONE"])
     assert groups("UDAVE") == {"SOPS"} and groups("UEVE") == set()
     assert Groups.calls == 3  # SOPS once (cached), SGONE each time (a refusal is not cached)
+
+
+def test_a_final_message_is_found_by_its_metadata_on_any_page_of_the_thread(fake_slack):
+    """``finished_in_thread`` reads the thread as Slack lists it (conversations.replies, include_all_metadata,
+    cursor pages): a request's final message is found by the request it names, and only by that."""
+    from slack_app import blocks as kit
+    from slack_app.slack_api import make_client
+
+    api = SlackApi(make_client("xoxb-test-token", fake_slack.api_url))
+    thread_ts = "1800000999.000100"
+    for n in range(230):  # more than one page of 200
+        api.post("CPAGES", thread_ts, f"progress {n}")
+    api.post("CPAGES", thread_ts, "All 2 purges done and verified fresh.",
+             metadata=kit.finished_metadata("event:EvLATE", f"CPAGES:{thread_ts}", "report"))
+
+    assert api.finished_in_thread("CPAGES", thread_ts, "event:EvLATE")
+    assert not api.finished_in_thread("CPAGES", thread_ts, "event:EvOTHER")  # another request's answer is not it
+    assert not api.finished_in_thread("CPAGES", "1800000998.000100", "event:EvLATE")  # no such thread: not found
+    pages = fake_slack.calls_to("conversations.replies", ts=thread_ts)
+    assert len(pages) >= 2 and all(c.response["ok"] for c in pages)
+    without = fake_slack.handle("conversations.replies", {"channel": "CPAGES", "ts": thread_ts})[1]
+    assert not any("metadata" in m for m in without["messages"])  # Slack leaves metadata out unless asked

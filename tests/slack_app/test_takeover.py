@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 from agent.service.events import UrlsFound
-from agent.storage.runs import ACCEPTED, FINISHED, RUNNING
+from agent.storage.runs import ACCEPTED, ANSWERING, FINISHED, RUNNING
 from agent.words import RESTARTED
 from slack_app import handlers as handlers_module
-from tests.fakes.slack import is_report, mention
+from tests.fakes.slack import final_messages, is_report, mention
 from tests.slack_app.conftest import BIG, CHANNEL, SMALL, new_ts
 
 QUICK = {"lease_seconds": 0.5, "sweep_seconds": 0.2}
@@ -213,3 +213,71 @@ def test_a_worker_killed_mid_purge_does_not_drop_its_request(fresh_stack, fake_s
         front.close()
         front.agent.close()
         hook.close()
+
+
+# --- killed after the final message was posted, before the lease said so (#11) ---------------------------------
+
+def finals(h, thread_ts: str) -> list[dict]:
+    return final_messages(h.thread(thread_ts))
+
+
+def test_a_report_posted_just_before_a_kill_is_not_posted_again_by_the_peer_that_takes_over(slack, monkeypatch):
+    h = slack(approval={"threshold": 20}, recovery=QUICK)
+    peer = h.new_instance()[1]
+    monkeypatch.setattr(h.front.agent, "answered", die)  # the report is out; the process dies before its lease
+    thread_ts = new_ts()
+    assert h.send_event(mention(SMALL, user="UBOB", channel=CHANNEL, ts=thread_ts), event_id="EvLATE") == 200
+    kill(h.front)
+    thread_id = f"{CHANNEL}:{thread_ts}"
+    assert peer.agent.runs.get(thread_id)["status"] == ANSWERING and len(h.reports(thread_ts)) == 1
+
+    sweep_until(peer, lambda: peer.agent.runs.get(thread_id)["status"] == FINISHED, "the lease finished")
+
+    [report] = h.reports(thread_ts)
+    assert finals(h, thread_ts) == [report]
+    assert report["metadata"] == {"event_type": "cachebot_request_finished", "event_payload": {
+        "request": "event:EvLATE", "thread": thread_id, "outcome": "report"}}
+    assert not any(t.startswith(RESTARTED) for t in texts(h, thread_ts))  # nothing said: it was answered
+    assert h.fake.calls_to("conversations.replies", channel=CHANNEL, ts=thread_ts)
+
+
+def test_an_answer_given_in_place_just_before_a_kill_is_left_as_it_is(slack, monkeypatch):
+    h = slack(recovery=QUICK)
+    peer = h.new_instance()[1]
+    monkeypatch.setattr(h.front.agent, "answered", die)
+    thread_ts = new_ts()
+    assert h.send_event(mention("help", user="UBOB", channel=CHANNEL, ts=thread_ts)) == 200
+    kill(h.front)
+    [answer] = h.thread(thread_ts)  # "Looking at…" became the answer
+    thread_id = f"{CHANNEL}:{thread_ts}"
+
+    sweep_until(peer, lambda: peer.agent.runs.get(thread_id)["status"] == FINISHED, "the lease finished")
+
+    assert h.thread(thread_ts) == [answer] and finals(h, thread_ts) == [answer]
+
+
+def test_a_decision_answered_just_before_a_kill_is_not_answered_again(slack, monkeypatch):
+    h = slack(recovery=QUICK)
+    peer = h.new_instance()[1]
+    thread_ts = h.mention(BIG)
+    card = h.approval_message(thread_ts)
+    monkeypatch.setattr(h.front.agent, "answered", die)
+    h.click(thread_ts, "UALICE", message=card)
+    kill(h.front)
+    thread_id = f"{CHANNEL}:{thread_ts}"
+    assert peer.agent.runs.get(thread_id)["status"] == ANSWERING
+
+    sweep_until(peer, lambda: peer.agent.runs.get(thread_id)["status"] == FINISHED, "the lease finished")
+
+    [report] = h.reports(thread_ts)
+    assert finals(h, thread_ts) == [report]
+    assert report["metadata"]["event_payload"]["request"] == f"decision:{thread_id}:{card_interrupt(card)}"
+    assert not any(t.startswith(RESTARTED) for t in texts(h, thread_ts))
+
+
+def card_interrupt(card: dict) -> str:
+    import json
+
+    from tests.slack_app.conftest import buttons
+
+    return json.loads(buttons(card)[0]["value"])["interrupt"]

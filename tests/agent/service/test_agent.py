@@ -11,6 +11,7 @@ from agent.layers import build_layer
 from agent.service.events import Executing, Progress
 from agent.storage.runs import EXECUTING
 from tests.agent.conftest import warm
+from tests.agent.service.test_recovery import agents  # noqa: F401  (a fixture)
 
 PRICING = "https://shop.example/pricing"
 PURGES = ("purge_urls", "purge_tags", "purge_prefixes", "purge_all")
@@ -104,3 +105,55 @@ def test_waiting_for_lists_what_a_person_may_approve_until_it_expires(make_agent
     assert [e.status for e in agent.requests_of("alice")] == ["waiting_approval"]
     clock.advance(minutes=31)
     assert agent.waiting_for("carol") == []  # expired: nothing to decide any more
+
+
+# --- taking a request in: its claim and its lease together (#11) ----------------------------------------------
+
+KILLED_TAKING_IN = """
+import os, signal, sys, yaml
+from agent.config import parse_config
+from agent.service.agent import Agent
+from agent.storage.runs import RunTracker
+
+agent = Agent(parse_config(yaml.safe_load(open(sys.argv[1]))), database_url=sys.argv[2])
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9 once the event is claimed, before its lease is written
+
+RunTracker.accept = die
+agent.take_in(["event:EvKILLED", "message:C1:1.5"], "C1:1.5", interface="slack", channel="C1",
+              reply_to={"key": "event:EvKILLED", "kind": "answer", "message": "help", "user": "UBOB"})
+"""
+
+
+def test_a_process_killed_between_claiming_an_event_and_leasing_it_does_not_lose_the_request(
+        agents, fresh_stack, tmp_path, database_url):
+    """Slack sends the event again when it was not acked; that retry must be taken in, since no lease was left
+    for a sweeper to answer from. (On SQLite the claims have a file of their own: the event's claim used to be
+    committed there before the lease was written in the audit database.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from agent.storage.runs import ACCEPTED
+
+    data = fresh_stack.config_dict()
+    data["storage"] = {"sqlite_path": str(tmp_path / "state.sqlite")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    agents()  # the schema, as a running replica would have made it
+    killed = subprocess.run([sys.executable, "-c", KILLED_TAKING_IN, str(tmp_path / "config.yaml"), database_url],
+                            cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+    peer = agents()
+    asked = {"key": "event:EvKILLED", "kind": "answer", "message": "help", "user": "UBOB"}
+    assert peer.runs.get("C1:1.5") is None  # nothing a sweeper could answer from …
+    assert peer.take_in(["event:EvKILLED", "message:C1:1.5"], "C1:1.5", interface="slack", channel="C1",
+                        reply_to=asked)  # … so Slack's retry is taken in
+    assert peer.runs.get("C1:1.5")["status"] == ACCEPTED
+    assert not peer.take_in(["event:EvKILLED", "message:C1:1.5"], "C1:1.5", interface="slack", channel="C1",
+                            reply_to=asked)  # and only once
+    assert peer.storage.intake_claims.engine is peer.runs.engine  # with the leases, on SQLite too
+    peer.answered("C1:1.5")  # (the shared PostgreSQL database's next tests expect no live lease)

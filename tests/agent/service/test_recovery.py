@@ -362,3 +362,37 @@ def test_a_run_picked_up_in_verify_does_not_purge_again_the_app_cache_its_holder
     assert {r.status.value for r in item.result.results} == {"purged_verified"}
     app = [r for r in item.result.results if r.layer == "appcache"]
     assert app and all("written again since the purge" in r.evidence for r in app)
+
+
+def test_a_request_killed_before_its_run_saved_anything_is_run_again_not_taken_for_the_thread_s_last_answer(
+        agents, fresh_stack):
+    """The process died after the request was recorded and its lease said ``running``, before the graph saved
+    its first step: the thread's last checkpoint is an earlier request's end (here a "help"). The takeover runs
+    this request from what was asked, under the same audit record, instead of answering with that end."""
+    warm(fresh_stack, "/pricing", "/")
+    first = agents()
+    first.ask("help", user="bob", thread_id="C1:1.1", channel="C1")
+    asked = {"key": "event:E2", "kind": "answer", "channel": "C1", "thread_ts": "1.1", "message": SMALL,
+             "user": "bob"}
+    first.accept("C1:1.1", interface="slack", channel="C1", reply_to=asked)
+
+    def killed(*args, **kwargs):
+        raise Died()
+
+    first._run_recorded = killed
+    with pytest.raises(Died):
+        first.ask(SMALL, user="bob", thread_id="C1:1.1", channel="C1",
+                  reply_to={"key": "event:E2", "kind": "answer", "channel": "C1", "thread_ts": "1.1"})
+    [row] = first.runs.all()
+    assert row["status"] == "running" and row["reply_to"]["message"] == SMALL  # what was asked is kept
+    first.close()
+
+    restarted = agents()
+    told = []
+    [item] = recover(restarted, notify=told.append)
+
+    assert item.outcome == "finished" and told == [item]
+    assert {r.url for r in item.result.results} >= {"https://shop.example/pricing"}
+    assert {r.status.value for r in item.result.results} == {"purged_verified"}
+    [entry] = [e for e in restarted.audit.history() if e.thread_id == "C1:1.1"]  # one record for the request
+    assert entry.status == "done" and entry.request_id == row["request_id"]

@@ -132,4 +132,4 @@ def test_taking_a_request_in_claims_it_and_leases_it_together_once(make_agent, d
 
     lease = first.runs.get("C1:1.2")
     assert lease["status"] == ACCEPTED and lease["owner"] == first.runs.owner and lease["reply_to"] == asked
-    assert first.storage.claims.claimed("event:Ev10")  # seen: a redelivery of it is not looked at again
+    assert first.storage.intake_claims.claimed("event:Ev10")  # seen: a redelivery of it is not looked at again
