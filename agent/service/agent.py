@@ -509,9 +509,12 @@ class Agent:
 
     # --- reading state -------------------------------------------------------------------------------
 
-    def result(self, thread_id: str) -> RunResult:
+    def result(self, thread_id: str, *, request_id: str | None = None) -> RunResult:
+        """The thread's run as its last checkpoint shows it; with ``request_id``, identified as that request
+        (its audit id and its console page, as a run answered without a restart is)."""
         snapshot = self.snapshot(thread_id)
-        return self._result_from(thread_id, snapshot.values, snapshot.interrupts[0] if snapshot.interrupts else None)
+        result = self._result_from(thread_id, snapshot.values, snapshot.interrupts[0] if snapshot.interrupts else None)
+        return self._identified(result, request_id) if request_id else result
 
     def _result_from(self, thread_id: str, values: dict[str, Any], pending: Any = None) -> RunResult:
         plan: Plan = values.get("plan") or Plan()
@@ -639,7 +642,7 @@ class Agent:
             self.context.sent_before.pop(thread_id, None)
             self.context.maybe_sent.pop(thread_id, None)
             self.context.taken_over.discard(thread_id)
-        result = self.result(thread_id)
+        result = self.result(thread_id, request_id=request_id)
         if request_id:
             self.record_result(request_id, thread_id, result)
         return result

@@ -144,7 +144,7 @@ def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovere
         return _start_accepted(agent, row, base, resume=resume)
     snapshot = agent.snapshot(thread_id)
     if snapshot.interrupts:
-        return Recovered(thread_id, "waiting_approval", **base, result=agent.result(thread_id))
+        return Recovered(thread_id, "waiting_approval", **base, result=agent.result(thread_id, request_id=request_id))
     asked = row.get("reply_to") or {}
     if row["status"] == RUNNING and asked.get("message") and asked.get("user") and \
             _never_checkpointed(snapshot, request_id):
@@ -152,7 +152,7 @@ def _recover_one(agent: Agent, row: dict[str, Any], *, resume: bool) -> Recovere
         # request's end; this request is run again from what was asked (under the id its lease gave it)
         return _start_accepted(agent, row, base, resume=resume)
     if not snapshot.next and not snapshot.tasks:  # (a task whose writes were saved is not in .next, but in .tasks)
-        result = agent.result(thread_id)
+        result = agent.result(thread_id, request_id=request_id)
         if request_id and row["status"] != ANSWERING:
             agent.record_result(request_id, thread_id, result)
         return Recovered(thread_id, "already_done", **base, result=result)
@@ -197,7 +197,7 @@ def _interrupted(agent: Agent, row: dict[str, Any], error: str) -> Recovered:
     thread_id, request_id = row["thread_id"], row.get("request_id")
     result = None
     try:
-        result = agent.result(thread_id)
+        result = agent.result(thread_id, request_id=request_id)
         if request_id:
             agent.record_result(request_id, thread_id, result)  # the plan and intent, at least
             agent.audit.request_interrupted(request_id, detail=error, at=agent.context.now())

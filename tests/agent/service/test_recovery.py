@@ -94,6 +94,23 @@ def test_a_run_that_died_in_execute_is_finished_from_its_last_checkpoint(agents,
     assert recover(restarted) == []  # nothing left; a second recovery is a no-op
 
 
+def test_a_run_finished_after_a_restart_links_to_its_page_in_the_console_like_any_other(agents, fresh_stack):
+    """With ``web.base_url`` set, every report ends with a link to the request's page: a run picked up again
+    after a restart too (its answer is built by recovery, not by ``ask``)."""
+    warm(fresh_stack, "/pricing", "/")
+    config = {**fresh_stack.config_dict(), "web": {"base_url": "https://cachebot.example.com"}}
+    first = agents(config)
+    with pytest.raises(Died):
+        first.ask(SMALL, user="bob", thread_id="t-link", on_event=die_in_execute)
+    first.close()
+
+    [item] = recover(agents(config))
+
+    [entry] = agents(config).audit.history()
+    assert item.outcome == "finished" and item.result.request_id == entry.request_id
+    assert item.result.web_url == f"https://cachebot.example.com/requests/{entry.request_id}"
+
+
 def test_a_run_that_died_after_approval_is_finished_too(agents):
     agent = agents(threshold=2)
     waiting = agent.ask(BIG, user="bob", thread_id="t-big")
