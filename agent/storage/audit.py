@@ -23,7 +23,7 @@ from sqlalchemy import Engine, Integer, Table, and_, cast, delete, func, insert,
 
 from agent.models import ItemStatus, RunResult
 from agent.periods import utc_now
-from agent.storage.database import make_engine
+from agent.storage.database import make_engine, upsert_insert
 from agent.storage.migrations import upgrade
 from agent.storage.redaction import Redactor, secrets_of
 from agent.storage.tables import AUDIT_CHILD_TABLES, AUDIT_TABLES, decisions, plan_items, requests, results
@@ -141,12 +141,11 @@ class AuditStore:
         is kept as it is (the process that made it died before the run started, and this is its takeover)."""
         request_id = request_id or uuid.uuid4().hex
         with self.engine.begin() as db:
-            if db.execute(select(requests.c.id).where(requests.c.id == request_id)).first() is not None:
-                return request_id
-            db.execute(insert(requests).values(
+            db.execute(upsert_insert(self.engine)(requests).values(
                 id=request_id, thread_id=thread_id, requested_by=self.redact(user), interface=interface,
-                channel=self.redact(channel) or None, text=self.redact(text), dry_run=dry_run, status="received", received_at=at,
-            ))
+                channel=self.redact(channel) or None, text=self.redact(text), dry_run=dry_run, status="received",
+                received_at=at,
+            ).on_conflict_do_nothing(index_elements=[requests.c.id]))
         return request_id
 
     def request_updated(
