@@ -184,17 +184,22 @@ def plain(text: str, keep: tuple[str, ...] = ()) -> str:
 # --- message metadata: which message ends which request ------------------------------------------------------
 
 
-def finished_metadata(request: str, thread_id: str, outcome: str) -> dict[str, Any]:
+def finished_metadata(request: str | None, thread_id: str, outcome: str) -> dict[str, Any] | None:
     """The metadata of a request's final message. ``request`` is the key of its lease (``event:<id>``,
     ``decision:<thread>:<interrupt>``, …): a process taking a run over looks for it before answering
     (``SlackApi.finished_in_thread``), so an answer already out is not posted twice. ``outcome``: ``report``,
-    ``answer``, ``denied``, ``expired``, ``failed`` or ``stopped``."""
+    ``answer``, ``denied``, ``expired``, ``failed`` or ``stopped``. None for a request without a lease key
+    (nothing to look for)."""
+    if not request:
+        return None
     return {"event_type": FINISHED_EVENT, "event_payload": {"request": request, "thread": thread_id,
                                                             "outcome": outcome}}
 
 
-def notice_metadata(request: str, thread_id: str) -> dict[str, Any]:
-    """The metadata of a message said on the way to the final one (a stopped run's first line)."""
+def notice_metadata(request: str | None, thread_id: str) -> dict[str, Any] | None:
+    """The metadata of a message said on the way to the final one (a stopped run's first line); None as above."""
+    if not request:
+        return None
     return {"event_type": NOTICE_EVENT, "event_payload": {"request": request, "thread": thread_id}}
 
 

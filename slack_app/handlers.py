@@ -159,7 +159,7 @@ class Handlers:
         status_ts = asked.get("status_ts")
         if item.outcome == "interrupted" or item.result is None:
             self.slack.reply_in_place(channel, thread_ts, status_ts, recovery.interrupted_message(item),
-                                      kit.finished_metadata(key, item.thread_id, "stopped") if key else None)
+                                      kit.finished_metadata(key, item.thread_id, "stopped"))
             return
         result = item.result
         if item.outcome == "waiting_approval" and asked.get("kind") == "decision":
@@ -390,14 +390,14 @@ class Handlers:
             return
         except NothingPending as exc:  # an offer that was taken or replaced meanwhile
             self.slack.reply_in_place(channel, thread_ts, status_ts, f"Nothing to do: {exc}.",
-                                      kit.finished_metadata(key, thread_id, "answer") if key else None)
+                                      kit.finished_metadata(key, thread_id, "answer"))
             self._answered(thread_id, key)
             return
         except Exception:
             log.exception("run %s failed", thread_id)
             self.slack.reply_in_place(channel, thread_ts, status_ts, "Something went wrong on my side; nothing "
                                       "more will happen for this request. Please try again.",
-                                      kit.finished_metadata(key, thread_id, "failed") if key else None)
+                                      kit.finished_metadata(key, thread_id, "failed"))
             self._answered(thread_id, key)
             return
         # the answer first: the progress message's last edit may have to wait out its rate limit (up to a second,
@@ -436,11 +436,11 @@ class Handlers:
         thread_id = result.thread_id or f"{channel}:{thread_ts}"
 
         def final(outcome: str) -> dict[str, Any] | None:
-            return kit.finished_metadata(key, thread_id, outcome) if key else None
+            return kit.finished_metadata(key, thread_id, outcome)
 
         if result.error and result.results:  # stopped after sending (agent.service.agent): say so, then what was sent
             self.slack.post(channel, thread_ts, result.reply.split("\n", 1)[0],
-                            metadata=kit.notice_metadata(key, thread_id) if key else None)
+                            metadata=kit.notice_metadata(key, thread_id))
             self._post_report(result, channel, thread_ts, final("report"))
         elif result.results:
             self._post_report(result, channel, thread_ts, final("report"))
