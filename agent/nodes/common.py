@@ -1,7 +1,7 @@
 """What several nodes share: the request's deadline and progress channel, the layers' order from the origin,
-looking at the origin and at a layer (``verify_group``) within the deadline, and turning a layer's purge answer plus what verification saw into a
-per-page verdict (execute, verify and check use these; the service uses ``unverified_results`` for a run that
-stopped). No node imports another node: what two of them need lives here."""
+looking at the origin and at a layer (``verify_group``) within the deadline, and turning a layer's purge answer
+plus what verification saw into a per-page verdict (execute, verify and check use these; the service uses
+``unverified_results`` for a run that stopped). No node imports another node: what two of them need lives here."""
 
 from __future__ import annotations
 
@@ -141,6 +141,11 @@ def unverified_results(
 
 def join(*parts: str) -> str:
     return " ".join(p for p in parts if p)
+
+
+def pages_of(items: list[PlanItem]) -> list[str]:
+    """The pages to fetch from the origin for ``items``: a prefix purged as a scope is no page of its own."""
+    return [i.url for i in items if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
 
 
 async def verify_group(

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from agent.layers.base import CacheLayer, Verification
 from agent.layers.probe import FetchLimits, fetch_limits, origin_client
 from agent.layerset import open_layers
-from agent.models import Operation, PlanItem, PurgeOutcome, PurgeStatus
-from agent.nodes.common import origin_observations, verify_group
+from agent.models import PlanItem, PurgeOutcome, PurgeStatus
+from agent.nodes.common import origin_observations, pages_of, verify_group
 from agent.state import AgentContext
 
 NOT_SENT_AGAIN = "sent before cachebot restarted (its answer was not recorded); verified fresh, so not sent again"
@@ -73,9 +73,9 @@ async def look_before_resending(
                         ready[key] = items
                 seen = await look(ready, layers, context, client)
                 for (layer, target), items in ready.items():
-                    verdicts = [seen.get((i.url, i.layer)) for i in items]
-                    if all(v is not None and v.verified for v in verdicts):
-                        looked.done.append(fresh_outcome(items[0], verdicts))
+                    evidence = fresh_evidence(items, seen)
+                    if evidence is not None:
+                        looked.done.append(fresh_outcome(items[0], evidence))
                     else:
                         looked.resend += items
                         for item in items:
@@ -93,8 +93,7 @@ async def look(
     http = [i for i in items if layers[i.layer].verifies_against_origin]
     seen = await verify_group(own, layers, {}, context)
     if http:
-        pages = [i.url for i in http if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
-        origin = await origin_observations(client, pages, context, any_status=True)
+        origin = await origin_observations(client, pages_of(http), context, any_status=True)
         seen |= await verify_group(http, layers, origin, context, client)
     return seen
 
@@ -119,9 +118,8 @@ async def keys_seen_gone(
             own = {key: items for key, items in by_target.items() if not layers[key[0]].verifies_against_origin}
             seen = await verify_group([i for items in own.values() for i in items], layers, {}, context)
     for key, items in own.items():
-        verdicts = [seen.get((i.url, i.layer)) for i in items]
-        if all(v is not None and v.verified for v in verdicts):
-            evidence = "; ".join(dict.fromkeys(v.evidence for v in verdicts if v is not None))
+        evidence = fresh_evidence(items, seen)
+        if evidence is not None:
             answered[key] = answered[key].model_copy(update={"seen_fresh": evidence})
     return [answered.get((o.layer, o.target), o) for o in outcomes]
 
@@ -136,10 +134,17 @@ def depths(items: list[PlanItem], context: AgentContext) -> dict[str, int]:
     return depth
 
 
-def fresh_outcome(item: PlanItem, verdicts: list[Verification | None]) -> PurgeOutcome:
+def fresh_evidence(items: list[PlanItem], seen: dict[tuple[str, str], Verification]) -> str | None:
+    """What the look saw when every page of one target was seen fresh (each distinct evidence once), else None."""
+    verdicts = [seen.get((i.url, i.layer)) for i in items]
+    if not all(v is not None and v.verified for v in verdicts):
+        return None
+    return "; ".join(dict.fromkeys(v.evidence for v in verdicts if v is not None))
+
+
+def fresh_outcome(item: PlanItem, evidence: str) -> PurgeOutcome:
     """Done, with what the look saw: verify trusts it for a key store, whose keys the looks at the HTTP caches
     behind it may have refilled from the origin since (fresh ones: they were seen gone first)."""
-    evidence = "; ".join(dict.fromkeys(v.evidence for v in verdicts if v is not None))
     outcome = PurgeOutcome.answer(item.layer, item.operation, item.target, PurgeStatus.PURGED,
                                   f"{NOT_SENT_AGAIN} ({evidence})", attempts=1)
     return outcome.model_copy(update={"seen_fresh": evidence})

@@ -18,10 +18,10 @@ from langgraph.runtime import Runtime
 from agent.layers.base import CacheLayer, Observation, Verification
 from agent.layers.probe import FetchLimits, fetch_limits, origin_client
 from agent.layerset import open_layers
-from agent.models import ItemResult, Operation, PlanItem, PurgeOutcome
+from agent.models import ItemResult, PlanItem, PurgeOutcome
 from agent.nodes.common import (
-    accepted, judge, layer_tiers, origin_observations, request_deadline, stream_writer, thread_id, verify_group,
-    within_deadline,
+    accepted, judge, layer_tiers, origin_observations, pages_of, request_deadline, stream_writer, thread_id,
+    verify_group, within_deadline,
 )
 from agent.state import AgentContext, PurgeState, context_of
 
@@ -69,8 +69,7 @@ async def verify_within_limits(
         verifications |= seen_fresh_before(own_storage, outcomes)
         own_storage = [i for i in own_storage if (i.url, i.layer) not in verifications]
         verifications |= await verify_group(own_storage, layers, {}, context)
-        pages = [i.url for i in to_verify if not (i.operation == Operation.PURGE_PREFIX and i.url == i.target)]
-        origin = await origin_observations(client, pages, context, any_status=True)
+        origin = await origin_observations(client, pages_of(to_verify), context, any_status=True)
         if thread_id() in context.taken_over:
             verifications |= await written_again_since_the_purge(own_storage, verifications, outcomes, layers, origin)
         for tier in layer_tiers(items, context):
