@@ -37,9 +37,9 @@ from agent.state import AgentContext, checkpoint_serializer, new_request
 from agent.storage import Storage
 from agent.storage.audit import HistoryEntry
 from agent.storage.checkpoints import ATTEMPT_KEY, REQUEST_ID_KEY, RESUMED_AT_KEY
-from agent.telemetry import run_spans
 from agent.storage.in_flight import FIRST, REPAIR
 from agent.storage.runs import ACCEPTED, FINISHED
+from agent.telemetry import run_spans
 from agent.urls import screen_urls
 from agent.words import failure_reply, history_reply, waiting_reply
 
