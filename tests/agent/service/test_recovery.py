@@ -8,15 +8,18 @@ and the thread lock is let go (as a dead process's connection / file would be). 
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections import Counter
 
 import httpx
 import pytest
 
 from agent.config import parse_config
+from agent.nodes.execute import execute_plan
 from agent.service.agent import Agent
-from agent.service.events import Executing, Progress, ProgressEvent, StepDone
+from agent.service.events import Executing, Progress, ProgressEvent
 from agent.service.recovery import RESTARTED, interrupted_message, recover
 from agent.state import AgentContext
 from agent.storage.in_flight import FIRST
@@ -182,6 +185,7 @@ def test_a_finished_run_whose_row_was_left_is_just_cleared(agents):
 KILLED_AT_FIRST_ANSWER = """
 import os, signal, sys, yaml
 from agent.config import parse_config
+from agent.nodes.execute import execute_plan
 from agent.service.agent import Agent
 from agent.service.events import Progress
 
@@ -260,6 +264,18 @@ def die_when_executing(event: ProgressEvent) -> None:
         raise Died()
 
 
+def stopped_before_execute(agents, fresh_stack, thread_id: str) -> Agent:
+    """Both pages cached, then changed at the origin; a run of SMALL on ``thread_id`` that died with execute
+    next: the agent it died in (closed by the caller)."""
+    warm(fresh_stack, "/pricing", "/")
+    fresh_stack.content.edit("/pricing", "Prices went down")
+    fresh_stack.content.edit("/", "A new home page")
+    first = agents()
+    with pytest.raises(Died):
+        first.ask(SMALL, user="bob", thread_id=thread_id, on_event=die_when_executing)
+    return first
+
+
 def as_a_killed_holder_left_it(agent: Agent, thread_id: str, in_flight: dict[str, list[str]],
                                taken: dict[str, list[str]]) -> None:
     """What a holder killed mid-execute leaves: each batch of ``in_flight`` (layer -> pages) noted in the journal
@@ -311,12 +327,7 @@ def counting_targets(agent: Agent, sent: Counter) -> Agent:
 
 def test_purges_in_flight_at_a_kill_are_looked_at_first_and_only_the_stale_ones_sent_again(agents, fresh_stack):
     pricing, home = "https://shop.example/pricing", "https://shop.example/"
-    warm(fresh_stack, "/pricing", "/")
-    fresh_stack.content.edit("/pricing", "Prices went down")
-    fresh_stack.content.edit("/", "A new home page")
-    first = agents()
-    with pytest.raises(Died):
-        first.ask(SMALL, user="bob", thread_id="t-flight", on_event=die_when_executing)
+    first = stopped_before_execute(agents, fresh_stack, "t-flight")
     # the killed holder had sent the app cache and Varnish both pages, the edge /pricing; of those the app cache
     # deleted /pricing's keys and Varnish purged both, and then the process died before any answer was recorded
     as_a_killed_holder_left_it(first, "t-flight",
@@ -350,17 +361,7 @@ def test_purges_in_flight_at_a_kill_are_looked_at_first_and_only_the_stale_ones_
 
 
 def test_a_run_picked_up_in_verify_does_not_purge_again_the_app_cache_its_holder_refilled(agents, fresh_stack):
-    import asyncio
-    import time
-
-    from agent.nodes.execute import execute_plan
-
-    warm(fresh_stack, "/pricing", "/")
-    fresh_stack.content.edit("/pricing", "Prices went down")
-    fresh_stack.content.edit("/", "A new home page")
-    first = agents()
-    with pytest.raises(Died):
-        first.ask(SMALL, user="bob", thread_id="t-verify", on_event=die_when_executing)
+    first = stopped_before_execute(agents, fresh_stack, "t-verify")
     # the killed holder's execute sent every purge and its answers were saved; then its verify began: it fetched
     # the pages from the origin, which wrote its app cache again, and the process died
     plan = first.result("t-verify").plan
