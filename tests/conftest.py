@@ -106,6 +106,18 @@ def memcached_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemo
         daemon.stop()
 
 
+@pytest.fixture
+def memcached_client(memcached_daemon: Daemon):
+    """A client of the test memcached, emptied first. default_noreply=False: a set has landed before a layer, on
+    its own connection, looks for it."""
+    from pymemcache.client.base import Client
+
+    client = Client(("127.0.0.1", memcached_daemon.port), connect_timeout=2, timeout=2, default_noreply=False)
+    client.flush_all()
+    yield client
+    client.close()
+
+
 # --- databases for the audit trail and checkpoints (agent/storage.py): SQLite files and a real PostgreSQL -------
 
 POSTGRES_ENV = "CACHEBOT_TEST_POSTGRES_URL"

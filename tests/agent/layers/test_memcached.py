@@ -6,7 +6,6 @@ import asyncio
 import socket
 
 import pytest
-from pymemcache.client.base import Client
 
 from agent.config import AppConfig, ConfigError, LayerConfig, parse_config, validate_layer_options
 from agent.layers.base import Capability
@@ -32,12 +31,8 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def mc(memcached_daemon):
-    # default_noreply=False: a set must have landed before the layer, on its own connection, looks for it
-    client = Client(("127.0.0.1", memcached_daemon.port), connect_timeout=2, timeout=2, default_noreply=False)
-    client.flush_all()
-    yield client
-    client.close()
+def mc(memcached_client):
+    return memcached_client
 
 
 def test_purge_deletes_keys_then_verifies_gone(memcached_daemon, mc) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import time
 
 import pytest
-from pymemcache.client.base import Client
 
 from agent.config import parse_config
 from agent.models import Operation, PlanItem
@@ -34,11 +33,8 @@ def context(fresh_stack, memcached_daemon):
 
 
 @pytest.fixture
-def fragments(memcached_daemon):
-    client = Client(("127.0.0.1", memcached_daemon.port), connect_timeout=2, timeout=2, default_noreply=False)
-    client.flush_all()
-    yield client
-    client.close()
+def fragments(memcached_client):
+    return memcached_client
 
 
 def look(maybe, sending, context):
